@@ -1,0 +1,46 @@
+//! AgentHalt: production-grade guardrails for AI agent tool calls.
+//!
+//! An agent proposes a call; before it runs, the [`Engine`] evaluates it against your policies
+//! (budgets, purchases, deletions, rate limits, scopes, sensitive data) and answers allow, deny,
+//! modify or require human approval. Policies live in code or YAML, never in the prompt, so no
+//! prompt injection can talk them away.
+//!
+//! This facade re-exports the crates of the workspace behind features:
+//!
+//! | feature | crate | what it brings |
+//! |---------|-------|----------------|
+//! | (always) | `halt-core` | context, decisions, guards, engine, clock, money, state store |
+//! | `full` | all of the below | everything |
+//!
+//! Guard, store, approval, audit and integration features are added here as their crates land.
+//!
+//! ```
+//! use agenthalt::{async_trait, Call, CallContext, Decision, Engine, Guard, GuardError};
+//!
+//! #[derive(Debug)]
+//! struct ReadOnly;
+//!
+//! #[async_trait]
+//! impl Guard for ReadOnly {
+//!     fn name(&self) -> &str { "read_only" }
+//!     async fn evaluate(&self, call: &Call<'_>) -> Result<Decision, GuardError> {
+//!         Ok(if call.function().starts_with("get_") {
+//!             Decision::allow("read")
+//!         } else {
+//!             Decision::deny("read-only agent")
+//!         })
+//!     }
+//! }
+//!
+//! let engine = Engine::builder().guard(ReadOnly).build()?;
+//! assert!(engine.evaluate_blocking(CallContext::new("get_user")).is_allowed());
+//! assert!(engine.evaluate_blocking(CallContext::new("delete_user")).is_denied());
+//! # Ok::<(), agenthalt::EngineError>(())
+//! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub use halt_core::*;
+
+/// The core crate, for paths such as `agenthalt::core::store::MemoryStore`.
+pub use halt_core as core;

@@ -1,0 +1,320 @@
+//! The call an agent proposes: [`CallContext`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::clock::Timestamp;
+
+/// JSON object type used for arguments, metadata and details.
+pub type JsonObject = Map<String, Value>;
+
+/// One proposed tool call: what the agent wants to run, with what, on whose behalf.
+///
+/// `arguments` and `metadata` are JSON objects by construction; anything else is refused with a
+/// [`ContextError`] when the context is built.
+///
+/// ```
+/// use halt_core::CallContext;
+/// use serde_json::json;
+///
+/// let ctx = CallContext::new("send_email")
+///     .with_arguments(json!({"to": "a@example.com"}))?
+///     .with_agent("mailer")
+///     .with_session("s-1");
+/// assert_eq!(ctx.arguments["to"], "a@example.com");
+/// # Ok::<(), halt_core::ContextError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallContext {
+    /// Identifies this call; generated when absent.
+    #[serde(default = "generate_call_id")]
+    pub call_id: String,
+    /// The tool's name as the agent gave it.
+    pub function_name: String,
+    /// The tool's arguments.
+    #[serde(default)]
+    pub arguments: JsonObject,
+    /// The agent proposing the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// The conversation or run the call belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Seconds since the Unix epoch; the engine's clock fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<f64>,
+    /// Facts set by the host application (never by the model), such as a tenant.
+    #[serde(default)]
+    pub metadata: JsonObject,
+}
+
+/// Why a call could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContextError {
+    /// The input is not a JSON object.
+    #[error("a call must be a JSON object, got {0}")]
+    NotAnObject(&'static str),
+    /// A field has the wrong JSON type.
+    #[error("`{field}` must be {expected}, got {got}")]
+    WrongType {
+        /// The field.
+        field: &'static str,
+        /// The JSON type wanted.
+        expected: &'static str,
+        /// The JSON type found.
+        got: &'static str,
+    },
+    /// A required field is missing.
+    #[error("`{0}` is missing")]
+    Missing(&'static str),
+    /// The timestamp is negative, NaN or infinite.
+    #[error("`timestamp` must be a non-negative finite number of seconds")]
+    BadTimestamp,
+}
+
+impl CallContext {
+    /// A call of `function_name` with no arguments and a fresh call id.
+    #[must_use]
+    pub fn new(function_name: impl Into<String>) -> Self {
+        Self {
+            call_id: generate_call_id(),
+            function_name: function_name.into(),
+            arguments: JsonObject::new(),
+            agent_id: None,
+            session_id: None,
+            timestamp: None,
+            metadata: JsonObject::new(),
+        }
+    }
+
+    /// Sets the arguments.
+    ///
+    /// # Errors
+    /// [`ContextError::WrongType`] when `arguments` is not a JSON object.
+    pub fn with_arguments(mut self, arguments: Value) -> Result<Self, ContextError> {
+        self.arguments = into_object("arguments", arguments)?;
+        Ok(self)
+    }
+
+    /// Sets the metadata.
+    ///
+    /// # Errors
+    /// [`ContextError::WrongType`] when `metadata` is not a JSON object.
+    pub fn with_metadata(mut self, metadata: Value) -> Result<Self, ContextError> {
+        self.metadata = into_object("metadata", metadata)?;
+        Ok(self)
+    }
+
+    /// Sets the agent id.
+    #[must_use]
+    pub fn with_agent(mut self, agent_id: impl Into<String>) -> Self {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+
+    /// Sets the session id.
+    #[must_use]
+    pub fn with_session(mut self, session_id: impl Into<String>) -> Self {
+        self.session_id = Some(session_id.into());
+        self
+    }
+
+    /// Sets the call id.
+    #[must_use]
+    pub fn with_call_id(mut self, call_id: impl Into<String>) -> Self {
+        self.call_id = call_id.into();
+        self
+    }
+
+    /// Sets the timestamp the caller observed (used only by a replay clock).
+    #[must_use]
+    pub fn with_timestamp(mut self, t: Timestamp) -> Self {
+        self.timestamp = Some(t.as_secs_f64());
+        self
+    }
+
+    /// Builds a call from its JSON wire form (as read by `agenthalt eval` and the server):
+    /// `{"call_id"?, "function_name", "arguments"?, "agent_id"?, "session_id"?, "timestamp"?, "metadata"?}`.
+    ///
+    /// `null` counts as absent. Unknown fields are ignored.
+    ///
+    /// # Errors
+    /// A clear [`ContextError`] for every malformed field.
+    pub fn from_json(value: Value) -> Result<Self, ContextError> {
+        let Value::Object(mut obj) = value else {
+            return Err(ContextError::NotAnObject(json_type(&value)));
+        };
+        let mut take = |k: &str| obj.remove(k).filter(|v| !v.is_null());
+        let function_name = match take("function_name") {
+            Some(Value::String(s)) => s,
+            Some(other) => return Err(wrong("function_name", "a string", &other)),
+            None => return Err(ContextError::Missing("function_name")),
+        };
+        let call_id = match take("call_id") {
+            Some(Value::String(s)) => s,
+            Some(Value::Number(n)) => n.to_string(),
+            Some(other) => return Err(wrong("call_id", "a string", &other)),
+            None => generate_call_id(),
+        };
+        let opt_string = |field: &'static str, v: Option<Value>| match v {
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(wrong(field, "a string", &other)),
+            None => Ok(None),
+        };
+        let agent_id = opt_string("agent_id", take("agent_id"))?;
+        let session_id = opt_string("session_id", take("session_id"))?;
+        let timestamp = match take("timestamp") {
+            Some(Value::Number(n)) => {
+                let t = n.as_f64().ok_or(ContextError::BadTimestamp)?;
+                Timestamp::from_secs_f64(t).ok_or(ContextError::BadTimestamp)?;
+                Some(t)
+            }
+            Some(other) => return Err(wrong("timestamp", "a number", &other)),
+            None => None,
+        };
+        let arguments = take("arguments").map_or(Ok(JsonObject::new()), |v| into_object("arguments", v))?;
+        let metadata = take("metadata").map_or(Ok(JsonObject::new()), |v| into_object("metadata", v))?;
+        Ok(Self {
+            call_id,
+            function_name,
+            arguments,
+            agent_id,
+            session_id,
+            timestamp,
+            metadata,
+        })
+    }
+
+    /// The timestamp the caller supplied, if it is a valid time.
+    #[must_use]
+    pub fn caller_time(&self) -> Option<Timestamp> {
+        self.timestamp.and_then(Timestamp::from_secs_f64)
+    }
+}
+
+fn into_object(field: &'static str, v: Value) -> Result<JsonObject, ContextError> {
+    match v {
+        Value::Object(o) => Ok(o),
+        other => Err(wrong(field, "a JSON object", &other)),
+    }
+}
+
+fn wrong(field: &'static str, expected: &'static str, got: &Value) -> ContextError {
+    ContextError::WrongType {
+        field,
+        expected,
+        got: json_type(got),
+    }
+}
+
+/// The JSON type of a value, for messages.
+#[must_use]
+pub(crate) fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A process-unique call id: `call-` + a random-looking prefix + a counter.
+fn generate_call_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("call-{:08x}-{n}", prefix & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn from_json_reads_every_field() {
+        let c = CallContext::from_json(json!({
+            "call_id": "c1", "function_name": "f", "arguments": {"a": 1},
+            "agent_id": "ag", "session_id": "s", "timestamp": 12.5, "metadata": {"tenant": "t"}
+        }))
+        .unwrap();
+        assert_eq!(c.call_id, "c1");
+        assert_eq!(c.arguments["a"], 1);
+        assert_eq!(c.agent_id.as_deref(), Some("ag"));
+        assert_eq!(c.caller_time(), Some(Timestamp::from_micros(12_500_000)));
+        assert_eq!(c.metadata["tenant"], "t");
+    }
+
+    #[test]
+    fn from_json_refuses_malformed_calls() {
+        let cases = [
+            (json!([1]), "a call must be a JSON object, got an array"),
+            (json!({}), "`function_name` is missing"),
+            (
+                json!({"function_name": 3}),
+                "`function_name` must be a string, got a number",
+            ),
+            (
+                json!({"function_name": "f", "arguments": [1]}),
+                "`arguments` must be a JSON object, got an array",
+            ),
+            (
+                json!({"function_name": "f", "arguments": "x"}),
+                "`arguments` must be a JSON object, got a string",
+            ),
+            (
+                json!({"function_name": "f", "metadata": 1}),
+                "`metadata` must be a JSON object, got a number",
+            ),
+            (
+                json!({"function_name": "f", "timestamp": "now"}),
+                "`timestamp` must be a number, got a string",
+            ),
+            (
+                json!({"function_name": "f", "timestamp": -1}),
+                "`timestamp` must be a non-negative finite number of seconds",
+            ),
+            (
+                json!({"function_name": "f", "agent_id": {}}),
+                "`agent_id` must be a string, got an object",
+            ),
+        ];
+        for (input, msg) in cases {
+            assert_eq!(
+                CallContext::from_json(input.clone()).unwrap_err().to_string(),
+                msg,
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn builder_refuses_non_object_arguments() {
+        let err = CallContext::new("f").with_arguments(json!("x")).unwrap_err();
+        assert_eq!(err.to_string(), "`arguments` must be a JSON object, got a string");
+    }
+
+    #[test]
+    fn call_ids_are_unique() {
+        let a = CallContext::new("f");
+        let b = CallContext::new("f");
+        assert_ne!(a.call_id, b.call_id);
+    }
+}

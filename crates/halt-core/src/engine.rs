@@ -1,0 +1,975 @@
+//! The [`Engine`]: runs the guards on each call and settles the call's effects.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::approval::{ApprovalHandler, ApprovalRequest, ApprovalResponse};
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::context::CallContext;
+use crate::decision::{Decision, DecisionKind, Outcome};
+use crate::guard::{Call, Effect, Guard, GuardError};
+use crate::join::{self, Slot, panic_message};
+use crate::money::Money;
+use crate::names;
+use crate::store::{CounterSpec, MemoryStore, StateStore, StoreError, Window};
+
+/// The name engine-level decisions carry (invalid calls, failed hooks, failed commits).
+pub const ENGINE_GUARD_NAME: &str = "engine";
+
+/// A hook run before the guards; it may rewrite the call. An error denies the call.
+pub type PreHook = Arc<dyn Fn(&mut CallContext) -> Result<(), HookError> + Send + Sync>;
+/// A hook run after the outcome is final. It must be quick; a panic in it is contained.
+pub type PostHook = Arc<dyn Fn(&CallContext, &Outcome) + Send + Sync>;
+
+/// A pre-hook's refusal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HookError(pub String);
+
+/// Whether decisions are enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Decisions are enforced (the default).
+    #[default]
+    Enforce,
+    /// Shadow mode: decisions are computed, recorded and streamed, but every call runs.
+    Monitor,
+}
+
+/// What the engine streams to subscribers.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum EngineEvent {
+    /// A call was evaluated.
+    Evaluated {
+        /// The call, after pre-hooks, with the engine's timestamp.
+        context: Arc<CallContext>,
+        /// The outcome.
+        outcome: Arc<Outcome>,
+    },
+    /// A held approval was answered (or found expired).
+    ApprovalResolved {
+        /// The call.
+        call_id: String,
+        /// The answer.
+        approved: bool,
+        /// Who answered.
+        approver: Option<String>,
+    },
+    /// A call's cost was settled.
+    Settled(Settlement),
+}
+
+/// Errors changing the engine's guards.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// A guard of that name is already registered.
+    #[error("a guard named `{0}` is already registered")]
+    DuplicateGuard(String),
+    /// No guard of that name is registered.
+    #[error("no guard named `{0}`")]
+    UnknownGuard(String),
+    /// The guard's name is unusable.
+    #[error("invalid guard name `{name}`: {reason}")]
+    InvalidGuardName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Errors answering a held approval.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// No approval is pending for the call: never asked, already answered, or expired.
+    #[error("no pending approval for call `{0}` (never asked, already answered, or expired)")]
+    NotPending(String),
+    /// The approval was given after the call's reservations lapsed; the call must not run.
+    #[error("approval for call `{0}` came after its hold expired")]
+    Expired(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Errors settling a call's cost.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettleError {
+    /// No cost was charged for the call (or its receipt expired).
+    #[error("no charged cost recorded for call `{0}`")]
+    UnknownCall(String),
+    /// Another settlement of the same call won the race repeatedly.
+    #[error("settlement of call `{0}` kept conflicting with another; try again")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The result of [`Engine::settle`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Settlement {
+    /// The call.
+    pub call_id: String,
+    /// What had been charged to each counter (the estimate, or an earlier settlement).
+    pub previous: Vec<Money>,
+    /// The actual cost now charged.
+    pub actual: Money,
+    /// The counters corrected (windows that already ended are left alone).
+    pub counters: usize,
+}
+
+/// A registered guard and whether it is enabled.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GuardInfo {
+    /// The guard's name.
+    pub name: String,
+    /// Whether it is evaluated.
+    pub enabled: bool,
+    /// Its summary ([`Guard::describe`]).
+    pub settings: serde_json::Value,
+}
+
+#[derive(Clone)]
+struct GuardEntry {
+    guard: Arc<dyn Guard>,
+    name: Arc<str>,
+    enabled: Arc<AtomicBool>,
+}
+
+/// What one evaluation reads: guards and hooks, replaced whole on every change so evaluations
+/// take one cheap snapshot.
+#[derive(Default, Clone)]
+struct Snapshot {
+    guards: Vec<GuardEntry>,
+    pre: Vec<PreHook>,
+    post: Vec<PostHook>,
+}
+
+struct Inner {
+    snapshot: RwLock<Arc<Snapshot>>,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn StateStore>,
+    events: broadcast::Sender<EngineEvent>,
+    guard_timeout: Duration,
+    approval_timeout: Duration,
+    monitor: AtomicBool,
+    approvals: Option<Arc<dyn ApprovalHandler>>,
+}
+
+/// Evaluates proposed calls against the registered guards and keeps the books on their effects.
+///
+/// Cheap to clone (a handle to shared state); safe to share across tasks and threads.
+///
+/// ```
+/// use halt_core::{async_trait, Call, CallContext, Decision, Engine, Guard, GuardError};
+///
+/// #[derive(Debug)]
+/// struct NoDrops;
+///
+/// #[async_trait]
+/// impl Guard for NoDrops {
+///     fn name(&self) -> &str { "no_drops" }
+///     async fn evaluate(&self, call: &Call<'_>) -> Result<Decision, GuardError> {
+///         Ok(if call.function().starts_with("drop_") {
+///             Decision::deny("dropping is not allowed")
+///         } else {
+///             Decision::allow("ok")
+///         })
+///     }
+/// }
+///
+/// let engine = Engine::builder().guard(NoDrops).build()?;
+/// let outcome = engine.evaluate_blocking(CallContext::new("DROP_table"));
+/// assert!(outcome.is_denied());
+/// assert_eq!(outcome.denial_reasons(), ["dropping is not allowed"]);
+/// # Ok::<(), halt_core::EngineError>(())
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self.guards().into_iter().map(|g| g.name).collect();
+        f.debug_struct("Engine")
+            .field("guards", &names)
+            .field("mode", &self.mode())
+            .field("clock", &self.inner.clock)
+            .field("store", &self.inner.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`Engine`].
+pub struct EngineBuilder {
+    guards: Vec<Arc<dyn Guard>>,
+    hooks: Snapshot,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn StateStore>,
+    guard_timeout: Duration,
+    approval_timeout: Duration,
+    mode: Mode,
+    approvals: Option<Arc<dyn ApprovalHandler>>,
+    event_capacity: usize,
+}
+
+impl fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("guards", &self.guards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        Self {
+            guards: Vec::new(),
+            hooks: Snapshot::default(),
+            clock: Arc::new(SystemClock),
+            store: Arc::new(MemoryStore::new()),
+            guard_timeout: Duration::from_secs(5),
+            approval_timeout: Duration::from_secs(900),
+            mode: Mode::Enforce,
+            approvals: None,
+            event_capacity: 1024,
+        }
+    }
+}
+
+impl EngineBuilder {
+    /// Registers a guard (evaluated in registration order for ties).
+    #[must_use]
+    pub fn guard(mut self, guard: impl Guard) -> Self {
+        self.guards.push(Arc::new(guard));
+        self
+    }
+
+    /// Registers a shared guard.
+    #[must_use]
+    pub fn guard_arc(mut self, guard: Arc<dyn Guard>) -> Self {
+        self.guards.push(guard);
+        self
+    }
+
+    /// The clock guards read (default: the system clock).
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The clock, shared.
+    #[must_use]
+    pub fn clock_arc(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The state store (default: a [`MemoryStore`]).
+    #[must_use]
+    pub fn store(mut self, store: impl StateStore) -> Self {
+        self.store = Arc::new(store);
+        self
+    }
+
+    /// The state store, shared.
+    #[must_use]
+    pub fn store_arc(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// How long the guards of one call may take together before the ones still running are
+    /// denied fail-safe (default 5 s).
+    #[must_use]
+    pub fn guard_timeout(mut self, timeout: Duration) -> Self {
+        self.guard_timeout = timeout;
+        self
+    }
+
+    /// How long a call may wait for a human before it is refused and its reservations released
+    /// (default 15 minutes).
+    #[must_use]
+    pub fn approval_timeout(mut self, timeout: Duration) -> Self {
+        self.approval_timeout = timeout;
+        self
+    }
+
+    /// Enforce (default) or monitor.
+    #[must_use]
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Who answers approval requests. Without one, calls needing approval are held until
+    /// [`Engine::resolve_approval`].
+    #[must_use]
+    pub fn approval_handler(mut self, handler: impl ApprovalHandler) -> Self {
+        self.approvals = Some(Arc::new(handler));
+        self
+    }
+
+    /// The approval handler, shared.
+    #[must_use]
+    pub fn approval_handler_arc(mut self, handler: Arc<dyn ApprovalHandler>) -> Self {
+        self.approvals = Some(handler);
+        self
+    }
+
+    /// Adds a pre-hook.
+    #[must_use]
+    pub fn pre_hook(
+        mut self,
+        hook: impl Fn(&mut CallContext) -> Result<(), HookError> + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.pre.push(Arc::new(hook));
+        self
+    }
+
+    /// Adds a post-hook.
+    #[must_use]
+    pub fn post_hook(mut self, hook: impl Fn(&CallContext, &Outcome) + Send + Sync + 'static) -> Self {
+        self.hooks.post.push(Arc::new(hook));
+        self
+    }
+
+    /// How many events a subscriber may fall behind before it loses the oldest (default 1024).
+    #[must_use]
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// Builds the engine.
+    ///
+    /// # Errors
+    /// Two guards with one name, or a guard name that is empty or holds control characters.
+    pub fn build(mut self) -> Result<Engine, EngineError> {
+        let guards = std::mem::take(&mut self.guards);
+        let engine = self.build_empty();
+        for g in guards {
+            engine.add_guard_arc(g)?;
+        }
+        Ok(engine)
+    }
+
+    /// Builds the engine without its guards.
+    fn build_empty(self) -> Engine {
+        let (events, _) = broadcast::channel(self.event_capacity);
+        Engine {
+            inner: Arc::new(Inner {
+                snapshot: RwLock::new(Arc::new(self.hooks)),
+                clock: self.clock,
+                store: self.store,
+                events,
+                guard_timeout: self.guard_timeout,
+                approval_timeout: self.approval_timeout,
+                monitor: AtomicBool::new(self.mode == Mode::Monitor),
+                approvals: self.approvals,
+            }),
+        }
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Engine {
+    /// An engine with no guards, a memory store and the system clock.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::builder().build_empty()
+    }
+
+    /// Starts building an engine.
+    #[must_use]
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The engine's clock.
+    #[must_use]
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// The engine's state store.
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.inner.store
+    }
+
+    /// Enforce or monitor.
+    #[must_use]
+    pub fn mode(&self) -> Mode {
+        if self.inner.monitor.load(Ordering::Relaxed) {
+            Mode::Monitor
+        } else {
+            Mode::Enforce
+        }
+    }
+
+    /// Switches between enforcing and monitoring.
+    pub fn set_mode(&self, mode: Mode) {
+        self.inner.monitor.store(mode == Mode::Monitor, Ordering::Relaxed);
+    }
+
+    /// Registers a guard after the others.
+    ///
+    /// # Errors
+    /// A guard with the same name exists, or the name is unusable.
+    pub fn add_guard(&self, guard: impl Guard) -> Result<(), EngineError> {
+        self.add_guard_arc(Arc::new(guard))
+    }
+
+    /// Registers a shared guard after the others.
+    ///
+    /// # Errors
+    /// A guard with the same name exists, or the name is unusable.
+    pub fn add_guard_arc(&self, guard: Arc<dyn Guard>) -> Result<(), EngineError> {
+        let name = guard.name().to_owned();
+        if let Err(e) = names::validate(&name) {
+            return Err(EngineError::InvalidGuardName {
+                name,
+                reason: e.to_string(),
+            });
+        }
+        let mut result = Ok(());
+        self.update(|s| {
+            if s.guards.iter().any(|g| *g.name == *name) {
+                result = Err(EngineError::DuplicateGuard(name.clone()));
+            } else {
+                let enabled = Arc::new(AtomicBool::new(true));
+                s.guards.push(GuardEntry {
+                    guard,
+                    name: Arc::from(name.as_str()),
+                    enabled,
+                });
+            }
+        });
+        result
+    }
+
+    /// Removes a guard; returns it if it was registered.
+    pub fn remove_guard(&self, name: &str) -> Option<Arc<dyn Guard>> {
+        let mut removed = None;
+        self.update(|s| {
+            if let Some(pos) = s.guards.iter().position(|g| &*g.name == name) {
+                removed = Some(s.guards.remove(pos).guard);
+            }
+        });
+        removed
+    }
+
+    /// A registered guard.
+    #[must_use]
+    pub fn guard(&self, name: &str) -> Option<Arc<dyn Guard>> {
+        self.snapshot()
+            .guards
+            .iter()
+            .find(|g| &*g.name == name)
+            .map(|g| Arc::clone(&g.guard))
+    }
+
+    /// Every registered guard, in order.
+    #[must_use]
+    pub fn guards(&self) -> Vec<GuardInfo> {
+        self.snapshot()
+            .guards
+            .iter()
+            .map(|g| GuardInfo {
+                name: g.name.to_string(),
+                enabled: g.enabled.load(Ordering::Relaxed),
+                settings: g.guard.describe(),
+            })
+            .collect()
+    }
+
+    /// Enables or disables a guard; a disabled guard is skipped.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownGuard`].
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), EngineError> {
+        let snapshot = self.snapshot();
+        let g = snapshot
+            .guards
+            .iter()
+            .find(|g| &*g.name == name)
+            .ok_or_else(|| EngineError::UnknownGuard(name.to_owned()))?;
+        g.enabled.store(enabled, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Adds a pre-hook, run after the existing ones.
+    pub fn add_pre_hook(&self, hook: impl Fn(&mut CallContext) -> Result<(), HookError> + Send + Sync + 'static) {
+        self.update(|s| s.pre.push(Arc::new(hook)));
+    }
+
+    /// Adds a post-hook, run after the existing ones.
+    pub fn add_post_hook(&self, hook: impl Fn(&CallContext, &Outcome) + Send + Sync + 'static) {
+        self.update(|s| s.post.push(Arc::new(hook)));
+    }
+
+    /// Replaces the snapshot with a changed copy (changes are rare; evaluations never wait).
+    fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+        let mut current = self.inner.snapshot.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = Snapshot::clone(&current);
+        f(&mut next);
+        *current = Arc::new(next);
+    }
+
+    /// Subscribes to the event stream. A subscriber that falls behind loses the oldest events
+    /// (and is told how many); it never slows evaluation.
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.inner.snapshot.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn emit(&self, event: impl FnOnce() -> EngineEvent) {
+        if self.inner.events.receiver_count() > 0 {
+            let _ = self.inner.events.send(event());
+        }
+    }
+
+    /// Evaluates a proposed call: runs the pre-hooks, the applicable guards (concurrently), then
+    /// settles the call's effects and runs the post-hooks.
+    ///
+    /// Never fails: an invalid call, a failing hook, guard or store each give a DENY whose
+    /// reason says what went wrong.
+    pub async fn evaluate(&self, mut ctx: CallContext) -> Outcome {
+        let snapshot = self.snapshot();
+        if let Err(reason) = run_pre_hooks(&snapshot.pre, &mut ctx) {
+            return self.finish(ctx, engine_deny(&reason), &snapshot);
+        }
+        let clock = &self.inner.clock;
+        clock.observe(ctx.caller_time());
+        let now = clock.now();
+        ctx.timestamp = Some(now.as_secs_f64());
+        let function = match check_call(&ctx) {
+            Ok(f) => f,
+            Err(reason) => return self.finish(ctx, engine_deny(&format!("invalid call: {reason}")), &snapshot),
+        };
+        let hold_until = now.saturating_add(self.inner.approval_timeout);
+        let call = Call::new(&ctx, &function, now, &*self.inner.store, hold_until);
+        let mut slots = Vec::with_capacity(snapshot.guards.len());
+        for g in snapshot.guards.iter().filter(|g| g.enabled.load(Ordering::Relaxed)) {
+            let name = Arc::clone(&g.name);
+            match catch_unwind(AssertUnwindSafe(|| g.guard.applies(&call))) {
+                Ok(false) => {}
+                Ok(true) => slots.push(Slot::running(name, g.guard.evaluate(&call))),
+                Err(p) => {
+                    let error = GuardError::Other(format!("`applies` panicked: {}", panic_message(p.as_ref())));
+                    slots.push(Slot::failed(name, error));
+                }
+            }
+        }
+        let decisions = join::run_guards(slots, self.inner.guard_timeout).await;
+        let effects = call.into_effects();
+        let mut outcome = Outcome::new(
+            ctx.call_id.clone(),
+            ctx.function_name.clone(),
+            decisions,
+            &ctx.arguments,
+        );
+        let monitor = self.mode() == Mode::Monitor;
+        if monitor {
+            outcome.set_enforced(false);
+        }
+        // Most calls have no effects and need no human: they skip the (boxed) settling path.
+        if !effects.is_empty() || (!monitor && outcome.decision() == DecisionKind::RequireApproval) {
+            Box::pin(self.settle_effects(&ctx, &mut outcome, effects, now)).await;
+        }
+        self.finish_outcome(ctx, outcome, &snapshot)
+    }
+
+    /// Commits, releases or holds the call's effects according to its outcome.
+    async fn settle_effects(&self, ctx: &CallContext, outcome: &mut Outcome, effects: Vec<Effect>, now: Timestamp) {
+        let runs = !outcome.enforced() || matches!(outcome.decision(), DecisionKind::Allow | DecisionKind::Modify);
+        if runs {
+            if let Err(e) = self.commit(&ctx.call_id, &effects, now).await {
+                self.fail_commit(ctx, outcome, &effects, &e, now).await;
+            }
+            return;
+        }
+        if outcome.decision() == DecisionKind::Deny {
+            self.release(&effects, now).await;
+            return;
+        }
+        // A human must decide; the reservations are held meanwhile.
+        let Some(handler) = self.inner.approvals.clone() else {
+            if let Err(e) = self.hold(&ctx.call_id, &effects, now).await {
+                self.fail_commit(ctx, outcome, &effects, &e, now).await;
+            }
+            return;
+        };
+        let expires = now.saturating_add(self.inner.approval_timeout);
+        let request = ApprovalRequest {
+            context: ctx.clone(),
+            outcome: outcome.clone(),
+            expires_at: expires.as_secs_f64(),
+        };
+        let answer = with_timeout(self.inner.approval_timeout, handler.request_approval(&request)).await;
+        let answer = match answer {
+            Some(Ok(a)) => a,
+            Some(Err(e)) => ApprovalResponse::refuse("engine").with_reason(format!("approval failed: {e}")),
+            None => ApprovalResponse::refuse("engine").with_reason("approval timed out"),
+        };
+        if answer.approved {
+            let now = self.inner.clock.now();
+            if let Err(e) = self.commit(&ctx.call_id, &effects, now).await {
+                self.fail_commit(ctx, outcome, &effects, &e, now).await;
+                return;
+            }
+            if let Some(args) = answer.arguments.clone() {
+                outcome.set_modified_arguments(args);
+            }
+        } else {
+            self.release(&effects, self.inner.clock.now()).await;
+        }
+        outcome.set_approved(answer.approved, answer.approver.clone());
+        self.emit(|| EngineEvent::ApprovalResolved {
+            call_id: ctx.call_id.clone(),
+            approved: answer.approved,
+            approver: answer.approver.clone(),
+        });
+    }
+
+    /// The effects could not be committed or held: the call must not run.
+    async fn fail_commit(
+        &self,
+        ctx: &CallContext,
+        outcome: &mut Outcome,
+        effects: &[Effect],
+        e: &CommitError,
+        now: Timestamp,
+    ) {
+        self.release(effects, now).await;
+        let mut decisions = outcome.decisions().to_vec();
+        decisions.push(engine_deny(&format!(
+            "fail-safe: the call's effects could not be recorded: {e}"
+        )));
+        let enforced = outcome.enforced();
+        *outcome = Outcome::new(
+            ctx.call_id.clone(),
+            ctx.function_name.clone(),
+            decisions,
+            &ctx.arguments,
+        );
+        outcome.set_enforced(enforced);
+    }
+
+    async fn commit(&self, call_id: &str, effects: &[Effect], now: Timestamp) -> Result<(), CommitError> {
+        let store = &self.inner.store;
+        let mut receipt: Vec<CounterSpec> = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Reservation { id, cost } => {
+                    if !store.commit(id, now).await? {
+                        return Err(CommitError::Lapsed);
+                    }
+                    receipt.extend(cost.iter().cloned());
+                }
+                Effect::Record { key, value, expires_at } => {
+                    store.put_record(key, Some(value), *expires_at, now).await?;
+                }
+            }
+        }
+        if !receipt.is_empty() {
+            let expires = receipt_expiry(&receipt, now);
+            let bytes = serde_json::to_vec(&receipt).map_err(|e| CommitError::Encode(e.to_string()))?;
+            store
+                .put_record(&receipt_key(call_id), Some(&bytes), Some(expires), now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn release(&self, effects: &[Effect], now: Timestamp) {
+        for effect in effects {
+            if let Effect::Reservation { id, .. } = effect {
+                // A failed release is not retried: the reservation lapses at its hold time.
+                let _ = self.inner.store.release(id, now).await;
+            }
+        }
+    }
+
+    async fn hold(&self, call_id: &str, effects: &[Effect], now: Timestamp) -> Result<(), CommitError> {
+        let bytes = serde_json::to_vec(effects).map_err(|e| CommitError::Encode(e.to_string()))?;
+        let until = now.saturating_add(self.inner.approval_timeout);
+        self.inner
+            .store
+            .put_record(&pending_key(call_id), Some(&bytes), Some(until), now)
+            .await?;
+        Ok(())
+    }
+
+    /// Answers a held approval (one asked with no approval handler configured). Approval commits
+    /// the call's reservations; refusal releases them. Single use: a second answer, or one after
+    /// the approval timeout, is refused.
+    ///
+    /// # Errors
+    /// [`ResolveError::NotPending`], [`ResolveError::Expired`], or a store error.
+    pub async fn resolve_approval(&self, call_id: &str, response: &ApprovalResponse) -> Result<(), ResolveError> {
+        let store = &self.inner.store;
+        let now = self.inner.clock.now();
+        let key = pending_key(call_id);
+        let Some(bytes) = store.get_record(&key, now).await? else {
+            return Err(ResolveError::NotPending(call_id.to_owned()));
+        };
+        // Claim it: whoever deletes the record decides.
+        if !store.swap_record(&key, Some(&bytes), None, None, now).await? {
+            return Err(ResolveError::NotPending(call_id.to_owned()));
+        }
+        let effects: Vec<Effect> = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
+        if response.approved {
+            match self.commit(call_id, &effects, now).await {
+                Ok(()) => {}
+                Err(CommitError::Store(e)) => {
+                    self.release(&effects, now).await;
+                    return Err(e.into());
+                }
+                Err(_) => {
+                    self.release(&effects, now).await;
+                    return Err(ResolveError::Expired(call_id.to_owned()));
+                }
+            }
+        } else {
+            self.release(&effects, now).await;
+        }
+        self.emit(|| EngineEvent::ApprovalResolved {
+            call_id: call_id.to_owned(),
+            approved: response.approved,
+            approver: response.approver.clone(),
+        });
+        Ok(())
+    }
+
+    /// Replaces a call's charged cost (the estimate) with its actual cost, in every window it was
+    /// charged to. May be called again to correct a settlement.
+    ///
+    /// # Errors
+    /// [`SettleError::UnknownCall`] if nothing was charged for the call, or a store error.
+    pub async fn settle(&self, call_id: &str, actual: Money) -> Result<Settlement, SettleError> {
+        let store = &self.inner.store;
+        let key = receipt_key(call_id);
+        for _ in 0..8 {
+            let now = self.inner.clock.now();
+            let Some(bytes) = store.get_record(&key, now).await? else {
+                return Err(SettleError::UnknownCall(call_id.to_owned()));
+            };
+            let charged: Vec<CounterSpec> = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                key: key.clone(),
+                reason: e.to_string(),
+            })?;
+            let updated: Vec<CounterSpec> = charged
+                .iter()
+                .map(|c| CounterSpec {
+                    amount: actual.micros(),
+                    ..c.clone()
+                })
+                .collect();
+            let new_bytes = serde_json::to_vec(&updated).map_err(|e| StoreError::Corrupt {
+                key: key.clone(),
+                reason: e.to_string(),
+            })?;
+            let expires = receipt_expiry(&updated, now);
+            if !store
+                .swap_record(&key, Some(&bytes), Some(&new_bytes), Some(expires), now)
+                .await?
+            {
+                continue;
+            }
+            let deltas: Vec<CounterSpec> = charged
+                .iter()
+                .filter(|c| !matches!(c.window, Window::Bucket { expires_at } if expires_at <= now))
+                .map(|c| CounterSpec {
+                    amount: actual.micros() - c.amount,
+                    limit: None,
+                    ..c.clone()
+                })
+                .collect();
+            store.add(&deltas, now).await?;
+            let settlement = Settlement {
+                call_id: call_id.to_owned(),
+                previous: charged.iter().map(|c| Money::from_micros(c.amount)).collect(),
+                actual,
+                counters: deltas.len(),
+            };
+            self.emit(|| EngineEvent::Settled(settlement.clone()));
+            return Ok(settlement);
+        }
+        Err(SettleError::Conflict(call_id.to_owned()))
+    }
+
+    /// Runs [`Engine::evaluate`] to completion from synchronous code, inside or outside a Tokio
+    /// runtime.
+    pub fn evaluate_blocking(&self, ctx: CallContext) -> Outcome {
+        let (call_id, function) = (ctx.call_id.clone(), ctx.function_name.clone());
+        block_on(self.evaluate(ctx)).unwrap_or_else(|reason| {
+            let deny = engine_deny(&format!("fail-safe: {reason}"));
+            Outcome::new(call_id, function, vec![deny], &crate::JsonObject::new())
+        })
+    }
+
+    fn finish(&self, ctx: CallContext, decision: Decision, hooks: &Snapshot) -> Outcome {
+        let mut outcome = Outcome::new(
+            ctx.call_id.clone(),
+            ctx.function_name.clone(),
+            vec![decision],
+            &ctx.arguments,
+        );
+        if self.mode() == Mode::Monitor {
+            outcome.set_enforced(false);
+        }
+        self.finish_outcome(ctx, outcome, hooks)
+    }
+
+    fn finish_outcome(&self, ctx: CallContext, outcome: Outcome, hooks: &Snapshot) -> Outcome {
+        for hook in &hooks.post {
+            // A post-hook only observes; its panic must not change the outcome.
+            let _ = catch_unwind(AssertUnwindSafe(|| hook(&ctx, &outcome)));
+        }
+        self.emit(|| EngineEvent::Evaluated {
+            context: Arc::new(ctx),
+            outcome: Arc::new(outcome.clone()),
+        });
+        outcome
+    }
+}
+
+/// Why effects could not be committed or held.
+#[derive(Debug, thiserror::Error)]
+enum CommitError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a reservation lapsed before it was committed")]
+    Lapsed,
+    #[error("could not encode effects: {0}")]
+    Encode(String),
+}
+
+fn run_pre_hooks(hooks: &[PreHook], ctx: &mut CallContext) -> Result<(), String> {
+    for (i, hook) in hooks.iter().enumerate() {
+        match catch_unwind(AssertUnwindSafe(|| hook(ctx))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("pre-hook {i} refused the call: {e}")),
+            Err(p) => {
+                return Err(format!(
+                    "fail-safe: pre-hook {i} panicked: {}",
+                    panic_message(p.as_ref())
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Validates the call's names; returns the normalised function name.
+fn check_call(ctx: &CallContext) -> Result<std::borrow::Cow<'_, str>, String> {
+    let function = names::validate(&ctx.function_name).map_err(|e| format!("function_name: {e}"))?;
+    for (field, value) in [("agent_id", &ctx.agent_id), ("session_id", &ctx.session_id)] {
+        if let Some(c) = value.as_deref().and_then(|v| v.chars().find(|c| c.is_control())) {
+            return Err(format!("{field}: {}", names::NameError::ControlCharacter(u32::from(c))));
+        }
+    }
+    Ok(function)
+}
+
+fn engine_deny(reason: &str) -> Decision {
+    Decision::deny(reason.to_owned()).with_guard(Arc::from(ENGINE_GUARD_NAME))
+}
+
+fn pending_key(call_id: &str) -> String {
+    format!("halt/pending/{call_id}")
+}
+
+fn receipt_key(call_id: &str) -> String {
+    format!("halt/receipt/{call_id}")
+}
+
+/// A receipt lives as long as the longest window it charged (at least a day).
+fn receipt_expiry(counters: &[CounterSpec], now: Timestamp) -> Timestamp {
+    let day = now.saturating_add(Duration::from_secs(86_400));
+    counters
+        .iter()
+        .map(|c| match c.window {
+            Window::Bucket { expires_at } => expires_at,
+            Window::Idle { idle } => now.saturating_add(idle),
+            Window::Sliding { width } => now.saturating_add(width),
+        })
+        .fold(day, Timestamp::max)
+}
+
+/// Awaits `fut` for at most `timeout`; `None` on timeout. Without a Tokio timer, waits unbounded
+/// (approval handlers are the caller's own code).
+async fn with_timeout<F: Future>(timeout: Duration, fut: F) -> Option<F::Output> {
+    let timer_available = tokio::runtime::Handle::try_current().is_ok();
+    let sleep = if timer_available {
+        catch_unwind(|| tokio::time::sleep(timeout)).ok()
+    } else {
+        None
+    };
+    let Some(sleep) = sleep else {
+        return Some(fut.await);
+    };
+    let (mut fut, mut sleep) = (std::pin::pin!(fut), std::pin::pin!(sleep));
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(out));
+        }
+        sleep.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+/// Runs a future to completion from synchronous code.
+fn block_on<F: Future + Send>(fut: F) -> Result<F::Output, String>
+where
+    F::Output: Send,
+{
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    let runtime = RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("agenthalt-blocking")
+                .enable_time()
+                .build()
+                .map_err(|e| format!("cannot start a runtime: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)?;
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // Blocking a runtime thread on itself would deadlock: wait on a helper thread instead.
+        std::thread::scope(|s| s.spawn(|| runtime.block_on(fut)).join())
+            .map_err(|p| format!("evaluation panicked: {}", panic_message(p.as_ref())))
+    } else {
+        Ok(runtime.block_on(fut))
+    }
+}

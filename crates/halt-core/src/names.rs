@@ -1,0 +1,348 @@
+//! Name normalisation and glob matching, so `Delete_File`, `ｄｅｌｅｔｅ_file` and
+//! `dele\u{200b}te_file` are the same function to every guard.
+//!
+//! Normalising means: default-ignorable characters (zero-width and friends) removed, Unicode
+//! NFKC, lower case, surrounding whitespace trimmed, repeated until nothing changes.
+//! Patterns are fnmatch-like: `*` (which crosses `/`), `?`, `[abc]`, `[!abc]`.
+
+use std::borrow::Cow;
+
+use unicode_normalization::UnicodeNormalization;
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameError {
+    /// Nothing is left after normalisation.
+    #[error("name is empty")]
+    Empty,
+    /// The name holds a control character (shown as its code point).
+    #[error("name contains the control character U+{0:04X}")]
+    ControlCharacter(u32),
+    /// A path climbs above its root with `..`.
+    #[error("path `{0}` climbs above its root")]
+    EscapesRoot(String),
+}
+
+/// Why a glob pattern was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid glob pattern `{pattern}`: {reason}")]
+pub struct PatternError {
+    /// The pattern as written.
+    pub pattern: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Normalises a name for comparison (see the module documentation). Idempotent.
+///
+/// ```
+/// use halt_core::names::normalize;
+///
+/// assert_eq!(normalize("  Delete_File "), "delete_file");
+/// assert_eq!(normalize("ｄｅｌｅｔｅ\u{200b}_ＦＩＬＥ"), "delete_file");
+/// ```
+#[must_use]
+pub fn normalize(name: &str) -> Cow<'_, str> {
+    if name.is_ascii() {
+        let trimmed = name.trim();
+        return if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(trimmed.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(trimmed)
+        };
+    }
+    let mut current = normalize_once(name);
+    // NFKC and lower-casing can each undo the other's work on rare characters: repeat until stable.
+    for _ in 0..4 {
+        let next = normalize_once(&current);
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    Cow::Owned(current)
+}
+
+fn normalize_once(name: &str) -> String {
+    let stripped: String = name.chars().filter(|c| !is_default_ignorable(*c)).collect();
+    let folded: String = stripped.nfkc().flat_map(char::to_lowercase).collect();
+    let cleaned: String = folded.nfkc().filter(|c| !is_default_ignorable(*c)).collect();
+    cleaned.trim().to_owned()
+}
+
+/// Normalises a name and checks that it is usable: not empty, no control characters.
+///
+/// # Errors
+/// [`NameError::Empty`] or [`NameError::ControlCharacter`].
+pub fn validate(name: &str) -> Result<Cow<'_, str>, NameError> {
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(NameError::ControlCharacter(u32::from(c)));
+    }
+    let n = normalize(name);
+    if n.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if let Some(c) = n.chars().find(|c| c.is_control()) {
+        return Err(NameError::ControlCharacter(u32::from(c)));
+    }
+    Ok(n)
+}
+
+/// Normalises a resource id and, if it is a path (it holds `/`), resolves `.`, `..` and repeated
+/// separators, so `temp_/../inbox` is `inbox`.
+///
+/// # Errors
+/// As [`validate`], and [`NameError::EscapesRoot`] for a path that climbs above its root.
+pub fn resolve_resource(id: &str) -> Result<String, NameError> {
+    let n = validate(id)?;
+    let unified = n.replace('\\', "/");
+    if !unified.contains('/') {
+        return Ok(n.into_owned());
+    }
+    let absolute = unified.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in unified.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(NameError::EscapesRoot(n.into_owned()));
+                }
+            }
+            p => parts.push(p),
+        }
+    }
+    let joined = parts.join("/");
+    if joined.is_empty() && !absolute {
+        return Err(NameError::Empty);
+    }
+    Ok(if absolute { format!("/{joined}") } else { joined })
+}
+
+/// True for Unicode's Default_Ignorable_Code_Point characters: invisible, and so a way to make
+/// two names look alike.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x034F
+            | 0x061C
+            | 0x115F..=0x1160
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF0..=0xFFF8
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF
+    )
+}
+
+/// A compiled set of glob patterns matched against normalised names.
+///
+/// ```
+/// use halt_core::names::NamePatterns;
+///
+/// let p = NamePatterns::new(["get_*", "list_[!x]*"])?;
+/// assert!(p.is_match("GET_user"));
+/// assert!(p.is_match("list_users"));
+/// assert!(!p.is_match("list_xs"));
+/// assert!(!p.is_match("delete_user"));
+/// # Ok::<(), halt_core::names::PatternError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct NamePatterns {
+    set: globset::GlobSet,
+    patterns: Vec<String>,
+}
+
+impl NamePatterns {
+    /// Compiles patterns (each normalised first).
+    ///
+    /// # Errors
+    /// A pattern that is empty after normalisation or is not a valid glob.
+    pub fn new<I, S>(patterns: I) -> Result<Self, PatternError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut builder = globset::GlobSetBuilder::new();
+        let mut kept = Vec::new();
+        for raw in patterns {
+            let raw = raw.as_ref();
+            let p = normalize(raw).into_owned();
+            if p.is_empty() {
+                return Err(PatternError {
+                    pattern: raw.to_owned(),
+                    reason: "pattern is empty".into(),
+                });
+            }
+            let glob = globset::GlobBuilder::new(&fnmatch_to_globset(&p))
+                .literal_separator(false)
+                .backslash_escape(true)
+                .empty_alternates(false)
+                .build()
+                .map_err(|e| PatternError {
+                    pattern: raw.to_owned(),
+                    reason: e.kind().to_string(),
+                })?;
+            builder.add(glob);
+            kept.push(p);
+        }
+        let set = builder.build().map_err(|e| PatternError {
+            pattern: kept.join(", "),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { set, patterns: kept })
+    }
+
+    /// An empty set, which matches nothing.
+    #[must_use]
+    pub fn empty() -> Self {
+        Self {
+            set: globset::GlobSet::empty(),
+            patterns: Vec::new(),
+        }
+    }
+
+    /// True when no pattern was given.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// The normalised patterns, in order.
+    #[must_use]
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    /// Whether an already-normalised name matches any pattern.
+    #[must_use]
+    pub fn is_match_normalized(&self, name: &str) -> bool {
+        !self.patterns.is_empty() && self.set.is_match(name)
+    }
+
+    /// Whether a name matches any pattern, normalising it first.
+    #[must_use]
+    pub fn is_match(&self, name: &str) -> bool {
+        self.is_match_normalized(&normalize(name))
+    }
+
+    /// The first pattern (in the order given) that matches an already-normalised name.
+    #[must_use]
+    pub fn first_match_normalized(&self, name: &str) -> Option<&str> {
+        if self.patterns.is_empty() {
+            return None;
+        }
+        self.set
+            .matches(name)
+            .into_iter()
+            .min()
+            .map(|i| self.patterns[i].as_str())
+    }
+}
+
+/// Rewrites fnmatch syntax into globset syntax: `[!x]` becomes `[^x]`, and the braces globset
+/// would read as alternation are taken literally, as fnmatch does.
+fn fnmatch_to_globset(p: &str) -> String {
+    let mut out = String::with_capacity(p.len() + 4);
+    let mut chars = p.chars().peekable();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '[' if !in_class => {
+                in_class = true;
+                out.push('[');
+                if chars.peek() == Some(&'!') {
+                    chars.next();
+                    out.push('!');
+                }
+                // A `]` first in a class is a literal.
+                if chars.peek() == Some(&']') {
+                    chars.next();
+                    out.push(']');
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(']');
+            }
+            '{' | '}' if !in_class => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evasions_normalise_to_the_plain_name() {
+        assert_eq!(normalize("DELETE_FILE"), "delete_file");
+        assert_eq!(normalize("ｄｅｌｅｔｅ_ｆｉｌｅ"), "delete_file");
+        assert_eq!(normalize("del\u{200b}ete_\u{feff}file"), "delete_file");
+        assert_eq!(normalize("\u{3000}delete_file\u{00a0}"), "delete_file");
+        assert_eq!(normalize("ǅ"), "dž");
+        assert_eq!(normalize("Ω"), "ω");
+    }
+
+    #[test]
+    fn validate_refuses_empty_and_control() {
+        assert_eq!(validate("   "), Err(NameError::Empty));
+        assert_eq!(validate("\u{200b}"), Err(NameError::Empty));
+        assert_eq!(validate("a\nb"), Err(NameError::ControlCharacter(0x0a)));
+        assert_eq!(validate("a\u{0}"), Err(NameError::ControlCharacter(0)));
+        assert_eq!(validate("a\u{85}b"), Err(NameError::ControlCharacter(0x85)));
+        assert_eq!(validate("Ok").unwrap(), "ok");
+    }
+
+    #[test]
+    fn resources_resolve_paths() {
+        assert_eq!(resolve_resource("temp_/../inbox").unwrap(), "inbox");
+        assert_eq!(resolve_resource("a//b/./c").unwrap(), "a/b/c");
+        assert_eq!(resolve_resource("/var/../etc").unwrap(), "/etc");
+        assert_eq!(resolve_resource("INBOX").unwrap(), "inbox");
+        assert_eq!(resolve_resource("a\\..\\b").unwrap(), "b");
+        assert!(matches!(resolve_resource("../etc"), Err(NameError::EscapesRoot(_))));
+        assert!(matches!(resolve_resource("a/../../b"), Err(NameError::EscapesRoot(_))));
+        assert_eq!(resolve_resource("a/.."), Err(NameError::Empty));
+    }
+
+    #[test]
+    fn fnmatch_semantics() {
+        let p = NamePatterns::new(["temp_*"]).unwrap();
+        assert!(p.is_match("temp_a/b/c"), "* crosses /");
+        assert!(p.is_match("TEMP_x"));
+        let q = NamePatterns::new(["file?.txt", "[abc]x", "[!abc]y", "{a,b}"]).unwrap();
+        assert!(q.is_match("file1.txt"));
+        assert!(!q.is_match("file12.txt"));
+        assert!(q.is_match("bx"));
+        assert!(!q.is_match("dx"));
+        assert!(q.is_match("dy"));
+        assert!(!q.is_match("ay"));
+        assert!(q.is_match("{a,b}"), "braces are literal");
+        assert!(!q.is_match("a"));
+        assert_eq!(q.first_match_normalized("bx"), Some("[abc]x"));
+    }
+
+    #[test]
+    fn bad_patterns_are_errors() {
+        assert!(NamePatterns::new(["[abc"]).is_err());
+        assert!(NamePatterns::new(["  "]).is_err());
+        assert!(NamePatterns::empty().first_match_normalized("x").is_none());
+        assert!(!NamePatterns::empty().is_match("x"));
+    }
+}

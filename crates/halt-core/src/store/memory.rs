@@ -1,0 +1,618 @@
+//! [`MemoryStore`]: the in-process store, bounded in memory.
+
+use std::cmp::Reverse;
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, Window};
+use crate::clock::Timestamp;
+
+/// Limits of a [`MemoryStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryStoreConfig {
+    /// The most keys (counters, windows, records) tracked at once. When full and nothing has
+    /// expired, new keys are refused with [`StoreError::CapacityExceeded`], which guards turn
+    /// into a fail-safe DENY: forgetting a counter would loosen a limit.
+    pub max_keys: usize,
+    /// The most events one sliding window keeps. A window with a limit never needs more than
+    /// its limit; past this cap the two oldest events are merged, which can only make the
+    /// window count longer, never shorter.
+    pub max_events_per_window: usize,
+}
+
+impl Default for MemoryStoreConfig {
+    fn default() -> Self {
+        Self {
+            max_keys: 1_000_000,
+            max_events_per_window: 4_096,
+        }
+    }
+}
+
+/// A [`StateStore`] in process memory: fast, atomic (one lock), bounded, and gone on exit.
+///
+/// Expired buckets, idle counters, aged-out windows and expired records are dropped as time
+/// passes; a reservation not committed by its `hold_until` is released.
+///
+/// ```
+/// use halt_core::store::{CounterSpec, MemoryStore, ReserveOutcome, ReserveRequest, StateStore, Window};
+/// use halt_core::Timestamp;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// let now = Timestamp::from_secs(1_000);
+/// let day = Window::Bucket { expires_at: Timestamp::from_secs(86_400) };
+/// let req = ReserveRequest {
+///     counters: vec![CounterSpec::new("spend/day", day, 600_000, Some(1_000_000))],
+///     now,
+///     hold_until: Timestamp::from_secs(1_060),
+/// };
+/// let ReserveOutcome::Reserved { id, totals } = store.reserve(&req).await? else { unreachable!() };
+/// assert_eq!(totals, [600_000]);
+/// assert!(matches!(store.reserve(&req).await?, ReserveOutcome::Rejected { current: 600_000, .. }));
+/// store.release(&id, now).await?;
+/// assert_eq!(store.total("spend/day", day, now).await?, 0);
+/// # Ok::<(), halt_core::store::StoreError>(()) }).unwrap();
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    config: MemoryStoreConfig,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    /// When keys may expire; at most one item per key (re-queued lazily when a key's expiry
+    /// moved later).
+    expiry: BinaryHeap<Reverse<(Timestamp, String)>>,
+    pending: HashMap<u64, Pending>,
+    holds: BinaryHeap<Reverse<(Timestamp, u64)>>,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    value: Value,
+    expires_at: Timestamp,
+    /// Whether the key has its item in the expiry queue.
+    queued: bool,
+    /// Bumped each time an expired value is reset, so an old reservation never takes its
+    /// amount back from a new value.
+    generation: u64,
+}
+
+#[derive(Debug)]
+enum Value {
+    Counter(i64),
+    Sliding(Sliding),
+    Record(Vec<u8>),
+}
+
+#[derive(Debug, Default)]
+struct Sliding {
+    events: VecDeque<Event>,
+    sum: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    at: Timestamp,
+    amount: i64,
+    /// The reservation that added it; 0 once merged or added unconditionally.
+    reservation: u64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    /// Key, amount and the key's generation when reserved.
+    parts: Vec<(String, i64, u64)>,
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Counter(_) => "counter",
+            Self::Sliding(_) => "sliding window",
+            Self::Record(_) => "record",
+        }
+    }
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl Sliding {
+    /// Drops events older than `width` before `now` (an event exactly `width` old stays).
+    fn prune(&mut self, now: Timestamp, width: Duration) {
+        let cutoff = now.as_micros().saturating_sub(micros(width));
+        while self.events.front().is_some_and(|e| e.at.as_micros() < cutoff) {
+            if let Some(e) = self.events.pop_front() {
+                self.sum -= e.amount;
+            }
+        }
+    }
+
+    fn total(&self) -> i64 {
+        self.sum.max(0)
+    }
+
+    fn push(&mut self, event: Event, cap: usize) {
+        self.sum = self.sum.saturating_add(event.amount);
+        self.events.push_back(event);
+        while self.events.len() > cap.max(2) {
+            // Merge the two oldest: the sum is unchanged and the merged event ages out later.
+            if let (Some(a), Some(b)) = (self.events.pop_front(), self.events.front_mut()) {
+                b.amount = b.amount.saturating_add(a.amount);
+                b.reservation = 0;
+            }
+        }
+    }
+
+    /// When enough events age out for `amount` more to fit under `limit`.
+    fn retry_at(&self, width: Duration, amount: i64, limit: i64) -> Option<Timestamp> {
+        let mut total = self.total();
+        for e in &self.events {
+            total -= e.amount;
+            if total.saturating_add(amount) <= limit {
+                return Some(Timestamp::from_micros(
+                    e.at.as_micros().saturating_add(micros(width)).saturating_add(1),
+                ));
+            }
+        }
+        None
+    }
+}
+
+impl MemoryStore {
+    /// A store with the default limits.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A store with the given limits.
+    #[must_use]
+    pub fn with_config(config: MemoryStoreConfig) -> Self {
+        Self {
+            state: Mutex::default(),
+            config,
+        }
+    }
+
+    /// The number of keys tracked now (for tests and metrics).
+    #[must_use]
+    pub fn key_count(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// The number of pending reservations.
+    #[must_use]
+    pub fn pending_count(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code path panics while holding the lock; if one ever did, the state is still
+        // consistent enough to keep counting, and refusing all service would be worse.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    /// Releases expired holds and drops up to `budget` expired keys.
+    fn purge(&mut self, now: Timestamp, budget: usize) {
+        while let Some(Reverse((at, id))) = self.holds.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.holds.pop();
+            if let Some(p) = self.pending.remove(&id) {
+                self.undo(id, &p.parts, now);
+            }
+        }
+        let mut n = 0;
+        while n < budget {
+            let Some(Reverse((at, _))) = self.expiry.peek() else {
+                break;
+            };
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, key))) = self.expiry.pop() else {
+                break;
+            };
+            n += 1;
+            if let Some(e) = self.entries.get_mut(&key) {
+                if e.expires_at <= now {
+                    self.entries.remove(&key);
+                } else if e.expires_at < Timestamp::MAX {
+                    let at = e.expires_at;
+                    self.expiry.push(Reverse((at, key)));
+                } else {
+                    e.queued = false;
+                }
+            }
+        }
+    }
+
+    /// Takes a reservation's amounts back.
+    fn undo(&mut self, id: u64, parts: &[(String, i64, u64)], now: Timestamp) {
+        for (key, amount, generation) in parts {
+            let Some(e) = self.entries.get_mut(key) else {
+                continue;
+            };
+            if e.expires_at <= now || e.generation != *generation {
+                continue;
+            }
+            match &mut e.value {
+                Value::Counter(total) => *total = total.saturating_sub(*amount).max(0),
+                Value::Sliding(s) => {
+                    if let Some(pos) = s.events.iter().position(|ev| ev.reservation == id)
+                        && let Some(ev) = s.events.remove(pos)
+                    {
+                        s.sum -= ev.amount;
+                    }
+                }
+                Value::Record(_) => {}
+            }
+        }
+    }
+
+    /// The live entry at `key` for a counter of `window`, or `None`. Expired entries read as
+    /// absent.
+    fn live(&mut self, key: &str, window: Window, now: Timestamp) -> Result<Option<&mut Entry>, StoreError> {
+        let Some(e) = self.entries.get_mut(key) else {
+            return Ok(None);
+        };
+        let sliding = matches!(window, Window::Sliding { .. });
+        if e.expires_at <= now {
+            e.value = if sliding {
+                Value::Sliding(Sliding::default())
+            } else {
+                Value::Counter(0)
+            };
+            e.generation += 1;
+            return Ok(Some(e));
+        }
+        let expected = if sliding { "sliding window" } else { "counter" };
+        if e.value.kind() != expected {
+            return Err(StoreError::WrongKind {
+                key: key.to_owned(),
+                expected,
+                found: e.value.kind(),
+            });
+        }
+        if let (Window::Sliding { width }, Value::Sliding(s)) = (window, &mut e.value) {
+            s.prune(now, width);
+        }
+        Ok(Some(e))
+    }
+
+    fn current(&mut self, key: &str, window: Window, now: Timestamp) -> Result<i64, StoreError> {
+        Ok(match self.live(key, window, now)? {
+            None => 0,
+            Some(Entry {
+                value: Value::Counter(t),
+                ..
+            }) => (*t).max(0),
+            Some(Entry {
+                value: Value::Sliding(s),
+                ..
+            }) => s.total(),
+            Some(_) => 0,
+        })
+    }
+
+    /// Adds `amount` to a counter, creating it. Returns the new total and the key's generation.
+    fn apply(
+        &mut self,
+        spec: &CounterSpec,
+        amount: i64,
+        reservation: u64,
+        now: Timestamp,
+        cap: usize,
+    ) -> Result<(i64, u64), StoreError> {
+        let key_expiry = |last: Timestamp| match spec.window {
+            Window::Bucket { expires_at } => expires_at,
+            Window::Idle { idle } => last.saturating_add(idle),
+            Window::Sliding { width } => last.saturating_add(width),
+        };
+        self.live(&spec.key, spec.window, now)?;
+        let e = match self.entries.entry(spec.key.clone()) {
+            MapEntry::Occupied(o) => {
+                let e = o.into_mut();
+                e.expires_at = e.expires_at.max(key_expiry(now));
+                e
+            }
+            MapEntry::Vacant(v) => {
+                let value = match spec.window {
+                    Window::Sliding { .. } => Value::Sliding(Sliding::default()),
+                    _ => Value::Counter(0),
+                };
+                v.insert(Entry {
+                    value,
+                    expires_at: key_expiry(now),
+                    queued: false,
+                    generation: 0,
+                })
+            }
+        };
+        let schedule = (!e.queued).then_some(e.expires_at);
+        e.queued = true;
+        let generation = e.generation;
+        let total = match &mut e.value {
+            Value::Counter(t) => {
+                *t = t.saturating_add(amount).max(0);
+                *t
+            }
+            Value::Sliding(s) => {
+                s.push(
+                    Event {
+                        at: now,
+                        amount,
+                        reservation,
+                    },
+                    cap,
+                );
+                s.total()
+            }
+            Value::Record(_) => 0,
+        };
+        if let Some(at) = schedule {
+            self.expiry.push(Reverse((at, spec.key.clone())));
+        }
+        Ok((total, generation))
+    }
+
+    /// Makes room for `new_keys` more keys, or refuses.
+    fn make_room(&mut self, new_keys: usize, max_keys: usize, now: Timestamp) -> Result<(), StoreError> {
+        if self.entries.len() + new_keys <= max_keys {
+            return Ok(());
+        }
+        self.purge(now, usize::MAX);
+        if self.entries.len() + new_keys <= max_keys {
+            Ok(())
+        } else {
+            Err(StoreError::CapacityExceeded(self.entries.len()))
+        }
+    }
+}
+
+impl State {
+    fn write_record(
+        &mut self,
+        key: &str,
+        new: Option<&[u8]>,
+        expires_at: Option<Timestamp>,
+        max_keys: usize,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let Some(bytes) = new else {
+            self.entries.remove(key);
+            return Ok(());
+        };
+        let expires_at = expires_at.unwrap_or(Timestamp::MAX);
+        if !self.entries.contains_key(key) {
+            self.make_room(1, max_keys, now)?;
+        }
+        let was_queued = self.entries.get(key).is_some_and(|e| e.queued);
+        let queued = was_queued || expires_at < Timestamp::MAX;
+        self.entries.insert(
+            key.to_owned(),
+            Entry {
+                value: Value::Record(bytes.to_vec()),
+                expires_at,
+                queued,
+                generation: 0,
+            },
+        );
+        if queued && !was_queued {
+            self.expiry.push(Reverse((expires_at, key.to_owned())));
+        }
+        Ok(())
+    }
+}
+
+fn check_keys(counters: &[CounterSpec]) -> Result<(), StoreError> {
+    for (i, c) in counters.iter().enumerate() {
+        if c.key.is_empty() {
+            return Err(StoreError::InvalidRequest("empty key".into()));
+        }
+        if counters[..i].iter().any(|o| o.key == c.key) {
+            return Err(StoreError::InvalidRequest(format!("key `{}` appears twice", c.key)));
+        }
+    }
+    Ok(())
+}
+
+/// How many expired keys one operation drops, so no single call pays for a large sweep.
+const PURGE_PER_OP: usize = 64;
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    async fn reserve(&self, req: &ReserveRequest) -> Result<ReserveOutcome, StoreError> {
+        check_keys(&req.counters)?;
+        if let Some(c) = req.counters.iter().find(|c| c.amount < 0) {
+            return Err(StoreError::InvalidRequest(format!(
+                "negative amount {} for `{}`",
+                c.amount, c.key
+            )));
+        }
+        let mut st = self.lock();
+        let now = req.now;
+        st.purge(now, PURGE_PER_OP);
+        let mut new_keys = 0;
+        for (index, c) in req.counters.iter().enumerate() {
+            let current = st.current(&c.key, c.window, now)?;
+            if !st.entries.contains_key(&c.key) && c.amount > 0 {
+                new_keys += 1;
+            }
+            if let Some(limit) = c.limit
+                && current.saturating_add(c.amount) > limit
+            {
+                let retry_at = match (c.window, st.entries.get(&c.key).map(|e| &e.value)) {
+                    (Window::Sliding { width }, Some(Value::Sliding(s))) => s.retry_at(width, c.amount, limit),
+                    _ => None,
+                };
+                return Ok(ReserveOutcome::Rejected {
+                    index,
+                    current,
+                    limit,
+                    retry_at,
+                });
+            }
+        }
+        st.make_room(new_keys, self.config.max_keys, now)?;
+        st.next_id += 1;
+        let id = st.next_id;
+        let mut totals = Vec::with_capacity(req.counters.len());
+        let mut parts = Vec::with_capacity(req.counters.len());
+        for c in &req.counters {
+            if c.amount == 0 {
+                totals.push(st.current(&c.key, c.window, now)?);
+            } else {
+                let (total, generation) = st.apply(c, c.amount, id, now, self.config.max_events_per_window)?;
+                totals.push(total);
+                parts.push((c.key.clone(), c.amount, generation));
+            }
+        }
+        st.pending.insert(id, Pending { parts });
+        st.holds.push(Reverse((req.hold_until, id)));
+        Ok(ReserveOutcome::Reserved {
+            id: ReservationId(id.to_string()),
+            totals,
+        })
+    }
+
+    async fn commit(&self, id: &ReservationId, now: Timestamp) -> Result<bool, StoreError> {
+        let Ok(id) = id.0.parse::<u64>() else {
+            return Ok(false);
+        };
+        let mut st = self.lock();
+        st.purge(now, PURGE_PER_OP);
+        Ok(st.pending.remove(&id).is_some())
+    }
+
+    async fn release(&self, id: &ReservationId, now: Timestamp) -> Result<bool, StoreError> {
+        let Ok(id) = id.0.parse::<u64>() else {
+            return Ok(false);
+        };
+        let mut st = self.lock();
+        st.purge(now, PURGE_PER_OP);
+        match st.pending.remove(&id) {
+            Some(p) => {
+                st.undo(id, &p.parts, now);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn add(&self, counters: &[CounterSpec], now: Timestamp) -> Result<Vec<i64>, StoreError> {
+        check_keys(counters)?;
+        let mut st = self.lock();
+        st.purge(now, PURGE_PER_OP);
+        for c in counters {
+            st.live(&c.key, c.window, now)?;
+        }
+        let new_keys = counters.iter().filter(|c| !st.entries.contains_key(&c.key)).count();
+        st.make_room(new_keys, self.config.max_keys, now)?;
+        counters
+            .iter()
+            .map(|c| {
+                st.apply(c, c.amount, 0, now, self.config.max_events_per_window)
+                    .map(|(t, _)| t)
+            })
+            .collect()
+    }
+
+    async fn total(&self, key: &str, window: Window, now: Timestamp) -> Result<i64, StoreError> {
+        let mut st = self.lock();
+        st.purge(now, PURGE_PER_OP);
+        st.current(key, window, now)
+    }
+
+    async fn get_record(&self, key: &str, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut st = self.lock();
+        st.purge(now, PURGE_PER_OP);
+        match st.entries.get(key) {
+            Some(Entry {
+                value: Value::Record(v),
+                expires_at,
+                ..
+            }) if *expires_at > now => Ok(Some(v.clone())),
+            Some(Entry { value, expires_at, .. }) if *expires_at > now => Err(StoreError::WrongKind {
+                key: key.to_owned(),
+                expected: "record",
+                found: value.kind(),
+            }),
+            _ => Ok(None),
+        }
+    }
+
+    async fn swap_record(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        if key.is_empty() {
+            return Err(StoreError::InvalidRequest("empty key".into()));
+        }
+        let mut st = self.lock();
+        st.purge(now, PURGE_PER_OP);
+        let current = match st.entries.get(key) {
+            Some(Entry {
+                value: Value::Record(v),
+                expires_at,
+                ..
+            }) if *expires_at > now => Some(v.as_slice()),
+            Some(Entry { value, expires_at, .. }) if *expires_at > now => {
+                return Err(StoreError::WrongKind {
+                    key: key.to_owned(),
+                    expected: "record",
+                    found: value.kind(),
+                });
+            }
+            _ => None,
+        };
+        if current != expected {
+            return Ok(false);
+        }
+        st.write_record(key, new, expires_at, self.config.max_keys, now)?;
+        Ok(true)
+    }
+
+    async fn put_record(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        if key.is_empty() {
+            return Err(StoreError::InvalidRequest("empty key".into()));
+        }
+        let mut st = self.lock();
+        st.purge(now, PURGE_PER_OP);
+        if let Some(Entry { value, expires_at, .. }) = st.entries.get(key)
+            && *expires_at > now
+            && !matches!(value, Value::Record(_))
+        {
+            return Err(StoreError::WrongKind {
+                key: key.to_owned(),
+                expected: "record",
+                found: value.kind(),
+            });
+        }
+        st.write_record(key, value, expires_at, self.config.max_keys, now)
+    }
+}

@@ -1,0 +1,220 @@
+//! The state store: the narrow atomic primitives guards count with.
+//!
+//! A store knows counters, windows and records, never budgets or categories: policy stays in the
+//! guards. Every operation is atomic, and the conditional multi-counter [`StateStore::reserve`]
+//! is all or nothing, so N concurrent calls can never push a counter past its limit.
+//!
+//! Time is passed in (`now`), never read by the store, so windows follow the engine's clock.
+
+mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+
+pub use memory::{MemoryStore, MemoryStoreConfig};
+
+/// How a counter's value ages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Window {
+    /// A fixed bucket (a UTC day, a month): the counter is dropped at `expires_at`.
+    Bucket {
+        /// When the bucket ends.
+        expires_at: Timestamp,
+    },
+    /// A running total that is dropped once nothing touched it for `idle`.
+    Idle {
+        /// Idle time after which the counter expires.
+        #[serde(with = "duration_micros")]
+        idle: Duration,
+    },
+    /// A true sliding window: the sum of the amounts recorded in `[now - width, now]` (an event
+    /// exactly `width` old still counts).
+    Sliding {
+        /// The window's width.
+        #[serde(with = "duration_micros")]
+        width: Duration,
+    },
+}
+
+/// One counter in a request: add `amount` to `key`, provided the total stays within `limit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterSpec {
+    /// The counter's key; the caller namespaces it (`budget/day/2026-11-24`).
+    pub key: String,
+    /// How the counter ages.
+    pub window: Window,
+    /// What to add: micro-units of money, or a count. Negative only in [`StateStore::add`].
+    pub amount: i64,
+    /// The largest total allowed after adding; `None` for no limit.
+    pub limit: Option<i64>,
+}
+
+impl CounterSpec {
+    /// A counter spec.
+    #[must_use]
+    pub fn new(key: impl Into<String>, window: Window, amount: i64, limit: Option<i64>) -> Self {
+        Self {
+            key: key.into(),
+            window,
+            amount,
+            limit,
+        }
+    }
+}
+
+/// A conditional reservation across several counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveRequest {
+    /// The counters, all of which must stay within their limits.
+    pub counters: Vec<CounterSpec>,
+    /// The current time.
+    pub now: Timestamp,
+    /// When an uncommitted reservation is released by itself (an approval that never came, a
+    /// process that died between reserve and commit).
+    pub hold_until: Timestamp,
+}
+
+/// Identifies a pending reservation in its store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReservationId(pub String);
+
+/// The answer to [`StateStore::reserve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    /// Every counter took its amount; the totals (pending reservations included) are in request
+    /// order.
+    Reserved {
+        /// The reservation to commit or release.
+        id: ReservationId,
+        /// Each counter's total after the reservation.
+        totals: Vec<i64>,
+    },
+    /// A counter would pass its limit; nothing changed.
+    Rejected {
+        /// Which counter (its index in the request).
+        index: usize,
+        /// Its total now, pending reservations included.
+        current: i64,
+        /// Its limit.
+        limit: i64,
+        /// For a sliding window: when enough of it ages out for the amount to fit.
+        retry_at: Option<Timestamp>,
+    },
+}
+
+/// A state store failure. The engine turns any of these into a fail-safe DENY.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store cannot be reached or used.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// The store tracks as many keys as it may.
+    #[error("state store is full: {0} keys tracked")]
+    CapacityExceeded(usize),
+    /// A key holds another kind of value than asked for.
+    #[error("key `{key}` holds a {found}, not a {expected}")]
+    WrongKind {
+        /// The key.
+        key: String,
+        /// The kind asked for.
+        expected: &'static str,
+        /// The kind found.
+        found: &'static str,
+    },
+    /// A stored value cannot be read.
+    #[error("corrupt value at `{key}`: {reason}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The request itself is malformed (a negative amount to reserve, an empty key).
+    #[error("invalid store request: {0}")]
+    InvalidRequest(String),
+}
+
+/// What every state store offers, atomically.
+///
+/// Implementations: [`MemoryStore`] here, `halt-store-sled` and `halt-store-redis`. The
+/// conformance suite in `halt-testing` checks any implementation against this contract.
+#[async_trait]
+pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Adds each counter's amount if every counter stays within its limit, all or nothing. The
+    /// amounts count at once (so concurrent callers see them) and stay pending until
+    /// [`StateStore::commit`], [`StateStore::release`], or `hold_until` (which releases them).
+    ///
+    /// Amounts must be non-negative. A zero amount checks the limit without adding.
+    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, StoreError>;
+
+    /// Makes a pending reservation permanent. Returns false if it is unknown, already settled, or
+    /// expired (in which case it was released).
+    async fn commit(&self, id: &ReservationId, now: Timestamp) -> Result<bool, StoreError>;
+
+    /// Takes a pending reservation's amounts back. Returns false if it is unknown or settled.
+    async fn release(&self, id: &ReservationId, now: Timestamp) -> Result<bool, StoreError>;
+
+    /// Adds amounts unconditionally and at once (limits are ignored; a negative amount
+    /// subtracts, and a total never drops below zero). Returns the new totals.
+    async fn add(&self, counters: &[CounterSpec], now: Timestamp) -> Result<Vec<i64>, StoreError>;
+
+    /// A counter's total now (pending reservations included); zero if absent.
+    async fn total(&self, key: &str, window: Window, now: Timestamp) -> Result<i64, StoreError>;
+
+    /// A small record, if present and not expired.
+    async fn get_record(&self, key: &str, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Compare and swap a record: if its current value (absent or expired counts as `None`)
+    /// equals `expected`, replace it with `new` (`None` deletes) expiring at `expires_at`.
+    /// Returns whether it swapped.
+    async fn swap_record(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Writes (or, with `None`, deletes) a record unconditionally.
+    async fn put_record(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+}
+
+mod duration_micros {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_micros(u64::deserialize(d)?))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(self.as_micros())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::from_micros(i64::deserialize(d)?))
+    }
+}

@@ -1,0 +1,607 @@
+//! Engine behaviour: priority, hooks, events, fail-safe paths, modifications, effects, settle.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code fails loudly"
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use halt_core::{
+    ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, CallContext, Clock, Decision, DecisionKind,
+    Engine, EngineError, EngineEvent, HookError, ManualClock, MemoryStore, Mode, Money, ReplayClock, ResolveError,
+    SettleError, Timestamp, async_trait,
+};
+use halt_testing::guards::{FailingGuard, Failure, ReservingGuard, SettingGuard, StaticGuard};
+use serde_json::json;
+
+const CENT: i64 = 10_000; // 0.01 in micro-units
+const ONE: i64 = 1_000_000;
+
+fn clock() -> ManualClock {
+    ManualClock::new(Timestamp::from_secs(1_800_000_000))
+}
+
+fn call(name: &str) -> CallContext {
+    CallContext::new(name)
+}
+
+async fn spent(engine: &Engine, key: &str) -> i64 {
+    engine
+        .store()
+        .total(key, ReservingGuard::window(), engine.clock().now())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn no_guards_allow() {
+    let outcome = Engine::new().evaluate(call("anything")).await;
+    assert!(outcome.is_allowed());
+    assert!(outcome.decisions().is_empty());
+    assert_eq!(outcome.decision(), DecisionKind::Allow);
+}
+
+#[tokio::test]
+async fn most_restrictive_wins_and_ties_go_to_the_first_registered() {
+    let engine = Engine::builder()
+        .guard(StaticGuard::new("a", Decision::allow("a ok")))
+        .guard(StaticGuard::new("b", Decision::require_approval("b asks")))
+        .guard(StaticGuard::new("c", Decision::deny("c no")))
+        .guard(StaticGuard::new("d", Decision::deny("d no")))
+        .build()
+        .unwrap();
+    let o = engine.evaluate(call("f")).await;
+    assert!(o.is_denied());
+    assert_eq!(o.final_decision().unwrap().guard(), "c");
+    assert_eq!(o.denial_reasons(), ["c no", "d no"]);
+    assert_eq!(o.approval_reasons(), ["b asks"]);
+    assert_eq!(
+        o.decisions().iter().map(|d| d.guard()).collect::<Vec<_>>(),
+        ["a", "b", "c", "d"]
+    );
+    assert_eq!(o.max_risk_score(), 1.0);
+
+    engine.set_enabled("c", false).unwrap();
+    engine.set_enabled("d", false).unwrap();
+    let o = engine.evaluate(call("f")).await;
+    assert!(o.needs_approval());
+    assert_eq!(o.final_decision().unwrap().guard(), "b");
+}
+
+#[tokio::test]
+async fn disabled_and_inapplicable_guards_are_not_evaluated() {
+    let a = StaticGuard::new("a", Decision::deny("no"));
+    let count = a.evaluations();
+    let only = StaticGuard::new("only", Decision::deny("only for g")).only_for("g");
+    let engine = Engine::builder().guard(a).guard(only).build().unwrap();
+    engine.set_enabled("a", false).unwrap();
+    let o = engine.evaluate(call("f")).await;
+    assert!(o.is_allowed());
+    assert_eq!(count.load(Ordering::SeqCst), 0);
+    assert!(
+        engine.evaluate(call("G")).await.is_denied(),
+        "applies sees the normalised name"
+    );
+    engine.set_enabled("a", true).unwrap();
+    assert!(engine.evaluate(call("f")).await.is_denied());
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        engine.set_enabled("zzz", true),
+        Err(EngineError::UnknownGuard("zzz".into()))
+    );
+}
+
+#[tokio::test]
+async fn guards_can_be_added_removed_and_looked_up() {
+    let engine = Engine::new();
+    engine.add_guard(StaticGuard::new("x", Decision::deny("no"))).unwrap();
+    assert_eq!(
+        engine.add_guard(StaticGuard::new("x", Decision::allow("dup"))),
+        Err(EngineError::DuplicateGuard("x".into()))
+    );
+    assert!(matches!(
+        engine.add_guard(StaticGuard::new("bad\u{7}", Decision::allow("x"))),
+        Err(EngineError::InvalidGuardName { .. })
+    ));
+    assert_eq!(engine.guard("x").unwrap().name(), "x");
+    assert_eq!(engine.guards().len(), 1);
+    assert!(engine.evaluate(call("f")).await.is_denied());
+    assert!(engine.remove_guard("x").is_some());
+    assert!(engine.remove_guard("x").is_none());
+    assert!(engine.evaluate(call("f")).await.is_allowed());
+}
+
+#[tokio::test]
+async fn each_failure_denies_fail_safe_naming_the_guard() {
+    for (failure, words) in [
+        (Failure::Error, "returned an error: backend said no"),
+        (Failure::Panic, "panicked: guard blew up"),
+        (Failure::PanicInApplies, "panicked: applies blew up"),
+    ] {
+        let engine = Engine::builder()
+            .guard(StaticGuard::new("ok", Decision::allow("fine")))
+            .guard(FailingGuard::new("broken", failure))
+            .build()
+            .unwrap();
+        let o = engine.evaluate(call("f")).await;
+        assert!(o.is_denied(), "{failure:?}");
+        let d = o.final_decision().unwrap();
+        assert_eq!(d.guard(), "broken");
+        assert!(d.reason().contains("fail-safe"), "{}", d.reason());
+        assert!(d.reason().contains("broken"), "{}", d.reason());
+        assert!(d.reason().contains(words), "{}", d.reason());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_guard_past_the_timeout_denies_fail_safe() {
+    let engine = Engine::builder()
+        .guard(StaticGuard::new("ok", Decision::allow("fine")))
+        .guard(FailingGuard::new("slow", Failure::Hang))
+        .guard_timeout(Duration::from_millis(250))
+        .build()
+        .unwrap();
+    let o = engine.evaluate(call("f")).await;
+    assert!(o.is_denied());
+    let d = o.final_decision().unwrap();
+    assert_eq!(d.guard(), "slow");
+    assert!(
+        d.reason().contains("fail-safe") && d.reason().contains("250 ms"),
+        "{}",
+        d.reason()
+    );
+    assert_eq!(
+        o.decisions()[0].kind(),
+        DecisionKind::Allow,
+        "the fast guard still decided"
+    );
+}
+
+#[test]
+fn a_pending_guard_without_a_timer_denies_fail_safe() {
+    // Polled by a bare executor, outside any Tokio runtime: no timer can bound the guard.
+    let engine = Engine::builder()
+        .guard(FailingGuard::new("slow", Failure::Hang))
+        .build()
+        .unwrap();
+    let o = futures_lite_block_on(engine.evaluate(call("f")));
+    assert!(o.is_denied());
+    assert!(o.final_decision().unwrap().reason().contains("fail-safe"));
+}
+
+/// A minimal executor with no Tokio context.
+fn futures_lite_block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[tokio::test]
+async fn modifications_compose_in_registration_order() {
+    let engine = Engine::builder()
+        .guard(SettingGuard::new("first", "a", json!(1)))
+        .guard(SettingGuard::new("second", "b", json!(2)))
+        .guard(SettingGuard::new("third", "a", json!(3)))
+        .build()
+        .unwrap();
+    let ctx = call("f").with_arguments(json!({"a": 0, "keep": true})).unwrap();
+    let o = engine.evaluate(ctx).await;
+    assert!(o.is_allowed());
+    assert_eq!(o.decision(), DecisionKind::Modify);
+    assert_eq!(
+        json!(o.modified_arguments().unwrap()),
+        json!({"a": 3, "b": 2, "keep": true})
+    );
+}
+
+#[tokio::test]
+async fn pre_hooks_rewrite_and_refuse_post_hooks_observe() {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let seen2 = Arc::clone(&seen);
+    let engine = Engine::builder()
+        .guard(StaticGuard::new("no_drop", Decision::deny("no")).only_for("drop_table"))
+        .pre_hook(|ctx| {
+            if ctx.function_name == "alias" {
+                ctx.function_name = "drop_table".into();
+            }
+            Ok(())
+        })
+        .pre_hook(|ctx| {
+            if ctx.agent_id.as_deref() == Some("banned") {
+                Err(HookError("agent banned".into()))
+            } else {
+                Ok(())
+            }
+        })
+        .post_hook(move |_, o| {
+            if o.is_denied() {
+                seen2.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .post_hook(|_, _| panic!("a broken post-hook changes nothing"))
+        .build()
+        .unwrap();
+    assert!(
+        engine.evaluate(call("alias")).await.is_denied(),
+        "the rewritten name was evaluated"
+    );
+    let o = engine.evaluate(call("read").with_agent("banned")).await;
+    assert!(o.is_denied());
+    assert!(o.denial_reasons()[0].contains("agent banned"));
+    assert!(engine.evaluate(call("read")).await.is_allowed());
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+
+    engine.add_pre_hook(|_| panic!("hook blew up"));
+    let o = engine.evaluate(call("read")).await;
+    assert!(o.is_denied());
+    assert!(o.denial_reasons()[0].contains("fail-safe"));
+}
+
+#[tokio::test]
+async fn events_stream_and_lagging_subscribers_lose_events_without_blocking() {
+    let engine = Engine::builder()
+        .guard(StaticGuard::new("a", Decision::allow("ok")))
+        .event_capacity(4)
+        .build()
+        .unwrap();
+    let mut rx = engine.subscribe();
+    let mut slow = engine.subscribe();
+    for i in 0..10 {
+        engine.evaluate(call("f").with_call_id(format!("c{i}"))).await;
+        match rx.recv().await.unwrap() {
+            EngineEvent::Evaluated { context, outcome } => {
+                assert_eq!(context.call_id, format!("c{i}"));
+                assert!(context.timestamp.is_some());
+                assert!(outcome.is_allowed());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The slow subscriber never read: it lost the oldest events and is told so.
+    assert!(matches!(
+        slow.recv().await,
+        Err(tokio::sync::broadcast::error::RecvError::Lagged(6))
+    ));
+    match slow.recv().await.unwrap() {
+        EngineEvent::Evaluated { context, .. } => assert_eq!(context.call_id, "c6"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn monitor_mode_records_but_does_not_enforce() {
+    let engine = Engine::builder()
+        .guard(ReservingGuard::new("spend", "k", 60 * CENT, ONE))
+        .guard(StaticGuard::new("no", Decision::deny("would deny")))
+        .mode(Mode::Monitor)
+        .build()
+        .unwrap();
+    let mut rx = engine.subscribe();
+    let o = engine.evaluate(call("f")).await;
+    assert!(!o.enforced());
+    assert!(o.is_allowed() && !o.is_denied() && !o.needs_approval());
+    assert_eq!(o.decision(), DecisionKind::Deny, "the would-be decision is kept");
+    assert_eq!(o.denial_reasons(), ["would deny"]);
+    assert!(matches!(rx.recv().await.unwrap(), EngineEvent::Evaluated { .. }));
+    assert_eq!(
+        spent(&engine, "k").await,
+        60 * CENT,
+        "the call runs, so its effects count"
+    );
+    engine.set_mode(Mode::Enforce);
+    assert!(engine.evaluate(call("f")).await.is_denied());
+}
+
+#[tokio::test]
+async fn effects_are_released_when_another_guard_denies() {
+    let engine = Engine::builder()
+        .guard(ReservingGuard::new("spend", "k", 50 * CENT, ONE))
+        .guard(StaticGuard::new("no", Decision::deny("no")).only_for("bad"))
+        .build()
+        .unwrap();
+    assert!(engine.evaluate(call("bad")).await.is_denied());
+    assert_eq!(spent(&engine, "k").await, 0);
+    assert!(engine.evaluate(call("good")).await.is_allowed());
+    assert_eq!(spent(&engine, "k").await, 50 * CENT);
+    assert!(engine.evaluate(call("good")).await.is_allowed());
+    assert!(engine.evaluate(call("good")).await.is_denied(), "the limit is reached");
+    assert_eq!(spent(&engine, "k").await, ONE);
+}
+
+fn approval_engine(clock: &ManualClock) -> Engine {
+    Engine::builder()
+        .guard(ReservingGuard::new("spend", "k", 40 * CENT, ONE))
+        .guard(StaticGuard::new("ask", Decision::require_approval("big purchase")))
+        .clock(clock.clone())
+        .approval_timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn held_approvals_hold_then_commit_or_release() {
+    let clock = clock();
+    let engine = approval_engine(&clock);
+    let a = engine.evaluate(call("buy").with_call_id("a")).await;
+    let b = engine.evaluate(call("buy").with_call_id("b")).await;
+    assert!(a.needs_approval() && b.needs_approval());
+    assert_eq!(
+        spent(&engine, "k").await,
+        80 * CENT,
+        "pending approvals hold their reservations"
+    );
+    let c = engine.evaluate(call("buy").with_call_id("c")).await;
+    assert!(c.is_denied(), "held amounts count against the limit");
+
+    engine
+        .resolve_approval("a", &ApprovalResponse::approve("alice"))
+        .await
+        .unwrap();
+    assert_eq!(spent(&engine, "k").await, 80 * CENT);
+    engine
+        .resolve_approval("b", &ApprovalResponse::refuse("bob"))
+        .await
+        .unwrap();
+    assert_eq!(spent(&engine, "k").await, 40 * CENT, "refused: released");
+    assert_eq!(
+        engine.resolve_approval("a", &ApprovalResponse::approve("alice")).await,
+        Err(ResolveError::NotPending("a".into())),
+        "single use"
+    );
+    assert_eq!(
+        engine.resolve_approval("zzz", &ApprovalResponse::approve("x")).await,
+        Err(ResolveError::NotPending("zzz".into()))
+    );
+}
+
+#[tokio::test]
+async fn expired_approvals_release_and_cannot_be_granted() {
+    let clock = clock();
+    let engine = approval_engine(&clock);
+    assert!(engine.evaluate(call("buy").with_call_id("late")).await.needs_approval());
+    assert_eq!(spent(&engine, "k").await, 40 * CENT);
+    clock.advance(Duration::from_secs(301));
+    assert_eq!(spent(&engine, "k").await, 0, "expired: released");
+    assert_eq!(
+        engine
+            .resolve_approval("late", &ApprovalResponse::approve("alice"))
+            .await,
+        Err(ResolveError::NotPending("late".into()))
+    );
+}
+
+#[derive(Debug)]
+struct Scripted {
+    answer: Result<bool, ApprovalError>,
+    asked: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl ApprovalHandler for Scripted {
+    async fn request_approval(&self, request: &ApprovalRequest) -> Result<ApprovalResponse, ApprovalError> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(request.outcome.approval_reasons(), ["big purchase"]);
+        match &self.answer {
+            Ok(true) => Ok(ApprovalResponse::approve("carol")),
+            Ok(false) => Ok(ApprovalResponse::refuse("carol").with_reason("too much")),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_approval_handler_decides_and_effects_follow() {
+    for (answer, approved, spent_after) in [
+        (Ok(true), true, 40 * CENT),
+        (Ok(false), false, 0),
+        (Err(ApprovalError::Channel("down".into())), false, 0),
+    ] {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let engine = Engine::builder()
+            .guard(ReservingGuard::new("spend", "k", 40 * CENT, ONE))
+            .guard(StaticGuard::new("ask", Decision::require_approval("big purchase")))
+            .approval_handler(Scripted {
+                answer,
+                asked: Arc::clone(&asked),
+            })
+            .build()
+            .unwrap();
+        let o = engine.evaluate(call("buy")).await;
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        assert_eq!(o.approved(), Some(approved));
+        assert_eq!(o.is_allowed(), approved);
+        assert_eq!(o.is_denied(), !approved);
+        assert!(!o.needs_approval());
+        assert_eq!(spent(&engine, "k").await, spent_after);
+    }
+}
+
+#[derive(Debug)]
+struct Never;
+
+#[async_trait]
+impl ApprovalHandler for Never {
+    async fn request_approval(&self, _: &ApprovalRequest) -> Result<ApprovalResponse, ApprovalError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_that_never_comes_is_refused_and_released() {
+    let engine = Engine::builder()
+        .guard(ReservingGuard::new("spend", "k", 40 * CENT, ONE))
+        .guard(StaticGuard::new("ask", Decision::require_approval("big purchase")))
+        .approval_handler(Never)
+        .approval_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let o = engine.evaluate(call("buy")).await;
+    assert_eq!(o.approved(), Some(false));
+    assert!(o.is_denied());
+    assert_eq!(spent(&engine, "k").await, 0);
+}
+
+#[tokio::test]
+async fn settle_replaces_the_estimate_with_the_actual_cost() {
+    let engine = Engine::builder()
+        .guard(ReservingGuard::new("spend", "k", 30 * CENT, ONE))
+        .build()
+        .unwrap();
+    let o = engine.evaluate(call("llm").with_call_id("c1")).await;
+    assert!(o.is_allowed());
+    assert_eq!(spent(&engine, "k").await, 30 * CENT);
+    let s = engine.settle("c1", Money::from_micros(5 * CENT)).await.unwrap();
+    assert_eq!(s.previous, [Money::from_micros(30 * CENT)]);
+    assert_eq!(spent(&engine, "k").await, 5 * CENT);
+    // Settling again corrects the settlement, not the original estimate.
+    engine.settle("c1", Money::from_micros(2 * ONE)).await.unwrap();
+    assert_eq!(
+        spent(&engine, "k").await,
+        2 * ONE,
+        "the actual cost may exceed the limit"
+    );
+    assert!(matches!(
+        engine.settle("nope", Money::ZERO).await,
+        Err(SettleError::UnknownCall(_))
+    ));
+    // A denied call charged nothing, so there is nothing to settle.
+    let o = engine.evaluate(call("llm").with_call_id("c2")).await;
+    assert!(o.is_denied());
+    assert!(matches!(
+        engine.settle("c2", Money::ZERO).await,
+        Err(SettleError::UnknownCall(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_evaluations_allow_exactly_one_hundred() {
+    let engine = Engine::builder()
+        .guard(ReservingGuard::new("spend", "daily", CENT, ONE))
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..1_000 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            engine
+                .evaluate(call("llm").with_call_id(format!("c{i}")))
+                .await
+                .is_allowed()
+        }));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += usize::from(t.await.unwrap());
+    }
+    assert_eq!(allowed, 100);
+    assert_eq!(spent(&engine, "daily").await, ONE);
+}
+
+#[tokio::test]
+async fn invalid_calls_are_denied_with_a_clear_reason() {
+    let engine = Engine::builder()
+        .guard(StaticGuard::new("a", Decision::allow("ok")))
+        .build()
+        .unwrap();
+    for (ctx, words) in [
+        (call(""), "function_name: name is empty"),
+        (call("  \u{200b} "), "function_name: name is empty"),
+        (call("delete\nfile"), "control character U+000A"),
+        (call("f").with_agent("a\u{1b}"), "agent_id"),
+        (call("f").with_session("s\u{0}"), "session_id"),
+    ] {
+        let o = engine.evaluate(ctx).await;
+        assert!(o.is_denied());
+        let reason = o.denial_reasons()[0];
+        assert!(
+            reason.starts_with("invalid call:") && reason.contains(words),
+            "{reason}"
+        );
+        assert_eq!(o.final_decision().unwrap().guard(), "engine");
+    }
+}
+
+#[tokio::test]
+async fn the_engine_clock_stamps_calls_and_replay_follows_the_input() {
+    let engine = Engine::builder().clock(ReplayClock::default()).build().unwrap();
+    let mut rx = engine.subscribe();
+    let t = Timestamp::from_secs(1_000);
+    engine.evaluate(call("f").with_timestamp(t)).await;
+    engine
+        .evaluate(call("f").with_timestamp(Timestamp::from_secs(10)))
+        .await;
+    assert_eq!(engine.clock().now(), t, "never moves backwards");
+    let EngineEvent::Evaluated { context, .. } = rx.recv().await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(context.timestamp, Some(1_000.0));
+
+    // Any other clock ignores the caller's time.
+    let clock = clock();
+    let engine = Engine::builder().clock(clock.clone()).build().unwrap();
+    let mut rx = engine.subscribe();
+    engine.evaluate(call("f").with_timestamp(Timestamp::from_secs(5))).await;
+    let EngineEvent::Evaluated { context, .. } = rx.recv().await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(context.timestamp, Some(clock.now().as_secs_f64()));
+}
+
+#[test]
+fn the_blocking_wrapper_works_outside_a_runtime() {
+    let engine = Engine::builder()
+        .guard(StaticGuard::new("a", Decision::deny("no")))
+        .build()
+        .unwrap();
+    assert!(engine.evaluate_blocking(call("f")).is_denied());
+}
+
+#[tokio::test]
+async fn the_blocking_wrapper_works_inside_a_current_thread_runtime() {
+    let engine = Engine::builder()
+        .guard(ReservingGuard::new("spend", "k", CENT, ONE))
+        .build()
+        .unwrap();
+    assert!(engine.evaluate_blocking(call("f")).is_allowed());
+    assert_eq!(spent(&engine, "k").await, CENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blocking_wrapper_works_inside_a_multi_thread_runtime() {
+    let engine = Engine::builder()
+        .guard(StaticGuard::new("a", Decision::require_approval("ask")))
+        .build()
+        .unwrap();
+    assert!(engine.evaluate_blocking(call("f")).needs_approval());
+}
+
+#[tokio::test]
+async fn a_failing_store_denies_fail_safe() {
+    let store = MemoryStore::with_config(halt_core::store::MemoryStoreConfig {
+        max_keys: 1,
+        ..Default::default()
+    });
+    let engine = Engine::builder()
+        .guard(ReservingGuard::new("a", "k1", CENT, ONE))
+        .guard(ReservingGuard::new("b", "k2", CENT, ONE))
+        .store(store)
+        .build()
+        .unwrap();
+    let o = engine.evaluate(call("f")).await;
+    assert!(o.is_denied());
+    let reason = o.denial_reasons()[0];
+    assert!(reason.contains("fail-safe") && reason.contains("full"), "{reason}");
+    // Nothing was kept for the denied call.
+    assert_eq!(spent(&engine, "k1").await + spent(&engine, "k2").await, 0);
+}

@@ -1,0 +1,72 @@
+//! Invariants: priority, normalisation, money.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code fails loudly"
+)]
+
+use halt_core::decision::most_restrictive;
+use halt_core::names::{NamePatterns, normalize};
+use halt_core::{Decision, DecisionKind, JsonObject, Money};
+use proptest::prelude::*;
+
+fn decision(kind: u8) -> Decision {
+    match kind % 4 {
+        0 => Decision::allow("a"),
+        1 => Decision::modify("m", JsonObject::new()),
+        2 => Decision::require_approval("r"),
+        _ => Decision::deny("d"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn the_final_decision_is_the_most_restrictive(kinds in prop::collection::vec(0u8..4, 0..12)) {
+        let ds: Vec<Decision> = kinds.iter().map(|k| decision(*k)).collect();
+        match most_restrictive(&ds) {
+            None => prop_assert!(ds.is_empty()),
+            Some(i) => {
+                let max = ds.iter().map(Decision::kind).max().unwrap_or(DecisionKind::Allow);
+                prop_assert_eq!(ds[i].kind(), max);
+                // Ties go to the first.
+                prop_assert!(ds[..i].iter().all(|d| d.kind() < max));
+            }
+        }
+    }
+
+    #[test]
+    fn normalisation_is_idempotent(s in "\\PC{0,24}|[a-zA-Z_\u{200b}\u{ff21}-\u{ff5a} ]{0,24}") {
+        let once = normalize(&s).into_owned();
+        let twice = normalize(&once).into_owned();
+        prop_assert_eq!(once, twice);
+    }
+
+    #[test]
+    fn a_name_matches_its_own_literal_pattern(s in "[a-zA-Z0-9_./-]{1,24}") {
+        let p = NamePatterns::new([s.as_str()]).unwrap();
+        prop_assert!(p.is_match(&s.to_uppercase()));
+    }
+
+    #[test]
+    fn money_round_trips_through_text(micros in 0i64..=i64::MAX) {
+        let m = Money::from_micros(micros);
+        let back: Money = m.to_string().parse().unwrap();
+        prop_assert_eq!(back, m);
+    }
+
+    #[test]
+    fn money_parsing_never_panics(s in "\\PC{0,40}") {
+        let _ = s.parse::<Money>();
+    }
+
+    #[test]
+    fn money_matches_float_parsing_to_six_decimals(units in 0u32..1_000_000, frac in 0u32..1_000_000) {
+        let text = format!("{units}.{frac:06}");
+        let m: Money = text.parse().unwrap();
+        prop_assert_eq!(m.micros(), i64::from(units) * 1_000_000 + i64::from(frac));
+    }
+}

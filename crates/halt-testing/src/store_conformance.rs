@@ -1,0 +1,359 @@
+//! The conformance suite for [`StateStore`] implementations.
+//!
+//! [`run`] checks every behaviour of the contract, each on a fresh store from `make`. It panics
+//! with the name of the first check that fails. Needs a multi-threaded Tokio runtime.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use halt_core::Timestamp;
+use halt_core::store::{CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, Window};
+
+const T0: Timestamp = Timestamp::from_secs(1_800_000_000);
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_micros(T0.as_micros() + secs * 1_000_000)
+}
+
+fn day() -> Window {
+    Window::Bucket { expires_at: at(86_400) }
+}
+
+fn req(counters: Vec<CounterSpec>, now: Timestamp) -> ReserveRequest {
+    ReserveRequest {
+        counters,
+        now,
+        hold_until: now.saturating_add(Duration::from_secs(600)),
+    }
+}
+
+async fn reserved(store: &dyn StateStore, r: &ReserveRequest) -> (ReservationId, Vec<i64>) {
+    match store.reserve(r).await.expect("reserve failed") {
+        ReserveOutcome::Reserved { id, totals } => (id, totals),
+        other => panic!("expected a reservation, got {other:?}"),
+    }
+}
+
+/// Runs every check, each against a fresh store from `make`.
+pub async fn run<F, Fut>(mut make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Arc<dyn StateStore>>,
+{
+    limits_are_all_or_nothing(&*make().await).await;
+    commit_and_release(&*make().await).await;
+    holds_lapse(&*make().await).await;
+    buckets_and_idle_counters_expire(&*make().await).await;
+    sliding_windows_slide(&*make().await).await;
+    add_is_unconditional(&*make().await).await;
+    records_compare_and_swap(&*make().await).await;
+    kinds_do_not_mix(&*make().await).await;
+    bad_requests_are_errors(&*make().await).await;
+    concurrent_reserves_never_pass_the_limit(make().await).await;
+}
+
+/// A request that would pass any one limit is refused as a whole, and the refusal names the
+/// counter.
+pub async fn limits_are_all_or_nothing(store: &dyn StateStore) {
+    let a = CounterSpec::new("t/a", day(), 600_000, Some(1_000_000));
+    let (_, totals) = reserved(store, &req(vec![a.clone()], T0)).await;
+    assert_eq!(totals, [600_000], "limits_are_all_or_nothing: first total");
+    let both = vec![CounterSpec::new("t/b", day(), 100, Some(1_000)), a.clone()];
+    match store.reserve(&req(both, T0)).await.unwrap() {
+        ReserveOutcome::Rejected {
+            index, current, limit, ..
+        } => {
+            assert_eq!(
+                (index, current, limit),
+                (1, 600_000, 1_000_000),
+                "limits_are_all_or_nothing: rejection"
+            );
+        }
+        other => panic!("limits_are_all_or_nothing: expected rejection, got {other:?}"),
+    }
+    assert_eq!(
+        store.total("t/b", day(), T0).await.unwrap(),
+        0,
+        "limits_are_all_or_nothing: nothing added"
+    );
+    // Exactly at the limit fits.
+    let rest = CounterSpec::new("t/a", day(), 400_000, Some(1_000_000));
+    let (_, totals) = reserved(store, &req(vec![rest], T0)).await;
+    assert_eq!(totals, [1_000_000], "limits_are_all_or_nothing: at the limit");
+    // A zero amount checks without adding.
+    let check = CounterSpec::new("t/a", day(), 0, Some(1_000_000));
+    let (_, totals) = reserved(store, &req(vec![check], T0)).await;
+    assert_eq!(totals, [1_000_000], "limits_are_all_or_nothing: zero amount");
+}
+
+/// Commit keeps amounts, release takes them back, each works once.
+pub async fn commit_and_release(store: &dyn StateStore) {
+    let spec = CounterSpec::new("t/c", day(), 5, None);
+    let (kept, _) = reserved(store, &req(vec![spec.clone()], T0)).await;
+    let (dropped, totals) = reserved(store, &req(vec![spec.clone()], T0)).await;
+    assert_eq!(totals, [10], "commit_and_release: pending amounts count");
+    assert!(store.commit(&kept, T0).await.unwrap(), "commit_and_release: commit");
+    assert!(
+        !store.commit(&kept, T0).await.unwrap(),
+        "commit_and_release: second commit"
+    );
+    assert!(
+        !store.release(&kept, T0).await.unwrap(),
+        "commit_and_release: release after commit"
+    );
+    assert!(
+        store.release(&dropped, T0).await.unwrap(),
+        "commit_and_release: release"
+    );
+    assert!(
+        !store.release(&dropped, T0).await.unwrap(),
+        "commit_and_release: second release"
+    );
+    assert!(
+        !store.commit(&dropped, T0).await.unwrap(),
+        "commit_and_release: commit after release"
+    );
+    assert_eq!(
+        store.total("t/c", day(), T0).await.unwrap(),
+        5,
+        "commit_and_release: total"
+    );
+    assert!(
+        !store.commit(&ReservationId("no-such".into()), T0).await.unwrap(),
+        "commit_and_release: unknown id"
+    );
+}
+
+/// A reservation not committed by its hold time is released, and can no longer be committed.
+pub async fn holds_lapse(store: &dyn StateStore) {
+    let spec = CounterSpec::new("t/h", day(), 7, Some(10));
+    let r = ReserveRequest {
+        counters: vec![spec.clone()],
+        now: T0,
+        hold_until: at(60),
+    };
+    let (id, _) = reserved(store, &r).await;
+    assert_eq!(
+        store.total("t/h", day(), at(59)).await.unwrap(),
+        7,
+        "holds_lapse: held before the deadline"
+    );
+    assert_eq!(
+        store.total("t/h", day(), at(60)).await.unwrap(),
+        0,
+        "holds_lapse: released at the deadline"
+    );
+    assert!(
+        !store.commit(&id, at(61)).await.unwrap(),
+        "holds_lapse: commit after the deadline"
+    );
+    let (_, totals) = reserved(store, &req(vec![CounterSpec::new("t/h", day(), 10, Some(10))], at(61))).await;
+    assert_eq!(totals, [10], "holds_lapse: room again");
+}
+
+/// Buckets expire at their end; idle counters after their idle time.
+pub async fn buckets_and_idle_counters_expire(store: &dyn StateStore) {
+    let bucket = Window::Bucket { expires_at: at(100) };
+    let (id, _) = reserved(store, &req(vec![CounterSpec::new("t/day", bucket, 3, None)], T0)).await;
+    store.commit(&id, T0).await.unwrap();
+    assert_eq!(store.total("t/day", bucket, at(99)).await.unwrap(), 3, "bucket alive");
+    assert_eq!(
+        store.total("t/day", bucket, at(100)).await.unwrap(),
+        0,
+        "bucket expired at its end"
+    );
+    let idle = Window::Idle {
+        idle: Duration::from_secs(30),
+    };
+    store
+        .add(&[CounterSpec::new("t/idle", idle, 2, None)], T0)
+        .await
+        .unwrap();
+    store
+        .add(&[CounterSpec::new("t/idle", idle, 2, None)], at(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.total("t/idle", idle, at(49)).await.unwrap(),
+        4,
+        "idle counter kept alive by use"
+    );
+    assert_eq!(
+        store.total("t/idle", idle, at(51)).await.unwrap(),
+        0,
+        "idle counter expired"
+    );
+}
+
+/// Sliding windows: an event exactly `width` old counts, one a microsecond older does not, and
+/// a rejection says when to retry.
+pub async fn sliding_windows_slide(store: &dyn StateStore) {
+    let w = Window::Sliding {
+        width: Duration::from_secs(60),
+    };
+    let hit = |now| req(vec![CounterSpec::new("t/w", w, 1, Some(2))], now);
+    let (a, _) = reserved(store, &hit(T0)).await;
+    store.commit(&a, T0).await.unwrap();
+    let (b, _) = reserved(store, &hit(at(30))).await;
+    store.commit(&b, at(30)).await.unwrap();
+    match store.reserve(&hit(at(60))).await.unwrap() {
+        ReserveOutcome::Rejected {
+            current: 2,
+            limit: 2,
+            retry_at,
+            ..
+        } => {
+            assert_eq!(
+                retry_at,
+                Some(Timestamp::from_micros(at(60).as_micros() + 1)),
+                "sliding: retry time"
+            );
+        }
+        other => panic!("sliding: an event exactly 60 s old still counts, got {other:?}"),
+    }
+    let at_edge = Timestamp::from_micros(at(60).as_micros() + 1);
+    let (_, totals) = reserved(store, &hit(at_edge)).await;
+    assert_eq!(totals, [2], "sliding: oldest event aged out");
+    // A released window event stops counting.
+    let (c, _) = reserved(store, &req(vec![CounterSpec::new("t/w2", w, 1, None)], T0)).await;
+    store.release(&c, T0).await.unwrap();
+    assert_eq!(store.total("t/w2", w, T0).await.unwrap(), 0, "sliding: released event");
+}
+
+/// `add` ignores limits, subtracts with negative amounts, and never goes below zero.
+pub async fn add_is_unconditional(store: &dyn StateStore) {
+    let c = |amount| CounterSpec::new("t/add", day(), amount, Some(1));
+    assert_eq!(store.add(&[c(5)], T0).await.unwrap(), [5], "add: over the limit");
+    assert_eq!(store.add(&[c(-3)], T0).await.unwrap(), [2], "add: negative");
+    assert_eq!(store.add(&[c(-10)], T0).await.unwrap(), [0], "add: floor at zero");
+}
+
+/// Records: get, put, compare-and-swap, expiry.
+pub async fn records_compare_and_swap(store: &dyn StateStore) {
+    assert_eq!(store.get_record("t/r", T0).await.unwrap(), None, "records: absent");
+    assert!(
+        store
+            .swap_record("t/r", None, Some(b"one"), Some(at(10)), T0)
+            .await
+            .unwrap(),
+        "records: create"
+    );
+    assert!(
+        !store.swap_record("t/r", None, Some(b"two"), None, T0).await.unwrap(),
+        "records: create twice"
+    );
+    assert!(
+        !store
+            .swap_record("t/r", Some(b"zzz"), Some(b"two"), None, T0)
+            .await
+            .unwrap(),
+        "records: wrong expected"
+    );
+    assert_eq!(
+        store.get_record("t/r", at(9)).await.unwrap().as_deref(),
+        Some(&b"one"[..]),
+        "records: read"
+    );
+    assert_eq!(store.get_record("t/r", at(10)).await.unwrap(), None, "records: expired");
+    assert!(
+        store
+            .swap_record("t/r", None, Some(b"new"), None, at(10))
+            .await
+            .unwrap(),
+        "records: expired counts as absent"
+    );
+    assert!(
+        store
+            .swap_record("t/r", Some(b"new"), None, None, at(10))
+            .await
+            .unwrap(),
+        "records: delete"
+    );
+    assert_eq!(store.get_record("t/r", at(10)).await.unwrap(), None, "records: deleted");
+    store.put_record("t/p", Some(b"x"), None, T0).await.unwrap();
+    store.put_record("t/p", Some(b"y"), Some(at(5)), T0).await.unwrap();
+    assert_eq!(
+        store.get_record("t/p", T0).await.unwrap().as_deref(),
+        Some(&b"y"[..]),
+        "records: put overwrites"
+    );
+    assert_eq!(
+        store.get_record("t/p", at(5)).await.unwrap(),
+        None,
+        "records: put expiry"
+    );
+    store.put_record("t/p", None, None, T0).await.unwrap();
+}
+
+/// A key holds one kind of value.
+pub async fn kinds_do_not_mix(store: &dyn StateStore) {
+    store.put_record("t/k", Some(b"x"), None, T0).await.unwrap();
+    let err = store
+        .reserve(&req(vec![CounterSpec::new("t/k", day(), 1, None)], T0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::WrongKind { .. }),
+        "kinds: counter on a record: {err:?}"
+    );
+    store
+        .add(&[CounterSpec::new("t/k2", day(), 1, None)], T0)
+        .await
+        .unwrap();
+    let err = store.get_record("t/k2", T0).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::WrongKind { .. }),
+        "kinds: record on a counter: {err:?}"
+    );
+}
+
+/// Malformed requests are errors, never silent successes.
+pub async fn bad_requests_are_errors(store: &dyn StateStore) {
+    let neg = req(vec![CounterSpec::new("t/n", day(), -1, None)], T0);
+    assert!(
+        matches!(store.reserve(&neg).await, Err(StoreError::InvalidRequest(_))),
+        "bad: negative reserve"
+    );
+    let dup = req(
+        vec![
+            CounterSpec::new("t/d", day(), 1, None),
+            CounterSpec::new("t/d", day(), 1, None),
+        ],
+        T0,
+    );
+    assert!(
+        matches!(store.reserve(&dup).await, Err(StoreError::InvalidRequest(_))),
+        "bad: duplicate key"
+    );
+    let empty = req(vec![CounterSpec::new("", day(), 1, None)], T0);
+    assert!(
+        matches!(store.reserve(&empty).await, Err(StoreError::InvalidRequest(_))),
+        "bad: empty key"
+    );
+}
+
+/// 1,000 concurrent reserves of 1 against a limit of 100 succeed exactly 100 times.
+pub async fn concurrent_reserves_never_pass_the_limit(store: Arc<dyn StateStore>) {
+    let mut tasks = Vec::new();
+    for _ in 0..1_000 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let r = req(vec![CounterSpec::new("t/conc", day(), 10_000, Some(1_000_000))], T0);
+            match store.reserve(&r).await.unwrap() {
+                ReserveOutcome::Reserved { id, .. } => store.commit(&id, T0).await.unwrap(),
+                ReserveOutcome::Rejected { .. } => false,
+            }
+        }));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += usize::from(t.await.unwrap());
+    }
+    assert_eq!(allowed, 100, "concurrent: exactly 100 reserves fit");
+    assert_eq!(
+        store.total("t/conc", day(), T0).await.unwrap(),
+        1_000_000,
+        "concurrent: total at the limit"
+    );
+}

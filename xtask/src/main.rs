@@ -1,0 +1,94 @@
+//! Project automation. `cargo xtask ci` runs everything CI runs, in the order a developer wants
+//! to hear about failures: formatting, lints, tests, docs.
+
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  ci       fmt check, clippy -D warnings, the whole test suite, docs with -D warnings
+  fmt      cargo fmt --all --check
+  clippy   cargo clippy --workspace --all-targets --all-features -- -D warnings
+  test     cargo test --workspace --all-features
+  doc      cargo doc --workspace --all-features --no-deps with -D warnings";
+
+fn main() -> ExitCode {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let steps: &[Step] = match task.as_str() {
+        "ci" => &[FMT, CLIPPY, TEST, DOC],
+        "fmt" => &[FMT],
+        "clippy" => &[CLIPPY],
+        "test" => &[TEST],
+        "doc" => &[DOC],
+        _ => {
+            #[allow(clippy::print_stderr, reason = "the usage text of a command-line tool")]
+            {
+                eprintln!("{USAGE}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    for step in steps {
+        if let Err(msg) = run(step) {
+            #[allow(clippy::print_stderr, reason = "a command-line tool reports failure")]
+            {
+                eprintln!("xtask: {msg}");
+            }
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+struct Step {
+    name: &'static str,
+    args: &'static [&'static str],
+    env: &'static [(&'static str, &'static str)],
+}
+
+const FMT: Step = Step {
+    name: "fmt",
+    args: &["fmt", "--all", "--check"],
+    env: &[],
+};
+const CLIPPY: Step = Step {
+    name: "clippy",
+    args: &[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ],
+    env: &[],
+};
+const TEST: Step = Step {
+    name: "test",
+    args: &["test", "--workspace", "--all-features"],
+    env: &[],
+};
+const DOC: Step = Step {
+    name: "doc",
+    args: &["doc", "--workspace", "--all-features", "--no-deps"],
+    env: &[("RUSTDOCFLAGS", "-D warnings")],
+};
+
+fn run(step: &Step) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    #[allow(clippy::print_stderr, reason = "progress of a command-line tool")]
+    {
+        eprintln!("xtask: running {}: cargo {}", step.name, step.args.join(" "));
+    }
+    let status = Command::new(cargo)
+        .args(step.args)
+        .envs(step.env.iter().copied())
+        .status()
+        .map_err(|e| format!("{}: cannot start cargo: {e}", step.name))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{} failed ({status})", step.name))
+    }
+}
