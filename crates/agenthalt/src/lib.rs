@@ -10,7 +10,9 @@
 //! | feature | crate | what it brings |
 //! |---------|-------|----------------|
 //! | (always) | `halt-core` | context, decisions, guards, engine, clock, money, state store |
-//! | `full` | all of the below | everything |
+//! | `budget` (default) | `halt-guards-budget` | [`budget::BudgetGuard`]: per-call, session, daily, monthly spend |
+//! | `purchase` (default) | `halt-guards-purchase` | [`purchase::PurchaseGuard`]: amounts, categories, currency, daily totals |
+//! | `full` | all of the above | everything |
 //!
 //! Guard, store, approval, audit and integration features are added here as their crates land.
 //!
@@ -44,3 +46,13 @@ pub use halt_core::*;
 
 /// The core crate, for paths such as `agenthalt::core::store::MemoryStore`.
 pub use halt_core as core;
+
+/// The budget guard.
+#[cfg(feature = "budget")]
+#[cfg_attr(docsrs, doc(cfg(feature = "budget")))]
+pub use halt_guards_budget as budget;
+
+/// The purchase guard.
+#[cfg(feature = "purchase")]
+#[cfg_attr(docsrs, doc(cfg(feature = "purchase")))]
+pub use halt_guards_purchase as purchase;

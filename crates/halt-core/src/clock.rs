@@ -94,7 +94,7 @@ impl Timestamp {
         let day = self.0.div_euclid(MICROS_PER_SEC * SECS_PER_DAY);
         let (y, m, d) = civil_from_days(day);
         CalendarWindow {
-            label: format!("{y:04}-{m:02}-{d:02}"),
+            label: date_label(y, m, Some(d)),
             start: Self::from_secs(day * SECS_PER_DAY),
             end: Self::from_secs((day + 1) * SECS_PER_DAY),
         }
@@ -107,7 +107,7 @@ impl Timestamp {
         let (y, m, _) = civil_from_days(day);
         let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
         CalendarWindow {
-            label: format!("{y:04}-{m:02}"),
+            label: date_label(y, m, None),
             start: Self::from_secs(days_from_civil(y, m, 1) * SECS_PER_DAY),
             end: Self::from_secs(days_from_civil(ny, nm, 1) * SECS_PER_DAY),
         }
@@ -140,6 +140,31 @@ pub struct CalendarWindow {
     pub start: Timestamp,
     /// The first instant after the window; its counters expire then.
     pub end: Timestamp,
+}
+
+/// `YYYY-MM-DD` or `YYYY-MM`, written digit by digit (labels are built on every call).
+fn date_label(y: i64, m: u32, d: Option<u32>) -> String {
+    fn push2(s: &mut String, n: u32) {
+        s.push(char::from(b'0' + u8::try_from(n / 10 % 10).unwrap_or(0)));
+        s.push(char::from(b'0' + u8::try_from(n % 10).unwrap_or(0)));
+    }
+    if !(0..=9999).contains(&y) {
+        return match d {
+            Some(d) => format!("{y:04}-{m:02}-{d:02}"),
+            None => format!("{y:04}-{m:02}"),
+        };
+    }
+    let y = u32::try_from(y).unwrap_or(0);
+    let mut s = String::with_capacity(10);
+    push2(&mut s, y / 100);
+    push2(&mut s, y % 100);
+    s.push('-');
+    push2(&mut s, m);
+    if let Some(d) = d {
+        s.push('-');
+        push2(&mut s, d);
+    }
+    s
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).

@@ -186,7 +186,7 @@ impl<'a> Call<'a> {
         let outcome = self.store.reserve(&request).await?;
         if let ReserveOutcome::Reserved { id, .. } = &outcome {
             let cost = if settleable { request.counters } else { Vec::new() };
-            self.push(Effect::Reservation { id: id.clone(), cost });
+            self.push(Effect::Reservation { id: *id, cost });
         }
         Ok(outcome)
     }

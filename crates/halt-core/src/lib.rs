@@ -56,6 +56,7 @@ pub mod guard;
 mod join;
 pub mod money;
 pub mod names;
+pub mod partition;
 pub mod store;
 
 pub use approval::{ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse};

@@ -115,10 +115,35 @@ impl Money {
     /// values too large for micro-units get their own error.
     pub fn from_json(value: &Value) -> Result<Self, MoneyError> {
         match value {
-            Value::Number(n) => n.to_string().parse(),
+            Value::Number(n) => match n.as_u64() {
+                Some(units) => i64::try_from(units)
+                    .ok()
+                    .and_then(|u| u.checked_mul(SCALE))
+                    .map(Self)
+                    .ok_or_else(|| MoneyError::Overflow(n.to_string())),
+                None => Self::from_f64_exact(n.as_f64()).map_or_else(|| n.to_string().parse(), Ok),
+            },
             Value::String(s) => s.parse(),
             other => Err(MoneyError::NotANumber(preview(&other.to_string()))),
         }
+    }
+}
+
+impl Money {
+    /// The micro-units of a float whose decimal form has at most six decimals, when that can be
+    /// read off the float itself; `None` sends the caller to the exact decimal parse.
+    ///
+    /// Below 10^9 units the float is within 0.2 micro-units of its decimal value, so when it
+    /// lands within 0.001 of a whole micro-unit, that micro-unit is the decimal's.
+    fn from_f64_exact(f: Option<f64>) -> Option<Self> {
+        let f = f?;
+        if !(0.0..1e9).contains(&f) {
+            return None;
+        }
+        let scaled = f * 1e6;
+        let rounded = scaled.round();
+        #[allow(clippy::cast_possible_truncation, reason = "below 10^15, checked above")]
+        ((scaled - rounded).abs() < 1e-3).then_some(Self(rounded as i64))
     }
 }
 

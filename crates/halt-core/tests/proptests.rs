@@ -70,3 +70,22 @@ proptest! {
         prop_assert_eq!(m.micros(), i64::from(units) * 1_000_000 + i64::from(frac));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+    /// The float shortcut for JSON numbers agrees with the exact decimal parse.
+    #[test]
+    fn money_from_a_float_matches_its_decimal_text(f in 0.0f64..2e9) {
+        let via_json = Money::from_json(&serde_json::json!(f));
+        let via_text: Result<Money, _> = serde_json::Number::from_f64(f).unwrap().to_string().parse();
+        prop_assert_eq!(via_json, via_text);
+    }
+
+    #[test]
+    fn money_from_short_decimals_is_exact(units in 0u32..1_000_000_000, frac in 0u32..1_000_000) {
+        let f: f64 = format!("{units}.{frac:06}").parse().unwrap();
+        let m = Money::from_json(&serde_json::json!(f)).unwrap();
+        prop_assert_eq!(m.micros(), i64::from(units) * 1_000_000 + i64::from(frac));
+    }
+}

@@ -31,5 +31,6 @@
     reason = "test support: failing loudly is its job"
 )]
 
+pub mod bench;
 pub mod guards;
 pub mod store_conformance;

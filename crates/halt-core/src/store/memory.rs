@@ -1,7 +1,6 @@
 //! [`MemoryStore`]: the in-process store, bounded in memory.
 
 use std::cmp::Reverse;
-use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -64,14 +63,19 @@ pub struct MemoryStore {
     config: MemoryStoreConfig,
 }
 
+/// Keys include caller-chosen text (session ids): a seeded hasher keeps collisions unguessable.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct State {
-    entries: HashMap<String, Entry>,
+    entries: Map<String, Entry>,
     /// When keys may expire; at most one item per key (re-queued lazily when a key's expiry
     /// moved later).
     expiry: BinaryHeap<Reverse<(Timestamp, String)>>,
-    pending: HashMap<u64, Pending>,
-    holds: BinaryHeap<Reverse<(Timestamp, u64)>>,
+    pending: Map<u64, Pending>,
+    /// No pending reservation lapses before this time (it may be earlier than the true
+    /// earliest, never later), so most operations skip looking for lapsed holds.
+    next_lapse: Timestamp,
     next_id: u64,
 }
 
@@ -111,6 +115,8 @@ struct Event {
 struct Pending {
     /// Key, amount and the key's generation when reserved.
     parts: Vec<(String, i64, u64)>,
+    /// When it lapses, releasing its amounts.
+    hold_until: Timestamp,
 }
 
 impl Value {
@@ -207,14 +213,25 @@ impl MemoryStore {
 impl State {
     /// Releases expired holds and drops up to `budget` expired keys.
     fn purge(&mut self, now: Timestamp, budget: usize) {
-        while let Some(Reverse((at, id))) = self.holds.peek().copied() {
-            if at > now {
-                break;
+        if now >= self.next_lapse {
+            // Pending reservations are few (calls in flight and held approvals): scan them.
+            let lapsed: Vec<u64> = self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.hold_until <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in lapsed {
+                if let Some(p) = self.pending.remove(&id) {
+                    self.undo(id, &p.parts, now);
+                }
             }
-            self.holds.pop();
-            if let Some(p) = self.pending.remove(&id) {
-                self.undo(id, &p.parts, now);
-            }
+            self.next_lapse = self
+                .pending
+                .values()
+                .map(|p| p.hold_until)
+                .min()
+                .unwrap_or(Timestamp::MAX);
         }
         let mut n = 0;
         while n < budget {
@@ -294,22 +311,24 @@ impl State {
         Ok(Some(e))
     }
 
-    fn current(&mut self, key: &str, window: Window, now: Timestamp) -> Result<i64, StoreError> {
+    /// A counter's live total, and whether its key exists.
+    fn current(&mut self, key: &str, window: Window, now: Timestamp) -> Result<(i64, bool), StoreError> {
         Ok(match self.live(key, window, now)? {
-            None => 0,
+            None => (0, false),
             Some(Entry {
                 value: Value::Counter(t),
                 ..
-            }) => (*t).max(0),
+            }) => ((*t).max(0), true),
             Some(Entry {
                 value: Value::Sliding(s),
                 ..
-            }) => s.total(),
-            Some(_) => 0,
+            }) => (s.total(), true),
+            Some(_) => (0, true),
         })
     }
 
     /// Adds `amount` to a counter, creating it. Returns the new total and the key's generation.
+    /// The caller has called [`State::live`] on the key during this operation.
     fn apply(
         &mut self,
         spec: &CounterSpec,
@@ -323,26 +342,23 @@ impl State {
             Window::Idle { idle } => last.saturating_add(idle),
             Window::Sliding { width } => last.saturating_add(width),
         };
-        self.live(&spec.key, spec.window, now)?;
-        let e = match self.entries.entry(spec.key.clone()) {
-            MapEntry::Occupied(o) => {
-                let e = o.into_mut();
-                e.expires_at = e.expires_at.max(key_expiry(now));
-                e
-            }
-            MapEntry::Vacant(v) => {
-                let value = match spec.window {
-                    Window::Sliding { .. } => Value::Sliding(Sliding::default()),
-                    _ => Value::Counter(0),
-                };
-                v.insert(Entry {
-                    value,
-                    expires_at: key_expiry(now),
-                    queued: false,
-                    generation: 0,
-                })
-            }
+        if !self.entries.contains_key(&spec.key) {
+            let value = match spec.window {
+                Window::Sliding { .. } => Value::Sliding(Sliding::default()),
+                _ => Value::Counter(0),
+            };
+            let entry = Entry {
+                value,
+                expires_at: key_expiry(now),
+                queued: false,
+                generation: 0,
+            };
+            self.entries.insert(spec.key.clone(), entry);
+        }
+        let Some(e) = self.entries.get_mut(&spec.key) else {
+            return Err(StoreError::Unavailable("a counter vanished under the lock".into()));
         };
+        e.expires_at = e.expires_at.max(key_expiry(now));
         let schedule = (!e.queued).then_some(e.expires_at);
         e.queued = true;
         let generation = e.generation;
@@ -449,8 +465,8 @@ impl StateStore for MemoryStore {
         st.purge(now, PURGE_PER_OP);
         let mut new_keys = 0;
         for (index, c) in req.counters.iter().enumerate() {
-            let current = st.current(&c.key, c.window, now)?;
-            if !st.entries.contains_key(&c.key) && c.amount > 0 {
+            let (current, exists) = st.current(&c.key, c.window, now)?;
+            if !exists && c.amount > 0 {
                 new_keys += 1;
             }
             if let Some(limit) = c.limit
@@ -475,34 +491,36 @@ impl StateStore for MemoryStore {
         let mut parts = Vec::with_capacity(req.counters.len());
         for c in &req.counters {
             if c.amount == 0 {
-                totals.push(st.current(&c.key, c.window, now)?);
+                totals.push(st.current(&c.key, c.window, now)?.0);
             } else {
                 let (total, generation) = st.apply(c, c.amount, id, now, self.config.max_events_per_window)?;
                 totals.push(total);
                 parts.push((c.key.clone(), c.amount, generation));
             }
         }
-        st.pending.insert(id, Pending { parts });
-        st.holds.push(Reverse((req.hold_until, id)));
+        st.pending.insert(
+            id,
+            Pending {
+                parts,
+                hold_until: req.hold_until,
+            },
+        );
+        st.next_lapse = st.next_lapse.min(req.hold_until);
         Ok(ReserveOutcome::Reserved {
-            id: ReservationId(id.to_string()),
+            id: ReservationId(id),
             totals,
         })
     }
 
     async fn commit(&self, id: &ReservationId, now: Timestamp) -> Result<bool, StoreError> {
-        let Ok(id) = id.0.parse::<u64>() else {
-            return Ok(false);
-        };
+        let id = id.0;
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
         Ok(st.pending.remove(&id).is_some())
     }
 
     async fn release(&self, id: &ReservationId, now: Timestamp) -> Result<bool, StoreError> {
-        let Ok(id) = id.0.parse::<u64>() else {
-            return Ok(false);
-        };
+        let id = id.0;
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
         match st.pending.remove(&id) {
@@ -535,7 +553,7 @@ impl StateStore for MemoryStore {
     async fn total(&self, key: &str, window: Window, now: Timestamp) -> Result<i64, StoreError> {
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
-        st.current(key, window, now)
+        Ok(st.current(key, window, now)?.0)
     }
 
     async fn get_record(&self, key: &str, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {

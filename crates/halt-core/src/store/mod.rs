@@ -17,6 +17,24 @@ use crate::clock::Timestamp;
 
 pub use memory::{MemoryStore, MemoryStoreConfig};
 
+/// Joins key parts with `/` (without the formatting machinery: this is on every call's path).
+///
+/// ```
+/// assert_eq!(halt_core::store::key(&["budget", "daily", "2026-11-24"]), "budget/daily/2026-11-24");
+/// ```
+#[must_use]
+pub fn key(parts: &[&str]) -> String {
+    let len = parts.iter().map(|p| p.len() + 1).sum();
+    let mut k = String::with_capacity(len);
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push('/');
+        }
+        k.push_str(p);
+    }
+    k
+}
+
 /// How a counter's value ages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -79,10 +97,10 @@ pub struct ReserveRequest {
     pub hold_until: Timestamp,
 }
 
-/// Identifies a pending reservation in its store.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Identifies a pending reservation in its store (unique within the store, never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct ReservationId(pub String);
+pub struct ReservationId(pub u64);
 
 /// The answer to [`StateStore::reserve`].
 #[derive(Debug, Clone, PartialEq, Eq)]

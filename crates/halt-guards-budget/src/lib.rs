@@ -1,0 +1,296 @@
+//! The budget guard: stops an agent from spending more than you allow, per call, per session,
+//! per UTC day and per UTC month.
+//!
+//! Each call's cost is read from its arguments (`estimated_cost` by default), else from its
+//! metadata, else from the `cost_estimator` price list, else `default_cost`. A cost the model
+//! writes into the arguments can never undercut the price list. The cost is reserved atomically
+//! in every window while the guard evaluates, counted only if the call runs, and can be replaced
+//! with the actual cost later by `Engine::settle`.
+//!
+//! ```
+//! use halt_core::{CallContext, Engine};
+//! use halt_guards_budget::{BudgetConfig, BudgetGuard};
+//! use serde_json::json;
+//!
+//! let config = BudgetConfig { max_daily_spend: Some("1.00".parse()?), ..BudgetConfig::default() };
+//! let engine = Engine::builder().guard(BudgetGuard::new(config)?).build()?;
+//! let call = |cost: f64| CallContext::new("gpt4_call").with_arguments(json!({"estimated_cost": cost}));
+//! assert!(engine.evaluate_blocking(call(0.6)?).is_allowed());
+//! // 0.6 + 0.5 would pass 1.00.
+//! assert!(engine.evaluate_blocking(call(0.5)?).is_denied());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use halt_core::names::normalize;
+use halt_core::partition::Partition;
+use halt_core::store::{CounterSpec, ReserveOutcome, Window, key};
+use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Money, MoneyError, TypedFactory, async_trait};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The YAML name of this guard type.
+pub const KIND: &str = "budget";
+
+/// How long a session's spend is remembered after its last call.
+const SESSION_IDLE: Duration = Duration::from_secs(7 * 86_400);
+
+/// Settings of a [`BudgetGuard`]. Every limit is optional; amounts are fixed-point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetConfig {
+    /// The most one call may cost.
+    pub max_call_cost: Option<Money>,
+    /// The most one session may spend (calls without a session id skip this limit).
+    pub max_session_spend: Option<Money>,
+    /// The most that may be spent per UTC calendar day.
+    pub max_daily_spend: Option<Money>,
+    /// The most that may be spent per UTC calendar month.
+    pub max_monthly_spend: Option<Money>,
+    /// The argument (or metadata key) holding a call's cost.
+    pub cost_field: String,
+    /// The cost of a call that states none and is not in `cost_estimator`.
+    pub default_cost: Money,
+    /// The share of a limit past which a call needs human approval, in (0, 1]. Applies to every
+    /// window.
+    pub warn_threshold: f64,
+    /// Known prices per function name.
+    pub cost_estimator: BTreeMap<String, Money>,
+    /// Whose day and month budgets a call counts against: `global` (default), `agent`,
+    /// `session` or `metadata:<key>`.
+    pub partition_by: Partition,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self {
+            max_call_cost: None,
+            max_session_spend: None,
+            max_daily_spend: None,
+            max_monthly_spend: None,
+            cost_field: "estimated_cost".to_owned(),
+            default_cost: Money::from_micros(10_000),
+            warn_threshold: 0.8,
+            cost_estimator: BTreeMap::new(),
+            partition_by: Partition::Global,
+        }
+    }
+}
+
+impl BudgetConfig {
+    /// Checks the values serde cannot.
+    ///
+    /// # Errors
+    /// A `warn_threshold` outside (0, 1], or an empty `cost_field`.
+    pub fn validate(&self) -> Result<(), FactoryError> {
+        if !(self.warn_threshold > 0.0 && self.warn_threshold <= 1.0) {
+            return Err(FactoryError::invalid(
+                "warn_threshold",
+                format!("{} is not in (0, 1]", self.warn_threshold),
+            ));
+        }
+        if self.cost_field.trim().is_empty() {
+            return Err(FactoryError::invalid("cost_field", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+/// Enforces a [`BudgetConfig`].
+#[derive(Debug, Clone)]
+pub struct BudgetGuard {
+    name: String,
+    config: BudgetConfig,
+    /// `cost_estimator` with normalised names.
+    prices: BTreeMap<String, Money>,
+}
+
+/// One budget window a call is charged to.
+struct Charge {
+    label: &'static str,
+    limit: Money,
+    spec: CounterSpec,
+}
+
+impl BudgetGuard {
+    /// A guard named `budget`.
+    ///
+    /// # Errors
+    /// An invalid configuration ([`BudgetConfig::validate`]).
+    pub fn new(config: BudgetConfig) -> Result<Self, FactoryError> {
+        Self::named(KIND, config)
+    }
+
+    /// A guard with a name of its own (several budget guards in one engine).
+    ///
+    /// # Errors
+    /// An invalid configuration ([`BudgetConfig::validate`]).
+    pub fn named(name: &str, config: BudgetConfig) -> Result<Self, FactoryError> {
+        config.validate()?;
+        let prices = config
+            .cost_estimator
+            .iter()
+            .map(|(k, v)| (normalize(k).into_owned(), *v))
+            .collect();
+        Ok(Self {
+            name: name.to_owned(),
+            config,
+            prices,
+        })
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn config(&self) -> &BudgetConfig {
+        &self.config
+    }
+
+    /// The call's cost, and where it came from; or why it cannot be known.
+    fn cost(&self, call: &Call<'_>) -> Result<(Money, &'static str), (String, MoneyError)> {
+        let field = &self.config.cost_field;
+        let price = self.prices.get(call.function()).copied();
+        if let Some(v) = call.arguments().get(field) {
+            let stated = Money::from_json(v).map_err(|e| (format!("arguments.{field}"), e))?;
+            // The model cannot talk a known price down.
+            return Ok(match price {
+                Some(p) if p > stated => (p, "cost_estimator"),
+                _ => (stated, "arguments"),
+            });
+        }
+        if let Some(v) = call.context().metadata.get(field) {
+            return Money::from_json(v)
+                .map(|m| (m, "metadata"))
+                .map_err(|e| (format!("metadata.{field}"), e));
+        }
+        Ok(price.map_or((self.config.default_cost, "default_cost"), |p| (p, "cost_estimator")))
+    }
+
+    fn windows(&self, call: &Call<'_>, cost: Money) -> Vec<Charge> {
+        let c = &self.config;
+        let ctx = call.context();
+        let mut windows = Vec::with_capacity(3);
+        if let (Some(limit), Some(session)) = (c.max_session_spend, ctx.session_id.as_deref()) {
+            windows.push(Charge {
+                label: "session",
+                limit,
+                spec: CounterSpec::new(
+                    key(&["budget", &self.name, "session", session]),
+                    Window::Idle { idle: SESSION_IDLE },
+                    cost.micros(),
+                    Some(limit.micros()),
+                ),
+            });
+        }
+        let now = call.now();
+        let part = c.partition_by.key(ctx);
+        for (label, limit, span) in [
+            ("daily", c.max_daily_spend, now.utc_day()),
+            ("monthly", c.max_monthly_spend, now.utc_month()),
+        ] {
+            let Some(limit) = limit else { continue };
+            windows.push(Charge {
+                label,
+                limit,
+                spec: CounterSpec::new(
+                    key(&["budget", &self.name, &part, label, &span.label]),
+                    Window::Bucket { expires_at: span.end },
+                    cost.micros(),
+                    Some(limit.micros()),
+                ),
+            });
+        }
+        windows
+    }
+}
+
+#[async_trait]
+impl Guard for BudgetGuard {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn evaluate(&self, call: &Call<'_>) -> Result<Decision, GuardError> {
+        let (cost, source) = match self.cost(call) {
+            Ok(c) => c,
+            Err((field, e)) => {
+                let reason = match e {
+                    MoneyError::NotANumber(_) => format!("Cannot determine call cost: {field} {e}"),
+                    _ => format!("Invalid call cost: {field} {e}"),
+                };
+                return Ok(Decision::deny(reason).with_details(json!({"field": field})));
+            }
+        };
+        if let Some(max) = self.config.max_call_cost
+            && cost > max
+        {
+            return Ok(
+                Decision::deny(format!("Call cost {cost} exceeds the per-call limit of {max}"))
+                    .with_details(json!({"window": "call", "cost": cost, "source": source, "limit": max})),
+            );
+        }
+        let windows = self.windows(call, cost);
+        if windows.is_empty() {
+            return Ok(Decision::allow("No spend limit applies"));
+        }
+        let specs = windows.iter().map(|w| w.spec.clone()).collect();
+        let totals = match call.reserve_cost(specs).await? {
+            ReserveOutcome::Reserved { totals, .. } => totals,
+            ReserveOutcome::Rejected { index, current, .. } => {
+                let w = &windows[index];
+                let spent = Money::from_micros(current);
+                return Ok(Decision::deny(format!(
+                    "{} budget exceeded: {spent} spent + {cost} would pass the limit of {}",
+                    capitalise(w.label),
+                    w.limit
+                ))
+                .with_details(
+                    json!({"window": w.label, "spent": spent, "cost": cost, "source": source, "limit": w.limit}),
+                ));
+            }
+        };
+        for (w, total) in windows.iter().zip(&totals) {
+            let warn_at = w.limit.scale(self.config.warn_threshold);
+            if *total > warn_at.micros() {
+                let total = Money::from_micros(*total);
+                let ratio = if w.limit.micros() == 0 {
+                    1.0
+                } else {
+                    total.as_f64() / w.limit.as_f64()
+                };
+                return Ok(Decision::require_approval(format!(
+                    "{} spend would reach {total} of {} ({:.0}%), past the warning threshold of {:.0}%",
+                    capitalise(w.label),
+                    w.limit,
+                    ratio * 100.0,
+                    self.config.warn_threshold * 100.0
+                ))
+                .with_risk(ratio)
+                .with_details(
+                    json!({"window": w.label, "total": total, "cost": cost, "source": source, "limit": w.limit}),
+                ));
+            }
+        }
+        Ok(Decision::allow("Within budget"))
+    }
+
+    fn describe(&self) -> Value {
+        serde_json::to_value(&self.config).unwrap_or(Value::Null)
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// The factory that builds budget guards from configuration (YAML type `budget`).
+#[must_use]
+pub fn factory() -> impl halt_core::GuardFactory {
+    TypedFactory::new(KIND, |name: &str, config: BudgetConfig| {
+        BudgetGuard::named(name, config)
+    })
+}
