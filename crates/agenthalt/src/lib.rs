@@ -12,6 +12,9 @@
 //! | (always) | `halt-core` | context, decisions, guards, engine, clock, money, state store |
 //! | `budget` (default) | `halt-guards-budget` | [`budget::BudgetGuard`]: per-call, session, daily, monthly spend |
 //! | `purchase` (default) | `halt-guards-purchase` | [`purchase::PurchaseGuard`]: amounts, categories, currency, daily totals |
+//! | `deletion` (default) | `halt-guards-deletion` | [`deletion::DeletionGuard`]: protected resources, patterns, bulk and daily limits, cooldown |
+//! | `rate-limit` (default) | `halt-guards-rate-limit` | [`rate_limit::RateLimitGuard`]: sliding minutes, sessions, loops, bursts |
+//! | `scope` (default) | `halt-guards-scope` | [`scope::ScopeGuard`]: which tools each agent may call |
 //! | `full` | all of the above | everything |
 //!
 //! Guard, store, approval, audit and integration features are added here as their crates land.
@@ -51,6 +54,21 @@ pub use halt_core as core;
 #[cfg(feature = "budget")]
 #[cfg_attr(docsrs, doc(cfg(feature = "budget")))]
 pub use halt_guards_budget as budget;
+
+/// The deletion guard.
+#[cfg(feature = "deletion")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deletion")))]
+pub use halt_guards_deletion as deletion;
+
+/// The rate-limit guard.
+#[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
+pub use halt_guards_rate_limit as rate_limit;
+
+/// The scope guard.
+#[cfg(feature = "scope")]
+#[cfg_attr(docsrs, doc(cfg(feature = "scope")))]
+pub use halt_guards_scope as scope;
 
 /// The purchase guard.
 #[cfg(feature = "purchase")]

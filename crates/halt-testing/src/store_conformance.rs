@@ -215,6 +215,19 @@ pub async fn sliding_windows_slide(store: &dyn StateStore) {
     let at_edge = Timestamp::from_micros(at(60).as_micros() + 1);
     let (_, totals) = reserved(store, &hit(at_edge)).await;
     assert_eq!(totals, [2], "sliding: oldest event aged out");
+    // A lone event exactly `width` old still counts; a microsecond later it is gone.
+    store.add(&[CounterSpec::new("t/w3", w, 1, None)], T0).await.unwrap();
+    assert_eq!(
+        store.total("t/w3", w, at(60)).await.unwrap(),
+        1,
+        "sliding: lone event at the edge"
+    );
+    let past = Timestamp::from_micros(at(60).as_micros() + 1);
+    assert_eq!(
+        store.total("t/w3", w, past).await.unwrap(),
+        0,
+        "sliding: lone event past the edge"
+    );
     // A released window event stops counting.
     let (c, _) = reserved(store, &req(vec![CounterSpec::new("t/w2", w, 1, None)], T0)).await;
     store.release(&c, T0).await.unwrap();

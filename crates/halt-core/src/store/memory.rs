@@ -340,7 +340,8 @@ impl State {
         let key_expiry = |last: Timestamp| match spec.window {
             Window::Bucket { expires_at } => expires_at,
             Window::Idle { idle } => last.saturating_add(idle),
-            Window::Sliding { width } => last.saturating_add(width),
+            // An event exactly `width` old still counts: the key outlives it by a microsecond.
+            Window::Sliding { width } => last.saturating_add(width).saturating_add(Duration::from_micros(1)),
         };
         if !self.entries.contains_key(&spec.key) {
             let value = match spec.window {

@@ -1,0 +1,433 @@
+//! The rate-limit guard: stops runaway agents, by calls per sliding minute (overall and per
+//! function), per session, repeated identical calls (a stuck loop), and bursts (which start a
+//! cooldown).
+//!
+//! Rate limits count *attempts*: every call this guard does not deny counts at once, whatever
+//! other guards decide, because a looping agent is a behaviour, not an effect. The minute windows
+//! are true sliding minutes (a call exactly 60 s old still counts), and all the windows of one
+//! call are counted together, atomically, so concurrent calls never slip past a limit.
+//!
+//! ```
+//! use halt_core::{CallContext, Engine};
+//! use halt_guards_rate_limit::{RateLimitConfig, RateLimitGuard};
+//! use serde_json::json;
+//!
+//! let config = RateLimitConfig { max_identical_calls: Some(2), ..RateLimitConfig::default() };
+//! let engine = Engine::builder().guard(RateLimitGuard::new(config)?).build()?;
+//! let search = || CallContext::new("search").with_session("s").with_arguments(json!({"q": "same"}));
+//! assert!(engine.evaluate_blocking(search()?).is_allowed());
+//! assert!(engine.evaluate_blocking(search()?).is_allowed());
+//! assert!(engine.evaluate_blocking(search()?).is_denied(), "a third identical call looks like a loop");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::time::Duration;
+
+use halt_core::partition::Partition;
+use halt_core::store::{CounterSpec, ReserveOutcome, ReserveRequest, Window, key};
+use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Timestamp, TypedFactory, async_trait};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The YAML name of this guard type.
+pub const KIND: &str = "rate_limit";
+
+const MINUTE: Duration = Duration::from_secs(60);
+/// How long a session's call count is remembered after its last call.
+const SESSION_IDLE: Duration = Duration::from_secs(86_400);
+/// How long the last call of an (agent, session) is remembered for loop detection: a runaway
+/// loop repeats within seconds, so two minutes is ample and keeps memory bounded by the call rate.
+const LOOP_MEMORY: Duration = Duration::from_secs(120);
+
+/// Settings of a [`RateLimitGuard`]. A limit set to `null` is off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Calls per sliding minute, all functions together.
+    pub max_calls_per_minute: Option<u32>,
+    /// Calls per sliding minute of one function.
+    pub max_calls_per_minute_per_function: Option<u32>,
+    /// Calls per session.
+    pub max_calls_per_session: Option<u32>,
+    /// How many identical calls in a row (same agent and session, same function and arguments)
+    /// are allowed before the next is treated as a loop.
+    pub max_identical_calls: Option<u32>,
+    /// The burst window, in seconds.
+    pub burst_window_seconds: f64,
+    /// Calls within the burst window that make a burst.
+    pub burst_threshold: Option<u32>,
+    /// Seconds during which every call is denied after a burst.
+    pub cooldown_seconds: f64,
+    /// Whose limits a call counts against: `global` (default), `agent` or `session`.
+    pub partition_by: Partition,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            max_calls_per_minute: Some(60),
+            max_calls_per_minute_per_function: Some(20),
+            max_calls_per_session: None,
+            max_identical_calls: Some(3),
+            burst_window_seconds: 5.0,
+            burst_threshold: Some(10),
+            cooldown_seconds: 30.0,
+            partition_by: Partition::Global,
+        }
+    }
+}
+
+/// Enforces a [`RateLimitConfig`].
+#[derive(Debug, Clone)]
+pub struct RateLimitGuard {
+    name: String,
+    config: RateLimitConfig,
+    burst_window: Duration,
+    cooldown: Duration,
+}
+
+/// Which limit a counter enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    Minute,
+    Function,
+    Session,
+    Burst,
+}
+
+fn seconds(field: &str, v: f64) -> Result<Duration, FactoryError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(FactoryError::invalid(
+            field,
+            format!("{v} is not a non-negative number of seconds"),
+        ))
+    }
+}
+
+impl RateLimitGuard {
+    /// A guard named `rate_limit`.
+    ///
+    /// # Errors
+    /// A negative or non-finite number of seconds, a zero burst window with a burst threshold,
+    /// or a metadata partition (rate limits split by agent or session only).
+    pub fn new(config: RateLimitConfig) -> Result<Self, FactoryError> {
+        Self::named(KIND, config)
+    }
+
+    /// A guard with a name of its own.
+    ///
+    /// # Errors
+    /// As [`RateLimitGuard::new`].
+    pub fn named(name: &str, config: RateLimitConfig) -> Result<Self, FactoryError> {
+        let burst_window = seconds("burst_window_seconds", config.burst_window_seconds)?;
+        let cooldown = seconds("cooldown_seconds", config.cooldown_seconds)?;
+        if config.burst_threshold.is_some() && burst_window.is_zero() {
+            return Err(FactoryError::invalid(
+                "burst_window_seconds",
+                "must be positive when burst_threshold is set",
+            ));
+        }
+        if matches!(config.partition_by, Partition::Metadata(_)) {
+            return Err(FactoryError::invalid(
+                "partition_by",
+                "rate limits split by global, agent or session",
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            config,
+            burst_window,
+            cooldown,
+        })
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn config(&self) -> &RateLimitConfig {
+        &self.config
+    }
+
+    fn cooldown_key(&self, part: &str) -> String {
+        key(&["rate", &self.name, part, "cooldown"])
+    }
+
+    /// Denies while a burst cooldown runs.
+    async fn cooling_down(&self, call: &Call<'_>, part: &str) -> Result<Option<Decision>, GuardError> {
+        let Some(bytes) = call.store().get_record(&self.cooldown_key(part), call.now()).await? else {
+            return Ok(None);
+        };
+        let until = decode_time(&bytes).unwrap_or(Timestamp::MAX);
+        if until <= call.now() {
+            return Ok(None);
+        }
+        let left = until.since(call.now()).as_secs_f64();
+        Ok(Some(
+            Decision::deny(format!("Cooling down after a burst: {left:.1}s left"))
+                .with_retry_after(left)
+                .with_details(json!({"rule": "cooldown", "seconds_left": left})),
+        ))
+    }
+
+    /// Starts a cooldown after a burst.
+    async fn start_cooldown(&self, call: &Call<'_>, part: &str) -> Result<(), GuardError> {
+        if self.cooldown.is_zero() {
+            return Ok(());
+        }
+        let until = call.now().saturating_add(self.cooldown);
+        let bytes = until.as_micros().to_le_bytes();
+        call.store()
+            .put_record(&self.cooldown_key(part), Some(&bytes), Some(until), call.now())
+            .await?;
+        Ok(())
+    }
+
+    /// Says whether this call repeats the previous ones of its agent and session often enough to
+    /// be a loop (`Some(repeats)`); if not and `record` is set, records it as the latest.
+    /// Atomic: a compare-and-swap loop.
+    async fn repeats(&self, call: &Call<'_>, max: u32, record: bool) -> Result<Option<u32>, GuardError> {
+        let ctx = call.context();
+        let k = key(&[
+            "rate",
+            &self.name,
+            "last",
+            ctx.agent_id.as_deref().unwrap_or("-"),
+            ctx.session_id.as_deref().unwrap_or("-"),
+        ]);
+        let fingerprint = fingerprint(call);
+        let store = call.store();
+        let now = call.now();
+        for _ in 0..16 {
+            let current = store.get_record(&k, now).await?;
+            let (same, count) = match current.as_deref().and_then(decode_last) {
+                Some((f, n)) if f == fingerprint => (true, n),
+                _ => (false, 0),
+            };
+            if same && count >= max {
+                return Ok(Some(count));
+            }
+            if !record {
+                return Ok(None);
+            }
+            let next = encode_last(fingerprint, if same { count + 1 } else { 1 });
+            if store
+                .swap_record(
+                    &k,
+                    current.as_deref(),
+                    Some(&next),
+                    Some(now.saturating_add(LOOP_MEMORY)),
+                    now,
+                )
+                .await?
+            {
+                return Ok(None);
+            }
+        }
+        Err(GuardError::Other(
+            "loop detection kept conflicting with concurrent calls".into(),
+        ))
+    }
+}
+
+/// A stable 64-bit fingerprint (FNV-1a) of the normalised function name and the canonical
+/// arguments (keys sorted), the same in every process.
+fn fingerprint(call: &Call<'_>) -> u64 {
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    h.eat(call.function().as_bytes());
+    h.eat(&[0]);
+    // serde_json maps keep keys sorted, so this text is canonical; hashed as it is written.
+    let _ = serde_json::to_writer(&mut h, call.arguments());
+    h.0
+}
+
+/// FNV-1a, fed as a writer.
+struct Fnv(u64);
+
+impl Fnv {
+    fn eat(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+impl std::io::Write for Fnv {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.eat(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn encode_last(fingerprint: u64, count: u32) -> Vec<u8> {
+    let mut v = fingerprint.to_le_bytes().to_vec();
+    v.extend_from_slice(&count.to_le_bytes());
+    v
+}
+
+fn decode_last(bytes: &[u8]) -> Option<(u64, u32)> {
+    let f = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let n = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?);
+    Some((f, n))
+}
+
+fn decode_time(bytes: &[u8]) -> Option<Timestamp> {
+    Some(Timestamp::from_micros(i64::from_le_bytes(bytes.try_into().ok()?)))
+}
+
+#[async_trait]
+impl Guard for RateLimitGuard {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn evaluate(&self, call: &Call<'_>) -> Result<Decision, GuardError> {
+        let c = &self.config;
+        let ctx = call.context();
+        let part = c.partition_by.key(ctx);
+        if let Some(denial) = self.cooling_down(call, &part).await? {
+            return Ok(denial);
+        }
+        let f = call.function();
+        let sliding = |width| Window::Sliding { width };
+        let mut counters = Vec::with_capacity(4);
+        let mut limits = Vec::with_capacity(4);
+        if let Some(max) = c.max_calls_per_minute {
+            counters.push(CounterSpec::new(
+                key(&["rate", &self.name, &part, "minute"]),
+                sliding(MINUTE),
+                1,
+                Some(i64::from(max)),
+            ));
+            limits.push(Limit::Minute);
+        }
+        if let Some(max) = c.max_calls_per_minute_per_function {
+            counters.push(CounterSpec::new(
+                key(&["rate", &self.name, &part, "fn", f]),
+                sliding(MINUTE),
+                1,
+                Some(i64::from(max)),
+            ));
+            limits.push(Limit::Function);
+        }
+        if let (Some(max), Some(session)) = (c.max_calls_per_session, ctx.session_id.as_deref()) {
+            let k = key(&["rate", &self.name, &part, "session", session]);
+            counters.push(CounterSpec::new(
+                k,
+                Window::Idle { idle: SESSION_IDLE },
+                1,
+                Some(i64::from(max)),
+            ));
+            limits.push(Limit::Session);
+        }
+        if let Some(max) = c.burst_threshold {
+            counters.push(CounterSpec::new(
+                key(&["rate", &self.name, &part, "burst"]),
+                sliding(self.burst_window),
+                1,
+                Some(i64::from(max)),
+            ));
+            limits.push(Limit::Burst);
+        }
+        let store = call.store();
+        let now = call.now();
+        let request = ReserveRequest {
+            counters,
+            now,
+            hold_until: now.saturating_add(MINUTE),
+        };
+        let reservation = if request.counters.is_empty() {
+            None
+        } else {
+            match store.reserve(&request).await? {
+                ReserveOutcome::Reserved { id, .. } => Some(id),
+                ReserveOutcome::Rejected {
+                    index,
+                    current,
+                    limit,
+                    retry_at,
+                } => {
+                    let limit_kind = limits[index];
+                    // A loop is reported before a burst, and does not start a cooldown.
+                    if limit_kind == Limit::Burst
+                        && let Some(max) = c.max_identical_calls
+                        && let Some(n) = self.repeats(call, max, false).await?
+                    {
+                        return Ok(loop_denial(n));
+                    }
+                    let retry = retry_at.map(|t| t.since(now).as_secs_f64());
+                    let d = match limit_kind {
+                        Limit::Minute => Decision::deny(format!(
+                            "Rate limit exceeded: {current}/{limit} calls in the last minute"
+                        )),
+                        Limit::Function => Decision::deny(format!(
+                            "Function rate limit exceeded for '{}': {current}/{limit} calls/min",
+                            ctx.function_name
+                        )),
+                        Limit::Session => {
+                            Decision::deny(format!("Session call limit reached: {current}/{limit} calls"))
+                        }
+                        Limit::Burst => {
+                            self.start_cooldown(call, &part).await?;
+                            Decision::deny(format!(
+                                "Burst detected: {current} calls in {}s; cooling down for {}s",
+                                c.burst_window_seconds, c.cooldown_seconds
+                            ))
+                            .with_retry_after(c.cooldown_seconds)
+                        }
+                    };
+                    let d = match (limit_kind, retry) {
+                        (Limit::Minute | Limit::Function, Some(r)) => d.with_retry_after(r),
+                        _ => d,
+                    };
+                    let rule = match limit_kind {
+                        Limit::Minute => "max_calls_per_minute",
+                        Limit::Function => "max_calls_per_minute_per_function",
+                        Limit::Session => "max_calls_per_session",
+                        Limit::Burst => "burst_threshold",
+                    };
+                    return Ok(d.with_details(json!({"rule": rule, "calls": current, "limit": limit})));
+                }
+            }
+        };
+        if let Some(max) = c.max_identical_calls {
+            let repeats = self.repeats(call, max, true).await;
+            if !matches!(repeats, Ok(None))
+                && let Some(id) = reservation
+            {
+                // Denied (or failed): this call must not count.
+                store.release(&id, now).await?;
+            }
+            if let Some(n) = repeats? {
+                return Ok(loop_denial(n));
+            }
+        }
+        // An attempt counts at once, whatever the other guards decide.
+        if let Some(id) = reservation {
+            store.commit(&id, now).await?;
+        }
+        Ok(Decision::allow("Within rate limits"))
+    }
+
+    fn describe(&self) -> Value {
+        serde_json::to_value(&self.config).unwrap_or(Value::Null)
+    }
+}
+
+fn loop_denial(n: u32) -> Decision {
+    Decision::deny(format!("Possible loop: the same call was made {n} times in a row"))
+        .with_details(json!({"rule": "max_identical_calls", "repeats": n}))
+}
+
+/// The factory that builds rate-limit guards from configuration (YAML type `rate_limit`).
+#[must_use]
+pub fn factory() -> impl halt_core::GuardFactory {
+    TypedFactory::new(KIND, |name: &str, config: RateLimitConfig| {
+        RateLimitGuard::named(name, config)
+    })
+}
