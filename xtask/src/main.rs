@@ -1,6 +1,8 @@
 //! Project automation. `cargo xtask ci` runs everything CI runs, in the order a developer wants
 //! to hear about failures: formatting, lints, tests, docs.
 
+mod workload;
+
 use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: cargo xtask <task>
@@ -10,7 +12,10 @@ tasks:
   fmt      cargo fmt --all --check
   clippy   cargo clippy --workspace --all-targets --all-features -- -D warnings
   test     cargo test --workspace --all-features
-  doc      cargo doc --workspace --all-features --no-deps with -D warnings";
+  doc      cargo doc --workspace --all-features --no-deps with -D warnings
+  workload [N]
+           print N (default 100000) recorded calls, one JSON object per line, mixing every
+           guard's functions, for `agenthalt eval` throughput runs";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -20,6 +25,13 @@ fn main() -> ExitCode {
         "clippy" => &[CLIPPY],
         "test" => &[TEST],
         "doc" => &[DOC],
+        "workload" => {
+            let n = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+            return match workload::write(n, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            };
+        }
         _ => {
             #[allow(clippy::print_stderr, reason = "the usage text of a command-line tool")]
             {

@@ -15,6 +15,7 @@
 //! | `deletion` (default) | `halt-guards-deletion` | [`deletion::DeletionGuard`]: protected resources, patterns, bulk and daily limits, cooldown |
 //! | `rate-limit` (default) | `halt-guards-rate-limit` | [`rate_limit::RateLimitGuard`]: sliding minutes, sessions, loops, bursts |
 //! | `scope` (default) | `halt-guards-scope` | [`scope::ScopeGuard`]: which tools each agent may call |
+//! | `yaml` (default) | `halt-config` | [`config::PolicyLoader`]: YAML policies with precise errors, JSON Schema |
 //! | `full` | all of the above | everything |
 //!
 //! Guard, store, approval, audit and integration features are added here as their crates land.
@@ -54,6 +55,11 @@ pub use halt_core as core;
 #[cfg(feature = "budget")]
 #[cfg_attr(docsrs, doc(cfg(feature = "budget")))]
 pub use halt_guards_budget as budget;
+
+/// YAML policies.
+#[cfg(feature = "yaml")]
+#[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
+pub use halt_config as config;
 
 /// The deletion guard.
 #[cfg(feature = "deletion")]

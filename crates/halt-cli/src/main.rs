@@ -1,15 +1,139 @@
 //! `agenthalt`: the command-line entry point of AgentHalt.
-//!
-//! Subcommands arrive with their crates (`check`, `schema`, `eval`, `serve`, `demo`, `audit`);
-//! for now the binary reports its version and help.
 
-use clap::Parser;
+mod eval;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use halt_config::PolicyLoader;
 
 /// Guardrails for AI agent tool calls, decided by policy, never by the prompt.
 #[derive(Debug, Parser)]
 #[command(name = "agenthalt", version, about, long_about = None, arg_required_else_help = true)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let Cli {} = Cli::parse();
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a policy file and summarise its guards.
+    #[command(
+        after_help = "Examples:\n  agenthalt check examples/policy.yaml\n\nExit status: 0 when valid, 2 with the errors on stderr."
+    )]
+    Check {
+        /// The policy file (YAML or JSON).
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of policy files (for editors).
+    #[command(after_help = "Examples:\n  agenthalt schema > agenthalt.schema.json")]
+    Schema,
+    /// Dry-run a policy against recorded calls: one JSON call per line in, one decision per line out.
+    #[command(after_help = "Examples:
+  agenthalt eval --config examples/policy.yaml --input examples/calls.jsonl --clock replay
+  cat calls.jsonl | agenthalt eval --config policy.yaml --summary
+
+Input lines: {\"call_id\"?, \"function_name\", \"arguments\"?, \"agent_id\"?, \"session_id\"?, \"timestamp\"?, \"metadata\"?}
+Output lines: {\"call_id\", \"function_name\", \"decision\", \"executed\", \"risk_score\", \"reasons\", \"guards\", \"modified_arguments\"?}
+A line that is not a valid call is answered with {\"line\": N, \"error\": \"...\"} and the run goes on.
+Calls that would run commit their effects (spend, counts) before the next line.
+
+Exit status: 0, 1 on an I/O failure, 2 for an invalid policy (before any input is read).")]
+    Eval(EvalArgs),
+}
+
+/// Options of `agenthalt eval`.
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    /// The policy file.
+    #[arg(long)]
+    config: PathBuf,
+    /// The calls, one JSON object per line; `-` (the default) reads standard input.
+    #[arg(long, default_value = "-")]
+    input: String,
+    /// `system` uses the wall clock; `replay` follows each call's `timestamp` (never backwards).
+    #[arg(long, value_enum, default_value_t = ClockArg::System)]
+    clock: ClockArg,
+    /// Treat every approval request as approved (the call runs and its effects count).
+    #[arg(long)]
+    approve_all: bool,
+    /// Print counts per decision and per guard to standard error at the end.
+    #[arg(long)]
+    summary: bool,
+}
+
+/// Which clock `eval` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ClockArg {
+    System,
+    Replay,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { file } => check(&file),
+        Command::Schema => schema(),
+        Command::Eval(args) => eval::run(&args),
+    }
+}
+
+#[allow(clippy::print_stderr, reason = "a command-line tool reports errors on stderr")]
+fn report(message: &dyn std::fmt::Display) {
+    eprintln!("agenthalt: {message}");
+}
+
+fn check(file: &std::path::Path) -> ExitCode {
+    let policy = match PolicyLoader::new().load_file(file) {
+        Ok(p) => p,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut text = format!(
+        "{}: valid, {} guard(s), mode {}\n",
+        file.display(),
+        policy.guards.len(),
+        serde_json::to_value(policy.engine.mode)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()
+    );
+    for g in &policy.guards {
+        let state = if g.enabled { "" } else { " (disabled)" };
+        text.push_str(&format!("  {} [{}]{state}\n", g.name, g.kind));
+        if let serde_json::Value::Object(settings) = g.guard.describe() {
+            for (k, v) in settings {
+                let empty = v.is_null()
+                    || v.as_array().is_some_and(Vec::is_empty)
+                    || v.as_object().is_some_and(serde_json::Map::is_empty);
+                if !empty {
+                    text.push_str(&format!("    {k}: {v}\n"));
+                }
+            }
+        }
+    }
+    match out.write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn schema() -> ExitCode {
+    let schema = halt_config::policy_schema(PolicyLoader::new().registry());
+    let text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -34,7 +34,7 @@ pub type PostHook = Arc<dyn Fn(&CallContext, &Outcome) + Send + Sync>;
 pub struct HookError(pub String);
 
 /// Whether decisions are enforced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Decisions are enforced (the default).

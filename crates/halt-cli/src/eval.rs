@@ -1,0 +1,221 @@
+//! `agenthalt eval`: a streaming dry run of a policy over recorded calls.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use halt_config::PolicyLoader;
+use halt_core::{
+    ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, CallContext, Clock, DecisionKind, Engine,
+    JsonObject, Outcome, ReplayClock, SystemClock, Timestamp, async_trait,
+};
+use serde::Serialize;
+
+use crate::{ClockArg, EvalArgs, report};
+
+/// Answers every approval request the same way: `eval` has no human to ask.
+#[derive(Debug)]
+struct Standing(bool);
+
+#[async_trait]
+impl ApprovalHandler for Standing {
+    async fn request_approval(&self, _: &ApprovalRequest) -> Result<ApprovalResponse, ApprovalError> {
+        Ok(if self.0 {
+            ApprovalResponse::approve("agenthalt eval --approve-all")
+        } else {
+            ApprovalResponse::refuse("agenthalt eval")
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    call_id: &'a str,
+    function_name: &'a str,
+    decision: DecisionKind,
+    executed: bool,
+    risk_score: f64,
+    reasons: Vec<&'a str>,
+    guards: Vec<GuardLine<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modified_arguments: Option<&'a JsonObject>,
+}
+
+#[derive(Serialize)]
+struct GuardLine<'a> {
+    guard: &'a str,
+    decision: DecisionKind,
+    reason: &'a str,
+    risk_score: f64,
+}
+
+#[derive(Serialize)]
+struct ErrorLine<'a> {
+    line: u64,
+    error: &'a str,
+}
+
+#[derive(Default)]
+struct Summary {
+    calls: u64,
+    errors: u64,
+    executed: u64,
+    by_decision: BTreeMap<&'static str, u64>,
+    by_guard: BTreeMap<String, BTreeMap<&'static str, u64>>,
+}
+
+pub(crate) fn run(args: &EvalArgs) -> ExitCode {
+    let policy = match PolicyLoader::new().load_file(&args.config) {
+        Ok(p) => p,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(2);
+        }
+    };
+    let clock: Arc<dyn Clock> = match args.clock {
+        ClockArg::System => Arc::new(SystemClock),
+        ClockArg::Replay => Arc::new(ReplayClock::new(Timestamp::EPOCH)),
+    };
+    let engine = policy
+        .engine_builder()
+        .clock_arc(clock)
+        .approval_handler(Standing(args.approve_all))
+        .build()
+        .and_then(|e| policy.apply_enabled(e));
+    let engine = match engine {
+        Ok(e) => e,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(2);
+        }
+    };
+    let input: Box<dyn BufRead> = if args.input == "-" {
+        Box::new(BufReader::new(std::io::stdin().lock()))
+    } else {
+        match std::fs::File::open(&args.input) {
+            Ok(f) => Box::new(BufReader::with_capacity(1 << 16, f)),
+            Err(e) => {
+                report(&format!("cannot read {}: {e}", args.input));
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        Ok(r) => r,
+        Err(e) => {
+            report(&format!("cannot start a runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut summary = Summary::default();
+    let result = runtime.block_on(stream(&engine, input, &mut summary));
+    if args.summary {
+        print_summary(&summary);
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&format!("I/O failure: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads calls line by line and writes one answer per line, in order, in constant memory.
+async fn stream(engine: &Engine, mut input: Box<dyn BufRead>, summary: &mut Summary) -> std::io::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut buf = String::new();
+    let mut line_no: u64 = 0;
+    loop {
+        buf.clear();
+        if input.read_line(&mut buf)? == 0 {
+            break;
+        }
+        line_no += 1;
+        let text = buf.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let call = serde_json::from_str::<serde_json::Value>(text)
+            .map_err(|e| format!("invalid JSON: {e}"))
+            .and_then(|v| CallContext::from_json(v).map_err(|e| e.to_string()));
+        match call {
+            Ok(ctx) => {
+                let outcome = engine.evaluate(ctx).await;
+                write_outcome(&mut out, &outcome, summary)?;
+            }
+            Err(error) => {
+                summary.errors += 1;
+                serde_json::to_writer(
+                    &mut out,
+                    &ErrorLine {
+                        line: line_no,
+                        error: &error,
+                    },
+                )?;
+                out.write_all(b"\n")?;
+            }
+        }
+    }
+    out.flush()
+}
+
+fn write_outcome(out: &mut impl Write, o: &Outcome, summary: &mut Summary) -> std::io::Result<()> {
+    let decision = o.decision();
+    let executed = o.is_allowed();
+    let line = Line {
+        call_id: o.call_id(),
+        function_name: o.function_name(),
+        decision,
+        executed,
+        risk_score: o.max_risk_score(),
+        reasons: o
+            .decisions()
+            .iter()
+            .filter(|d| d.kind() == decision)
+            .map(|d| d.reason())
+            .collect(),
+        guards: o
+            .decisions()
+            .iter()
+            .map(|d| GuardLine {
+                guard: d.guard(),
+                decision: d.kind(),
+                reason: d.reason(),
+                risk_score: d.risk_score(),
+            })
+            .collect(),
+        modified_arguments: o.modified_arguments(),
+    };
+    serde_json::to_writer(&mut *out, &line)?;
+    out.write_all(b"\n")?;
+    summary.calls += 1;
+    summary.executed += u64::from(executed);
+    *summary.by_decision.entry(decision.as_str()).or_default() += 1;
+    for d in o.decisions() {
+        *summary
+            .by_guard
+            .entry(d.guard().to_owned())
+            .or_default()
+            .entry(d.kind().as_str())
+            .or_default() += 1;
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stderr, reason = "the summary goes to stderr, results to stdout")]
+fn print_summary(s: &Summary) {
+    eprintln!(
+        "calls: {}, executed: {}, invalid lines: {}",
+        s.calls, s.executed, s.errors
+    );
+    for (decision, n) in &s.by_decision {
+        eprintln!("  {decision}: {n}");
+    }
+    for (guard, counts) in &s.by_guard {
+        let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        eprintln!("  guard {guard}: {}", parts.join(", "));
+    }
+}

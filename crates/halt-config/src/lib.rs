@@ -1,0 +1,688 @@
+//! YAML policies: load a policy file into an [`Engine`], with errors that point at the mistake.
+//!
+//! The file's `guards:` section is a map of guard type to settings (the reference format), or a
+//! list of guards with a `type` and an optional `name`, so one type can appear several times.
+//! `enabled: false` switches a guard off. `${VAR}` is replaced from the environment. The
+//! `engine:` section sets the guard timeout, the approval timeout and the mode (`enforce` or
+//! `monitor`). JSON is YAML too.
+//!
+//! ```
+//! use halt_config::PolicyLoader;
+//! use halt_core::CallContext;
+//!
+//! let yaml = "
+//! guards:
+//!   scope:
+//!     deny_functions: [\"drop_*\"]
+//!   budget:
+//!     max_daily_spend: 10.0
+//! ";
+//! let engine = PolicyLoader::new().load_str(yaml, "policy.yaml")?.build_engine()?;
+//! assert!(engine.evaluate_blocking(CallContext::new("drop_table")).is_denied());
+//!
+//! let err = PolicyLoader::new().load_str("guards:\n  budget:\n    max_daily_spnd: 1\n", "policy.yaml").unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "policy.yaml:3:5: unknown field `max_daily_spnd` at guards.budget; did you mean `max_daily_spend`?"
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![allow(
+    clippy::result_large_err,
+    reason = "loading a policy is not a hot path, and a flat error is easier to use"
+)]
+
+mod locate;
+mod schema;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use halt_core::{
+    BuildError, Engine, EngineBuilder, EngineError, FactoryError, Guard, GuardFactory, GuardRegistry, Mode,
+};
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+
+pub use schema::policy_schema;
+
+/// The top-level sections a policy file may have.
+const SECTIONS: [&str; 2] = ["guards", "engine"];
+
+/// A policy file's mistake: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The file (or the name given to a string).
+    pub origin: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// The key path (`guards.budget.max_daily_spend`), when known.
+    pub path: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// The key that was probably meant.
+    pub suggestion: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(path) = &self.path {
+            write!(f, " at {path}")?;
+        }
+        if let Some(s) = &self.suggestion {
+            write!(f, "; did you mean `{s}`?")?;
+        }
+        Ok(())
+    }
+}
+
+/// The `engine:` section.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// `enforce` (default) or `monitor` (shadow mode: decide, record, stream, but let every call run).
+    pub mode: Mode,
+    /// Seconds the guards of one call may take before the ones still running are denied.
+    pub guard_timeout_seconds: f64,
+    /// Seconds a call may wait for a human before it is refused and its reservations released.
+    pub approval_timeout_seconds: f64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            guard_timeout_seconds: 5.0,
+            approval_timeout_seconds: 900.0,
+        }
+    }
+}
+
+/// One configured guard.
+#[derive(Debug, Clone)]
+pub struct ConfiguredGuard {
+    /// Its type (`budget`).
+    pub kind: String,
+    /// Its name, unique in the policy.
+    pub name: String,
+    /// False when the policy says `enabled: false`.
+    pub enabled: bool,
+    /// The guard.
+    pub guard: Arc<dyn Guard>,
+}
+
+/// A loaded policy: its guards, in file order, and its engine settings.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The guards, enabled or not.
+    pub guards: Vec<ConfiguredGuard>,
+    /// The engine settings.
+    pub engine: EngineSettings,
+}
+
+impl Policy {
+    /// An engine builder with the policy's guards and settings; add a store, a clock or an
+    /// approval handler before building.
+    #[must_use]
+    pub fn engine_builder(&self) -> EngineBuilder {
+        let mut b = Engine::builder()
+            .mode(self.engine.mode)
+            .guard_timeout(Duration::from_secs_f64(self.engine.guard_timeout_seconds))
+            .approval_timeout(Duration::from_secs_f64(self.engine.approval_timeout_seconds));
+        for g in &self.guards {
+            b = b.guard_arc(Arc::clone(&g.guard));
+        }
+        b
+    }
+
+    /// Builds the engine (memory store, system clock), with disabled guards registered but off.
+    ///
+    /// # Errors
+    /// Only if two guards share a name, which loading already refuses.
+    pub fn build_engine(&self) -> Result<Engine, EngineError> {
+        self.apply_enabled(self.engine_builder().build()?)
+    }
+
+    /// Switches off the guards the policy disables, on an engine built from
+    /// [`Policy::engine_builder`].
+    ///
+    /// # Errors
+    /// A guard of the policy is missing from the engine.
+    pub fn apply_enabled(&self, engine: Engine) -> Result<Engine, EngineError> {
+        for g in self.guards.iter().filter(|g| !g.enabled) {
+            engine.set_enabled(&g.name, false)?;
+        }
+        Ok(engine)
+    }
+}
+
+/// Loads policy files, knowing the built-in guard types and any a caller registers.
+#[derive(Debug, Clone)]
+pub struct PolicyLoader {
+    registry: GuardRegistry,
+}
+
+impl Default for PolicyLoader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PolicyLoader {
+    /// A loader that knows the built-in guards compiled in (by feature).
+    #[must_use]
+    pub fn new() -> Self {
+        let mut registry = GuardRegistry::new();
+        for f in builtin_factories() {
+            // Built-in kinds are distinct, so registering cannot fail.
+            let _ = registry.register_arc(f);
+        }
+        Self { registry }
+    }
+
+    /// A loader that knows only the factories of `registry`.
+    #[must_use]
+    pub fn with_registry(registry: GuardRegistry) -> Self {
+        Self { registry }
+    }
+
+    /// Registers a third party's guard type, configurable in the same file.
+    ///
+    /// # Errors
+    /// A type of that name is already registered.
+    pub fn register(&mut self, factory: impl GuardFactory) -> Result<(), BuildError> {
+        self.registry.register(factory)
+    }
+
+    /// The guard types this loader knows.
+    #[must_use]
+    pub fn registry(&self) -> &GuardRegistry {
+        &self.registry
+    }
+
+    /// Loads a policy file.
+    ///
+    /// # Errors
+    /// The file cannot be read, or any mistake in it.
+    pub fn load_file(&self, path: impl AsRef<Path>) -> Result<Policy, ConfigError> {
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            line: None,
+            column: None,
+            path: None,
+            message: format!("cannot read the file: {e}"),
+            suggestion: None,
+        })?;
+        self.load_str(&text, &origin)
+    }
+
+    /// Loads a policy from text; `origin` names it in errors.
+    ///
+    /// # Errors
+    /// Any mistake in the text.
+    pub fn load_str(&self, text: &str, origin: &str) -> Result<Policy, ConfigError> {
+        self.load_with_env(text, origin, &|name| std::env::var(name).ok())
+    }
+
+    /// As [`PolicyLoader::load_str`], reading `${VAR}` values from `env` instead of the
+    /// process environment.
+    ///
+    /// # Errors
+    /// Any mistake in the text, or a variable `env` does not know.
+    pub fn load_with_env(
+        &self,
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Policy, ConfigError> {
+        let ctx = Ctx { origin, text };
+        let text = interpolate(text, env).map_err(|(offset, message)| ctx.at_offset(offset, message))?;
+        let ctx = Ctx { origin, text: &text };
+        let doc: Value = serde_yaml::from_str(&text).map_err(|e| ctx.yaml_error(&e))?;
+        let root = match doc {
+            Value::Null => Mapping::new(),
+            Value::Mapping(m) => m,
+            other => {
+                return Err(ctx.at_path(
+                    &[],
+                    format!("a policy must be a mapping, not {}", yaml_type(&other)),
+                    None,
+                ));
+            }
+        };
+        let mut engine = EngineSettings::default();
+        let mut guards = Vec::new();
+        for (key, value) in root {
+            let Some(section) = key.as_str() else {
+                return Err(ctx.at_path(
+                    &[],
+                    format!("section names must be strings, not {}", yaml_type(&key)),
+                    None,
+                ));
+            };
+            match section {
+                "guards" => guards = self.guards(&ctx, value)?,
+                "engine" => engine = ctx.settings(value)?,
+                other => {
+                    let s = suggest(other, SECTIONS.iter().copied());
+                    return Err(ctx.at_path(&[Seg::Key(other.to_owned())], format!("unknown section `{other}`"), s));
+                }
+            }
+        }
+        if !(engine.guard_timeout_seconds.is_finite() && engine.guard_timeout_seconds > 0.0) {
+            return Err(ctx.at_path(
+                &key_path(&["engine", "guard_timeout_seconds"]),
+                "must be a positive number of seconds".into(),
+                None,
+            ));
+        }
+        if !(engine.approval_timeout_seconds.is_finite() && engine.approval_timeout_seconds > 0.0) {
+            return Err(ctx.at_path(
+                &key_path(&["engine", "approval_timeout_seconds"]),
+                "must be a positive number of seconds".into(),
+                None,
+            ));
+        }
+        Ok(Policy { guards, engine })
+    }
+
+    fn guards(&self, ctx: &Ctx<'_>, value: Value) -> Result<Vec<ConfiguredGuard>, ConfigError> {
+        let mut out: Vec<ConfiguredGuard> = Vec::new();
+        let mut names = BTreeSet::new();
+        match value {
+            Value::Null => {}
+            Value::Mapping(map) => {
+                for (key, cfg) in map {
+                    let Some(kind) = key.as_str() else {
+                        return Err(ctx.at_path(&key_path(&["guards"]), "guard types must be strings".into(), None));
+                    };
+                    let path = key_path(&["guards", kind]);
+                    let g = self.build(ctx, &path, kind, kind, cfg)?;
+                    names.insert(g.name.clone());
+                    out.push(g);
+                }
+            }
+            Value::Sequence(items) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    let path = vec![Seg::Key("guards".into()), Seg::Index(i)];
+                    let Value::Mapping(mut map) = item else {
+                        return Err(ctx.at_path(&path, "each guard must be a mapping with a `type`".into(), None));
+                    };
+                    let kind = match map.remove("type") {
+                        Some(Value::String(s)) => s,
+                        Some(other) => {
+                            return Err(ctx.at_path(
+                                &path,
+                                format!("`type` must be a string, not {}", yaml_type(&other)),
+                                None,
+                            ));
+                        }
+                        None => return Err(ctx.at_path(&path, "missing `type`".into(), None)),
+                    };
+                    let name = match map.remove("name") {
+                        Some(Value::String(s)) => s,
+                        None | Some(Value::Null) => kind.clone(),
+                        Some(other) => {
+                            return Err(ctx.at_path(
+                                &path,
+                                format!("`name` must be a string, not {}", yaml_type(&other)),
+                                None,
+                            ));
+                        }
+                    };
+                    if !names.insert(name.clone()) {
+                        return Err(ctx.at_path(
+                            &path,
+                            format!("two guards are named `{name}`; give one a `name`"),
+                            None,
+                        ));
+                    }
+                    out.push(self.build(ctx, &path, &kind, &name, Value::Mapping(map))?);
+                }
+            }
+            other => {
+                return Err(ctx.at_path(
+                    &key_path(&["guards"]),
+                    format!("`guards` must be a mapping or a list, not {}", yaml_type(&other)),
+                    None,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn build(
+        &self,
+        ctx: &Ctx<'_>,
+        path: &[Seg],
+        kind: &str,
+        name: &str,
+        cfg: Value,
+    ) -> Result<ConfiguredGuard, ConfigError> {
+        if self.registry.get(kind).is_none() {
+            let s = suggest(kind, self.registry.kinds().iter().map(String::as_str));
+            let known = self.registry.kinds().join(", ");
+            return Err(ctx.at_path(path, format!("unknown guard type `{kind}` (known: {known})"), s));
+        }
+        let mut map = match cfg {
+            Value::Null => Mapping::new(),
+            Value::Mapping(m) => m,
+            other => {
+                return Err(ctx.at_path(
+                    path,
+                    format!("guard settings must be a mapping, not {}", yaml_type(&other)),
+                    None,
+                ));
+            }
+        };
+        let enabled = match map.remove("enabled") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => b,
+            Some(other) => {
+                let mut p = path.to_vec();
+                p.push(Seg::Key("enabled".into()));
+                return Err(ctx.at_path(
+                    &p,
+                    format!("`enabled` must be true or false, not {}", yaml_type(&other)),
+                    None,
+                ));
+            }
+        };
+        let mut track = serde_path_to_error::Track::new();
+        let result = {
+            let de = serde_path_to_error::Deserializer::new(Value::Mapping(map), &mut track);
+            let mut erased = <dyn erased_serde::Deserializer<'_>>::erase(de);
+            self.registry.build(kind, name, &mut erased)
+        };
+        let guard = result.map_err(|e| {
+            let mut p = path.to_vec();
+            let (message, field) = match e {
+                BuildError::Factory(FactoryError::Invalid { field, reason }) => {
+                    (format!("invalid `{field}`: {reason}"), Some(field))
+                }
+                BuildError::Factory(FactoryError::Deserialize(msg)) => (msg, None),
+                other => (other.to_string(), None),
+            };
+            let field_path = track.path().to_string();
+            if let Some(f) = field {
+                p.push(Seg::Key(f));
+            } else if field_path != "." && !message.starts_with("unknown field") {
+                p.extend(field_path.split('.').map(|s| Seg::Key(s.to_owned())));
+            }
+            let suggestion = unknown_field_suggestion(&message);
+            let (message, p) = match &suggestion {
+                Some((field, _)) => {
+                    let mut q = p.clone();
+                    q.push(Seg::Key(field.clone()));
+                    // Point at the unknown key, but name the section it sits in.
+                    let mut err = ctx.at_path(
+                        &q,
+                        format!("unknown field `{field}`"),
+                        suggestion.clone().and_then(|s| s.1),
+                    );
+                    err.path = Some(render(&p));
+                    return err;
+                }
+                None => (strip_expected(&message), p),
+            };
+            ctx.at_path(&p, message, None)
+        })?;
+        Ok(ConfiguredGuard {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            enabled,
+            guard,
+        })
+    }
+}
+
+/// The factories of the built-in guards compiled in.
+#[must_use]
+#[allow(clippy::vec_init_then_push, reason = "each push depends on a feature")]
+pub fn builtin_factories() -> Vec<Arc<dyn GuardFactory>> {
+    #[allow(unused_mut, reason = "empty without guard features")]
+    let mut v: Vec<Arc<dyn GuardFactory>> = Vec::new();
+    #[cfg(feature = "budget")]
+    v.push(Arc::new(halt_guards_budget::factory()));
+    #[cfg(feature = "purchase")]
+    v.push(Arc::new(halt_guards_purchase::factory()));
+    #[cfg(feature = "deletion")]
+    v.push(Arc::new(halt_guards_deletion::factory()));
+    #[cfg(feature = "rate-limit")]
+    v.push(Arc::new(halt_guards_rate_limit::factory()));
+    #[cfg(feature = "scope")]
+    v.push(Arc::new(halt_guards_scope::factory()));
+    v
+}
+
+/// A segment of a key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn key_path(keys: &[&str]) -> Vec<Seg> {
+    keys.iter().map(|k| Seg::Key((*k).to_owned())).collect()
+}
+
+fn render(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Seg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// What errors need to point into the text.
+struct Ctx<'a> {
+    origin: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn error(
+        &self,
+        pos: Option<(usize, usize)>,
+        path: Option<String>,
+        message: String,
+        suggestion: Option<String>,
+    ) -> ConfigError {
+        ConfigError {
+            origin: self.origin.to_owned(),
+            line: pos.map(|p| p.0),
+            column: pos.map(|p| p.1),
+            path,
+            message,
+            suggestion,
+        }
+    }
+
+    fn at_path(&self, path: &[Seg], message: String, suggestion: Option<String>) -> ConfigError {
+        let pos = locate::locate(self.text, path);
+        let rendered = (!path.is_empty()).then(|| render(path));
+        self.error(pos, rendered, message, suggestion)
+    }
+
+    fn at_offset(&self, offset: usize, message: String) -> ConfigError {
+        self.error(Some(locate::line_col(self.text, offset)), None, message, None)
+    }
+
+    fn yaml_error(&self, e: &serde_yaml::Error) -> ConfigError {
+        let pos = e.location().map(|l| (l.line(), l.column()));
+        let msg = e.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+        self.error(pos, None, format!("invalid YAML: {msg}"), None)
+    }
+
+    fn settings(&self, value: Value) -> Result<EngineSettings, ConfigError> {
+        if value.is_null() {
+            return Ok(EngineSettings::default());
+        }
+        let mut track = serde_path_to_error::Track::new();
+        let de = serde_path_to_error::Deserializer::new(value, &mut track);
+        EngineSettings::deserialize(de).map_err(|e| {
+            let message = e.to_string();
+            if let Some((field, s)) = unknown_field_suggestion(&message) {
+                let mut err = self.at_path(&key_path(&["engine", &field]), format!("unknown field `{field}`"), s);
+                err.path = Some("engine".into());
+                return err;
+            }
+            let mut p = key_path(&["engine"]);
+            let field_path = track.path().to_string();
+            if field_path != "." {
+                p.extend(field_path.split('.').map(|s| Seg::Key(s.to_owned())));
+            }
+            self.at_path(&p, strip_expected(&message), None)
+        })
+    }
+}
+
+/// Replaces `${NAME}` with the variable's value; `$${` stands for a literal `${`. Returns the
+/// byte offset and message of the first problem.
+fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, (usize, String)> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut offset = 0;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+            offset += i + 3;
+        } else if let Some(body) = after.strip_prefix("${") {
+            let Some(end) = body.find('}') else {
+                return Err((offset + i, "unterminated `${`".to_owned()));
+            };
+            let name = &body[..end];
+            let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                return Err((offset + i, format!("invalid variable name `{name}`")));
+            }
+            let Some(value) = env(name) else {
+                return Err((offset + i, format!("environment variable `{name}` is not set")));
+            };
+            out.push_str(&value);
+            rest = &body[end + 1..];
+            offset += i + 3 + end;
+        } else {
+            out.push('$');
+            rest = &after[1..];
+            offset += i + 1;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// From serde's "unknown field `x`, expected one of `a`, `b`" (or "expected `a`"): the field,
+/// and the expected name closest to it.
+fn unknown_field_suggestion(message: &str) -> Option<(String, Option<String>)> {
+    let rest = message.split("unknown field `").nth(1)?;
+    let (field, rest) = rest.split_once('`')?;
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    Some((field.to_owned(), suggest(field, expected.into_iter())))
+}
+
+/// Drops serde's long "expected one of ..." tails.
+fn strip_expected(message: &str) -> String {
+    message.split(", expected one of").next().unwrap_or(message).to_owned()
+}
+
+/// The candidate closest to `word`, if it is close enough to be a typo.
+fn suggest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<String> {
+    let limit = (word.chars().count() / 3).max(2);
+    candidates
+        .map(|c| (levenshtein(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.to_owned())
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn yaml_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_catch_typos_only() {
+        assert_eq!(
+            suggest("max_daily_spnd", ["max_daily_spend", "max_call_cost"].into_iter()).as_deref(),
+            Some("max_daily_spend")
+        );
+        assert_eq!(suggest("zzz", ["budget", "scope"].into_iter()), None);
+        assert_eq!(
+            suggest("budgit", ["budget", "scope"].into_iter()).as_deref(),
+            Some("budget")
+        );
+    }
+
+    #[test]
+    fn interpolation() {
+        let env = |k: &str| (k == "LIMIT").then(|| "7.5".to_owned());
+        assert_eq!(interpolate("a: ${LIMIT}", &env).unwrap(), "a: 7.5");
+        assert_eq!(interpolate("a: $${LIMIT} $5", &env).unwrap(), "a: ${LIMIT} $5");
+        assert_eq!(
+            interpolate("x\na: ${NOPE}", &env).unwrap_err(),
+            (5, "environment variable `NOPE` is not set".into())
+        );
+        assert!(interpolate("a: ${", &env).unwrap_err().1.contains("unterminated"));
+        assert!(
+            interpolate("a: ${A-B}", &env)
+                .unwrap_err()
+                .1
+                .contains("invalid variable name")
+        );
+    }
+}
