@@ -58,29 +58,13 @@ struct Step {
     env: &'static [(&'static str, &'static str)],
 }
 
-const FMT: Step = Step {
-    name: "fmt",
-    args: &["fmt", "--all", "--check"],
-    env: &[],
-};
+const FMT: Step = Step { name: "fmt", args: &["fmt", "--all", "--check"], env: &[] };
 const CLIPPY: Step = Step {
     name: "clippy",
-    args: &[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--all-features",
-        "--",
-        "-D",
-        "warnings",
-    ],
+    args: &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"],
     env: &[],
 };
-const TEST: Step = Step {
-    name: "test",
-    args: &["test", "--workspace", "--all-features"],
-    env: &[],
-};
+const TEST: Step = Step { name: "test", args: &["test", "--workspace", "--all-features"], env: &[] };
 const DOC: Step = Step {
     name: "doc",
     args: &["doc", "--workspace", "--all-features", "--no-deps"],
@@ -98,9 +82,5 @@ fn run(step: &Step) -> Result<(), String> {
         .envs(step.env.iter().copied())
         .status()
         .map_err(|e| format!("{}: cannot start cargo: {e}", step.name))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{} failed ({status})", step.name))
-    }
+    if status.success() { Ok(()) } else { Err(format!("{} failed ({status})", step.name)) }
 }

@@ -69,11 +69,7 @@ impl Guard for EmailNeedsApproval {
 #[allow(clippy::print_stdout, reason = "an example prints what it shows")]
 fn show(label: &str, outcome: &agenthalt::Outcome) {
     let reasons: Vec<&str> = outcome.decisions().iter().map(|d| d.reason()).collect();
-    println!(
-        "{label:<28} -> {:<16} {}",
-        outcome.decision().as_str(),
-        reasons.join("; ")
-    );
+    println!("{label:<28} -> {:<16} {}", outcome.decision().as_str(), reasons.join("; "));
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -91,15 +87,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bad = CallContext::new("gpt4_call").with_arguments(json!({"estimated_cost": "NaN"}))?;
     show("gpt4_call with cost NaN", &engine.evaluate(bad).await);
 
-    let email = CallContext::new("Send_Email")
-        .with_call_id("mail-1")
-        .with_arguments(json!({"to": "cfo@example.com"}))?;
+    let email =
+        CallContext::new("Send_Email").with_call_id("mail-1").with_arguments(json!({"to": "cfo@example.com"}))?;
     let outcome = engine.evaluate(email).await;
     show("Send_Email", &outcome);
     if outcome.needs_approval() {
-        engine
-            .resolve_approval("mail-1", &ApprovalResponse::approve("alice"))
-            .await?;
+        engine.resolve_approval("mail-1", &ApprovalResponse::approve("alice")).await?;
         #[allow(clippy::print_stdout, reason = "an example prints what it shows")]
         {
             println!("{:<28} -> approved by alice", "mail-1");

@@ -15,6 +15,7 @@
 //! | `deletion` (default) | `halt-guards-deletion` | [`deletion::DeletionGuard`]: protected resources, patterns, bulk and daily limits, cooldown |
 //! | `rate-limit` (default) | `halt-guards-rate-limit` | [`rate_limit::RateLimitGuard`]: sliding minutes, sessions, loops, bursts |
 //! | `scope` (default) | `halt-guards-scope` | [`scope::ScopeGuard`]: which tools each agent may call |
+//! | `sensitive` (default) | `halt-guards-sensitive` | [`sensitive::SensitiveGuard`]: PII and secrets, denied or redacted |
 //! | `yaml` (default) | `halt-config` | [`config::PolicyLoader`]: YAML policies with precise errors, JSON Schema |
 //! | `full` | all of the above | everything |
 //!
@@ -75,6 +76,11 @@ pub use halt_guards_rate_limit as rate_limit;
 #[cfg(feature = "scope")]
 #[cfg_attr(docsrs, doc(cfg(feature = "scope")))]
 pub use halt_guards_scope as scope;
+
+/// The sensitive-data guard and its redactor.
+#[cfg(feature = "sensitive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sensitive")))]
+pub use halt_guards_sensitive as sensitive;
 
 /// The purchase guard.
 #[cfg(feature = "purchase")]

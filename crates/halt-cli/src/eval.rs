@@ -148,13 +148,7 @@ async fn stream(engine: &Engine, mut input: Box<dyn BufRead>, summary: &mut Summ
             }
             Err(error) => {
                 summary.errors += 1;
-                serde_json::to_writer(
-                    &mut out,
-                    &ErrorLine {
-                        line: line_no,
-                        error: &error,
-                    },
-                )?;
+                serde_json::to_writer(&mut out, &ErrorLine { line: line_no, error: &error })?;
                 out.write_all(b"\n")?;
             }
         }
@@ -171,21 +165,11 @@ fn write_outcome(out: &mut impl Write, o: &Outcome, summary: &mut Summary) -> st
         decision,
         executed,
         risk_score: o.max_risk_score(),
-        reasons: o
-            .decisions()
-            .iter()
-            .filter(|d| d.kind() == decision)
-            .map(|d| d.reason())
-            .collect(),
+        reasons: o.decisions().iter().filter(|d| d.kind() == decision).map(|d| d.reason()).collect(),
         guards: o
             .decisions()
             .iter()
-            .map(|d| GuardLine {
-                guard: d.guard(),
-                decision: d.kind(),
-                reason: d.reason(),
-                risk_score: d.risk_score(),
-            })
+            .map(|d| GuardLine { guard: d.guard(), decision: d.kind(), reason: d.reason(), risk_score: d.risk_score() })
             .collect(),
         modified_arguments: o.modified_arguments(),
     };
@@ -195,22 +179,14 @@ fn write_outcome(out: &mut impl Write, o: &Outcome, summary: &mut Summary) -> st
     summary.executed += u64::from(executed);
     *summary.by_decision.entry(decision.as_str()).or_default() += 1;
     for d in o.decisions() {
-        *summary
-            .by_guard
-            .entry(d.guard().to_owned())
-            .or_default()
-            .entry(d.kind().as_str())
-            .or_default() += 1;
+        *summary.by_guard.entry(d.guard().to_owned()).or_default().entry(d.kind().as_str()).or_default() += 1;
     }
     Ok(())
 }
 
 #[allow(clippy::print_stderr, reason = "the summary goes to stderr, results to stdout")]
 fn print_summary(s: &Summary) {
-    eprintln!(
-        "calls: {}, executed: {}, invalid lines: {}",
-        s.calls, s.executed, s.errors
-    );
+    eprintln!("calls: {}, executed: {}, invalid lines: {}", s.calls, s.executed, s.errors);
     for (decision, n) in &s.by_decision {
         eprintln!("  {decision}: {n}");
     }

@@ -98,10 +98,7 @@ fn check(file: &std::path::Path) -> ExitCode {
         "{}: valid, {} guard(s), mode {}\n",
         file.display(),
         policy.guards.len(),
-        serde_json::to_value(policy.engine.mode)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default()
+        serde_json::to_value(policy.engine.mode).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
     );
     for g in &policy.guards {
         let state = if g.enabled { "" } else { " (disabled)" };

@@ -1,11 +1,6 @@
 //! The `agenthalt` binary: check, schema, eval (streaming, malformed lines, clocks, approvals).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code fails loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -37,28 +32,20 @@ fn eval(policy: &str, input: &str, extra: &[&str]) -> (Output, Vec<Value>) {
     // The binary may exit before reading (an invalid policy): a broken pipe is fine.
     let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
     let out = child.wait_with_output().unwrap();
-    let lines = String::from_utf8(out.stdout.clone())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines =
+        String::from_utf8(out.stdout.clone()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     (out, lines)
 }
 
 #[test]
 fn check_summarises_a_valid_policy_and_refuses_an_invalid_one() {
-    let good = temp_file(
-        "good.yaml",
-        "guards:\n  budget:\n    max_daily_spend: 10\n  scope:\n    deny_functions: [drop_*]\n",
-    );
+    let good =
+        temp_file("good.yaml", "guards:\n  budget:\n    max_daily_spend: 10\n  scope:\n    deny_functions: [drop_*]\n");
     let out = bin().args(["check", good.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("valid, 2 guard(s), mode enforce"), "{text}");
-    assert!(
-        text.contains("budget [budget]") && text.contains("max_daily_spend: 10.0"),
-        "{text}"
-    );
+    assert!(text.contains("budget [budget]") && text.contains("max_daily_spend: 10.0"), "{text}");
     let bad = temp_file("bad.yaml", "guards:\n  budget:\n    max_daily_spnd: 10\n");
     let out = bin().args(["check", bad.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -104,42 +91,25 @@ fn malformed_lines_are_answered_and_the_run_goes_on() {
     assert_eq!(lines[0]["decision"], "allow");
     assert_eq!(lines[1]["line"], 2);
     assert!(lines[1]["error"].as_str().unwrap().starts_with("invalid JSON"));
-    assert_eq!(
-        lines[2],
-        json!({"line": 3, "error": "a call must be a JSON object, got an array"})
-    );
+    assert_eq!(lines[2], json!({"line": 3, "error": "a call must be a JSON object, got an array"}));
     assert_eq!(lines[3], json!({"line": 4, "error": "`function_name` is missing"}));
-    assert_eq!(
-        lines[4],
-        json!({"line": 5, "error": "`function_name` must be a string, got a number"})
-    );
-    assert_eq!(
-        lines[5],
-        json!({"line": 6, "error": "`arguments` must be a JSON object, got an array"})
-    );
-    assert_eq!(
-        lines[6],
-        json!({"line": 7, "error": "`timestamp` must be a number, got a string"})
-    );
+    assert_eq!(lines[4], json!({"line": 5, "error": "`function_name` must be a string, got a number"}));
+    assert_eq!(lines[5], json!({"line": 6, "error": "`arguments` must be a JSON object, got an array"}));
+    assert_eq!(lines[6], json!({"line": 7, "error": "`timestamp` must be a number, got a string"}));
     assert_eq!(lines[7]["call_id"], "last");
 }
 
 #[test]
 fn output_lines_carry_the_contract_fields() {
     let policy = "guards:\n  scope:\n    require_approval_functions: [send_*]\n    deny_functions: [drop_*]\n";
-    let input = [
-        r#"{"function_name": "send_mail", "call_id": "a"}"#,
-        r#"{"function_name": "drop_db", "call_id": "b"}"#,
-    ]
-    .join("\n");
+    let input =
+        [r#"{"function_name": "send_mail", "call_id": "a"}"#, r#"{"function_name": "drop_db", "call_id": "b"}"#]
+            .join("\n");
     let (_, lines) = eval(policy, &input, &[]);
     assert_eq!(lines[0]["decision"], "require_approval");
     assert_eq!(lines[0]["executed"], false);
     assert_eq!(lines[0]["risk_score"], 0.7);
-    assert_eq!(
-        lines[0]["reasons"],
-        json!(["Function 'send_mail' needs approval (matches 'send_*')"])
-    );
+    assert_eq!(lines[0]["reasons"], json!(["Function 'send_mail' needs approval (matches 'send_*')"]));
     assert_eq!(lines[0]["guards"][0]["guard"], "scope");
     assert_eq!(lines[1]["decision"], "deny");
     let (_, lines) = eval(policy, &input, &["--approve-all"]);
@@ -154,12 +124,8 @@ fn effects_commit_before_the_next_line_and_only_for_calls_that_run() {
         .map(|i| format!(r#"{{"function_name": "x", "call_id": "c{i}", "timestamp": 1795003200}}"#))
         .collect::<Vec<_>>()
         .join("\n");
-    let decisions = |lines: &[Value]| {
-        lines
-            .iter()
-            .map(|l| l["decision"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-    };
+    let decisions =
+        |lines: &[Value]| lines.iter().map(|l| l["decision"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
     let (_, lines) = eval(policy, &calls, &["--clock", "replay"]);
     // 0.4 allowed; 0.8 passes 50%: approval refused, released; again 0.8: approval.
     assert_eq!(decisions(&lines), ["allow", "require_approval", "require_approval"]);
@@ -187,11 +153,7 @@ fn a_bad_policy_exits_2_and_a_missing_input_exits_1() {
     let (out, lines) = eval("guards:\n  nope: {}\n", r#"{"function_name": "x"}"#, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(lines.is_empty(), "no input is read");
-    assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("unknown guard type `nope`")
-    );
+    assert!(String::from_utf8(out.stderr).unwrap().contains("unknown guard type `nope`"));
     let (out, _) = eval("guards: {}\n", "", &["--input", "/nonexistent/calls.jsonl"]);
     assert_eq!(out.status.code(), Some(1));
 }

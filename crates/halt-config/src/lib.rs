@@ -28,10 +28,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-#![allow(
-    clippy::result_large_err,
-    reason = "loading a policy is not a hot path, and a flat error is easier to use"
-)]
+#![allow(clippy::result_large_err, reason = "loading a policy is not a hot path, and a flat error is easier to use")]
 
 mod locate;
 mod schema;
@@ -105,11 +102,7 @@ pub struct EngineSettings {
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        Self {
-            mode: Mode::Enforce,
-            guard_timeout_seconds: 5.0,
-            approval_timeout_seconds: 900.0,
-        }
+        Self { mode: Mode::Enforce, guard_timeout_seconds: 5.0, approval_timeout_seconds: 900.0 }
     }
 }
 
@@ -260,22 +253,14 @@ impl PolicyLoader {
             Value::Null => Mapping::new(),
             Value::Mapping(m) => m,
             other => {
-                return Err(ctx.at_path(
-                    &[],
-                    format!("a policy must be a mapping, not {}", yaml_type(&other)),
-                    None,
-                ));
+                return Err(ctx.at_path(&[], format!("a policy must be a mapping, not {}", yaml_type(&other)), None));
             }
         };
         let mut engine = EngineSettings::default();
         let mut guards = Vec::new();
         for (key, value) in root {
             let Some(section) = key.as_str() else {
-                return Err(ctx.at_path(
-                    &[],
-                    format!("section names must be strings, not {}", yaml_type(&key)),
-                    None,
-                ));
+                return Err(ctx.at_path(&[], format!("section names must be strings, not {}", yaml_type(&key)), None));
             };
             match section {
                 "guards" => guards = self.guards(&ctx, value)?,
@@ -432,11 +417,8 @@ impl PolicyLoader {
                     let mut q = p.clone();
                     q.push(Seg::Key(field.clone()));
                     // Point at the unknown key, but name the section it sits in.
-                    let mut err = ctx.at_path(
-                        &q,
-                        format!("unknown field `{field}`"),
-                        suggestion.clone().and_then(|s| s.1),
-                    );
+                    let mut err =
+                        ctx.at_path(&q, format!("unknown field `{field}`"), suggestion.clone().and_then(|s| s.1));
                     err.path = Some(render(&p));
                     return err;
                 }
@@ -444,12 +426,7 @@ impl PolicyLoader {
             };
             ctx.at_path(&p, message, None)
         })?;
-        Ok(ConfiguredGuard {
-            kind: kind.to_owned(),
-            name: name.to_owned(),
-            enabled,
-            guard,
-        })
+        Ok(ConfiguredGuard { kind: kind.to_owned(), name: name.to_owned(), enabled, guard })
     }
 }
 
@@ -469,6 +446,8 @@ pub fn builtin_factories() -> Vec<Arc<dyn GuardFactory>> {
     v.push(Arc::new(halt_guards_rate_limit::factory()));
     #[cfg(feature = "scope")]
     v.push(Arc::new(halt_guards_scope::factory()));
+    #[cfg(feature = "sensitive")]
+    v.push(Arc::new(halt_guards_sensitive::factory()));
     v
 }
 
@@ -662,10 +641,7 @@ mod tests {
             Some("max_daily_spend")
         );
         assert_eq!(suggest("zzz", ["budget", "scope"].into_iter()), None);
-        assert_eq!(
-            suggest("budgit", ["budget", "scope"].into_iter()).as_deref(),
-            Some("budget")
-        );
+        assert_eq!(suggest("budgit", ["budget", "scope"].into_iter()).as_deref(), Some("budget"));
     }
 
     #[test]
@@ -678,11 +654,6 @@ mod tests {
             (5, "environment variable `NOPE` is not set".into())
         );
         assert!(interpolate("a: ${", &env).unwrap_err().1.contains("unterminated"));
-        assert!(
-            interpolate("a: ${A-B}", &env)
-                .unwrap_err()
-                .1
-                .contains("invalid variable name")
-        );
+        assert!(interpolate("a: ${A-B}", &env).unwrap_err().1.contains("invalid variable name"));
     }
 }

@@ -85,16 +85,10 @@ mod tests {
     #[test]
     fn finds_block_and_json_keys() {
         let yaml = "guards:\n  budget:\n    max_daily_spend: 1\n  scope:\n    deny_functions: []\n";
-        assert_eq!(
-            locate(yaml, &[k("guards"), k("scope"), k("deny_functions")]),
-            Some((5, 5))
-        );
+        assert_eq!(locate(yaml, &[k("guards"), k("scope"), k("deny_functions")]), Some((5, 5)));
         assert_eq!(locate(yaml, &[k("guards"), k("budget"), k("nope")]), Some((2, 3)));
         let json = r#"{"guards": {"budget": {"max_daily_spend": 1}}}"#;
-        assert_eq!(
-            locate(json, &[k("guards"), k("budget"), k("max_daily_spend")]),
-            Some((1, 24))
-        );
+        assert_eq!(locate(json, &[k("guards"), k("budget"), k("max_daily_spend")]), Some((1, 24)));
     }
 
     #[test]

@@ -25,10 +25,7 @@ pub fn policy_schema(registry: &GuardRegistry) -> Value {
         if let Some(props) = in_list.get_mut("properties").and_then(Value::as_object_mut) {
             props.insert("enabled".into(), enabled);
             props.insert("type".into(), json!({"const": kind}));
-            props.insert(
-                "name".into(),
-                json!({"type": "string", "description": "unique name of this guard"}),
-            );
+            props.insert("name".into(), json!({"type": "string", "description": "unique name of this guard"}));
         }
         if let Some(obj) = in_list.as_object_mut() {
             obj.insert("required".into(), json!(["type"]));

@@ -1,12 +1,7 @@
 //! Loading policies: the seed YAML, the list form, env interpolation, third-party guards, and
 //! every class of error with its message.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code fails loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use halt_config::{PolicyLoader, policy_schema};
 use halt_core::{CallContext, DecisionKind, FactoryError, Mode, TypedFactory, async_trait};
@@ -54,41 +49,18 @@ fn the_seed_policy_loads_and_decides() {
         engine.evaluate_blocking(CallContext::new(name).with_arguments(args).unwrap())
     };
     assert_eq!(call("drop_table", json!({})).decision(), DecisionKind::Deny);
-    assert_eq!(
-        call("delete_email", json!({"email_id": "inbox"})).decision(),
-        DecisionKind::Deny
-    );
-    assert_eq!(
-        call("delete_email", json!({"email_id": "temp_1"})).decision(),
-        DecisionKind::RequireApproval
-    );
-    assert_eq!(
-        call("buy", json!({"amount": 75})).decision(),
-        DecisionKind::RequireApproval
-    );
+    assert_eq!(call("delete_email", json!({"email_id": "inbox"})).decision(), DecisionKind::Deny);
+    assert_eq!(call("delete_email", json!({"email_id": "temp_1"})).decision(), DecisionKind::RequireApproval);
+    assert_eq!(call("buy", json!({"amount": 75})).decision(), DecisionKind::RequireApproval);
     assert_eq!(call("web_search", json!({"q": "x"})).decision(), DecisionKind::Allow);
 }
 
 #[test]
 fn json_is_yaml_too() {
-    let policy = PolicyLoader::new()
-        .load_str(r#"{"guards": {"scope": {"deny_functions": ["x"]}}}"#, "p.json")
-        .unwrap();
+    let policy = PolicyLoader::new().load_str(r#"{"guards": {"scope": {"deny_functions": ["x"]}}}"#, "p.json").unwrap();
     assert_eq!(policy.guards.len(), 1);
-    assert!(
-        PolicyLoader::new()
-            .load_str("", "empty.yaml")
-            .unwrap()
-            .guards
-            .is_empty()
-    );
-    assert!(
-        PolicyLoader::new()
-            .load_str("guards: {}", "p.yaml")
-            .unwrap()
-            .guards
-            .is_empty()
-    );
+    assert!(PolicyLoader::new().load_str("", "empty.yaml").unwrap().guards.is_empty());
+    assert!(PolicyLoader::new().load_str("guards: {}", "p.yaml").unwrap().guards.is_empty());
 }
 
 #[test]
@@ -112,25 +84,15 @@ guards:
     assert!(!policy.guards[2].enabled);
     let engine = policy.build_engine().unwrap();
     assert_eq!(engine.guards().iter().filter(|g| g.enabled).count(), 2);
-    let o = engine.evaluate_blocking(
-        CallContext::new("drop_x")
-            .with_arguments(json!({"llm_cost": 2}))
-            .unwrap(),
-    );
-    assert_eq!(
-        o.denial_reasons().len(),
-        1,
-        "scope is disabled; llm_budget denies: {:?}",
-        o.decisions()
-    );
+    let o = engine.evaluate_blocking(CallContext::new("drop_x").with_arguments(json!({"llm_cost": 2})).unwrap());
+    assert_eq!(o.denial_reasons().len(), 1, "scope is disabled; llm_budget denies: {:?}", o.decisions());
     assert_eq!(o.final_decision().unwrap().guard(), "llm_budget");
 }
 
 #[test]
 fn enabled_false_disables_in_the_map_form() {
-    let policy = PolicyLoader::new()
-        .load_str("guards:\n  scope:\n    enabled: false\n    deny_functions: [x]\n", "p")
-        .unwrap();
+    let policy =
+        PolicyLoader::new().load_str("guards:\n  scope:\n    enabled: false\n    deny_functions: [x]\n", "p").unwrap();
     let engine = policy.build_engine().unwrap();
     assert!(engine.evaluate_blocking(CallContext::new("x")).is_allowed());
 }
@@ -152,10 +114,7 @@ fn the_engine_section_sets_mode_and_timeouts() {
         err("engine:\n  guard_timeout_seconds: 0\n"),
         "p.yaml:2:3: must be a positive number of seconds at engine.guard_timeout_seconds"
     );
-    assert_eq!(
-        err("engine:\n  modee: monitor\n"),
-        "p.yaml:2:3: unknown field `modee` at engine; did you mean `mode`?"
-    );
+    assert_eq!(err("engine:\n  modee: monitor\n"), "p.yaml:2:3: unknown field `modee` at engine; did you mean `mode`?");
 }
 
 #[test]
@@ -176,18 +135,12 @@ fn unknown_keys_and_sections_suggest_the_right_one() {
         err("guards:\n  budget:\n    max_daily_spnd: 1\n"),
         "p.yaml:3:5: unknown field `max_daily_spnd` at guards.budget; did you mean `max_daily_spend`?"
     );
-    assert_eq!(
-        err("guard:\n  budget: {}\n"),
-        "p.yaml:1:1: unknown section `guard` at guard; did you mean `guards`?"
-    );
+    assert_eq!(err("guard:\n  budget: {}\n"), "p.yaml:1:1: unknown section `guard` at guard; did you mean `guards`?");
     assert_eq!(
         err("guards:\n  budgit:\n    max_daily_spend: 1\n"),
         "p.yaml:2:3: unknown guard type `budgit` (known: budget, deletion, purchase, rate_limit, scope) at guards.budgit; did you mean `budget`?"
     );
-    assert_eq!(
-        err("guards:\n  scope:\n    zzz: 1\n"),
-        "p.yaml:3:5: unknown field `zzz` at guards.scope"
-    );
+    assert_eq!(err("guards:\n  scope:\n    zzz: 1\n"), "p.yaml:3:5: unknown field `zzz` at guards.scope");
     assert_eq!(
         err("guards:\n  - type: budget\n    max_daily_spend: 1\n  - type: purchase\n    blocked_categorys: []\n"),
         "p.yaml:5:5: unknown field `blocked_categorys` at guards[1]; did you mean `blocked_categories`?"
@@ -220,15 +173,9 @@ fn wrong_types_and_impossible_values() {
         err("guards:\n  scope:\n    enabled: maybe\n"),
         "p.yaml:3:5: `enabled` must be true or false, not a string at guards.scope.enabled"
     );
-    assert_eq!(
-        err("guards: 5\n"),
-        "p.yaml:1:1: `guards` must be a mapping or a list, not a number at guards"
-    );
+    assert_eq!(err("guards: 5\n"), "p.yaml:1:1: `guards` must be a mapping or a list, not a number at guards");
     assert_eq!(err("- 1\n"), "p.yaml: a policy must be a mapping, not a list");
-    assert_eq!(
-        err("guards:\n  - max_daily_spend: 1\n"),
-        "p.yaml:2:3: missing `type` at guards[0]"
-    );
+    assert_eq!(err("guards:\n  - max_daily_spend: 1\n"), "p.yaml:2:3: missing `type` at guards[0]");
     assert_eq!(
         err("guards:\n  - type: scope\n  - type: scope\n"),
         "p.yaml:3:3: two guards are named `scope`; give one a `name` at guards[1]"
@@ -254,10 +201,7 @@ impl halt_core::Guard for BusinessHours {
         &self.name
     }
     async fn evaluate(&self, _: &halt_core::Call<'_>) -> Result<halt_core::Decision, halt_core::GuardError> {
-        Ok(halt_core::Decision::require_approval(format!(
-            "outside hours (opens at {})",
-            self.start
-        )))
+        Ok(halt_core::Decision::require_approval(format!("outside hours (opens at {})", self.start)))
     }
 }
 
@@ -271,34 +215,18 @@ struct HoursConfig {
 fn a_third_party_guard_is_configured_like_a_built_in_one() {
     let mut loader = PolicyLoader::new();
     loader
-        .register(TypedFactory::new(
-            "acme_business_hours",
-            |name: &str, c: HoursConfig| {
-                if c.start_hour > 23 {
-                    return Err(FactoryError::invalid("start_hour", "must be 0..=23"));
-                }
-                Ok(BusinessHours {
-                    name: name.to_owned(),
-                    start: c.start_hour,
-                })
-            },
-        ))
+        .register(TypedFactory::new("acme_business_hours", |name: &str, c: HoursConfig| {
+            if c.start_hour > 23 {
+                return Err(FactoryError::invalid("start_hour", "must be 0..=23"));
+            }
+            Ok(BusinessHours { name: name.to_owned(), start: c.start_hour })
+        }))
         .unwrap();
-    let policy = loader
-        .load_str("guards:\n  acme_business_hours:\n    start_hour: 9\n", "p")
-        .unwrap();
-    let o = policy
-        .build_engine()
-        .unwrap()
-        .evaluate_blocking(CallContext::new("anything"));
+    let policy = loader.load_str("guards:\n  acme_business_hours:\n    start_hour: 9\n", "p").unwrap();
+    let o = policy.build_engine().unwrap().evaluate_blocking(CallContext::new("anything"));
     assert_eq!(o.approval_reasons(), ["outside hours (opens at 9)"]);
-    let e = loader
-        .load_str("guards:\n  acme_business_hours:\n    start_hour: 30\n", "p")
-        .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "p:3:5: invalid `start_hour`: must be 0..=23 at guards.acme_business_hours.start_hour"
-    );
+    let e = loader.load_str("guards:\n  acme_business_hours:\n    start_hour: 30\n", "p").unwrap_err();
+    assert_eq!(e.to_string(), "p:3:5: invalid `start_hour`: must be 0..=23 at guards.acme_business_hours.start_hour");
     assert!(
         policy_schema(loader.registry())["properties"]["guards"]["oneOf"][0]["properties"]["acme_business_hours"]
             .is_object()

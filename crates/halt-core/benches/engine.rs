@@ -3,12 +3,7 @@
 //! Run with `cargo bench -p halt-core --bench engine`. The target is under 1 µs per evaluation
 //! with six trivial guards.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code fails loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -51,10 +46,7 @@ fn engine(guards: usize) -> Engine {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let ctx = call();
     c.bench_function("clone_call_context", |b| b.iter(|| black_box(ctx.clone())));
     for guards in [0, 6] {

@@ -37,23 +37,13 @@ impl ApprovalResponse {
     /// An approval by `approver`.
     #[must_use]
     pub fn approve(approver: impl Into<String>) -> Self {
-        Self {
-            approved: true,
-            approver: Some(approver.into()),
-            reason: None,
-            arguments: None,
-        }
+        Self { approved: true, approver: Some(approver.into()), reason: None, arguments: None }
     }
 
     /// A refusal by `approver`.
     #[must_use]
     pub fn refuse(approver: impl Into<String>) -> Self {
-        Self {
-            approved: false,
-            approver: Some(approver.into()),
-            reason: None,
-            arguments: None,
-        }
+        Self { approved: false, approver: Some(approver.into()), reason: None, arguments: None }
     }
 
     /// Adds the approver's reason.

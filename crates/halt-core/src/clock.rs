@@ -121,13 +121,7 @@ impl fmt::Display for Timestamp {
         let day = secs.div_euclid(SECS_PER_DAY);
         let sod = secs.rem_euclid(SECS_PER_DAY);
         let (y, m, d) = civil_from_days(day);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-            sod / 3600,
-            sod % 3600 / 60,
-            sod % 60
-        )
+        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z", sod / 3600, sod % 3600 / 60, sod % 60)
     }
 }
 
@@ -180,11 +174,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "1..=12 and 1..=31"
-    )]
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "1..=12 and 1..=31")]
     (y, m as u32, d as u32)
 }
 
@@ -244,17 +234,13 @@ impl ManualClock {
     /// A manual clock showing `start`.
     #[must_use]
     pub fn new(start: Timestamp) -> Self {
-        Self {
-            micros: Arc::new(AtomicI64::new(start.as_micros())),
-        }
+        Self { micros: Arc::new(AtomicI64::new(start.as_micros())) }
     }
 
     /// Moves the clock forward by `d`.
     pub fn advance(&self, d: Duration) {
         let micros = i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-        let _ = self
-            .micros
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |m| Some(m.saturating_add(micros)));
+        let _ = self.micros.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |m| Some(m.saturating_add(micros)));
     }
 
     /// Sets the clock to `t` (which may be earlier: a manual clock obeys).
@@ -280,9 +266,7 @@ impl ReplayClock {
     /// A replay clock starting at `start` (usually the epoch; the first call moves it).
     #[must_use]
     pub fn new(start: Timestamp) -> Self {
-        Self {
-            inner: ManualClock::new(start),
-        }
+        Self { inner: ManualClock::new(start) }
     }
 }
 

@@ -177,15 +177,7 @@ impl CallContext {
         };
         let arguments = take("arguments").map_or(Ok(JsonObject::new()), |v| into_object("arguments", v))?;
         let metadata = take("metadata").map_or(Ok(JsonObject::new()), |v| into_object("metadata", v))?;
-        Ok(Self {
-            call_id,
-            function_name,
-            arguments,
-            agent_id,
-            session_id,
-            timestamp,
-            metadata,
-        })
+        Ok(Self { call_id, function_name, arguments, agent_id, session_id, timestamp, metadata })
     }
 
     /// The timestamp the caller supplied, if it is a valid time.
@@ -203,11 +195,7 @@ fn into_object(field: &'static str, v: Value) -> Result<JsonObject, ContextError
 }
 
 fn wrong(field: &'static str, expected: &'static str, got: &Value) -> ContextError {
-    ContextError::WrongType {
-        field,
-        expected,
-        got: json_type(got),
-    }
+    ContextError::WrongType { field, expected, got: json_type(got) }
 }
 
 /// The JSON type of a value, for messages.
@@ -230,12 +218,7 @@ fn generate_call_id() -> String {
     let prefix = PREFIX.get_or_init(|| {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        );
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
         h.write_u32(std::process::id());
         h.finish()
     });
@@ -267,41 +250,19 @@ mod tests {
         let cases = [
             (json!([1]), "a call must be a JSON object, got an array"),
             (json!({}), "`function_name` is missing"),
-            (
-                json!({"function_name": 3}),
-                "`function_name` must be a string, got a number",
-            ),
-            (
-                json!({"function_name": "f", "arguments": [1]}),
-                "`arguments` must be a JSON object, got an array",
-            ),
-            (
-                json!({"function_name": "f", "arguments": "x"}),
-                "`arguments` must be a JSON object, got a string",
-            ),
-            (
-                json!({"function_name": "f", "metadata": 1}),
-                "`metadata` must be a JSON object, got a number",
-            ),
-            (
-                json!({"function_name": "f", "timestamp": "now"}),
-                "`timestamp` must be a number, got a string",
-            ),
+            (json!({"function_name": 3}), "`function_name` must be a string, got a number"),
+            (json!({"function_name": "f", "arguments": [1]}), "`arguments` must be a JSON object, got an array"),
+            (json!({"function_name": "f", "arguments": "x"}), "`arguments` must be a JSON object, got a string"),
+            (json!({"function_name": "f", "metadata": 1}), "`metadata` must be a JSON object, got a number"),
+            (json!({"function_name": "f", "timestamp": "now"}), "`timestamp` must be a number, got a string"),
             (
                 json!({"function_name": "f", "timestamp": -1}),
                 "`timestamp` must be a non-negative finite number of seconds",
             ),
-            (
-                json!({"function_name": "f", "agent_id": {}}),
-                "`agent_id` must be a string, got an object",
-            ),
+            (json!({"function_name": "f", "agent_id": {}}), "`agent_id` must be a string, got an object"),
         ];
         for (input, msg) in cases {
-            assert_eq!(
-                CallContext::from_json(input.clone()).unwrap_err().to_string(),
-                msg,
-                "{input}"
-            );
+            assert_eq!(CallContext::from_json(input.clone()).unwrap_err().to_string(), msg, "{input}");
         }
     }
 

@@ -91,13 +91,7 @@ struct Extra {
 
 impl Decision {
     fn new(kind: DecisionKind, reason: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            kind,
-            guard: None,
-            reason: reason.into(),
-            risk_score: kind.default_risk(),
-            extra: None,
-        }
+        Self { kind, guard: None, reason: reason.into(), risk_score: kind.default_risk(), extra: None }
     }
 
     fn extra_mut(&mut self) -> &mut Extra {
@@ -147,11 +141,7 @@ impl Decision {
     /// Says after how many seconds the same call may succeed (rate limits, cooldowns).
     #[must_use]
     pub fn with_retry_after(mut self, seconds: f64) -> Self {
-        self.extra_mut().retry_after = Some(if seconds.is_finite() {
-            seconds.max(0.0)
-        } else {
-            f64::MAX
-        });
+        self.extra_mut().retry_after = Some(if seconds.is_finite() { seconds.max(0.0) } else { f64::MAX });
         self
     }
 
@@ -350,11 +340,7 @@ impl Outcome {
     }
 
     fn reasons_of(&self, kind: DecisionKind) -> Vec<&str> {
-        self.decisions
-            .iter()
-            .filter(|d| d.kind == kind)
-            .map(Decision::reason)
-            .collect()
+        self.decisions.iter().filter(|d| d.kind == kind).map(Decision::reason).collect()
     }
 
     /// The highest risk score of any decision (0 when none).
@@ -367,11 +353,7 @@ impl Outcome {
     /// guard's changes composed in registration order. `None` otherwise, and in monitor mode.
     #[must_use]
     pub fn modified_arguments(&self) -> Option<&JsonObject> {
-        if self.enforced {
-            self.modified_arguments.as_ref()
-        } else {
-            None
-        }
+        if self.enforced { self.modified_arguments.as_ref() } else { None }
     }
 
     /// Marks the outcome as computed but not enforced (monitor mode).
@@ -466,11 +448,7 @@ mod tests {
         let m1 = obj(json!({"body": "card [REDACTED]", "meta": {"a": 1, "b": 2}, "keep": true, "drop": 1}));
         let m2 = obj(json!({"body": "card 4111", "meta": {"a": 10, "b": 2}, "keep": true}));
         let m3 = obj(json!({"body": "later wins", "meta": {"a": 1, "b": 2}, "keep": true, "drop": 1}));
-        let ds = vec![
-            Decision::modify("r", m1),
-            Decision::modify("s", m2),
-            Decision::modify("t", m3),
-        ];
+        let ds = vec![Decision::modify("r", m1), Decision::modify("s", m2), Decision::modify("t", m3)];
         let o = Outcome::new("c".into(), "f".into(), ds, &original);
         assert_eq!(
             Value::Object(o.modified_arguments().unwrap().clone()),
@@ -497,12 +475,7 @@ mod tests {
         assert_eq!(o.denial_reasons(), ["no"]);
         assert_eq!(o.approval_reasons(), ["why"]);
         assert_eq!(o.max_risk_score(), 1.0);
-        let mut o = Outcome::new(
-            "c".into(),
-            "f".into(),
-            vec![Decision::require_approval("why")],
-            &JsonObject::new(),
-        );
+        let mut o = Outcome::new("c".into(), "f".into(), vec![Decision::require_approval("why")], &JsonObject::new());
         assert!(o.needs_approval() && !o.is_allowed());
         o.set_approved(true, None);
         assert!(o.is_allowed() && !o.needs_approval());

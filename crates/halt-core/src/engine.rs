@@ -229,9 +229,7 @@ pub struct EngineBuilder {
 
 impl fmt::Debug for EngineBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EngineBuilder")
-            .field("guards", &self.guards.len())
-            .finish_non_exhaustive()
+        f.debug_struct("EngineBuilder").field("guards", &self.guards.len()).finish_non_exhaustive()
     }
 }
 
@@ -421,11 +419,7 @@ impl Engine {
     /// Enforce or monitor.
     #[must_use]
     pub fn mode(&self) -> Mode {
-        if self.inner.monitor.load(Ordering::Relaxed) {
-            Mode::Monitor
-        } else {
-            Mode::Enforce
-        }
+        if self.inner.monitor.load(Ordering::Relaxed) { Mode::Monitor } else { Mode::Enforce }
     }
 
     /// Switches between enforcing and monitoring.
@@ -448,10 +442,7 @@ impl Engine {
     pub fn add_guard_arc(&self, guard: Arc<dyn Guard>) -> Result<(), EngineError> {
         let name = guard.name().to_owned();
         if let Err(e) = names::validate(&name) {
-            return Err(EngineError::InvalidGuardName {
-                name,
-                reason: e.to_string(),
-            });
+            return Err(EngineError::InvalidGuardName { name, reason: e.to_string() });
         }
         let mut result = Ok(());
         self.update(|s| {
@@ -459,11 +450,7 @@ impl Engine {
                 result = Err(EngineError::DuplicateGuard(name.clone()));
             } else {
                 let enabled = Arc::new(AtomicBool::new(true));
-                s.guards.push(GuardEntry {
-                    guard,
-                    name: Arc::from(name.as_str()),
-                    enabled,
-                });
+                s.guards.push(GuardEntry { guard, name: Arc::from(name.as_str()), enabled });
             }
         });
         result
@@ -483,11 +470,7 @@ impl Engine {
     /// A registered guard.
     #[must_use]
     pub fn guard(&self, name: &str) -> Option<Arc<dyn Guard>> {
-        self.snapshot()
-            .guards
-            .iter()
-            .find(|g| &*g.name == name)
-            .map(|g| Arc::clone(&g.guard))
+        self.snapshot().guards.iter().find(|g| &*g.name == name).map(|g| Arc::clone(&g.guard))
     }
 
     /// Every registered guard, in order.
@@ -588,12 +571,7 @@ impl Engine {
         }
         let decisions = join::run_guards(slots, self.inner.guard_timeout).await;
         let effects = call.into_effects();
-        let mut outcome = Outcome::new(
-            ctx.call_id.clone(),
-            ctx.function_name.clone(),
-            decisions,
-            &ctx.arguments,
-        );
+        let mut outcome = Outcome::new(ctx.call_id.clone(), ctx.function_name.clone(), decisions, &ctx.arguments);
         let monitor = self.mode() == Mode::Monitor;
         if monitor {
             outcome.set_enforced(false);
@@ -626,11 +604,8 @@ impl Engine {
             return;
         };
         let expires = now.saturating_add(self.inner.approval_timeout);
-        let request = ApprovalRequest {
-            context: ctx.clone(),
-            outcome: outcome.clone(),
-            expires_at: expires.as_secs_f64(),
-        };
+        let request =
+            ApprovalRequest { context: ctx.clone(), outcome: outcome.clone(), expires_at: expires.as_secs_f64() };
         let answer = with_timeout(self.inner.approval_timeout, handler.request_approval(&request)).await;
         let answer = match answer {
             Some(Ok(a)) => a,
@@ -668,16 +643,9 @@ impl Engine {
     ) {
         self.release(effects, now).await;
         let mut decisions = outcome.decisions().to_vec();
-        decisions.push(engine_deny(&format!(
-            "fail-safe: the call's effects could not be recorded: {e}"
-        )));
+        decisions.push(engine_deny(&format!("fail-safe: the call's effects could not be recorded: {e}")));
         let enforced = outcome.enforced();
-        *outcome = Outcome::new(
-            ctx.call_id.clone(),
-            ctx.function_name.clone(),
-            decisions,
-            &ctx.arguments,
-        );
+        *outcome = Outcome::new(ctx.call_id.clone(), ctx.function_name.clone(), decisions, &ctx.arguments);
         outcome.set_enforced(enforced);
     }
 
@@ -700,9 +668,7 @@ impl Engine {
         if !receipt.is_empty() {
             let expires = receipt_expiry(&receipt, now);
             let bytes = serde_json::to_vec(&receipt).map_err(|e| CommitError::Encode(e.to_string()))?;
-            store
-                .put_record(&receipt_key(call_id), Some(&bytes), Some(expires), now)
-                .await?;
+            store.put_record(&receipt_key(call_id), Some(&bytes), Some(expires), now).await?;
         }
         Ok(())
     }
@@ -719,10 +685,7 @@ impl Engine {
     async fn hold(&self, call_id: &str, effects: &[Effect], now: Timestamp) -> Result<(), CommitError> {
         let bytes = serde_json::to_vec(effects).map_err(|e| CommitError::Encode(e.to_string()))?;
         let until = now.saturating_add(self.inner.approval_timeout);
-        self.inner
-            .store
-            .put_record(&pending_key(call_id), Some(&bytes), Some(until), now)
-            .await?;
+        self.inner.store.put_record(&pending_key(call_id), Some(&bytes), Some(until), now).await?;
         Ok(())
     }
 
@@ -743,10 +706,8 @@ impl Engine {
         if !store.swap_record(&key, Some(&bytes), None, None, now).await? {
             return Err(ResolveError::NotPending(call_id.to_owned()));
         }
-        let effects: Vec<Effect> = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-            key: key.clone(),
-            reason: e.to_string(),
-        })?;
+        let effects: Vec<Effect> = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Corrupt { key: key.clone(), reason: e.to_string() })?;
         if response.approved {
             match self.commit(call_id, &effects, now).await {
                 Ok(()) => {}
@@ -783,36 +744,20 @@ impl Engine {
             let Some(bytes) = store.get_record(&key, now).await? else {
                 return Err(SettleError::UnknownCall(call_id.to_owned()));
             };
-            let charged: Vec<CounterSpec> = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                key: key.clone(),
-                reason: e.to_string(),
-            })?;
-            let updated: Vec<CounterSpec> = charged
-                .iter()
-                .map(|c| CounterSpec {
-                    amount: actual.micros(),
-                    ..c.clone()
-                })
-                .collect();
-            let new_bytes = serde_json::to_vec(&updated).map_err(|e| StoreError::Corrupt {
-                key: key.clone(),
-                reason: e.to_string(),
-            })?;
+            let charged: Vec<CounterSpec> = serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::Corrupt { key: key.clone(), reason: e.to_string() })?;
+            let updated: Vec<CounterSpec> =
+                charged.iter().map(|c| CounterSpec { amount: actual.micros(), ..c.clone() }).collect();
+            let new_bytes = serde_json::to_vec(&updated)
+                .map_err(|e| StoreError::Corrupt { key: key.clone(), reason: e.to_string() })?;
             let expires = receipt_expiry(&updated, now);
-            if !store
-                .swap_record(&key, Some(&bytes), Some(&new_bytes), Some(expires), now)
-                .await?
-            {
+            if !store.swap_record(&key, Some(&bytes), Some(&new_bytes), Some(expires), now).await? {
                 continue;
             }
             let deltas: Vec<CounterSpec> = charged
                 .iter()
                 .filter(|c| !matches!(c.window, Window::Bucket { expires_at } if expires_at <= now))
-                .map(|c| CounterSpec {
-                    amount: actual.micros() - c.amount,
-                    limit: None,
-                    ..c.clone()
-                })
+                .map(|c| CounterSpec { amount: actual.micros() - c.amount, limit: None, ..c.clone() })
                 .collect();
             store.add(&deltas, now).await?;
             let settlement = Settlement {
@@ -838,12 +783,7 @@ impl Engine {
     }
 
     fn finish(&self, ctx: CallContext, decision: Decision, hooks: &Snapshot) -> Outcome {
-        let mut outcome = Outcome::new(
-            ctx.call_id.clone(),
-            ctx.function_name.clone(),
-            vec![decision],
-            &ctx.arguments,
-        );
+        let mut outcome = Outcome::new(ctx.call_id.clone(), ctx.function_name.clone(), vec![decision], &ctx.arguments);
         if self.mode() == Mode::Monitor {
             outcome.set_enforced(false);
         }
@@ -855,10 +795,7 @@ impl Engine {
             // A post-hook only observes; its panic must not change the outcome.
             let _ = catch_unwind(AssertUnwindSafe(|| hook(&ctx, &outcome)));
         }
-        self.emit(|| EngineEvent::Evaluated {
-            context: Arc::new(ctx),
-            outcome: Arc::new(outcome.clone()),
-        });
+        self.emit(|| EngineEvent::Evaluated { context: Arc::new(ctx), outcome: Arc::new(outcome.clone()) });
         outcome
     }
 }
@@ -880,10 +817,7 @@ fn run_pre_hooks(hooks: &[PreHook], ctx: &mut CallContext) -> Result<(), String>
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(format!("pre-hook {i} refused the call: {e}")),
             Err(p) => {
-                return Err(format!(
-                    "fail-safe: pre-hook {i} panicked: {}",
-                    panic_message(p.as_ref())
-                ));
+                return Err(format!("fail-safe: pre-hook {i} panicked: {}", panic_message(p.as_ref())));
             }
         }
     }
@@ -930,11 +864,7 @@ fn receipt_expiry(counters: &[CounterSpec], now: Timestamp) -> Timestamp {
 /// (approval handlers are the caller's own code).
 async fn with_timeout<F: Future>(timeout: Duration, fut: F) -> Option<F::Output> {
     let timer_available = tokio::runtime::Handle::try_current().is_ok();
-    let sleep = if timer_available {
-        catch_unwind(|| tokio::time::sleep(timeout)).ok()
-    } else {
-        None
-    };
+    let sleep = if timer_available { catch_unwind(|| tokio::time::sleep(timeout)).ok() } else { None };
     let Some(sleep) = sleep else {
         return Some(fut.await);
     };

@@ -34,10 +34,7 @@ impl FactoryError {
     /// An impossible value for `field`.
     #[must_use]
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Invalid {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Self::Invalid { field: field.into(), reason: reason.into() }
     }
 }
 
@@ -119,9 +116,7 @@ pub struct TypedFactory<C, F> {
 
 impl<C, F> fmt::Debug for TypedFactory<C, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TypedFactory")
-            .field("kind", &self.kind)
-            .finish_non_exhaustive()
+        f.debug_struct("TypedFactory").field("kind", &self.kind).finish_non_exhaustive()
     }
 }
 
@@ -132,11 +127,7 @@ impl<C, F> TypedFactory<C, F> {
         F: Fn(&str, C) -> Result<G, FactoryError>,
         G: Guard,
     {
-        Self {
-            kind,
-            build,
-            config: PhantomData,
-        }
+        Self { kind, build, config: PhantomData }
     }
 }
 
@@ -220,10 +211,10 @@ impl GuardRegistry {
         name: &str,
         config: &mut dyn erased_serde::Deserializer<'_>,
     ) -> Result<Arc<dyn Guard>, BuildError> {
-        let factory = self.factories.get(kind).ok_or_else(|| BuildError::UnknownKind {
-            kind: kind.to_owned(),
-            known: self.kinds(),
-        })?;
+        let factory = self
+            .factories
+            .get(kind)
+            .ok_or_else(|| BuildError::UnknownKind { kind: kind.to_owned(), known: self.kinds() })?;
         Ok(factory.build(name, config)?)
     }
 

@@ -118,14 +118,7 @@ impl<'a> Call<'a> {
         store: &'a dyn StateStore,
         hold_until: Timestamp,
     ) -> Self {
-        Self {
-            ctx,
-            function,
-            now,
-            store,
-            hold_until,
-            effects: Mutex::new(Vec::new()),
-        }
+        Self { ctx, function, now, store, hold_until, effects: Mutex::new(Vec::new()) }
     }
 
     /// The call as proposed.
@@ -178,11 +171,7 @@ impl<'a> Call<'a> {
     }
 
     async fn reserve_inner(&self, counters: Vec<CounterSpec>, settleable: bool) -> Result<ReserveOutcome, StoreError> {
-        let request = ReserveRequest {
-            counters,
-            now: self.now,
-            hold_until: self.hold_until,
-        };
+        let request = ReserveRequest { counters, now: self.now, hold_until: self.hold_until };
         let outcome = self.store.reserve(&request).await?;
         if let ReserveOutcome::Reserved { id, .. } = &outcome {
             let cost = if settleable { request.counters } else { Vec::new() };
@@ -193,11 +182,7 @@ impl<'a> Call<'a> {
 
     /// Writes a record if, and only if, the call runs (a cooldown stamp, a last-run time).
     pub fn record_on_commit(&self, key: impl Into<String>, value: Vec<u8>, expires_at: Option<Timestamp>) {
-        self.push(Effect::Record {
-            key: key.into(),
-            value,
-            expires_at,
-        });
+        self.push(Effect::Record { key: key.into(), value, expires_at });
     }
 
     fn push(&self, effect: Effect) {

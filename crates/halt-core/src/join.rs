@@ -52,19 +52,13 @@ pub(crate) struct Slot<'a> {
 impl<'a> Slot<'a> {
     /// A guard's evaluation in flight.
     pub(crate) fn running(guard: Arc<str>, future: GuardFuture<'a>) -> Self {
-        Self {
-            guard,
-            state: State::Running(future),
-        }
+        Self { guard, state: State::Running(future) }
     }
 
     /// A guard that failed before it could be evaluated (its `applies` panicked).
     pub(crate) fn failed(guard: Arc<str>, error: GuardError) -> Self {
         let decision = fail_safe(&guard, &Failure::Error(error));
-        Self {
-            guard,
-            state: State::Done(decision),
-        }
+        Self { guard, state: State::Done(decision) }
     }
 }
 
@@ -91,11 +85,7 @@ impl Future for JoinGuards<'_> {
             let _ = catch_unwind(AssertUnwindSafe(move || drop(old)));
             this.running -= 1;
         }
-        if this.running == 0 {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
+        if this.running == 0 { Poll::Ready(()) } else { Poll::Pending }
     }
 }
 
@@ -130,19 +120,11 @@ pub(crate) async fn run_guards(slots: Vec<Slot<'_>>, timeout: Duration) -> Vec<D
 async fn wait_with_deadline(mut join: JoinGuards<'_>, timeout: Duration) -> Vec<Decision> {
     // A Tokio runtime without its time driver panics when a timer is made: treat that, and the
     // absence of a runtime, as "no timer" and fail closed.
-    let sleep = tokio::runtime::Handle::try_current()
-        .ok()
-        .and_then(|_| catch_unwind(|| tokio::time::sleep(timeout)).ok());
+    let sleep =
+        tokio::runtime::Handle::try_current().ok().and_then(|_| catch_unwind(|| tokio::time::sleep(timeout)).ok());
     let Some(sleep) = sleep else { return finish(join, None) };
     let mut sleep = std::pin::pin!(sleep);
-    poll_fn(|cx| {
-        if Pin::new(&mut join).poll(cx).is_ready() {
-            Poll::Ready(())
-        } else {
-            sleep.as_mut().poll(cx)
-        }
-    })
-    .await;
+    poll_fn(|cx| if Pin::new(&mut join).poll(cx).is_ready() { Poll::Ready(()) } else { sleep.as_mut().poll(cx) }).await;
     finish(join, Some(timeout))
 }
 

@@ -213,11 +213,7 @@ fn scale_digits(digits: &str, point: i64) -> Option<i64> {
     let len = i64::try_from(digits.len()).ok()?;
     let mut value: i64 = 0;
     for i in 0..keep {
-        let d = if i < len {
-            i64::from(digits.as_bytes()[usize::try_from(i).ok()?] - b'0')
-        } else {
-            0
-        };
+        let d = if i < len { i64::from(digits.as_bytes()[usize::try_from(i).ok()?] - b'0') } else { 0 };
         // The first digit is not zero, so this overflows within 19 rounds for huge exponents.
         value = value.checked_mul(10)?.checked_add(d)?;
     }
@@ -319,14 +315,8 @@ mod tests {
         }
         assert!(matches!("-5".parse::<Money>(), Err(MoneyError::Negative(_))));
         assert!(matches!("1e400".parse::<Money>(), Err(MoneyError::Overflow(_))));
-        assert!(matches!(
-            "99999999999999999999".parse::<Money>(),
-            Err(MoneyError::Overflow(_))
-        ));
-        assert!(matches!(
-            "1e99999999999999999999".parse::<Money>(),
-            Err(MoneyError::Overflow(_))
-        ));
+        assert!(matches!("99999999999999999999".parse::<Money>(), Err(MoneyError::Overflow(_))));
+        assert!(matches!("1e99999999999999999999".parse::<Money>(), Err(MoneyError::Overflow(_))));
         assert_eq!(m("1e-99999999999999999999"), Money::ZERO);
     }
 
@@ -337,10 +327,7 @@ mod tests {
         assert_eq!(Money::from_json(&json!("2.50")).unwrap().micros(), 2_500_000);
         assert!(matches!(Money::from_json(&json!(-5)), Err(MoneyError::Negative(_))));
         for bad in [json!(true), json!({}), json!([]), json!(null)] {
-            assert!(
-                matches!(Money::from_json(&bad), Err(MoneyError::NotANumber(_))),
-                "{bad}"
-            );
+            assert!(matches!(Money::from_json(&bad), Err(MoneyError::NotANumber(_))), "{bad}");
         }
     }
 

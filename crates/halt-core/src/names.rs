@@ -179,37 +179,25 @@ impl NamePatterns {
             let raw = raw.as_ref();
             let p = normalize(raw).into_owned();
             if p.is_empty() {
-                return Err(PatternError {
-                    pattern: raw.to_owned(),
-                    reason: "pattern is empty".into(),
-                });
+                return Err(PatternError { pattern: raw.to_owned(), reason: "pattern is empty".into() });
             }
             let glob = globset::GlobBuilder::new(&fnmatch_to_globset(&p))
                 .literal_separator(false)
                 .backslash_escape(true)
                 .empty_alternates(false)
                 .build()
-                .map_err(|e| PatternError {
-                    pattern: raw.to_owned(),
-                    reason: e.kind().to_string(),
-                })?;
+                .map_err(|e| PatternError { pattern: raw.to_owned(), reason: e.kind().to_string() })?;
             builder.add(glob);
             kept.push(p);
         }
-        let set = builder.build().map_err(|e| PatternError {
-            pattern: kept.join(", "),
-            reason: e.to_string(),
-        })?;
+        let set = builder.build().map_err(|e| PatternError { pattern: kept.join(", "), reason: e.to_string() })?;
         Ok(Self { set, patterns: kept })
     }
 
     /// An empty set, which matches nothing.
     #[must_use]
     pub fn empty() -> Self {
-        Self {
-            set: globset::GlobSet::empty(),
-            patterns: Vec::new(),
-        }
+        Self { set: globset::GlobSet::empty(), patterns: Vec::new() }
     }
 
     /// True when no pattern was given.
@@ -242,11 +230,7 @@ impl NamePatterns {
         if self.patterns.is_empty() {
             return None;
         }
-        self.set
-            .matches(name)
-            .into_iter()
-            .min()
-            .map(|i| self.patterns[i].as_str())
+        self.set.matches(name).into_iter().min().map(|i| self.patterns[i].as_str())
     }
 }
 

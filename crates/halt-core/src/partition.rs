@@ -125,15 +125,9 @@ mod tests {
         assert_eq!("global".parse::<Partition>().unwrap().key(&ctx), "global");
         assert_eq!("agent".parse::<Partition>().unwrap().key(&ctx), "agent=a1");
         assert_eq!("session".parse::<Partition>().unwrap().key(&ctx), "session=s1");
-        assert_eq!(
-            "metadata:tenant".parse::<Partition>().unwrap().key(&ctx),
-            "meta.tenant=-"
-        );
+        assert_eq!("metadata:tenant".parse::<Partition>().unwrap().key(&ctx), "meta.tenant=-");
         let ctx = ctx.with_metadata(json!({"tenant": 7})).unwrap();
-        assert_eq!(
-            "metadata:tenant".parse::<Partition>().unwrap().key(&ctx),
-            "meta.tenant=7"
-        );
+        assert_eq!("metadata:tenant".parse::<Partition>().unwrap().key(&ctx), "meta.tenant=7");
         assert!("metadata:".parse::<Partition>().is_err());
         assert_eq!(
             "tenant".parse::<Partition>().unwrap_err().to_string(),

@@ -1,11 +1,6 @@
 //! Engine behaviour: priority, hooks, events, fail-safe paths, modifications, effects, settle.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code fails loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,11 +26,7 @@ fn call(name: &str) -> CallContext {
 }
 
 async fn spent(engine: &Engine, key: &str) -> i64 {
-    engine
-        .store()
-        .total(key, ReservingGuard::window(), engine.clock().now())
-        .await
-        .unwrap()
+    engine.store().total(key, ReservingGuard::window(), engine.clock().now()).await.unwrap()
 }
 
 #[tokio::test]
@@ -60,10 +51,7 @@ async fn most_restrictive_wins_and_ties_go_to_the_first_registered() {
     assert_eq!(o.final_decision().unwrap().guard(), "c");
     assert_eq!(o.denial_reasons(), ["c no", "d no"]);
     assert_eq!(o.approval_reasons(), ["b asks"]);
-    assert_eq!(
-        o.decisions().iter().map(|d| d.guard()).collect::<Vec<_>>(),
-        ["a", "b", "c", "d"]
-    );
+    assert_eq!(o.decisions().iter().map(|d| d.guard()).collect::<Vec<_>>(), ["a", "b", "c", "d"]);
     assert_eq!(o.max_risk_score(), 1.0);
 
     engine.set_enabled("c", false).unwrap();
@@ -83,17 +71,11 @@ async fn disabled_and_inapplicable_guards_are_not_evaluated() {
     let o = engine.evaluate(call("f")).await;
     assert!(o.is_allowed());
     assert_eq!(count.load(Ordering::SeqCst), 0);
-    assert!(
-        engine.evaluate(call("G")).await.is_denied(),
-        "applies sees the normalised name"
-    );
+    assert!(engine.evaluate(call("G")).await.is_denied(), "applies sees the normalised name");
     engine.set_enabled("a", true).unwrap();
     assert!(engine.evaluate(call("f")).await.is_denied());
     assert_eq!(count.load(Ordering::SeqCst), 1);
-    assert_eq!(
-        engine.set_enabled("zzz", true),
-        Err(EngineError::UnknownGuard("zzz".into()))
-    );
+    assert_eq!(engine.set_enabled("zzz", true), Err(EngineError::UnknownGuard("zzz".into())));
 }
 
 #[tokio::test]
@@ -150,25 +132,14 @@ async fn a_guard_past_the_timeout_denies_fail_safe() {
     assert!(o.is_denied());
     let d = o.final_decision().unwrap();
     assert_eq!(d.guard(), "slow");
-    assert!(
-        d.reason().contains("fail-safe") && d.reason().contains("250 ms"),
-        "{}",
-        d.reason()
-    );
-    assert_eq!(
-        o.decisions()[0].kind(),
-        DecisionKind::Allow,
-        "the fast guard still decided"
-    );
+    assert!(d.reason().contains("fail-safe") && d.reason().contains("250 ms"), "{}", d.reason());
+    assert_eq!(o.decisions()[0].kind(), DecisionKind::Allow, "the fast guard still decided");
 }
 
 #[test]
 fn a_pending_guard_without_a_timer_denies_fail_safe() {
     // Polled by a bare executor, outside any Tokio runtime: no timer can bound the guard.
-    let engine = Engine::builder()
-        .guard(FailingGuard::new("slow", Failure::Hang))
-        .build()
-        .unwrap();
+    let engine = Engine::builder().guard(FailingGuard::new("slow", Failure::Hang)).build().unwrap();
     let o = futures_lite_block_on(engine.evaluate(call("f")));
     assert!(o.is_denied());
     assert!(o.final_decision().unwrap().reason().contains("fail-safe"));
@@ -199,10 +170,7 @@ async fn modifications_compose_in_registration_order() {
     let o = engine.evaluate(ctx).await;
     assert!(o.is_allowed());
     assert_eq!(o.decision(), DecisionKind::Modify);
-    assert_eq!(
-        json!(o.modified_arguments().unwrap()),
-        json!({"a": 3, "b": 2, "keep": true})
-    );
+    assert_eq!(json!(o.modified_arguments().unwrap()), json!({"a": 3, "b": 2, "keep": true}));
 }
 
 #[tokio::test]
@@ -218,11 +186,7 @@ async fn pre_hooks_rewrite_and_refuse_post_hooks_observe() {
             Ok(())
         })
         .pre_hook(|ctx| {
-            if ctx.agent_id.as_deref() == Some("banned") {
-                Err(HookError("agent banned".into()))
-            } else {
-                Ok(())
-            }
+            if ctx.agent_id.as_deref() == Some("banned") { Err(HookError("agent banned".into())) } else { Ok(()) }
         })
         .post_hook(move |_, o| {
             if o.is_denied() {
@@ -232,10 +196,7 @@ async fn pre_hooks_rewrite_and_refuse_post_hooks_observe() {
         .post_hook(|_, _| panic!("a broken post-hook changes nothing"))
         .build()
         .unwrap();
-    assert!(
-        engine.evaluate(call("alias")).await.is_denied(),
-        "the rewritten name was evaluated"
-    );
+    assert!(engine.evaluate(call("alias")).await.is_denied(), "the rewritten name was evaluated");
     let o = engine.evaluate(call("read").with_agent("banned")).await;
     assert!(o.is_denied());
     assert!(o.denial_reasons()[0].contains("agent banned"));
@@ -250,11 +211,8 @@ async fn pre_hooks_rewrite_and_refuse_post_hooks_observe() {
 
 #[tokio::test]
 async fn events_stream_and_lagging_subscribers_lose_events_without_blocking() {
-    let engine = Engine::builder()
-        .guard(StaticGuard::new("a", Decision::allow("ok")))
-        .event_capacity(4)
-        .build()
-        .unwrap();
+    let engine =
+        Engine::builder().guard(StaticGuard::new("a", Decision::allow("ok"))).event_capacity(4).build().unwrap();
     let mut rx = engine.subscribe();
     let mut slow = engine.subscribe();
     for i in 0..10 {
@@ -269,10 +227,7 @@ async fn events_stream_and_lagging_subscribers_lose_events_without_blocking() {
         }
     }
     // The slow subscriber never read: it lost the oldest events and is told so.
-    assert!(matches!(
-        slow.recv().await,
-        Err(tokio::sync::broadcast::error::RecvError::Lagged(6))
-    ));
+    assert!(matches!(slow.recv().await, Err(tokio::sync::broadcast::error::RecvError::Lagged(6))));
     match slow.recv().await.unwrap() {
         EngineEvent::Evaluated { context, .. } => assert_eq!(context.call_id, "c6"),
         other => panic!("unexpected {other:?}"),
@@ -294,11 +249,7 @@ async fn monitor_mode_records_but_does_not_enforce() {
     assert_eq!(o.decision(), DecisionKind::Deny, "the would-be decision is kept");
     assert_eq!(o.denial_reasons(), ["would deny"]);
     assert!(matches!(rx.recv().await.unwrap(), EngineEvent::Evaluated { .. }));
-    assert_eq!(
-        spent(&engine, "k").await,
-        60 * CENT,
-        "the call runs, so its effects count"
-    );
+    assert_eq!(spent(&engine, "k").await, 60 * CENT, "the call runs, so its effects count");
     engine.set_mode(Mode::Enforce);
     assert!(engine.evaluate(call("f")).await.is_denied());
 }
@@ -336,23 +287,13 @@ async fn held_approvals_hold_then_commit_or_release() {
     let a = engine.evaluate(call("buy").with_call_id("a")).await;
     let b = engine.evaluate(call("buy").with_call_id("b")).await;
     assert!(a.needs_approval() && b.needs_approval());
-    assert_eq!(
-        spent(&engine, "k").await,
-        80 * CENT,
-        "pending approvals hold their reservations"
-    );
+    assert_eq!(spent(&engine, "k").await, 80 * CENT, "pending approvals hold their reservations");
     let c = engine.evaluate(call("buy").with_call_id("c")).await;
     assert!(c.is_denied(), "held amounts count against the limit");
 
-    engine
-        .resolve_approval("a", &ApprovalResponse::approve("alice"))
-        .await
-        .unwrap();
+    engine.resolve_approval("a", &ApprovalResponse::approve("alice")).await.unwrap();
     assert_eq!(spent(&engine, "k").await, 80 * CENT);
-    engine
-        .resolve_approval("b", &ApprovalResponse::refuse("bob"))
-        .await
-        .unwrap();
+    engine.resolve_approval("b", &ApprovalResponse::refuse("bob")).await.unwrap();
     assert_eq!(spent(&engine, "k").await, 40 * CENT, "refused: released");
     assert_eq!(
         engine.resolve_approval("a", &ApprovalResponse::approve("alice")).await,
@@ -374,9 +315,7 @@ async fn expired_approvals_release_and_cannot_be_granted() {
     clock.advance(Duration::from_secs(301));
     assert_eq!(spent(&engine, "k").await, 0, "expired: released");
     assert_eq!(
-        engine
-            .resolve_approval("late", &ApprovalResponse::approve("alice"))
-            .await,
+        engine.resolve_approval("late", &ApprovalResponse::approve("alice")).await,
         Err(ResolveError::NotPending("late".into()))
     );
 }
@@ -402,19 +341,14 @@ impl ApprovalHandler for Scripted {
 
 #[tokio::test]
 async fn an_approval_handler_decides_and_effects_follow() {
-    for (answer, approved, spent_after) in [
-        (Ok(true), true, 40 * CENT),
-        (Ok(false), false, 0),
-        (Err(ApprovalError::Channel("down".into())), false, 0),
-    ] {
+    for (answer, approved, spent_after) in
+        [(Ok(true), true, 40 * CENT), (Ok(false), false, 0), (Err(ApprovalError::Channel("down".into())), false, 0)]
+    {
         let asked = Arc::new(AtomicUsize::new(0));
         let engine = Engine::builder()
             .guard(ReservingGuard::new("spend", "k", 40 * CENT, ONE))
             .guard(StaticGuard::new("ask", Decision::require_approval("big purchase")))
-            .approval_handler(Scripted {
-                answer,
-                asked: Arc::clone(&asked),
-            })
+            .approval_handler(Scripted { answer, asked: Arc::clone(&asked) })
             .build()
             .unwrap();
         let o = engine.evaluate(call("buy")).await;
@@ -454,10 +388,7 @@ async fn an_approval_that_never_comes_is_refused_and_released() {
 
 #[tokio::test]
 async fn settle_replaces_the_estimate_with_the_actual_cost() {
-    let engine = Engine::builder()
-        .guard(ReservingGuard::new("spend", "k", 30 * CENT, ONE))
-        .build()
-        .unwrap();
+    let engine = Engine::builder().guard(ReservingGuard::new("spend", "k", 30 * CENT, ONE)).build().unwrap();
     let o = engine.evaluate(call("llm").with_call_id("c1")).await;
     assert!(o.is_allowed());
     assert_eq!(spent(&engine, "k").await, 30 * CENT);
@@ -466,38 +397,22 @@ async fn settle_replaces_the_estimate_with_the_actual_cost() {
     assert_eq!(spent(&engine, "k").await, 5 * CENT);
     // Settling again corrects the settlement, not the original estimate.
     engine.settle("c1", Money::from_micros(2 * ONE)).await.unwrap();
-    assert_eq!(
-        spent(&engine, "k").await,
-        2 * ONE,
-        "the actual cost may exceed the limit"
-    );
-    assert!(matches!(
-        engine.settle("nope", Money::ZERO).await,
-        Err(SettleError::UnknownCall(_))
-    ));
+    assert_eq!(spent(&engine, "k").await, 2 * ONE, "the actual cost may exceed the limit");
+    assert!(matches!(engine.settle("nope", Money::ZERO).await, Err(SettleError::UnknownCall(_))));
     // A denied call charged nothing, so there is nothing to settle.
     let o = engine.evaluate(call("llm").with_call_id("c2")).await;
     assert!(o.is_denied());
-    assert!(matches!(
-        engine.settle("c2", Money::ZERO).await,
-        Err(SettleError::UnknownCall(_))
-    ));
+    assert!(matches!(engine.settle("c2", Money::ZERO).await, Err(SettleError::UnknownCall(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_evaluations_allow_exactly_one_hundred() {
-    let engine = Engine::builder()
-        .guard(ReservingGuard::new("spend", "daily", CENT, ONE))
-        .build()
-        .unwrap();
+    let engine = Engine::builder().guard(ReservingGuard::new("spend", "daily", CENT, ONE)).build().unwrap();
     let mut tasks = Vec::new();
     for i in 0..1_000 {
         let engine = engine.clone();
         tasks.push(tokio::spawn(async move {
-            engine
-                .evaluate(call("llm").with_call_id(format!("c{i}")))
-                .await
-                .is_allowed()
+            engine.evaluate(call("llm").with_call_id(format!("c{i}"))).await.is_allowed()
         }));
     }
     let mut allowed = 0;
@@ -510,10 +425,7 @@ async fn a_thousand_concurrent_evaluations_allow_exactly_one_hundred() {
 
 #[tokio::test]
 async fn invalid_calls_are_denied_with_a_clear_reason() {
-    let engine = Engine::builder()
-        .guard(StaticGuard::new("a", Decision::allow("ok")))
-        .build()
-        .unwrap();
+    let engine = Engine::builder().guard(StaticGuard::new("a", Decision::allow("ok"))).build().unwrap();
     for (ctx, words) in [
         (call(""), "function_name: name is empty"),
         (call("  \u{200b} "), "function_name: name is empty"),
@@ -524,10 +436,7 @@ async fn invalid_calls_are_denied_with_a_clear_reason() {
         let o = engine.evaluate(ctx).await;
         assert!(o.is_denied());
         let reason = o.denial_reasons()[0];
-        assert!(
-            reason.starts_with("invalid call:") && reason.contains(words),
-            "{reason}"
-        );
+        assert!(reason.starts_with("invalid call:") && reason.contains(words), "{reason}");
         assert_eq!(o.final_decision().unwrap().guard(), "engine");
     }
 }
@@ -538,13 +447,9 @@ async fn the_engine_clock_stamps_calls_and_replay_follows_the_input() {
     let mut rx = engine.subscribe();
     let t = Timestamp::from_secs(1_000);
     engine.evaluate(call("f").with_timestamp(t)).await;
-    engine
-        .evaluate(call("f").with_timestamp(Timestamp::from_secs(10)))
-        .await;
+    engine.evaluate(call("f").with_timestamp(Timestamp::from_secs(10))).await;
     assert_eq!(engine.clock().now(), t, "never moves backwards");
-    let EngineEvent::Evaluated { context, .. } = rx.recv().await.unwrap() else {
-        panic!()
-    };
+    let EngineEvent::Evaluated { context, .. } = rx.recv().await.unwrap() else { panic!() };
     assert_eq!(context.timestamp, Some(1_000.0));
 
     // Any other clock ignores the caller's time.
@@ -552,46 +457,32 @@ async fn the_engine_clock_stamps_calls_and_replay_follows_the_input() {
     let engine = Engine::builder().clock(clock.clone()).build().unwrap();
     let mut rx = engine.subscribe();
     engine.evaluate(call("f").with_timestamp(Timestamp::from_secs(5))).await;
-    let EngineEvent::Evaluated { context, .. } = rx.recv().await.unwrap() else {
-        panic!()
-    };
+    let EngineEvent::Evaluated { context, .. } = rx.recv().await.unwrap() else { panic!() };
     assert_eq!(context.timestamp, Some(clock.now().as_secs_f64()));
 }
 
 #[test]
 fn the_blocking_wrapper_works_outside_a_runtime() {
-    let engine = Engine::builder()
-        .guard(StaticGuard::new("a", Decision::deny("no")))
-        .build()
-        .unwrap();
+    let engine = Engine::builder().guard(StaticGuard::new("a", Decision::deny("no"))).build().unwrap();
     assert!(engine.evaluate_blocking(call("f")).is_denied());
 }
 
 #[tokio::test]
 async fn the_blocking_wrapper_works_inside_a_current_thread_runtime() {
-    let engine = Engine::builder()
-        .guard(ReservingGuard::new("spend", "k", CENT, ONE))
-        .build()
-        .unwrap();
+    let engine = Engine::builder().guard(ReservingGuard::new("spend", "k", CENT, ONE)).build().unwrap();
     assert!(engine.evaluate_blocking(call("f")).is_allowed());
     assert_eq!(spent(&engine, "k").await, CENT);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_blocking_wrapper_works_inside_a_multi_thread_runtime() {
-    let engine = Engine::builder()
-        .guard(StaticGuard::new("a", Decision::require_approval("ask")))
-        .build()
-        .unwrap();
+    let engine = Engine::builder().guard(StaticGuard::new("a", Decision::require_approval("ask"))).build().unwrap();
     assert!(engine.evaluate_blocking(call("f")).needs_approval());
 }
 
 #[tokio::test]
 async fn a_failing_store_denies_fail_safe() {
-    let store = MemoryStore::with_config(halt_core::store::MemoryStoreConfig {
-        max_keys: 1,
-        ..Default::default()
-    });
+    let store = MemoryStore::with_config(halt_core::store::MemoryStoreConfig { max_keys: 1, ..Default::default() });
     let engine = Engine::builder()
         .guard(ReservingGuard::new("a", "k1", CENT, ONE))
         .guard(ReservingGuard::new("b", "k2", CENT, ONE))

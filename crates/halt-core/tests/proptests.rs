@@ -1,11 +1,6 @@
 //! Invariants: priority, normalisation, money.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code fails loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use halt_core::decision::most_restrictive;
 use halt_core::names::{NamePatterns, normalize};

@@ -28,13 +28,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     c.bench_function("budget_typical_call", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(halt_testing::bench::evaluate_and_commit(
-                &guard,
-                &store,
-                &ctx,
-                Duration::from_millis(1),
-                iters,
-            ))
+            rt.block_on(halt_testing::bench::evaluate_and_commit(&guard, &store, &ctx, Duration::from_millis(1), iters))
         });
     });
 }

@@ -86,10 +86,7 @@ impl BudgetConfig {
     /// A `warn_threshold` outside (0, 1], or an empty `cost_field`.
     pub fn validate(&self) -> Result<(), FactoryError> {
         if !(self.warn_threshold > 0.0 && self.warn_threshold <= 1.0) {
-            return Err(FactoryError::invalid(
-                "warn_threshold",
-                format!("{} is not in (0, 1]", self.warn_threshold),
-            ));
+            return Err(FactoryError::invalid("warn_threshold", format!("{} is not in (0, 1]", self.warn_threshold)));
         }
         if self.cost_field.trim().is_empty() {
             return Err(FactoryError::invalid("cost_field", "must not be empty"));
@@ -129,16 +126,8 @@ impl BudgetGuard {
     /// An invalid configuration ([`BudgetConfig::validate`]).
     pub fn named(name: &str, config: BudgetConfig) -> Result<Self, FactoryError> {
         config.validate()?;
-        let prices = config
-            .cost_estimator
-            .iter()
-            .map(|(k, v)| (normalize(k).into_owned(), *v))
-            .collect();
-        Ok(Self {
-            name: name.to_owned(),
-            config,
-            prices,
-        })
+        let prices = config.cost_estimator.iter().map(|(k, v)| (normalize(k).into_owned(), *v)).collect();
+        Ok(Self { name: name.to_owned(), config, prices })
     }
 
     /// The settings.
@@ -160,9 +149,7 @@ impl BudgetGuard {
             });
         }
         if let Some(v) = call.context().metadata.get(field) {
-            return Money::from_json(v)
-                .map(|m| (m, "metadata"))
-                .map_err(|e| (format!("metadata.{field}"), e));
+            return Money::from_json(v).map(|m| (m, "metadata")).map_err(|e| (format!("metadata.{field}"), e));
         }
         Ok(price.map_or((self.config.default_cost, "default_cost"), |p| (p, "cost_estimator")))
     }
@@ -185,10 +172,9 @@ impl BudgetGuard {
         }
         let now = call.now();
         let part = c.partition_by.key(ctx);
-        for (label, limit, span) in [
-            ("daily", c.max_daily_spend, now.utc_day()),
-            ("monthly", c.max_monthly_spend, now.utc_month()),
-        ] {
+        for (label, limit, span) in
+            [("daily", c.max_daily_spend, now.utc_day()), ("monthly", c.max_monthly_spend, now.utc_month())]
+        {
             let Some(limit) = limit else { continue };
             windows.push(Charge {
                 label,
@@ -225,10 +211,8 @@ impl Guard for BudgetGuard {
         if let Some(max) = self.config.max_call_cost
             && cost > max
         {
-            return Ok(
-                Decision::deny(format!("Call cost {cost} exceeds the per-call limit of {max}"))
-                    .with_details(json!({"window": "call", "cost": cost, "source": source, "limit": max})),
-            );
+            return Ok(Decision::deny(format!("Call cost {cost} exceeds the per-call limit of {max}"))
+                .with_details(json!({"window": "call", "cost": cost, "source": source, "limit": max})));
         }
         let windows = self.windows(call, cost);
         if windows.is_empty() {
@@ -254,11 +238,7 @@ impl Guard for BudgetGuard {
             let warn_at = w.limit.scale(self.config.warn_threshold);
             if *total > warn_at.micros() {
                 let total = Money::from_micros(*total);
-                let ratio = if w.limit.micros() == 0 {
-                    1.0
-                } else {
-                    total.as_f64() / w.limit.as_f64()
-                };
+                let ratio = if w.limit.micros() == 0 { 1.0 } else { total.as_f64() / w.limit.as_f64() };
                 return Ok(Decision::require_approval(format!(
                     "{} spend would reach {total} of {} ({:.0}%), past the warning threshold of {:.0}%",
                     capitalise(w.label),
@@ -282,15 +262,11 @@ impl Guard for BudgetGuard {
 
 fn capitalise(s: &str) -> String {
     let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().chain(c).collect())
-        .unwrap_or_default()
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
 /// The factory that builds budget guards from configuration (YAML type `budget`).
 #[must_use]
 pub fn factory() -> impl halt_core::GuardFactory {
-    TypedFactory::new(KIND, |name: &str, config: BudgetConfig| {
-        BudgetGuard::named(name, config)
-    })
+    TypedFactory::new(KIND, |name: &str, config: BudgetConfig| BudgetGuard::named(name, config))
 }

@@ -134,11 +134,7 @@ impl DeletionGuard {
         if config.resource_field.trim().is_empty() {
             return Err(FactoryError::invalid("resource_field", "must not be empty"));
         }
-        let functions: Vec<String> = config
-            .deletion_functions
-            .iter()
-            .map(|f| normalize(f).into_owned())
-            .collect();
+        let functions: Vec<String> = config.deletion_functions.iter().map(|f| normalize(f).into_owned()).collect();
         if functions.iter().any(String::is_empty) {
             return Err(FactoryError::invalid("deletion_functions", "entries must not be empty"));
         }
@@ -185,9 +181,7 @@ impl DeletionGuard {
         let f = call.function();
         let args = call.arguments();
         HARD_WORDS.iter().any(|w| f.contains(w))
-            || ["permanent", "hard_delete"]
-                .iter()
-                .any(|k| args.get(*k).is_some_and(is_truthy))
+            || ["permanent", "hard_delete"].iter().any(|k| args.get(*k).is_some_and(is_truthy))
     }
 }
 
@@ -259,10 +253,8 @@ impl Guard for DeletionGuard {
         if let Some(max) = c.max_bulk_delete
             && n > max
         {
-            return Ok(
-                Decision::deny(format!("Bulk deletion of {n} resources exceeds the limit of {max}"))
-                    .with_details(json!({"rule": "max_bulk_delete", "targets": n, "limit": max})),
-            );
+            return Ok(Decision::deny(format!("Bulk deletion of {n} resources exceeds the limit of {max}"))
+                .with_details(json!({"rule": "max_bulk_delete", "targets": n, "limit": max})));
         }
         // Counts and the cooldown are reserved together, atomically, and kept only if the call runs.
         let mut counters = Vec::with_capacity(3);
@@ -273,12 +265,7 @@ impl Guard for DeletionGuard {
         }
         if let (Some(max), Some(session)) = (c.max_deletions_per_session, call.context().session_id.as_deref()) {
             let k = key(&["deletion", &self.name, "session", session]);
-            counters.push(CounterSpec::new(
-                k,
-                Window::Idle { idle: SESSION_IDLE },
-                i64::from(n),
-                Some(i64::from(max)),
-            ));
+            counters.push(CounterSpec::new(k, Window::Idle { idle: SESSION_IDLE }, i64::from(n), Some(i64::from(max))));
             labels.push("session");
         }
         if let Some(max) = c.max_deletions_per_day {
@@ -293,12 +280,7 @@ impl Guard for DeletionGuard {
             labels.push("daily");
         }
         if !counters.is_empty()
-            && let ReserveOutcome::Rejected {
-                index,
-                current,
-                limit,
-                retry_at,
-            } = call.reserve(counters).await?
+            && let ReserveOutcome::Rejected { index, current, limit, retry_at } = call.reserve(counters).await?
         {
             return Ok(match labels[index] {
                 "cooldown" => self.cooldown_denial(now, retry_at),
@@ -310,10 +292,8 @@ impl Guard for DeletionGuard {
             });
         }
         if targets.is_empty() {
-            return Ok(
-                Decision::require_approval("Deletion with no identifiable target needs approval")
-                    .with_details(json!({"rule": "no_target"})),
-            );
+            return Ok(Decision::require_approval("Deletion with no identifiable target needs approval")
+                .with_details(json!({"rule": "no_target"})));
         }
         for t in &targets {
             if let Some(p) = self.protected.first_match_normalized(t) {
@@ -330,10 +310,8 @@ impl Guard for DeletionGuard {
             }
         }
         if c.require_approval_always {
-            return Ok(
-                Decision::require_approval(format!("Deletion of {n} resource(s) needs approval"))
-                    .with_details(json!({"rule": "require_approval_always", "targets": targets})),
-            );
+            return Ok(Decision::require_approval(format!("Deletion of {n} resource(s) needs approval"))
+                .with_details(json!({"rule": "require_approval_always", "targets": targets})));
         }
         Ok(Decision::allow("Deletion within policy"))
     }
@@ -347,19 +325,14 @@ impl DeletionGuard {
     /// The denial for a deletion inside the cooldown, saying how long is left.
     fn cooldown_denial(&self, now: Timestamp, retry_at: Option<Timestamp>) -> Decision {
         let secs = retry_at.map_or(self.cooldown, |t| t.since(now)).as_secs_f64();
-        Decision::deny(format!(
-            "Deletion cooldown active: {secs:.1}s left of {}s",
-            self.config.cooldown_seconds
-        ))
-        .with_retry_after(secs)
-        .with_details(json!({"rule": "cooldown", "seconds_left": secs}))
+        Decision::deny(format!("Deletion cooldown active: {secs:.1}s left of {}s", self.config.cooldown_seconds))
+            .with_retry_after(secs)
+            .with_details(json!({"rule": "cooldown", "seconds_left": secs}))
     }
 }
 
 /// The factory that builds deletion guards from configuration (YAML type `deletion`).
 #[must_use]
 pub fn factory() -> impl halt_core::GuardFactory {
-    TypedFactory::new(KIND, |name: &str, config: DeletionConfig| {
-        DeletionGuard::named(name, config)
-    })
+    TypedFactory::new(KIND, |name: &str, config: DeletionConfig| DeletionGuard::named(name, config))
 }

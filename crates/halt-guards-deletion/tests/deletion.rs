@@ -1,11 +1,6 @@
 //! Deletion guard: every rule and boundary, targets, evasions, effects.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code fails loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::time::Duration;
 
@@ -38,10 +33,7 @@ fn del(name: &str, args: Value) -> CallContext {
 
 fn decide(e: &Engine, name: &str, args: Value) -> (DecisionKind, String) {
     let o = e.evaluate_blocking(del(name, args));
-    (
-        o.decision(),
-        o.final_decision().map(|d| d.reason().to_owned()).unwrap_or_default(),
-    )
+    (o.decision(), o.final_decision().map(|d| d.reason().to_owned()).unwrap_or_default())
 }
 
 #[test]
@@ -67,14 +59,8 @@ fn applies_to_deletion_words_only() {
 #[test]
 fn soft_delete_only_refuses_hard_deletions() {
     let (e, _) = setup(json!({"soft_delete_only": true}));
-    assert_eq!(
-        decide(&e, "delete_file", json!({"resource_id": "f1"})).0,
-        DecisionKind::Allow
-    );
-    assert_eq!(
-        decide(&e, "trash_item", json!({"resource_id": "f1"})).0,
-        DecisionKind::Allow
-    );
+    assert_eq!(decide(&e, "delete_file", json!({"resource_id": "f1"})).0, DecisionKind::Allow);
+    assert_eq!(decide(&e, "trash_item", json!({"resource_id": "f1"})).0, DecisionKind::Allow);
     for (f, args) in [
         ("hard_delete", json!({"resource_id": "f1"})),
         ("purge_cache", json!({"resource_id": "c"})),
@@ -87,10 +73,7 @@ fn soft_delete_only_refuses_hard_deletions() {
         assert_eq!(k, DecisionKind::Deny, "{f}");
         assert!(r.contains("soft"), "{r}");
     }
-    assert_eq!(
-        decide(&e, "delete_file", json!({"resource_id": "f1", "permanent": false})).0,
-        DecisionKind::Allow
-    );
+    assert_eq!(decide(&e, "delete_file", json!({"resource_id": "f1", "permanent": false})).0, DecisionKind::Allow);
 }
 
 #[test]
@@ -98,10 +81,7 @@ fn cooldown_counts_only_deletions_that_ran() {
     let (e, clock) = setup(json!({"cooldown_seconds": 5.0}));
     let at = |secs: f64| clock.set(Timestamp::from_secs_f64(NOON as f64 + secs).unwrap());
     at(0.0);
-    assert_eq!(
-        decide(&e, "delete_x", json!({"resource_id": "a"})).0,
-        DecisionKind::Allow
-    );
+    assert_eq!(decide(&e, "delete_x", json!({"resource_id": "a"})).0, DecisionKind::Allow);
     at(2.0);
     let (k, r) = decide(&e, "delete_x", json!({"resource_id": "b"}));
     assert_eq!(k, DecisionKind::Deny);
@@ -114,63 +94,31 @@ fn cooldown_counts_only_deletions_that_ran() {
     );
     at(5.1);
     // Denied by another guard: no cooldown starts.
-    assert_eq!(
-        decide(&e, "delete_blocked", json!({"resource_id": "d"})).0,
-        DecisionKind::Deny
-    );
+    assert_eq!(decide(&e, "delete_blocked", json!({"resource_id": "d"})).0, DecisionKind::Deny);
     at(5.2);
-    assert_eq!(
-        decide(&e, "delete_x", json!({"resource_id": "e"})).0,
-        DecisionKind::Allow
-    );
+    assert_eq!(decide(&e, "delete_x", json!({"resource_id": "e"})).0, DecisionKind::Allow);
     at(10.3);
-    assert_eq!(
-        decide(&e, "delete_x", json!({"resource_id": "f"})).0,
-        DecisionKind::Allow
-    );
+    assert_eq!(decide(&e, "delete_x", json!({"resource_id": "f"})).0, DecisionKind::Allow);
 }
 
 #[test]
 fn bulk_session_and_daily_limits_count_every_target() {
     let (e, clock) = setup(json!({"max_bulk_delete": 3, "max_deletions_per_session": 5, "max_deletions_per_day": 7}));
-    assert_eq!(
-        decide(&e, "delete_many", json!({"ids": ["a", "b", "c"]})).0,
-        DecisionKind::Allow,
-        "at the bulk limit"
-    );
+    assert_eq!(decide(&e, "delete_many", json!({"ids": ["a", "b", "c"]})).0, DecisionKind::Allow, "at the bulk limit");
     let (k, r) = decide(&e, "delete_many", json!({"ids": ["a", "b", "c", "d"]}));
-    assert_eq!(
-        (k, r.as_str()),
-        (
-            DecisionKind::Deny,
-            "Bulk deletion of 4 resources exceeds the limit of 3"
-        )
-    );
+    assert_eq!((k, r.as_str()), (DecisionKind::Deny, "Bulk deletion of 4 resources exceeds the limit of 3"));
     assert_eq!(
         decide(&e, "delete_many", json!({"resource_id": "x", "targets": ["y"]})).0,
         DecisionKind::Allow,
         "5 in session"
     );
     let (k, r) = decide(&e, "delete_one", json!({"id": "z"}));
-    assert_eq!(
-        (k, r.as_str()),
-        (
-            DecisionKind::Deny,
-            "Session deletion limit reached: 5 deleted + 1 would pass 5"
-        )
-    );
-    let other = |ids: Value| {
-        CallContext::new("delete_x")
-            .with_session("s2")
-            .with_arguments(json!({"ids": ids}))
-            .unwrap()
-    };
+    assert_eq!((k, r.as_str()), (DecisionKind::Deny, "Session deletion limit reached: 5 deleted + 1 would pass 5"));
+    let other =
+        |ids: Value| CallContext::new("delete_x").with_session("s2").with_arguments(json!({"ids": ids})).unwrap();
     assert!(e.evaluate_blocking(other(json!(["1", "2"]))).is_allowed(), "7 today");
     let o = e.evaluate_blocking(other(json!(["3"])));
-    assert_eq!(
-        o.denial_reasons(),
-        ["Daily deletion limit reached: 7 deleted + 1 would pass 7"]
-    );
+    assert_eq!(o.denial_reasons(), ["Daily deletion limit reached: 7 deleted + 1 would pass 7"]);
     clock.advance(Duration::from_secs(12 * 3600));
     assert!(e.evaluate_blocking(other(json!(["3"]))).is_allowed(), "a new day");
 }
@@ -178,24 +126,13 @@ fn bulk_session_and_daily_limits_count_every_target() {
 #[test]
 fn counts_change_only_when_the_deletion_runs() {
     let (e, _) = setup(json!({"max_deletions_per_session": 2}));
-    assert_eq!(
-        decide(&e, "delete_blocked", json!({"ids": ["a", "b"]})).0,
-        DecisionKind::Deny
-    );
+    assert_eq!(decide(&e, "delete_blocked", json!({"ids": ["a", "b"]})).0, DecisionKind::Deny);
     let o = e.evaluate_blocking(del("delete_ask", json!({"ids": ["a", "b"]})).with_call_id("ask1"));
     assert!(o.needs_approval());
-    assert_eq!(
-        decide(&e, "delete_x", json!({"id": "c"})).0,
-        DecisionKind::Deny,
-        "the pending two are held"
-    );
+    assert_eq!(decide(&e, "delete_x", json!({"id": "c"})).0, DecisionKind::Deny, "the pending two are held");
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    rt.block_on(e.resolve_approval("ask1", &ApprovalResponse::refuse("bob")))
-        .unwrap();
-    assert_eq!(
-        decide(&e, "delete_x", json!({"ids": ["c", "d"]})).0,
-        DecisionKind::Allow
-    );
+    rt.block_on(e.resolve_approval("ask1", &ApprovalResponse::refuse("bob"))).unwrap();
+    assert_eq!(decide(&e, "delete_x", json!({"ids": ["c", "d"]})).0, DecisionKind::Allow);
     assert_eq!(decide(&e, "delete_x", json!({"id": "e"})).0, DecisionKind::Deny);
 }
 
@@ -203,17 +140,8 @@ fn counts_change_only_when_the_deletion_runs() {
 fn no_target_needs_approval() {
     let (e, _) = setup(json!({}));
     let (k, r) = decide(&e, "delete_everything", json!({}));
-    assert_eq!(
-        (k, r.as_str()),
-        (
-            DecisionKind::RequireApproval,
-            "Deletion with no identifiable target needs approval"
-        )
-    );
-    assert_eq!(
-        decide(&e, "delete_x", json!({"ids": []})).0,
-        DecisionKind::RequireApproval
-    );
+    assert_eq!((k, r.as_str()), (DecisionKind::RequireApproval, "Deletion with no identifiable target needs approval"));
+    assert_eq!(decide(&e, "delete_x", json!({"ids": []})).0, DecisionKind::RequireApproval);
 }
 
 #[test]
@@ -226,24 +154,14 @@ fn patterns_protection_and_evasions() {
     let t = |id: &str| decide(&e, "delete_file", json!({"resource_id": id}));
     assert_eq!(t("temp_file_001").0, DecisionKind::Allow);
     assert_eq!(t("draft_7").0, DecisionKind::Allow);
-    assert_eq!(
-        t("inbox"),
-        (DecisionKind::Deny, "'inbox' is protected ('inbox')".into())
-    );
+    assert_eq!(t("inbox"), (DecisionKind::Deny, "'inbox' is protected ('inbox')".into()));
     assert_eq!(t("INBOX").0, DecisionKind::Deny);
     assert_eq!(t("ｉｎｂｏｘ").0, DecisionKind::Deny);
     assert_eq!(t("in\u{200b}box").0, DecisionKind::Deny);
-    assert_eq!(
-        t("temp_/../inbox"),
-        (DecisionKind::Deny, "'inbox' is protected ('inbox')".into())
-    );
+    assert_eq!(t("temp_/../inbox"), (DecisionKind::Deny, "'inbox' is protected ('inbox')".into()));
     assert_eq!(t("temp_backup").0, DecisionKind::Deny);
     assert_eq!(t("db_production").0, DecisionKind::Deny);
-    assert_eq!(
-        t("important_document").0,
-        DecisionKind::Deny,
-        "matches no allow pattern"
-    );
+    assert_eq!(t("important_document").0, DecisionKind::Deny, "matches no allow pattern");
     let (k, r) = t("../etc/passwd");
     assert_eq!(k, DecisionKind::Deny);
     assert!(r.contains("climbs above its root"), "{r}");
@@ -252,39 +170,19 @@ fn patterns_protection_and_evasions() {
     let (k, r) = decide(&e, "delete_files", json!({"resource_ids": ["temp_1", "sent"]}));
     assert_eq!((k, r.as_str()), (DecisionKind::Deny, "'sent' is protected ('sent')"));
     assert_eq!(
-        decide(
-            &e,
-            "delete_files",
-            json!({"items": [{"id": "temp_1"}, {"name": "cache_2"}]})
-        )
-        .0,
+        decide(&e, "delete_files", json!({"items": [{"id": "temp_1"}, {"name": "cache_2"}]})).0,
         DecisionKind::Allow
     );
-    assert_eq!(
-        decide(&e, "delete_files", json!({"items": [{"size": 1}]})).0,
-        DecisionKind::Deny
-    );
-    assert_eq!(
-        decide(&e, "delete_files", json!({"targets": [true]})).0,
-        DecisionKind::Deny
-    );
-    assert_eq!(
-        decide(&e, "delete_file", json!({"path": "/tmp/../inbox"})).0,
-        DecisionKind::Deny
-    );
+    assert_eq!(decide(&e, "delete_files", json!({"items": [{"size": 1}]})).0, DecisionKind::Deny);
+    assert_eq!(decide(&e, "delete_files", json!({"targets": [true]})).0, DecisionKind::Deny);
+    assert_eq!(decide(&e, "delete_file", json!({"path": "/tmp/../inbox"})).0, DecisionKind::Deny);
 }
 
 #[test]
 fn approval_always() {
     let (e, _) = setup(json!({"require_approval_always": true, "protected_resources": ["inbox"]}));
-    assert_eq!(
-        decide(&e, "delete_file", json!({"resource_id": "x"})).0,
-        DecisionKind::RequireApproval
-    );
-    assert_eq!(
-        decide(&e, "delete_file", json!({"resource_id": "inbox"})).0,
-        DecisionKind::Deny
-    );
+    assert_eq!(decide(&e, "delete_file", json!({"resource_id": "x"})).0, DecisionKind::RequireApproval);
+    assert_eq!(decide(&e, "delete_file", json!({"resource_id": "inbox"})).0, DecisionKind::Deny);
 }
 
 #[test]

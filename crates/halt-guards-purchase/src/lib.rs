@@ -137,11 +137,7 @@ impl PurchaseGuard {
                 .iter()
                 .map(|i| {
                     let n = normalize(i).into_owned();
-                    if n.is_empty() {
-                        Err(FactoryError::invalid(field, "entries must not be empty"))
-                    } else {
-                        Ok(n)
-                    }
+                    if n.is_empty() { Err(FactoryError::invalid(field, "entries must not be empty")) } else { Ok(n) }
                 })
                 .collect()
         };
@@ -179,9 +175,8 @@ impl PurchaseGuard {
 
     fn category(&self, call: &Call<'_>) -> Option<String> {
         let args = call.arguments();
-        let value = args
-            .get(&self.config.category_field)
-            .or_else(|| args.get("item").and_then(|i| i.get("category")))?;
+        let value =
+            args.get(&self.config.category_field).or_else(|| args.get("item").and_then(|i| i.get("category")))?;
         match value {
             Value::String(s) => Some(normalize(s).into_owned()),
             Value::Null => None,
@@ -206,24 +201,17 @@ impl Guard for PurchaseGuard {
         let amount = match self.amount(call) {
             Amount::Known(m) => m,
             Amount::Unknown(why) => {
-                return Ok(Decision::require_approval(format!(
-                    "Cannot determine purchase amount ({why})"
-                )));
+                return Ok(Decision::require_approval(format!("Cannot determine purchase amount ({why})")));
             }
             Amount::Invalid(field, e) => {
                 return Ok(Decision::deny(format!("Invalid purchase amount: `{field}` {e}")));
             }
         };
         if let Some(stated) = call.arguments().get("currency") {
-            let matches = stated
-                .as_str()
-                .is_some_and(|s| s.trim().eq_ignore_ascii_case(c.currency.trim()));
+            let matches = stated.as_str().is_some_and(|s| s.trim().eq_ignore_ascii_case(c.currency.trim()));
             if !matches {
-                return Ok(Decision::deny(format!(
-                    "Currency {stated} is not the configured currency {}",
-                    c.currency
-                ))
-                .with_details(json!({"currency": stated, "expected": c.currency})));
+                return Ok(Decision::deny(format!("Currency {stated} is not the configured currency {}", c.currency))
+                    .with_details(json!({"currency": stated, "expected": c.currency})));
             }
         }
         let category = self.category(call);
@@ -234,23 +222,17 @@ impl Guard for PurchaseGuard {
                 .with_details(json!({"category": cat, "blocked": b})));
         }
         if !self.allowed.is_empty()
-            && !category
-                .as_ref()
-                .is_some_and(|cat| self.allowed.iter().any(|a| cat.contains(a.as_str())))
+            && !category.as_ref().is_some_and(|cat| self.allowed.iter().any(|a| cat.contains(a.as_str())))
         {
             let shown = category.as_deref().unwrap_or("(none)");
-            return Ok(
-                Decision::deny(format!("Category '{shown}' is not among the allowed categories"))
-                    .with_details(json!({"category": category, "allowed": self.allowed})),
-            );
+            return Ok(Decision::deny(format!("Category '{shown}' is not among the allowed categories"))
+                .with_details(json!({"category": category, "allowed": self.allowed})));
         }
         if let Some(max) = c.max_single_purchase
             && amount > max
         {
-            return Ok(Decision::deny(format!(
-                "Purchase of {amount} exceeds the single-purchase limit of {max}"
-            ))
-            .with_details(json!({"amount": amount, "limit": max})));
+            return Ok(Decision::deny(format!("Purchase of {amount} exceeds the single-purchase limit of {max}"))
+                .with_details(json!({"amount": amount, "limit": max})));
         }
         let day = call.now().utc_day();
         let window = Window::Bucket { expires_at: day.end };
@@ -270,16 +252,9 @@ impl Guard for PurchaseGuard {
         ];
         let totals = match call.reserve(counters).await? {
             ReserveOutcome::Reserved { totals, .. } => totals,
-            ReserveOutcome::Rejected {
-                index: 0,
-                current,
-                limit,
-                ..
-            } => {
-                return Ok(
-                    Decision::deny(format!("Daily purchase count limit reached: {current}/{limit}"))
-                        .with_details(json!({"count": current, "limit": limit})),
-                );
+            ReserveOutcome::Rejected { index: 0, current, limit, .. } => {
+                return Ok(Decision::deny(format!("Daily purchase count limit reached: {current}/{limit}"))
+                    .with_details(json!({"count": current, "limit": limit})));
             }
             ReserveOutcome::Rejected { current, limit, .. } => {
                 let (spent, limit) = (Money::from_micros(current), Money::from_micros(limit));
@@ -292,13 +267,9 @@ impl Guard for PurchaseGuard {
         if let Some(threshold) = c.require_approval_above
             && amount > threshold
         {
-            let risk = c.max_single_purchase.map_or(0.7, |max| {
-                if max.micros() == 0 {
-                    1.0
-                } else {
-                    (amount.as_f64() / max.as_f64()).min(1.0)
-                }
-            });
+            let risk = c
+                .max_single_purchase
+                .map_or(0.7, |max| if max.micros() == 0 { 1.0 } else { (amount.as_f64() / max.as_f64()).min(1.0) });
             return Ok(Decision::require_approval(format!(
                 "Purchase of {amount} is above the approval threshold of {threshold}"
             ))
@@ -317,7 +288,5 @@ impl Guard for PurchaseGuard {
 /// The factory that builds purchase guards from configuration (YAML type `purchase`).
 #[must_use]
 pub fn factory() -> impl halt_core::GuardFactory {
-    TypedFactory::new(KIND, |name: &str, config: PurchaseConfig| {
-        PurchaseGuard::named(name, config)
-    })
+    TypedFactory::new(KIND, |name: &str, config: PurchaseConfig| PurchaseGuard::named(name, config))
 }

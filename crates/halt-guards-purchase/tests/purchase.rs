@@ -1,11 +1,6 @@
 //! Purchase guard: every rule and boundary, bad amounts, effects, concurrency.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code fails loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::time::Duration;
 
@@ -25,11 +20,7 @@ fn m(s: &str) -> Money {
 
 fn engine(config: PurchaseConfig) -> (Engine, ManualClock) {
     let clock = ManualClock::new(Timestamp::from_secs(NOON));
-    let e = Engine::builder()
-        .guard(PurchaseGuard::new(config).unwrap())
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let e = Engine::builder().guard(PurchaseGuard::new(config).unwrap()).clock(clock.clone()).build().unwrap();
     (e, clock)
 }
 
@@ -39,10 +30,7 @@ fn buy(args: Value) -> CallContext {
 
 async fn decide(e: &Engine, args: Value) -> (DecisionKind, String) {
     let o = e.evaluate(buy(args)).await;
-    (
-        o.decision(),
-        o.decisions().first().map(|d| d.reason().to_owned()).unwrap_or_default(),
-    )
+    (o.decision(), o.decisions().first().map(|d| d.reason().to_owned()).unwrap_or_default())
 }
 
 fn basic() -> PurchaseConfig {
@@ -59,23 +47,12 @@ fn basic() -> PurchaseConfig {
 #[tokio::test]
 async fn applies_only_to_purchase_functions() {
     let (e, _) = engine(basic());
-    for name in [
-        "purchase_item",
-        "BUY_now",
-        "place_order",
-        "checkout",
-        "ｐａｙ_invoice",
-        "transfer_funds",
-    ] {
-        let o = e
-            .evaluate(CallContext::new(name).with_arguments(json!({"amount": 500})).unwrap())
-            .await;
+    for name in ["purchase_item", "BUY_now", "place_order", "checkout", "ｐａｙ_invoice", "transfer_funds"] {
+        let o = e.evaluate(CallContext::new(name).with_arguments(json!({"amount": 500})).unwrap()).await;
         assert!(o.is_denied(), "{name} is a purchase");
     }
     for name in ["get_price", "list_items", "send_email"] {
-        let o = e
-            .evaluate(CallContext::new(name).with_arguments(json!({"amount": 500})).unwrap())
-            .await;
+        let o = e.evaluate(CallContext::new(name).with_arguments(json!({"amount": 500})).unwrap()).await;
         assert!(o.decisions().is_empty(), "{name} is not a purchase");
     }
 }
@@ -84,14 +61,8 @@ async fn applies_only_to_purchase_functions() {
 async fn amounts_are_read_from_the_field_then_fallbacks() {
     let (e, _) = engine(basic());
     assert_eq!(decide(&e, json!({"price": 200})).await.0, DecisionKind::Deny);
-    assert_eq!(
-        decide(&e, json!({"total": "75"})).await.0,
-        DecisionKind::RequireApproval
-    );
-    assert_eq!(
-        decide(&e, json!({"cost": 10, "value": 999})).await.0,
-        DecisionKind::Allow
-    );
+    assert_eq!(decide(&e, json!({"total": "75"})).await.0, DecisionKind::RequireApproval);
+    assert_eq!(decide(&e, json!({"cost": 10, "value": 999})).await.0, DecisionKind::Allow);
     let (kind, reason) = decide(&e, json!({"item": "pen"})).await;
     assert_eq!(kind, DecisionKind::RequireApproval);
     assert!(reason.starts_with("Cannot determine purchase amount"), "{reason}");
@@ -124,51 +95,22 @@ async fn bad_amounts_table() {
 #[tokio::test]
 async fn currency_must_match() {
     let (e, _) = engine(basic());
-    assert_eq!(
-        decide(&e, json!({"amount": 5, "currency": "usd"})).await.0,
-        DecisionKind::Allow
-    );
+    assert_eq!(decide(&e, json!({"amount": 5, "currency": "usd"})).await.0, DecisionKind::Allow);
     let (kind, reason) = decide(&e, json!({"amount": 5, "currency": "EUR"})).await;
     assert_eq!(kind, DecisionKind::Deny);
-    assert!(
-        reason.contains("\"EUR\" is not the configured currency USD"),
-        "{reason}"
-    );
-    assert_eq!(
-        decide(&e, json!({"amount": 5, "currency": 840})).await.0,
-        DecisionKind::Deny
-    );
+    assert!(reason.contains("\"EUR\" is not the configured currency USD"), "{reason}");
+    assert_eq!(decide(&e, json!({"amount": 5, "currency": 840})).await.0, DecisionKind::Deny);
 }
 
 #[tokio::test]
 async fn categories_block_by_containment_and_allow_lists_restrict() {
     let (e, _) = engine(basic());
-    assert_eq!(
-        decide(&e, json!({"amount": 10, "category": "Luxury_Goods"})).await.0,
-        DecisionKind::Deny
-    );
-    assert_eq!(
-        decide(&e, json!({"amount": 10, "item": {"category": "online gambling"}}))
-            .await
-            .0,
-        DecisionKind::Deny
-    );
-    assert_eq!(
-        decide(&e, json!({"amount": 10, "category": "office"})).await.0,
-        DecisionKind::Allow
-    );
-    let (e, _) = engine(PurchaseConfig {
-        allowed_categories: vec!["office".into(), "books".into()],
-        ..basic()
-    });
-    assert_eq!(
-        decide(&e, json!({"amount": 10, "category": "Office_Supplies"})).await.0,
-        DecisionKind::Allow
-    );
-    assert_eq!(
-        decide(&e, json!({"amount": 10, "category": "toys"})).await.0,
-        DecisionKind::Deny
-    );
+    assert_eq!(decide(&e, json!({"amount": 10, "category": "Luxury_Goods"})).await.0, DecisionKind::Deny);
+    assert_eq!(decide(&e, json!({"amount": 10, "item": {"category": "online gambling"}})).await.0, DecisionKind::Deny);
+    assert_eq!(decide(&e, json!({"amount": 10, "category": "office"})).await.0, DecisionKind::Allow);
+    let (e, _) = engine(PurchaseConfig { allowed_categories: vec!["office".into(), "books".into()], ..basic() });
+    assert_eq!(decide(&e, json!({"amount": 10, "category": "Office_Supplies"})).await.0, DecisionKind::Allow);
+    assert_eq!(decide(&e, json!({"amount": 10, "category": "toys"})).await.0, DecisionKind::Deny);
     let (kind, reason) = decide(&e, json!({"amount": 10})).await;
     assert_eq!(kind, DecisionKind::Deny, "no category is not an allowed one");
     assert!(reason.contains("(none)"), "{reason}");
@@ -177,50 +119,26 @@ async fn categories_block_by_containment_and_allow_lists_restrict() {
 #[tokio::test]
 async fn single_purchase_and_approval_thresholds() {
     let (e, _) = engine(basic());
-    assert_eq!(
-        decide(&e, json!({"amount": 100})).await.0,
-        DecisionKind::RequireApproval,
-        "at the limit, above 50"
-    );
+    assert_eq!(decide(&e, json!({"amount": 100})).await.0, DecisionKind::RequireApproval, "at the limit, above 50");
     assert_eq!(decide(&e, json!({"amount": 100.000001})).await.0, DecisionKind::Deny);
-    assert_eq!(
-        decide(&e, json!({"amount": 50})).await.0,
-        DecisionKind::Allow,
-        "at the threshold"
-    );
+    assert_eq!(decide(&e, json!({"amount": 50})).await.0, DecisionKind::Allow, "at the threshold");
     let o = e.evaluate(buy(json!({"amount": 75}))).await;
     assert!(o.needs_approval());
-    assert!(
-        (o.max_risk_score() - 0.75).abs() < 1e-9,
-        "risk = amount / max_single_purchase"
-    );
+    assert!((o.max_risk_score() - 0.75).abs() < 1e-9, "risk = amount / max_single_purchase");
 }
 
 #[tokio::test]
 async fn daily_count_and_total() {
-    let (e, clock) = engine(PurchaseConfig {
-        max_purchase_count_per_day: Some(3),
-        ..PurchaseConfig::default()
-    });
+    let (e, clock) = engine(PurchaseConfig { max_purchase_count_per_day: Some(3), ..PurchaseConfig::default() });
     for _ in 0..3 {
         assert_eq!(decide(&e, json!({"amount": 1})).await.0, DecisionKind::Allow);
     }
     let (kind, reason) = decide(&e, json!({"amount": 1})).await;
-    assert_eq!(
-        (kind, reason.as_str()),
-        (DecisionKind::Deny, "Daily purchase count limit reached: 3/3")
-    );
+    assert_eq!((kind, reason.as_str()), (DecisionKind::Deny, "Daily purchase count limit reached: 3/3"));
     clock.advance(Duration::from_secs(12 * 3600)); // 2026-11-25T00:00:00Z
-    assert_eq!(
-        decide(&e, json!({"amount": 1})).await.0,
-        DecisionKind::Allow,
-        "a new day"
-    );
+    assert_eq!(decide(&e, json!({"amount": 1})).await.0, DecisionKind::Allow, "a new day");
 
-    let (e, _) = engine(PurchaseConfig {
-        max_daily_purchases: Some(m("100")),
-        ..PurchaseConfig::default()
-    });
+    let (e, _) = engine(PurchaseConfig { max_daily_purchases: Some(m("100")), ..PurchaseConfig::default() });
     for (amount, want) in [
         (40.0, DecisionKind::Allow),
         (40.0, DecisionKind::Allow),
@@ -249,33 +167,19 @@ async fn purchases_count_only_when_they_run() {
         .build()
         .unwrap();
     let call = |name: &str, id: &str, amount: f64| {
-        CallContext::new(name)
-            .with_call_id(id)
-            .with_arguments(json!({"amount": amount}))
-            .unwrap()
+        CallContext::new(name).with_call_id(id).with_arguments(json!({"amount": amount})).unwrap()
     };
     assert!(e.evaluate(call("buy_blocked", "x", 90.0)).await.is_denied());
     assert!(e.evaluate(call("buy", "a", 60.0)).await.needs_approval());
-    assert!(
-        e.evaluate(call("buy", "b", 45.0)).await.is_denied(),
-        "the pending 60 is held"
-    );
-    e.resolve_approval("a", &ApprovalResponse::approve("alice"))
-        .await
-        .unwrap();
+    assert!(e.evaluate(call("buy", "b", 45.0)).await.is_denied(), "the pending 60 is held");
+    e.resolve_approval("a", &ApprovalResponse::approve("alice")).await.unwrap();
     assert!(e.evaluate(call("buy", "c", 40.0)).await.is_allowed(), "60 + 40 = 100");
-    assert!(
-        e.evaluate(call("buy", "d", 0.01)).await.is_denied(),
-        "the approved purchase counted"
-    );
+    assert!(e.evaluate(call("buy", "d", 0.01)).await.is_denied(), "the approved purchase counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_purchases_allow_exactly_one_hundred() {
-    let (e, _) = engine(PurchaseConfig {
-        max_daily_purchases: Some(m("1.0")),
-        ..PurchaseConfig::default()
-    });
+    let (e, _) = engine(PurchaseConfig { max_daily_purchases: Some(m("1.0")), ..PurchaseConfig::default() });
     let tasks: Vec<_> = (0..1_000)
         .map(|_| {
             let e = e.clone();

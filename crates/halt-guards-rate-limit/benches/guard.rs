@@ -26,13 +26,7 @@ fn bench(c: &mut Criterion) {
     let store = MemoryStore::new();
     c.bench_function("rate_limit_typical_call", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(halt_testing::bench::evaluate_and_commit(
-                &guard,
-                &store,
-                &ctx,
-                Duration::from_millis(1),
-                iters,
-            ))
+            rt.block_on(halt_testing::bench::evaluate_and_commit(&guard, &store, &ctx, Duration::from_millis(1), iters))
         });
     });
 }

@@ -99,10 +99,7 @@ fn seconds(field: &str, v: f64) -> Result<Duration, FactoryError> {
     if v.is_finite() && v >= 0.0 {
         Ok(Duration::from_secs_f64(v))
     } else {
-        Err(FactoryError::invalid(
-            field,
-            format!("{v} is not a non-negative number of seconds"),
-        ))
+        Err(FactoryError::invalid(field, format!("{v} is not a non-negative number of seconds")))
     }
 }
 
@@ -124,23 +121,12 @@ impl RateLimitGuard {
         let burst_window = seconds("burst_window_seconds", config.burst_window_seconds)?;
         let cooldown = seconds("cooldown_seconds", config.cooldown_seconds)?;
         if config.burst_threshold.is_some() && burst_window.is_zero() {
-            return Err(FactoryError::invalid(
-                "burst_window_seconds",
-                "must be positive when burst_threshold is set",
-            ));
+            return Err(FactoryError::invalid("burst_window_seconds", "must be positive when burst_threshold is set"));
         }
         if matches!(config.partition_by, Partition::Metadata(_)) {
-            return Err(FactoryError::invalid(
-                "partition_by",
-                "rate limits split by global, agent or session",
-            ));
+            return Err(FactoryError::invalid("partition_by", "rate limits split by global, agent or session"));
         }
-        Ok(Self {
-            name: name.to_owned(),
-            config,
-            burst_window,
-            cooldown,
-        })
+        Ok(Self { name: name.to_owned(), config, burst_window, cooldown })
     }
 
     /// The settings.
@@ -177,9 +163,7 @@ impl RateLimitGuard {
         }
         let until = call.now().saturating_add(self.cooldown);
         let bytes = until.as_micros().to_le_bytes();
-        call.store()
-            .put_record(&self.cooldown_key(part), Some(&bytes), Some(until), call.now())
-            .await?;
+        call.store().put_record(&self.cooldown_key(part), Some(&bytes), Some(until), call.now()).await?;
         Ok(())
     }
 
@@ -212,21 +196,13 @@ impl RateLimitGuard {
             }
             let next = encode_last(fingerprint, if same { count + 1 } else { 1 });
             if store
-                .swap_record(
-                    &k,
-                    current.as_deref(),
-                    Some(&next),
-                    Some(now.saturating_add(LOOP_MEMORY)),
-                    now,
-                )
+                .swap_record(&k, current.as_deref(), Some(&next), Some(now.saturating_add(LOOP_MEMORY)), now)
                 .await?
             {
                 return Ok(None);
             }
         }
-        Err(GuardError::Other(
-            "loop detection kept conflicting with concurrent calls".into(),
-        ))
+        Err(GuardError::Other("loop detection kept conflicting with concurrent calls".into()))
     }
 }
 
@@ -317,12 +293,7 @@ impl Guard for RateLimitGuard {
         }
         if let (Some(max), Some(session)) = (c.max_calls_per_session, ctx.session_id.as_deref()) {
             let k = key(&["rate", &self.name, &part, "session", session]);
-            counters.push(CounterSpec::new(
-                k,
-                Window::Idle { idle: SESSION_IDLE },
-                1,
-                Some(i64::from(max)),
-            ));
+            counters.push(CounterSpec::new(k, Window::Idle { idle: SESSION_IDLE }, 1, Some(i64::from(max))));
             limits.push(Limit::Session);
         }
         if let Some(max) = c.burst_threshold {
@@ -336,22 +307,13 @@ impl Guard for RateLimitGuard {
         }
         let store = call.store();
         let now = call.now();
-        let request = ReserveRequest {
-            counters,
-            now,
-            hold_until: now.saturating_add(MINUTE),
-        };
+        let request = ReserveRequest { counters, now, hold_until: now.saturating_add(MINUTE) };
         let reservation = if request.counters.is_empty() {
             None
         } else {
             match store.reserve(&request).await? {
                 ReserveOutcome::Reserved { id, .. } => Some(id),
-                ReserveOutcome::Rejected {
-                    index,
-                    current,
-                    limit,
-                    retry_at,
-                } => {
+                ReserveOutcome::Rejected { index, current, limit, retry_at } => {
                     let limit_kind = limits[index];
                     // A loop is reported before a burst, and does not start a cooldown.
                     if limit_kind == Limit::Burst
@@ -362,9 +324,9 @@ impl Guard for RateLimitGuard {
                     }
                     let retry = retry_at.map(|t| t.since(now).as_secs_f64());
                     let d = match limit_kind {
-                        Limit::Minute => Decision::deny(format!(
-                            "Rate limit exceeded: {current}/{limit} calls in the last minute"
-                        )),
+                        Limit::Minute => {
+                            Decision::deny(format!("Rate limit exceeded: {current}/{limit} calls in the last minute"))
+                        }
                         Limit::Function => Decision::deny(format!(
                             "Function rate limit exceeded for '{}': {current}/{limit} calls/min",
                             ctx.function_name
@@ -427,7 +389,5 @@ fn loop_denial(n: u32) -> Decision {
 /// The factory that builds rate-limit guards from configuration (YAML type `rate_limit`).
 #[must_use]
 pub fn factory() -> impl halt_core::GuardFactory {
-    TypedFactory::new(KIND, |name: &str, config: RateLimitConfig| {
-        RateLimitGuard::named(name, config)
-    })
+    TypedFactory::new(KIND, |name: &str, config: RateLimitConfig| RateLimitGuard::named(name, config))
 }

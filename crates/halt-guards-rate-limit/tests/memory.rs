@@ -26,11 +26,7 @@ fn peak_rss_mib() -> f64 {
 fn a_million_distinct_calls_stay_under_200_mib() {
     // Every call counts (no global cap that would deny and stop counting), so every window and
     // loop record is created: per-function minutes, per-session loop records.
-    let config = RateLimitConfig {
-        max_calls_per_minute: None,
-        burst_threshold: None,
-        ..RateLimitConfig::default()
-    };
+    let config = RateLimitConfig { max_calls_per_minute: None, burst_threshold: None, ..RateLimitConfig::default() };
     let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000));
     let engine = Engine::builder()
         .guard(RateLimitGuard::new(config).unwrap())
@@ -38,10 +34,7 @@ fn a_million_distinct_calls_stay_under_200_mib() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let allowed = rt.block_on(async {
         let mut allowed = 0u32;
         for i in 0..1_000_000u32 {

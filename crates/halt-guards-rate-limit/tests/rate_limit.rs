@@ -1,11 +1,6 @@
 //! Rate-limit guard: every rule and boundary, attempts counting, partitions, concurrency.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code fails loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use halt_core::{CallContext, Decision, DecisionKind, Engine, GuardRegistry, ManualClock, Timestamp};
 use halt_guards_rate_limit::factory;
@@ -32,21 +27,13 @@ fn at(clock: &ManualClock, secs: f64) {
 }
 
 fn call(name: &str, args: Value) -> CallContext {
-    CallContext::new(name)
-        .with_session("s1")
-        .with_agent("a1")
-        .with_arguments(args)
-        .unwrap()
+    CallContext::new(name).with_session("s1").with_agent("a1").with_arguments(args).unwrap()
 }
 
 fn decide(e: &Engine, ctx: CallContext) -> (DecisionKind, String) {
     let o = e.evaluate_blocking(ctx);
-    let reason = o
-        .decisions()
-        .iter()
-        .find(|d| d.guard() == "rate_limit")
-        .map(|d| d.reason().to_owned())
-        .unwrap_or_default();
+    let reason =
+        o.decisions().iter().find(|d| d.guard() == "rate_limit").map(|d| d.reason().to_owned()).unwrap_or_default();
     (o.decision(), reason)
 }
 
@@ -69,21 +56,11 @@ fn minute_window_slides_and_its_edge_counts() {
     }
     at(&clock, 60.0);
     let (k, r) = decide(&e, call("g", json!({})));
-    assert_eq!(
-        (k, r.as_str()),
-        (DecisionKind::Deny, "Rate limit exceeded: 3/3 calls in the last minute")
-    );
+    assert_eq!((k, r.as_str()), (DecisionKind::Deny, "Rate limit exceeded: 3/3 calls in the last minute"));
     let o = e.evaluate_blocking(call("g", json!({})));
-    assert!(
-        (o.decisions()[0].retry_after().unwrap() - 0.000_001).abs() < 1e-9,
-        "retry as soon as the oldest leaves"
-    );
+    assert!((o.decisions()[0].retry_after().unwrap() - 0.000_001).abs() < 1e-9, "retry as soon as the oldest leaves");
     at(&clock, 60.000_001);
-    assert_eq!(
-        decide(&e, call("g", json!({}))).0,
-        DecisionKind::Allow,
-        "the call at 0 s has left the window"
-    );
+    assert_eq!(decide(&e, call("g", json!({}))).0, DecisionKind::Allow, "the call at 0 s has left the window");
     assert_eq!(decide(&e, call("g", json!({"x": 1}))).0, DecisionKind::Deny);
 }
 
@@ -94,13 +71,7 @@ fn per_function_limit_names_the_function() {
         assert_eq!(decide(&e, call("f", json!({"i": i}))).0, DecisionKind::Allow);
     }
     let (k, r) = decide(&e, call("F", json!({"i": 9})));
-    assert_eq!(
-        (k, r.as_str()),
-        (
-            DecisionKind::Deny,
-            "Function rate limit exceeded for 'F': 3/3 calls/min"
-        )
-    );
+    assert_eq!((k, r.as_str()), (DecisionKind::Deny, "Function rate limit exceeded for 'F': 3/3 calls/min"));
     assert_eq!(decide(&e, call("g", json!({}))).0, DecisionKind::Allow);
     // Evasions count as the same function.
     assert_eq!(decide(&e, call("ｆ", json!({"i": 10}))).0, DecisionKind::Deny);
@@ -113,17 +84,10 @@ fn session_limit() {
     assert_eq!(decide(&e, call("f", json!({"i": 1}))).0, DecisionKind::Allow);
     assert_eq!(decide(&e, call("f", json!({"i": 2}))).0, DecisionKind::Allow);
     let (k, r) = decide(&e, call("f", json!({"i": 3})));
-    assert_eq!(
-        (k, r.as_str()),
-        (DecisionKind::Deny, "Session call limit reached: 2/2 calls")
-    );
+    assert_eq!((k, r.as_str()), (DecisionKind::Deny, "Session call limit reached: 2/2 calls"));
     let other = CallContext::new("f").with_session("s2");
     assert_eq!(decide(&e, other).0, DecisionKind::Allow);
-    assert_eq!(
-        decide(&e, CallContext::new("f")).0,
-        DecisionKind::Allow,
-        "no session: no session limit"
-    );
+    assert_eq!(decide(&e, CallContext::new("f")).0, DecisionKind::Allow, "no session: no session limit");
 }
 
 #[test]
@@ -134,13 +98,7 @@ fn identical_calls_are_a_loop_per_agent_and_session() {
         assert_eq!(decide(&e, q("same")).0, DecisionKind::Allow);
     }
     let (k, r) = decide(&e, q("same"));
-    assert_eq!(
-        (k, r.as_str()),
-        (
-            DecisionKind::Deny,
-            "Possible loop: the same call was made 3 times in a row"
-        )
-    );
+    assert_eq!((k, r.as_str()), (DecisionKind::Deny, "Possible loop: the same call was made 3 times in a row"));
     // Argument order does not matter; the denied call did not count.
     let reordered = call("Q", json!({"opts": {"a": 2, "b": 1}, "query": "same"}));
     assert_eq!(decide(&e, reordered).0, DecisionKind::Deny);
@@ -182,27 +140,16 @@ fn a_loop_is_reported_before_a_burst_and_starts_no_cooldown() {
     let (_, r) = decide(&e, call("a", json!({})));
     assert!(r.starts_with("Possible loop"), "{r}");
     at(&clock, 5.000_001);
-    assert_eq!(
-        decide(&e, call("b", json!({}))).0,
-        DecisionKind::Allow,
-        "no cooldown was started"
-    );
+    assert_eq!(decide(&e, call("b", json!({}))).0, DecisionKind::Allow, "no cooldown was started");
 }
 
 #[test]
 fn attempts_count_whatever_other_guards_decide_but_own_denials_do_not() {
     let (e, clock) = setup(only("max_calls_per_minute", json!(2)));
     at(&clock, 0.0);
-    assert_eq!(
-        decide(&e, call("blocked", json!({}))).0,
-        DecisionKind::Deny,
-        "denied by another guard"
-    );
+    assert_eq!(decide(&e, call("blocked", json!({}))).0, DecisionKind::Deny, "denied by another guard");
     assert_eq!(decide(&e, call("f", json!({}))).0, DecisionKind::Allow);
-    assert_eq!(
-        decide(&e, call("f", json!({"x": 1}))).1,
-        "Rate limit exceeded: 2/2 calls in the last minute"
-    );
+    assert_eq!(decide(&e, call("f", json!({"x": 1}))).1, "Rate limit exceeded: 2/2 calls in the last minute");
     at(&clock, 30.0);
     assert_eq!(decide(&e, call("f", json!({"x": 2}))).0, DecisionKind::Deny);
     at(&clock, 60.000_001);
@@ -233,10 +180,7 @@ fn partitions_split_every_limit() {
 #[test]
 fn concurrent_calls_never_pass_the_minute_limit() {
     let (e, _) = setup(only("max_calls_per_minute", json!(100)));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
     let allowed: usize = rt.block_on(async {
         let tasks: Vec<_> = (0..1_000)
             .map(|i| {
@@ -257,25 +201,14 @@ fn concurrent_calls_never_pass_the_minute_limit() {
 fn configuration_errors() {
     let mut registry = GuardRegistry::new();
     registry.register(factory()).unwrap();
-    let err = |v: Value| {
-        registry
-            .build_json("rate_limit", "rate_limit", v)
-            .unwrap_err()
-            .to_string()
-    };
+    let err = |v: Value| registry.build_json("rate_limit", "rate_limit", v).unwrap_err().to_string();
     assert!(err(json!({"cooldown_seconds": -1})).contains("cooldown_seconds"));
     assert!(err(json!({"burst_window_seconds": 0})).contains("must be positive"));
     assert!(err(json!({"max_calls_per_minute": -5})).contains("invalid value"));
     assert!(err(json!({"partition_by": "metadata:tenant"})).contains("partition_by"));
     assert!(err(json!({"max_calls_per_minuet": 5})).contains("unknown field `max_calls_per_minuet`"));
     assert!(
-        registry
-            .build_json(
-                "rate_limit",
-                "r",
-                json!({"burst_window_seconds": 0, "burst_threshold": null})
-            )
-            .is_ok()
+        registry.build_json("rate_limit", "r", json!({"burst_window_seconds": 0, "burst_threshold": null})).is_ok()
     );
 }
 

@@ -14,11 +14,7 @@ fn bench(c: &mut Criterion) {
     let guard = halt_guards_scope::ScopeGuard::new(halt_guards_scope::ScopeConfig {
         allow_functions: vec!["get_*".into(), "list_*".into(), "search_*".into(), "send_*".into()],
         deny_functions: vec!["drop_*".into(), "format_*".into(), "shutdown_*".into()],
-        deny_by_agent: [(
-            "untrusted_agent".to_owned(),
-            vec!["send_*".to_owned(), "delete_*".to_owned()],
-        )]
-        .into(),
+        deny_by_agent: [("untrusted_agent".to_owned(), vec!["send_*".to_owned(), "delete_*".to_owned()])].into(),
         require_approval_functions: vec!["send_email".into(), "post_*".into()],
         ..Default::default()
     })
@@ -31,13 +27,7 @@ fn bench(c: &mut Criterion) {
     let store = MemoryStore::new();
     c.bench_function("scope_typical_call", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(halt_testing::bench::evaluate_and_commit(
-                &guard,
-                &store,
-                &ctx,
-                Duration::from_millis(1),
-                iters,
-            ))
+            rt.block_on(halt_testing::bench::evaluate_and_commit(&guard, &store, &ctx, Duration::from_millis(1), iters))
         });
     });
 }

@@ -27,18 +27,8 @@ use serde_json::{Value, json};
 pub const KIND: &str = "scope";
 
 /// The read-only patterns used unless configured otherwise.
-pub const DEFAULT_READ_ONLY_PATTERNS: [&str; 10] = [
-    "get_*",
-    "read_*",
-    "list_*",
-    "fetch_*",
-    "search_*",
-    "query_*",
-    "find_*",
-    "lookup_*",
-    "describe_*",
-    "show_*",
-];
+pub const DEFAULT_READ_ONLY_PATTERNS: [&str; 10] =
+    ["get_*", "read_*", "list_*", "fetch_*", "search_*", "query_*", "find_*", "lookup_*", "describe_*", "show_*"];
 
 /// Settings of a [`ScopeGuard`]. Patterns are fnmatch-like globs (`*`, `?`, `[abc]`, `[!abc]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -149,26 +139,20 @@ impl Guard for ScopeGuard {
         let f = call.function();
         let shown = &call.context().function_name;
         if self.config.read_only_mode && !self.read_only.is_match_normalized(f) {
-            return Ok(
-                Decision::deny(format!("Read-only mode: '{shown}' is not a read operation"))
-                    .with_details(json!({"rule": "read_only_mode"})),
-            );
+            return Ok(Decision::deny(format!("Read-only mode: '{shown}' is not a read operation"))
+                .with_details(json!({"rule": "read_only_mode"})));
         }
         let agent = call.context().agent_id.as_deref().map(normalize);
         if let Some(agent) = agent.as_deref() {
             if let Some(p) = self.deny_by_agent.get(agent).and_then(|d| d.first_match_normalized(f)) {
-                return Ok(
-                    Decision::deny(format!("Agent '{agent}' may not call '{shown}' (matches '{p}')"))
-                        .with_details(json!({"rule": "deny_by_agent", "pattern": p})),
-                );
+                return Ok(Decision::deny(format!("Agent '{agent}' may not call '{shown}' (matches '{p}')"))
+                    .with_details(json!({"rule": "deny_by_agent", "pattern": p})));
             }
             if let Some(allow) = self.allow_by_agent.get(agent)
                 && !allow.is_match_normalized(f)
             {
-                return Ok(
-                    Decision::deny(format!("'{shown}' is not in the allow list of agent '{agent}'"))
-                        .with_details(json!({"rule": "allow_by_agent"})),
-                );
+                return Ok(Decision::deny(format!("'{shown}' is not in the allow list of agent '{agent}'"))
+                    .with_details(json!({"rule": "allow_by_agent"})));
             }
         }
         if let Some(p) = self.deny.first_match_normalized(f) {
@@ -180,10 +164,8 @@ impl Guard for ScopeGuard {
                 .with_details(json!({"rule": "allow_functions"})));
         }
         if let Some(p) = self.approval.first_match_normalized(f) {
-            return Ok(
-                Decision::require_approval(format!("Function '{shown}' needs approval (matches '{p}')"))
-                    .with_details(json!({"rule": "require_approval_functions", "pattern": p})),
-            );
+            return Ok(Decision::require_approval(format!("Function '{shown}' needs approval (matches '{p}')"))
+                .with_details(json!({"rule": "require_approval_functions", "pattern": p})));
         }
         Ok(Decision::allow("In scope"))
     }

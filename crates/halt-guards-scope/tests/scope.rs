@@ -1,11 +1,6 @@
 //! Scope guard: every rule in order, evasions, configuration errors.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code fails loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use halt_core::{CallContext, DecisionKind, Engine, GuardRegistry};
 use halt_guards_scope::{ScopeConfig, ScopeGuard, factory};
@@ -14,10 +9,7 @@ use serde_json::{Value, json};
 fn engine(config: Value) -> Engine {
     let mut registry = GuardRegistry::new();
     registry.register(factory()).unwrap();
-    Engine::builder()
-        .guard_arc(registry.build_json("scope", "scope", config).unwrap())
-        .build()
-        .unwrap()
+    Engine::builder().guard_arc(registry.build_json("scope", "scope", config).unwrap()).build().unwrap()
 }
 
 fn decide(e: &Engine, name: &str, agent: Option<&str>) -> (DecisionKind, String) {
@@ -34,14 +26,7 @@ fn kind(e: &Engine, name: &str, agent: Option<&str>) -> DecisionKind {
 #[test]
 fn read_only_mode_allows_only_reads() {
     let e = engine(json!({"read_only_mode": true}));
-    for f in [
-        "get_users",
-        "list_items",
-        "describe_table",
-        "show_tables",
-        "search_web",
-        "LOOKUP_x",
-    ] {
+    for f in ["get_users", "list_items", "describe_table", "show_tables", "search_web", "LOOKUP_x"] {
         assert_eq!(kind(&e, f, None), DecisionKind::Allow, "{f}");
     }
     let (k, reason) = decide(&e, "update_row", None);
@@ -63,13 +48,7 @@ fn rules_apply_in_order() {
     }));
     // 2. the agent's deny list.
     let (k, r) = decide(&e, "send_email", Some("untrusted"));
-    assert_eq!(
-        (k, r.as_str()),
-        (
-            DecisionKind::Deny,
-            "Agent 'untrusted' may not call 'send_email' (matches 'send_*')"
-        )
-    );
+    assert_eq!((k, r.as_str()), (DecisionKind::Deny, "Agent 'untrusted' may not call 'send_email' (matches 'send_*')"));
     // 3. the agent's allow list.
     assert_eq!(kind(&e, "send_email", Some("reader")), DecisionKind::Deny);
     assert_eq!(kind(&e, "get_user", Some("reader")), DecisionKind::Allow);
@@ -77,10 +56,7 @@ fn rules_apply_in_order() {
     assert_eq!(kind(&e, "get_secret_key", Some("reader")), DecisionKind::Deny);
     // 5. the global allow list.
     let (k, r) = decide(&e, "delete_user", None);
-    assert_eq!(
-        (k, r.as_str()),
-        (DecisionKind::Deny, "Function 'delete_user' is not in the allow list")
-    );
+    assert_eq!((k, r.as_str()), (DecisionKind::Deny, "Function 'delete_user' is not in the allow list"));
     // 6. approval.
     assert_eq!(kind(&e, "send_email", None), DecisionKind::RequireApproval);
     assert_eq!(kind(&e, "post_tweet", Some("someone")), DecisionKind::RequireApproval);
@@ -93,16 +69,8 @@ fn globs_follow_fnmatch() {
     let e = engine(json!({"deny_functions": ["drop_*", "delete_*", "format_disk"]}));
     assert_eq!(kind(&e, "drop_table", None), DecisionKind::Deny);
     assert_eq!(kind(&e, "format_disk", None), DecisionKind::Deny);
-    assert_eq!(
-        kind(&e, "format_disk_now", None),
-        DecisionKind::Allow,
-        "no implicit wildcard"
-    );
-    assert_eq!(
-        kind(&e, "undrop_table", None),
-        DecisionKind::Allow,
-        "anchored at the start"
-    );
+    assert_eq!(kind(&e, "format_disk_now", None), DecisionKind::Allow, "no implicit wildcard");
+    assert_eq!(kind(&e, "undrop_table", None), DecisionKind::Allow, "anchored at the start");
     let e = engine(json!({"allow_functions": ["get_*", "list_*", "search_*"]}));
     assert_eq!(kind(&e, "search", None), DecisionKind::Deny);
     assert_eq!(kind(&e, "getusers", None), DecisionKind::Deny);
@@ -111,20 +79,10 @@ fn globs_follow_fnmatch() {
 #[test]
 fn evasions_do_not_work() {
     let e = engine(json!({"deny_functions": ["delete_*"], "deny_by_agent": {"Bot": ["send_*"]}}));
-    for f in [
-        "DELETE_user",
-        "ｄｅｌｅｔｅ_user",
-        "del\u{200b}ete_user",
-        " delete_user ",
-        "De\u{00AD}lete_user",
-    ] {
+    for f in ["DELETE_user", "ｄｅｌｅｔｅ_user", "del\u{200b}ete_user", " delete_user ", "De\u{00AD}lete_user"] {
         assert_eq!(kind(&e, f, None), DecisionKind::Deny, "{f:?}");
     }
-    assert_eq!(
-        kind(&e, "send_x", Some("BOT")),
-        DecisionKind::Deny,
-        "agent ids are normalised too"
-    );
+    assert_eq!(kind(&e, "send_x", Some("BOT")), DecisionKind::Deny, "agent ids are normalised too");
     assert_eq!(kind(&e, "send_x", Some("ｂｏｔ")), DecisionKind::Deny);
 }
 

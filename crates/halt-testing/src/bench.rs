@@ -32,10 +32,7 @@ pub async fn evaluate_and_commit(
                     store.commit(&id, now).await.expect("commit failed");
                 }
                 Effect::Record { key, value, expires_at } => {
-                    store
-                        .put_record(&key, Some(&value), expires_at, now)
-                        .await
-                        .expect("record failed");
+                    store.put_record(&key, Some(&value), expires_at, now).await.expect("record failed");
                 }
             }
         }

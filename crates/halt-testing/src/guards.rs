@@ -22,12 +22,7 @@ impl StaticGuard {
     /// A guard named `name` that always decides `decision`.
     #[must_use]
     pub fn new(name: &str, decision: Decision) -> Self {
-        Self {
-            name: name.to_owned(),
-            decision,
-            only: None,
-            evaluations: Arc::default(),
-        }
+        Self { name: name.to_owned(), decision, only: None, evaluations: Arc::default() }
     }
 
     /// Applies only to the (normalised) function `function`.
@@ -84,10 +79,7 @@ impl FailingGuard {
     /// A guard named `name` failing with `failure`.
     #[must_use]
     pub fn new(name: &str, failure: Failure) -> Self {
-        Self {
-            name: name.to_owned(),
-            failure,
-        }
+        Self { name: name.to_owned(), failure }
     }
 }
 
@@ -129,20 +121,13 @@ impl ReservingGuard {
     /// Reserves `amount` micro-units on counter `key`, limited to `limit`.
     #[must_use]
     pub fn new(name: &str, key: &str, amount: i64, limit: i64) -> Self {
-        Self {
-            name: name.to_owned(),
-            key: key.to_owned(),
-            amount,
-            limit,
-        }
+        Self { name: name.to_owned(), key: key.to_owned(), amount, limit }
     }
 
     /// The counter this guard charges, for reading it back.
     #[must_use]
     pub fn window() -> Window {
-        Window::Idle {
-            idle: Duration::from_secs(86_400),
-        }
+        Window::Idle { idle: Duration::from_secs(86_400) }
     }
 }
 
@@ -175,11 +160,7 @@ impl SettingGuard {
     /// Sets argument `key` to `value`.
     #[must_use]
     pub fn new(name: &str, key: &str, value: Value) -> Self {
-        Self {
-            name: name.to_owned(),
-            key: key.to_owned(),
-            value,
-        }
+        Self { name: name.to_owned(), key: key.to_owned(), value }
     }
 }
 

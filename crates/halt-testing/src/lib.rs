@@ -24,12 +24,7 @@
 //! # });
 //! ```
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test support: failing loudly is its job"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test support: failing loudly is its job")]
 
 pub mod bench;
 pub mod guards;

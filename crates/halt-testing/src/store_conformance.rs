@@ -21,11 +21,7 @@ fn day() -> Window {
 }
 
 fn req(counters: Vec<CounterSpec>, now: Timestamp) -> ReserveRequest {
-    ReserveRequest {
-        counters,
-        now,
-        hold_until: now.saturating_add(Duration::from_secs(600)),
-    }
+    ReserveRequest { counters, now, hold_until: now.saturating_add(Duration::from_secs(600)) }
 }
 
 async fn reserved(store: &dyn StateStore, r: &ReserveRequest) -> (ReservationId, Vec<i64>) {
@@ -61,22 +57,12 @@ pub async fn limits_are_all_or_nothing(store: &dyn StateStore) {
     assert_eq!(totals, [600_000], "limits_are_all_or_nothing: first total");
     let both = vec![CounterSpec::new("t/b", day(), 100, Some(1_000)), a.clone()];
     match store.reserve(&req(both, T0)).await.unwrap() {
-        ReserveOutcome::Rejected {
-            index, current, limit, ..
-        } => {
-            assert_eq!(
-                (index, current, limit),
-                (1, 600_000, 1_000_000),
-                "limits_are_all_or_nothing: rejection"
-            );
+        ReserveOutcome::Rejected { index, current, limit, .. } => {
+            assert_eq!((index, current, limit), (1, 600_000, 1_000_000), "limits_are_all_or_nothing: rejection");
         }
         other => panic!("limits_are_all_or_nothing: expected rejection, got {other:?}"),
     }
-    assert_eq!(
-        store.total("t/b", day(), T0).await.unwrap(),
-        0,
-        "limits_are_all_or_nothing: nothing added"
-    );
+    assert_eq!(store.total("t/b", day(), T0).await.unwrap(), 0, "limits_are_all_or_nothing: nothing added");
     // Exactly at the limit fits.
     let rest = CounterSpec::new("t/a", day(), 400_000, Some(1_000_000));
     let (_, totals) = reserved(store, &req(vec![rest], T0)).await;
@@ -94,60 +80,23 @@ pub async fn commit_and_release(store: &dyn StateStore) {
     let (dropped, totals) = reserved(store, &req(vec![spec.clone()], T0)).await;
     assert_eq!(totals, [10], "commit_and_release: pending amounts count");
     assert!(store.commit(&kept, T0).await.unwrap(), "commit_and_release: commit");
-    assert!(
-        !store.commit(&kept, T0).await.unwrap(),
-        "commit_and_release: second commit"
-    );
-    assert!(
-        !store.release(&kept, T0).await.unwrap(),
-        "commit_and_release: release after commit"
-    );
-    assert!(
-        store.release(&dropped, T0).await.unwrap(),
-        "commit_and_release: release"
-    );
-    assert!(
-        !store.release(&dropped, T0).await.unwrap(),
-        "commit_and_release: second release"
-    );
-    assert!(
-        !store.commit(&dropped, T0).await.unwrap(),
-        "commit_and_release: commit after release"
-    );
-    assert_eq!(
-        store.total("t/c", day(), T0).await.unwrap(),
-        5,
-        "commit_and_release: total"
-    );
-    assert!(
-        !store.commit(&ReservationId(u64::MAX), T0).await.unwrap(),
-        "commit_and_release: unknown id"
-    );
+    assert!(!store.commit(&kept, T0).await.unwrap(), "commit_and_release: second commit");
+    assert!(!store.release(&kept, T0).await.unwrap(), "commit_and_release: release after commit");
+    assert!(store.release(&dropped, T0).await.unwrap(), "commit_and_release: release");
+    assert!(!store.release(&dropped, T0).await.unwrap(), "commit_and_release: second release");
+    assert!(!store.commit(&dropped, T0).await.unwrap(), "commit_and_release: commit after release");
+    assert_eq!(store.total("t/c", day(), T0).await.unwrap(), 5, "commit_and_release: total");
+    assert!(!store.commit(&ReservationId(u64::MAX), T0).await.unwrap(), "commit_and_release: unknown id");
 }
 
 /// A reservation not committed by its hold time is released, and can no longer be committed.
 pub async fn holds_lapse(store: &dyn StateStore) {
     let spec = CounterSpec::new("t/h", day(), 7, Some(10));
-    let r = ReserveRequest {
-        counters: vec![spec.clone()],
-        now: T0,
-        hold_until: at(60),
-    };
+    let r = ReserveRequest { counters: vec![spec.clone()], now: T0, hold_until: at(60) };
     let (id, _) = reserved(store, &r).await;
-    assert_eq!(
-        store.total("t/h", day(), at(59)).await.unwrap(),
-        7,
-        "holds_lapse: held before the deadline"
-    );
-    assert_eq!(
-        store.total("t/h", day(), at(60)).await.unwrap(),
-        0,
-        "holds_lapse: released at the deadline"
-    );
-    assert!(
-        !store.commit(&id, at(61)).await.unwrap(),
-        "holds_lapse: commit after the deadline"
-    );
+    assert_eq!(store.total("t/h", day(), at(59)).await.unwrap(), 7, "holds_lapse: held before the deadline");
+    assert_eq!(store.total("t/h", day(), at(60)).await.unwrap(), 0, "holds_lapse: released at the deadline");
+    assert!(!store.commit(&id, at(61)).await.unwrap(), "holds_lapse: commit after the deadline");
     let (_, totals) = reserved(store, &req(vec![CounterSpec::new("t/h", day(), 10, Some(10))], at(61))).await;
     assert_eq!(totals, [10], "holds_lapse: room again");
 }
@@ -158,57 +107,26 @@ pub async fn buckets_and_idle_counters_expire(store: &dyn StateStore) {
     let (id, _) = reserved(store, &req(vec![CounterSpec::new("t/day", bucket, 3, None)], T0)).await;
     store.commit(&id, T0).await.unwrap();
     assert_eq!(store.total("t/day", bucket, at(99)).await.unwrap(), 3, "bucket alive");
-    assert_eq!(
-        store.total("t/day", bucket, at(100)).await.unwrap(),
-        0,
-        "bucket expired at its end"
-    );
-    let idle = Window::Idle {
-        idle: Duration::from_secs(30),
-    };
-    store
-        .add(&[CounterSpec::new("t/idle", idle, 2, None)], T0)
-        .await
-        .unwrap();
-    store
-        .add(&[CounterSpec::new("t/idle", idle, 2, None)], at(20))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.total("t/idle", idle, at(49)).await.unwrap(),
-        4,
-        "idle counter kept alive by use"
-    );
-    assert_eq!(
-        store.total("t/idle", idle, at(51)).await.unwrap(),
-        0,
-        "idle counter expired"
-    );
+    assert_eq!(store.total("t/day", bucket, at(100)).await.unwrap(), 0, "bucket expired at its end");
+    let idle = Window::Idle { idle: Duration::from_secs(30) };
+    store.add(&[CounterSpec::new("t/idle", idle, 2, None)], T0).await.unwrap();
+    store.add(&[CounterSpec::new("t/idle", idle, 2, None)], at(20)).await.unwrap();
+    assert_eq!(store.total("t/idle", idle, at(49)).await.unwrap(), 4, "idle counter kept alive by use");
+    assert_eq!(store.total("t/idle", idle, at(51)).await.unwrap(), 0, "idle counter expired");
 }
 
 /// Sliding windows: an event exactly `width` old counts, one a microsecond older does not, and
 /// a rejection says when to retry.
 pub async fn sliding_windows_slide(store: &dyn StateStore) {
-    let w = Window::Sliding {
-        width: Duration::from_secs(60),
-    };
+    let w = Window::Sliding { width: Duration::from_secs(60) };
     let hit = |now| req(vec![CounterSpec::new("t/w", w, 1, Some(2))], now);
     let (a, _) = reserved(store, &hit(T0)).await;
     store.commit(&a, T0).await.unwrap();
     let (b, _) = reserved(store, &hit(at(30))).await;
     store.commit(&b, at(30)).await.unwrap();
     match store.reserve(&hit(at(60))).await.unwrap() {
-        ReserveOutcome::Rejected {
-            current: 2,
-            limit: 2,
-            retry_at,
-            ..
-        } => {
-            assert_eq!(
-                retry_at,
-                Some(Timestamp::from_micros(at(60).as_micros() + 1)),
-                "sliding: retry time"
-            );
+        ReserveOutcome::Rejected { current: 2, limit: 2, retry_at, .. } => {
+            assert_eq!(retry_at, Some(Timestamp::from_micros(at(60).as_micros() + 1)), "sliding: retry time");
         }
         other => panic!("sliding: an event exactly 60 s old still counts, got {other:?}"),
     }
@@ -217,17 +135,9 @@ pub async fn sliding_windows_slide(store: &dyn StateStore) {
     assert_eq!(totals, [2], "sliding: oldest event aged out");
     // A lone event exactly `width` old still counts; a microsecond later it is gone.
     store.add(&[CounterSpec::new("t/w3", w, 1, None)], T0).await.unwrap();
-    assert_eq!(
-        store.total("t/w3", w, at(60)).await.unwrap(),
-        1,
-        "sliding: lone event at the edge"
-    );
+    assert_eq!(store.total("t/w3", w, at(60)).await.unwrap(), 1, "sliding: lone event at the edge");
     let past = Timestamp::from_micros(at(60).as_micros() + 1);
-    assert_eq!(
-        store.total("t/w3", w, past).await.unwrap(),
-        0,
-        "sliding: lone event past the edge"
-    );
+    assert_eq!(store.total("t/w3", w, past).await.unwrap(), 0, "sliding: lone event past the edge");
     // A released window event stops counting.
     let (c, _) = reserved(store, &req(vec![CounterSpec::new("t/w2", w, 1, None)], T0)).await;
     store.release(&c, T0).await.unwrap();
@@ -245,105 +155,42 @@ pub async fn add_is_unconditional(store: &dyn StateStore) {
 /// Records: get, put, compare-and-swap, expiry.
 pub async fn records_compare_and_swap(store: &dyn StateStore) {
     assert_eq!(store.get_record("t/r", T0).await.unwrap(), None, "records: absent");
-    assert!(
-        store
-            .swap_record("t/r", None, Some(b"one"), Some(at(10)), T0)
-            .await
-            .unwrap(),
-        "records: create"
-    );
-    assert!(
-        !store.swap_record("t/r", None, Some(b"two"), None, T0).await.unwrap(),
-        "records: create twice"
-    );
-    assert!(
-        !store
-            .swap_record("t/r", Some(b"zzz"), Some(b"two"), None, T0)
-            .await
-            .unwrap(),
-        "records: wrong expected"
-    );
-    assert_eq!(
-        store.get_record("t/r", at(9)).await.unwrap().as_deref(),
-        Some(&b"one"[..]),
-        "records: read"
-    );
+    assert!(store.swap_record("t/r", None, Some(b"one"), Some(at(10)), T0).await.unwrap(), "records: create");
+    assert!(!store.swap_record("t/r", None, Some(b"two"), None, T0).await.unwrap(), "records: create twice");
+    assert!(!store.swap_record("t/r", Some(b"zzz"), Some(b"two"), None, T0).await.unwrap(), "records: wrong expected");
+    assert_eq!(store.get_record("t/r", at(9)).await.unwrap().as_deref(), Some(&b"one"[..]), "records: read");
     assert_eq!(store.get_record("t/r", at(10)).await.unwrap(), None, "records: expired");
     assert!(
-        store
-            .swap_record("t/r", None, Some(b"new"), None, at(10))
-            .await
-            .unwrap(),
+        store.swap_record("t/r", None, Some(b"new"), None, at(10)).await.unwrap(),
         "records: expired counts as absent"
     );
-    assert!(
-        store
-            .swap_record("t/r", Some(b"new"), None, None, at(10))
-            .await
-            .unwrap(),
-        "records: delete"
-    );
+    assert!(store.swap_record("t/r", Some(b"new"), None, None, at(10)).await.unwrap(), "records: delete");
     assert_eq!(store.get_record("t/r", at(10)).await.unwrap(), None, "records: deleted");
     store.put_record("t/p", Some(b"x"), None, T0).await.unwrap();
     store.put_record("t/p", Some(b"y"), Some(at(5)), T0).await.unwrap();
-    assert_eq!(
-        store.get_record("t/p", T0).await.unwrap().as_deref(),
-        Some(&b"y"[..]),
-        "records: put overwrites"
-    );
-    assert_eq!(
-        store.get_record("t/p", at(5)).await.unwrap(),
-        None,
-        "records: put expiry"
-    );
+    assert_eq!(store.get_record("t/p", T0).await.unwrap().as_deref(), Some(&b"y"[..]), "records: put overwrites");
+    assert_eq!(store.get_record("t/p", at(5)).await.unwrap(), None, "records: put expiry");
     store.put_record("t/p", None, None, T0).await.unwrap();
 }
 
 /// A key holds one kind of value.
 pub async fn kinds_do_not_mix(store: &dyn StateStore) {
     store.put_record("t/k", Some(b"x"), None, T0).await.unwrap();
-    let err = store
-        .reserve(&req(vec![CounterSpec::new("t/k", day(), 1, None)], T0))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, StoreError::WrongKind { .. }),
-        "kinds: counter on a record: {err:?}"
-    );
-    store
-        .add(&[CounterSpec::new("t/k2", day(), 1, None)], T0)
-        .await
-        .unwrap();
+    let err = store.reserve(&req(vec![CounterSpec::new("t/k", day(), 1, None)], T0)).await.unwrap_err();
+    assert!(matches!(err, StoreError::WrongKind { .. }), "kinds: counter on a record: {err:?}");
+    store.add(&[CounterSpec::new("t/k2", day(), 1, None)], T0).await.unwrap();
     let err = store.get_record("t/k2", T0).await.unwrap_err();
-    assert!(
-        matches!(err, StoreError::WrongKind { .. }),
-        "kinds: record on a counter: {err:?}"
-    );
+    assert!(matches!(err, StoreError::WrongKind { .. }), "kinds: record on a counter: {err:?}");
 }
 
 /// Malformed requests are errors, never silent successes.
 pub async fn bad_requests_are_errors(store: &dyn StateStore) {
     let neg = req(vec![CounterSpec::new("t/n", day(), -1, None)], T0);
-    assert!(
-        matches!(store.reserve(&neg).await, Err(StoreError::InvalidRequest(_))),
-        "bad: negative reserve"
-    );
-    let dup = req(
-        vec![
-            CounterSpec::new("t/d", day(), 1, None),
-            CounterSpec::new("t/d", day(), 1, None),
-        ],
-        T0,
-    );
-    assert!(
-        matches!(store.reserve(&dup).await, Err(StoreError::InvalidRequest(_))),
-        "bad: duplicate key"
-    );
+    assert!(matches!(store.reserve(&neg).await, Err(StoreError::InvalidRequest(_))), "bad: negative reserve");
+    let dup = req(vec![CounterSpec::new("t/d", day(), 1, None), CounterSpec::new("t/d", day(), 1, None)], T0);
+    assert!(matches!(store.reserve(&dup).await, Err(StoreError::InvalidRequest(_))), "bad: duplicate key");
     let empty = req(vec![CounterSpec::new("", day(), 1, None)], T0);
-    assert!(
-        matches!(store.reserve(&empty).await, Err(StoreError::InvalidRequest(_))),
-        "bad: empty key"
-    );
+    assert!(matches!(store.reserve(&empty).await, Err(StoreError::InvalidRequest(_))), "bad: empty key");
 }
 
 /// 1,000 concurrent reserves of 1 against a limit of 100 succeed exactly 100 times.
@@ -364,9 +211,5 @@ pub async fn concurrent_reserves_never_pass_the_limit(store: Arc<dyn StateStore>
         allowed += usize::from(t.await.unwrap());
     }
     assert_eq!(allowed, 100, "concurrent: exactly 100 reserves fit");
-    assert_eq!(
-        store.total("t/conc", day(), T0).await.unwrap(),
-        1_000_000,
-        "concurrent: total at the limit"
-    );
+    assert_eq!(store.total("t/conc", day(), T0).await.unwrap(), 1_000_000, "concurrent: total at the limit");
 }

@@ -25,10 +25,7 @@ pub struct MemoryStoreConfig {
 
 impl Default for MemoryStoreConfig {
     fn default() -> Self {
-        Self {
-            max_keys: 1_000_000,
-            max_events_per_window: 4_096,
-        }
+        Self { max_keys: 1_000_000, max_events_per_window: 4_096 }
     }
 }
 
@@ -166,9 +163,7 @@ impl Sliding {
         for e in &self.events {
             total -= e.amount;
             if total.saturating_add(amount) <= limit {
-                return Some(Timestamp::from_micros(
-                    e.at.as_micros().saturating_add(micros(width)).saturating_add(1),
-                ));
+                return Some(Timestamp::from_micros(e.at.as_micros().saturating_add(micros(width)).saturating_add(1)));
             }
         }
         None
@@ -185,10 +180,7 @@ impl MemoryStore {
     /// A store with the given limits.
     #[must_use]
     pub fn with_config(config: MemoryStoreConfig) -> Self {
-        Self {
-            state: Mutex::default(),
-            config,
-        }
+        Self { state: Mutex::default(), config }
     }
 
     /// The number of keys tracked now (for tests and metrics).
@@ -215,23 +207,14 @@ impl State {
     fn purge(&mut self, now: Timestamp, budget: usize) {
         if now >= self.next_lapse {
             // Pending reservations are few (calls in flight and held approvals): scan them.
-            let lapsed: Vec<u64> = self
-                .pending
-                .iter()
-                .filter(|(_, p)| p.hold_until <= now)
-                .map(|(id, _)| *id)
-                .collect();
+            let lapsed: Vec<u64> =
+                self.pending.iter().filter(|(_, p)| p.hold_until <= now).map(|(id, _)| *id).collect();
             for id in lapsed {
                 if let Some(p) = self.pending.remove(&id) {
                     self.undo(id, &p.parts, now);
                 }
             }
-            self.next_lapse = self
-                .pending
-                .values()
-                .map(|p| p.hold_until)
-                .min()
-                .unwrap_or(Timestamp::MAX);
+            self.next_lapse = self.pending.values().map(|p| p.hold_until).min().unwrap_or(Timestamp::MAX);
         }
         let mut n = 0;
         while n < budget {
@@ -289,21 +272,13 @@ impl State {
         };
         let sliding = matches!(window, Window::Sliding { .. });
         if e.expires_at <= now {
-            e.value = if sliding {
-                Value::Sliding(Sliding::default())
-            } else {
-                Value::Counter(0)
-            };
+            e.value = if sliding { Value::Sliding(Sliding::default()) } else { Value::Counter(0) };
             e.generation += 1;
             return Ok(Some(e));
         }
         let expected = if sliding { "sliding window" } else { "counter" };
         if e.value.kind() != expected {
-            return Err(StoreError::WrongKind {
-                key: key.to_owned(),
-                expected,
-                found: e.value.kind(),
-            });
+            return Err(StoreError::WrongKind { key: key.to_owned(), expected, found: e.value.kind() });
         }
         if let (Window::Sliding { width }, Value::Sliding(s)) = (window, &mut e.value) {
             s.prune(now, width);
@@ -315,14 +290,8 @@ impl State {
     fn current(&mut self, key: &str, window: Window, now: Timestamp) -> Result<(i64, bool), StoreError> {
         Ok(match self.live(key, window, now)? {
             None => (0, false),
-            Some(Entry {
-                value: Value::Counter(t),
-                ..
-            }) => ((*t).max(0), true),
-            Some(Entry {
-                value: Value::Sliding(s),
-                ..
-            }) => (s.total(), true),
+            Some(Entry { value: Value::Counter(t), .. }) => ((*t).max(0), true),
+            Some(Entry { value: Value::Sliding(s), .. }) => (s.total(), true),
             Some(_) => (0, true),
         })
     }
@@ -348,12 +317,7 @@ impl State {
                 Window::Sliding { .. } => Value::Sliding(Sliding::default()),
                 _ => Value::Counter(0),
             };
-            let entry = Entry {
-                value,
-                expires_at: key_expiry(now),
-                queued: false,
-                generation: 0,
-            };
+            let entry = Entry { value, expires_at: key_expiry(now), queued: false, generation: 0 };
             self.entries.insert(spec.key.clone(), entry);
         }
         let Some(e) = self.entries.get_mut(&spec.key) else {
@@ -369,14 +333,7 @@ impl State {
                 *t
             }
             Value::Sliding(s) => {
-                s.push(
-                    Event {
-                        at: now,
-                        amount,
-                        reservation,
-                    },
-                    cap,
-                );
+                s.push(Event { at: now, amount, reservation }, cap);
                 s.total()
             }
             Value::Record(_) => 0,
@@ -420,15 +377,8 @@ impl State {
         }
         let was_queued = self.entries.get(key).is_some_and(|e| e.queued);
         let queued = was_queued || expires_at < Timestamp::MAX;
-        self.entries.insert(
-            key.to_owned(),
-            Entry {
-                value: Value::Record(bytes.to_vec()),
-                expires_at,
-                queued,
-                generation: 0,
-            },
-        );
+        self.entries
+            .insert(key.to_owned(), Entry { value: Value::Record(bytes.to_vec()), expires_at, queued, generation: 0 });
         if queued && !was_queued {
             self.expiry.push(Reverse((expires_at, key.to_owned())));
         }
@@ -456,10 +406,7 @@ impl StateStore for MemoryStore {
     async fn reserve(&self, req: &ReserveRequest) -> Result<ReserveOutcome, StoreError> {
         check_keys(&req.counters)?;
         if let Some(c) = req.counters.iter().find(|c| c.amount < 0) {
-            return Err(StoreError::InvalidRequest(format!(
-                "negative amount {} for `{}`",
-                c.amount, c.key
-            )));
+            return Err(StoreError::InvalidRequest(format!("negative amount {} for `{}`", c.amount, c.key)));
         }
         let mut st = self.lock();
         let now = req.now;
@@ -477,12 +424,7 @@ impl StateStore for MemoryStore {
                     (Window::Sliding { width }, Some(Value::Sliding(s))) => s.retry_at(width, c.amount, limit),
                     _ => None,
                 };
-                return Ok(ReserveOutcome::Rejected {
-                    index,
-                    current,
-                    limit,
-                    retry_at,
-                });
+                return Ok(ReserveOutcome::Rejected { index, current, limit, retry_at });
             }
         }
         st.make_room(new_keys, self.config.max_keys, now)?;
@@ -499,18 +441,9 @@ impl StateStore for MemoryStore {
                 parts.push((c.key.clone(), c.amount, generation));
             }
         }
-        st.pending.insert(
-            id,
-            Pending {
-                parts,
-                hold_until: req.hold_until,
-            },
-        );
+        st.pending.insert(id, Pending { parts, hold_until: req.hold_until });
         st.next_lapse = st.next_lapse.min(req.hold_until);
-        Ok(ReserveOutcome::Reserved {
-            id: ReservationId(id),
-            totals,
-        })
+        Ok(ReserveOutcome::Reserved { id: ReservationId(id), totals })
     }
 
     async fn commit(&self, id: &ReservationId, now: Timestamp) -> Result<bool, StoreError> {
@@ -544,10 +477,7 @@ impl StateStore for MemoryStore {
         st.make_room(new_keys, self.config.max_keys, now)?;
         counters
             .iter()
-            .map(|c| {
-                st.apply(c, c.amount, 0, now, self.config.max_events_per_window)
-                    .map(|(t, _)| t)
-            })
+            .map(|c| st.apply(c, c.amount, 0, now, self.config.max_events_per_window).map(|(t, _)| t))
             .collect()
     }
 
@@ -561,16 +491,10 @@ impl StateStore for MemoryStore {
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
         match st.entries.get(key) {
-            Some(Entry {
-                value: Value::Record(v),
-                expires_at,
-                ..
-            }) if *expires_at > now => Ok(Some(v.clone())),
-            Some(Entry { value, expires_at, .. }) if *expires_at > now => Err(StoreError::WrongKind {
-                key: key.to_owned(),
-                expected: "record",
-                found: value.kind(),
-            }),
+            Some(Entry { value: Value::Record(v), expires_at, .. }) if *expires_at > now => Ok(Some(v.clone())),
+            Some(Entry { value, expires_at, .. }) if *expires_at > now => {
+                Err(StoreError::WrongKind { key: key.to_owned(), expected: "record", found: value.kind() })
+            }
             _ => Ok(None),
         }
     }
@@ -589,17 +513,9 @@ impl StateStore for MemoryStore {
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
         let current = match st.entries.get(key) {
-            Some(Entry {
-                value: Value::Record(v),
-                expires_at,
-                ..
-            }) if *expires_at > now => Some(v.as_slice()),
+            Some(Entry { value: Value::Record(v), expires_at, .. }) if *expires_at > now => Some(v.as_slice()),
             Some(Entry { value, expires_at, .. }) if *expires_at > now => {
-                return Err(StoreError::WrongKind {
-                    key: key.to_owned(),
-                    expected: "record",
-                    found: value.kind(),
-                });
+                return Err(StoreError::WrongKind { key: key.to_owned(), expected: "record", found: value.kind() });
             }
             _ => None,
         };
@@ -626,11 +542,7 @@ impl StateStore for MemoryStore {
             && *expires_at > now
             && !matches!(value, Value::Record(_))
         {
-            return Err(StoreError::WrongKind {
-                key: key.to_owned(),
-                expected: "record",
-                found: value.kind(),
-            });
+            return Err(StoreError::WrongKind { key: key.to_owned(), expected: "record", found: value.kind() });
         }
         st.write_record(key, value, expires_at, self.config.max_keys, now)
     }

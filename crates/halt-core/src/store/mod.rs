@@ -76,12 +76,7 @@ impl CounterSpec {
     /// A counter spec.
     #[must_use]
     pub fn new(key: impl Into<String>, window: Window, amount: i64, limit: Option<i64>) -> Self {
-        Self {
-            key: key.into(),
-            window,
-            amount,
-            limit,
-        }
+        Self { key: key.into(), window, amount, limit }
     }
 }
 

@@ -1,0 +1,385 @@
+//! The built-in detectors: a pattern that finds candidates, and a check that keeps only real
+//! ones (Luhn for cards, the SSA's rules for SSNs, mod-97 for IBANs, a JSON header for JWTs,
+//! entropy for generic secrets, and no placeholders anywhere).
+
+/// A built-in detector.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Detector {
+    /// Its name, usable in `blocked_patterns`.
+    pub(crate) name: &'static str,
+    /// The candidate pattern (ASCII word boundaries, ASCII digits).
+    pub(crate) pattern: &'static str,
+    /// The capture group whose span is the sensitive value (0: the whole match).
+    pub(crate) group: usize,
+    /// Keeps only real findings.
+    pub(crate) check: fn(&str) -> bool,
+}
+
+/// The names that stand for several detectors.
+pub(crate) const GROUPS: [(&str, &[&str]); 1] = [(
+    "api_key",
+    &[
+        "aws_key",
+        "github_token",
+        "slack_token",
+        "stripe_key",
+        "google_api_key",
+        "openai_key",
+        "anthropic_key",
+        "private_key",
+        "generic_secret",
+    ],
+)];
+
+/// Every built-in detector.
+pub(crate) const DETECTORS: [Detector; 17] = [
+    Detector {
+        name: "email",
+        pattern: r"(?-u:\b)[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}(?-u:\b)",
+        group: 0,
+        check: not_placeholder,
+    },
+    Detector {
+        name: "ssn",
+        pattern: r"(?-u:\b)([0-9]{3})[- ]([0-9]{2})[- ]([0-9]{4})(?-u:\b)",
+        group: 0,
+        check: valid_ssn,
+    },
+    Detector {
+        name: "credit_card",
+        pattern: r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)",
+        group: 0,
+        check: valid_card,
+    },
+    Detector {
+        name: "phone_us",
+        pattern: r"(?:\+1[-. ]?)?(?:\([2-9][0-9]{2}\) ?|(?-u:\b)[2-9][0-9]{2}[-. ])[2-9][0-9]{2}[-. ][0-9]{4}(?-u:\b)",
+        group: 0,
+        check: |_| true,
+    },
+    Detector {
+        name: "ip_address",
+        pattern: r"(?-u:\b)(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?-u:\b)",
+        group: 0,
+        check: valid_ipv4,
+    },
+    Detector {
+        name: "iban",
+        pattern: r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?-u:\b)",
+        group: 0,
+        check: valid_iban,
+    },
+    Detector {
+        name: "aws_key",
+        pattern: r"(?-u:\b)(?:AKIA|ASIA)[0-9A-Z]{16}(?-u:\b)",
+        group: 0,
+        check: not_placeholder,
+    },
+    Detector {
+        name: "jwt",
+        pattern: r"(?-u:\b)eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}",
+        group: 0,
+        check: valid_jwt,
+    },
+    Detector {
+        name: "private_key",
+        pattern: r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?s:.*?)(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\z)",
+        group: 0,
+        check: |_| true,
+    },
+    Detector {
+        name: "github_token",
+        pattern: r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{60,90})(?-u:\b)",
+        group: 0,
+        check: not_placeholder,
+    },
+    Detector {
+        name: "slack_token",
+        pattern: r"(?-u:\b)xox[abposr]-[0-9A-Za-z]{8,}(?:-[0-9A-Za-z]{4,})+",
+        group: 0,
+        check: not_placeholder,
+    },
+    Detector {
+        name: "stripe_key",
+        pattern: r"(?-u:\b)(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,99}(?-u:\b)",
+        group: 0,
+        check: not_placeholder,
+    },
+    Detector {
+        name: "google_api_key",
+        pattern: r"(?-u:\b)(AIza[0-9A-Za-z_-]{35})(?:[^0-9A-Za-z_-]|\z)",
+        group: 1,
+        check: not_placeholder,
+    },
+    Detector {
+        name: "openai_key",
+        pattern: r"(?-u:\b)sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,}",
+        group: 0,
+        check: openai_not_anthropic,
+    },
+    Detector {
+        name: "anthropic_key",
+        pattern: r"(?-u:\b)sk-ant-(?:api|admin)[0-9]{2}-[A-Za-z0-9_-]{32,}",
+        group: 0,
+        check: not_placeholder,
+    },
+    Detector {
+        name: "generic_secret",
+        pattern: r#"(?i)(?-u:\b)(?:api[_-]?key|apikey|secret|secret[_-]?key|client[_-]?secret|access[_-]?key|auth[_-]?token|access[_-]?token|token|passw(?:or)?d|pwd)["']?\s*[:=]\s*["']?([A-Za-z0-9_\-./+=!@#$%^&*]{12,})"#,
+        group: 1,
+        check: high_entropy_secret,
+    },
+    Detector {
+        name: "password_field",
+        pattern: r#"(?i)(?-u:\b)(?:password|passwd|pwd|secret|token)["']?\s*[:=]\s*["']?([^\s"',;]{3,})"#,
+        group: 1,
+        check: not_placeholder,
+    },
+];
+
+/// The detector of a name.
+pub(crate) fn find(name: &str) -> Option<&'static Detector> {
+    DETECTORS.iter().find(|d| d.name == name)
+}
+
+/// Values that are obviously examples, not secrets: `sk-...`, `YOUR_API_KEY`, `xxxx`, `<token>`,
+/// `changeme`, the AWS documentation's `...EXAMPLE` key.
+pub(crate) fn is_placeholder(v: &str) -> bool {
+    let lower = v.to_ascii_lowercase();
+    let markers = [
+        "...",
+        "xxxx",
+        "****",
+        "your_",
+        "your-",
+        "<",
+        ">",
+        "{{",
+        "example",
+        "placeholder",
+        "changeme",
+        "redacted",
+        "dummy",
+        "sample",
+        "insert",
+        "replace",
+    ];
+    if markers.iter().any(|m| lower.contains(m)) {
+        return true;
+    }
+    // One character repeated, or nothing but a short run of distinct characters.
+    let distinct: std::collections::BTreeSet<char> = lower.chars().filter(char::is_ascii_alphanumeric).collect();
+    distinct.len() <= 2
+}
+
+fn not_placeholder(v: &str) -> bool {
+    !is_placeholder(v)
+}
+
+fn digits(v: &str) -> Vec<u8> {
+    v.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect()
+}
+
+/// The Social Security Administration's rules: area not 000, 666 or 900-999; group not 00;
+/// serial not 0000; and the separators consistent.
+fn valid_ssn(v: &str) -> bool {
+    let d = digits(v);
+    if d.len() != 9 {
+        return false;
+    }
+    let seps: Vec<char> = v.chars().filter(|c| !c.is_ascii_digit()).collect();
+    if seps.len() != 2 || seps[0] != seps[1] {
+        return false;
+    }
+    let area = u32::from(d[0]) * 100 + u32::from(d[1]) * 10 + u32::from(d[2]);
+    let group = d[3] * 10 + d[4];
+    let serial = d[5..].iter().all(|x| *x == 0);
+    area != 0 && area != 666 && area < 900 && group != 0 && !serial
+}
+
+/// The Luhn checksum.
+pub(crate) fn luhn(d: &[u8]) -> bool {
+    let sum: u32 = d
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, x)| {
+            let x = u32::from(*x);
+            if !i.is_multiple_of(2) {
+                let y = x * 2;
+                if y > 9 { y - 9 } else { y }
+            } else {
+                x
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// A card number: 13 to 19 digits with one kind of separator at most, a known issuer prefix with
+/// a length that issuer uses, and a valid Luhn checksum.
+fn valid_card(v: &str) -> bool {
+    let d = digits(v);
+    let seps: std::collections::BTreeSet<char> = v.chars().filter(|c| !c.is_ascii_digit()).collect();
+    if seps.len() > 1 || !(13..=19).contains(&d.len()) {
+        return false;
+    }
+    let prefix = |n: usize| d.iter().take(n).fold(0u32, |acc, x| acc * 10 + u32::from(*x));
+    let len = d.len();
+    let issuer = match d[0] {
+        4 => matches!(len, 13 | 16 | 19),
+        5 => (51..=55).contains(&prefix(2)) && len == 16,
+        2 => (2221..=2720).contains(&prefix(4)) && len == 16,
+        3 => {
+            (matches!(prefix(2), 34 | 37) && len == 15)
+                || ((3528..=3589).contains(&prefix(4)) && (16..=19).contains(&len))
+                || ((matches!(prefix(2), 36 | 38 | 39) || (300..=305).contains(&prefix(3))) && (14..=19).contains(&len))
+        }
+        6 => {
+            (prefix(4) == 6011 || prefix(2) == 65 || (644..=649).contains(&prefix(3)) || prefix(2) == 62)
+                && (16..=19).contains(&len)
+        }
+        _ => false,
+    };
+    issuer && luhn(&d) && !d.iter().all(|x| *x == d[0])
+}
+
+fn valid_ipv4(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('.').collect();
+    parts.len() == 4
+        && parts.iter().all(|p| p.parse::<u16>().is_ok_and(|n| n <= 255) && (p.len() == 1 || !p.starts_with('0')))
+}
+
+/// An IBAN: 15 to 34 characters whose mod-97 check (country and check digits moved to the end)
+/// gives 1.
+fn valid_iban(v: &str) -> bool {
+    let s: String = v.chars().filter(|c| !c.is_whitespace()).collect();
+    if !(15..=34).contains(&s.len()) {
+        return false;
+    }
+    let rearranged = format!("{}{}", &s[4..], &s[..4]);
+    let mut rem: u32 = 0;
+    for c in rearranged.chars() {
+        let n = match c {
+            '0'..='9' => u32::from(c) - u32::from('0'),
+            'A'..='Z' => u32::from(c) - u32::from('A') + 10,
+            _ => return false,
+        };
+        rem = if n >= 10 { (rem * 100 + n) % 97 } else { (rem * 10 + n) % 97 };
+    }
+    rem == 1
+}
+
+/// A JWT: its header decodes (base64url) to a JSON object.
+fn valid_jwt(v: &str) -> bool {
+    let header = v.split('.').next().unwrap_or("");
+    base64url_decode(header)
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|h| h.is_object())
+}
+
+fn base64url_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut buf: u32 = 0;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            b'=' => break,
+            _ => return None,
+        };
+        buf = (buf << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((buf >> bits) & 0xff).ok()?);
+        }
+    }
+    Some(out)
+}
+
+fn openai_not_anthropic(v: &str) -> bool {
+    !v.starts_with("sk-ant-") && not_placeholder(v)
+}
+
+/// Shannon entropy in bits per character.
+pub(crate) fn entropy(v: &str) -> f64 {
+    let mut counts = [0u32; 256];
+    let mut n = 0u32;
+    for b in v.bytes() {
+        counts[usize::from(b)] += 1;
+        n += 1;
+    }
+    if n == 0 {
+        return 0.0;
+    }
+    let n = f64::from(n);
+    counts.iter().filter(|c| **c > 0).map(|c| f64::from(*c) / n).map(|p| -p * p.log2()).sum()
+}
+
+/// A value that looks generated: long enough, varied characters (entropy of at least 3.5 bits
+/// per character), mixing letters with digits or symbols, and no placeholder.
+pub(crate) fn high_entropy_secret(v: &str) -> bool {
+    let letters = v.bytes().any(|b| b.is_ascii_alphabetic());
+    let others = v.bytes().any(|b| !b.is_ascii_alphabetic());
+    v.len() >= 12 && letters && others && entropy(v) >= 3.5 && not_placeholder(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luhn_and_cards() {
+        assert!(valid_card("4111 1111 1111 1111"));
+        assert!(valid_card("4111-1111-1111-1111"));
+        assert!(valid_card("5500005555555559"));
+        assert!(valid_card("378282246310005"));
+        assert!(!valid_card("4111 1111 1111 1112"), "Luhn");
+        assert!(!valid_card("4111-1111 1111-1111"), "mixed separators");
+        assert!(!valid_card("1234567812345670"), "no issuer starts with 1");
+        assert!(!valid_card("4444444444444448") || luhn(&digits("4444444444444448")));
+    }
+
+    #[test]
+    fn ssn_rules() {
+        assert!(valid_ssn("123-45-6789"));
+        assert!(valid_ssn("123 45 6789"));
+        for bad in ["000-12-3456", "666-12-3456", "900-12-3456", "123-00-4567", "123-45-0000", "123-45 6789"] {
+            assert!(!valid_ssn(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn iban_check_digits() {
+        assert!(valid_iban("GB82 WEST 1234 5698 7654 32"));
+        assert!(valid_iban("DE89370400440532013000"));
+        assert!(!valid_iban("GB82 WEST 1234 5698 7654 33"));
+    }
+
+    #[test]
+    fn jwt_header() {
+        assert!(valid_jwt(
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+        ));
+        assert!(!valid_jwt("eyJub3QganNvbg.eyJzdWIiOiIxIn0.abcdefghijklmnop"));
+    }
+
+    #[test]
+    fn placeholders() {
+        for p in ["sk-...", "YOUR_API_KEY", "xxxxxxxxxxxxxxxx", "<token>", "AKIAIOSFODNN7EXAMPLE", "aaaaaaaaaaaa"] {
+            assert!(is_placeholder(p), "{p}");
+        }
+        assert!(!is_placeholder("sk_live_4eC39HqLyjWDarjtT1zdp7dc"));
+    }
+
+    #[test]
+    fn entropy_separates_words_from_keys() {
+        assert!(!high_entropy_secret("correcthorsebattery"));
+        assert!(high_entropy_secret("q8Zt2LmX9vR4kP7wN3sB"));
+    }
+}

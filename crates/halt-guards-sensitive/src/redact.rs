@@ -1,0 +1,577 @@
+//! [`Redactor`]: finds sensitive data in a JSON value, in one pass, and redacts it in place.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use regex::{Regex, RegexSet, RegexSetBuilder};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::detectors::{self, GROUPS};
+
+/// One piece of sensitive data found. It never carries the value itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The detector (`ssn`, `credit_card`, a custom pattern's name) or `field:<name>` for a
+    /// sensitive field.
+    pub pattern: String,
+    /// Where it is, as a JSON path (`$.user.ssn`, `$.items[2]`).
+    pub path: String,
+    /// A masked preview: at most the last four characters, the rest as `*`.
+    pub preview: String,
+}
+
+/// Why a value was not scanned. A guard denies in either case: what cannot be scanned is not
+/// allowed through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanError {
+    /// Nested deeper than the scan depth.
+    TooDeep {
+        /// Where the limit was passed.
+        path: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// More text than the scan limit.
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+}
+
+impl fmt::Display for ScanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooDeep { path, limit } => write!(f, "too deep to scan: {path} is nested more than {limit} levels"),
+            Self::TooLarge { limit } => write!(f, "too large to scan: more than {limit} bytes of text"),
+        }
+    }
+}
+
+impl std::error::Error for ScanError {}
+
+/// Why a redactor could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedactorError {
+    /// The setting at fault.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for RedactorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid `{}`: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for RedactorError {}
+
+/// What to look for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RedactorConfig {
+    /// Detector names (built-in, groups such as `api_key`, or custom).
+    pub patterns: Vec<String>,
+    /// Extra patterns: name -> regular expression.
+    pub custom_patterns: BTreeMap<String, String>,
+    /// Field names whose (non-empty string) values are sensitive, matched as whole words.
+    pub sensitive_fields: Vec<String>,
+    /// The deepest nesting scanned; deeper is an error.
+    pub max_depth: usize,
+    /// The most text scanned, in bytes; more is an error.
+    pub max_bytes: usize,
+}
+
+struct Compiled {
+    name: String,
+    regex: Regex,
+    group: usize,
+    check: fn(&str) -> bool,
+}
+
+/// A sensitive field name, as the sequence of its lower-case words.
+struct Field {
+    name: String,
+    words: Vec<String>,
+}
+
+/// Finds and redacts sensitive data: every active pattern matched in one pass per string
+/// (a `RegexSet`), then validated; field names matched as words.
+///
+/// ```
+/// use halt_guards_sensitive::{Redactor, RedactorConfig};
+/// use serde_json::json;
+///
+/// let redactor = Redactor::new(&RedactorConfig {
+///     patterns: vec!["ssn".into(), "credit_card".into()],
+///     sensitive_fields: vec!["password".into()],
+///     max_depth: 5,
+///     max_bytes: 1 << 20,
+///     ..Default::default()
+/// })?;
+/// let (clean, findings) = redactor.redact(&json!({
+///     "note": "SSN 123-45-6789, thanks",
+///     "login": {"userPassword": "hunter2"},
+///     "card": 4111111111111111u64,
+/// }))?;
+/// assert_eq!(clean["note"], "SSN [REDACTED:ssn], thanks");
+/// assert_eq!(clean["login"]["userPassword"], "[REDACTED:password]");
+/// assert_eq!(clean["card"], "[REDACTED:credit_card]");
+/// assert_eq!(findings.len(), 3);
+/// assert!(findings.iter().all(|f| !f.preview.contains("123-45")));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Redactor {
+    set: RegexSet,
+    patterns: Vec<Compiled>,
+    fields: Vec<Field>,
+    max_depth: usize,
+    max_bytes: usize,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.patterns.iter().map(|p| p.name.as_str()).collect();
+        f.debug_struct("Redactor").field("patterns", &names).field("max_depth", &self.max_depth).finish_non_exhaustive()
+    }
+}
+
+/// The words of a key: split on `_`, `-`, `.`, spaces and lower-to-upper case changes.
+fn words(key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for c in key.chars() {
+        if !c.is_alphanumeric() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        cur.extend(c.to_lowercase());
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// ASCII case-insensitive substring test.
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+/// At most the last four characters, the rest masked (and never more than a third shown).
+fn preview(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let show = (chars.len() / 3).min(4);
+    let mut s: String = "*".repeat(chars.len().saturating_sub(show).min(12));
+    s.extend(&chars[chars.len() - show..]);
+    s
+}
+
+impl Redactor {
+    /// Builds a redactor.
+    ///
+    /// # Errors
+    /// An unknown detector name, an invalid custom pattern, a custom name that shadows a
+    /// built-in one, or an empty field name.
+    pub fn new(config: &RedactorConfig) -> Result<Self, RedactorError> {
+        let err = |field: &str, reason: String| RedactorError { field: field.to_owned(), reason };
+        let mut names: Vec<String> = Vec::new();
+        for name in &config.patterns {
+            if let Some((_, members)) = GROUPS.iter().find(|(g, _)| *g == name) {
+                names.extend(members.iter().map(|m| (*m).to_owned()));
+            } else if detectors::find(name).is_some() || config.custom_patterns.contains_key(name) {
+                names.push(name.clone());
+            } else {
+                let known: Vec<&str> =
+                    detectors::DETECTORS.iter().map(|d| d.name).chain(GROUPS.iter().map(|g| g.0)).collect();
+                return Err(err("blocked_patterns", format!("unknown pattern `{name}` (known: {})", known.join(", "))));
+            }
+        }
+        for name in config.custom_patterns.keys() {
+            if detectors::find(name).is_some() || GROUPS.iter().any(|g| g.0 == name) {
+                return Err(err("custom_patterns", format!("`{name}` is the name of a built-in pattern")));
+            }
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        names.retain(|n| seen.insert(n.clone()));
+        let mut patterns = Vec::with_capacity(names.len());
+        for name in names {
+            let (source, group, check): (String, usize, fn(&str) -> bool) = match detectors::find(&name) {
+                Some(d) => (d.pattern.to_owned(), d.group, d.check),
+                None => (config.custom_patterns.get(&name).cloned().unwrap_or_default(), 0, |_| true),
+            };
+            let regex = Regex::new(&source).map_err(|e| err(&format!("custom_patterns.{name}"), e.to_string()))?;
+            patterns.push(Compiled { name, regex, group, check });
+        }
+        let set = RegexSetBuilder::new(patterns.iter().map(|p| p.regex.as_str()))
+            .size_limit(1 << 24)
+            .build()
+            .map_err(|e| err("custom_patterns", e.to_string()))?;
+        let mut fields = Vec::new();
+        for f in &config.sensitive_fields {
+            let w = words(f);
+            if w.is_empty() {
+                return Err(err("sensitive_fields", "field names must not be empty".into()));
+            }
+            fields.push(Field { name: f.clone(), words: w });
+        }
+        Ok(Self { set, patterns, fields, max_depth: config.max_depth, max_bytes: config.max_bytes })
+    }
+
+    /// Finds sensitive data in `value` (paths start at `$`).
+    ///
+    /// # Errors
+    /// The value is deeper or larger than the limits.
+    pub fn scan(&self, value: &Value) -> Result<Vec<Finding>, ScanError> {
+        let mut walk = Walk { redactor: self, bytes: 0, findings: Vec::new(), redact: false, active: None };
+        walk.value_ref(value, &mut String::from("$"), 0)?;
+        Ok(walk.findings)
+    }
+
+    /// A copy of `value` with every finding redacted (`[REDACTED:<pattern>]` in place of the
+    /// matched text; the whole value of a sensitive field), and the findings.
+    ///
+    /// # Errors
+    /// The value is deeper or larger than the limits.
+    pub fn redact(&self, value: &Value) -> Result<(Value, Vec<Finding>), ScanError> {
+        let mut copy = value.clone();
+        let findings = self.redact_in_place(&mut copy)?;
+        Ok((copy, findings))
+    }
+
+    /// Redacts `value` in place and returns the findings.
+    ///
+    /// # Errors
+    /// The value is deeper or larger than the limits (then `value` may be partly redacted).
+    pub fn redact_in_place(&self, value: &mut Value) -> Result<Vec<Finding>, ScanError> {
+        let mut walk = Walk { redactor: self, bytes: 0, findings: Vec::new(), redact: true, active: None };
+        walk.value(value, &mut String::from("$"), 0)?;
+        Ok(walk.findings)
+    }
+
+    /// Finds sensitive data in an object's entries without copying it (paths start at `$`).
+    ///
+    /// # Errors
+    /// The value is deeper or larger than the limits.
+    pub fn scan_object(&self, object: &Map<String, Value>) -> Result<Vec<Finding>, ScanError> {
+        let active = self.candidates(object);
+        let mut walk = Walk { redactor: self, bytes: 0, findings: Vec::new(), redact: false, active: Some(active) };
+        if walk.active.as_ref().is_some_and(|a| !a.is_empty()) {
+            walk.object_ref(object, &mut String::from("$"), 0)?;
+        } else if !self.fields.is_empty() {
+            // No pattern can match anywhere, and the limits hold: only field names are left.
+            walk.fields_only(&Value::Object(object.clone()), &mut String::from("$"))?;
+        }
+        Ok(walk.findings)
+    }
+
+    fn field(&self, key: &str) -> Option<&Field> {
+        // Most keys contain none of the fields' last words: skip splitting them.
+        if !self.fields.iter().any(|f| f.words.last().is_some_and(|w| contains_ignore_case(key, w))) {
+            return None;
+        }
+        let w = words(key);
+        self.fields.iter().find(|f| w.len() >= f.words.len() && w[w.len() - f.words.len()..] == f.words[..])
+    }
+
+    /// The patterns that could match some text of `object`: one pass of the pattern set over all
+    /// of its text at once, which finds a superset of the per-text matches. Every pattern when a
+    /// limit is passed, so the exact walk reports where.
+    fn candidates(&self, object: &Map<String, Value>) -> Vec<usize> {
+        fn gather(v: &Value, depth: usize, max_depth: usize, out: &mut String) -> bool {
+            if depth > max_depth {
+                return false;
+            }
+            match v {
+                Value::String(s) => {
+                    out.push_str(s);
+                    out.push('\n');
+                }
+                Value::Number(n) => {
+                    use std::fmt::Write;
+                    let _ = writeln!(out, "{n}");
+                }
+                Value::Array(items) => return items.iter().all(|i| gather(i, depth + 1, max_depth, out)),
+                Value::Object(map) => return map.values().all(|i| gather(i, depth + 1, max_depth, out)),
+                Value::Null | Value::Bool(_) => {}
+            }
+            true
+        }
+        let mut text = String::with_capacity(2048);
+        for v in object.values() {
+            if !gather(v, 1, self.max_depth, &mut text) || text.len() > self.max_bytes {
+                return (0..self.patterns.len()).collect();
+            }
+        }
+        self.set.matches(&text).into_iter().collect()
+    }
+
+    /// The sensitive spans of a text: (start, end, pattern index), validated. `active` limits
+    /// the patterns tried.
+    fn spans(&self, text: &str, active: Option<&[usize]>) -> Vec<(usize, usize, usize)> {
+        let mut out = Vec::new();
+        if text.len() < 3 {
+            return out;
+        }
+        let matched: Vec<usize> = match active {
+            Some(a) => a.to_vec(),
+            None => self.set.matches(text).into_iter().collect(),
+        };
+        for i in matched {
+            let p = &self.patterns[i];
+            if p.group == 0 {
+                for m in p.regex.find_iter(text) {
+                    if (p.check)(m.as_str()) {
+                        out.push((m.start(), m.end(), i));
+                    }
+                }
+            } else {
+                for c in p.regex.captures_iter(text) {
+                    if let Some(m) = c.get(p.group)
+                        && (p.check)(m.as_str())
+                    {
+                        out.push((m.start(), m.end(), i));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+struct Walk<'a> {
+    redactor: &'a Redactor,
+    bytes: usize,
+    findings: Vec<Finding>,
+    redact: bool,
+    /// The only patterns worth running, when known (from [`Redactor::candidates`]).
+    active: Option<Vec<usize>>,
+}
+
+impl Walk<'_> {
+    fn count(&mut self, n: usize) -> Result<(), ScanError> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > self.redactor.max_bytes {
+            return Err(ScanError::TooLarge { limit: self.redactor.max_bytes });
+        }
+        Ok(())
+    }
+
+    fn check_depth(&self, path: &str, depth: usize) -> Result<(), ScanError> {
+        if depth > self.redactor.max_depth {
+            return Err(ScanError::TooDeep { path: path.to_owned(), limit: self.redactor.max_depth });
+        }
+        Ok(())
+    }
+
+    /// Records a sensitive field's value; true if the key is a sensitive field holding text.
+    fn field(&mut self, key: &str, item: &Value, path: &str) -> Result<bool, ScanError> {
+        let Some(f) = self.redactor.field(key) else {
+            return Ok(false);
+        };
+        let Value::String(s) = item else { return Ok(false) };
+        if s.is_empty() {
+            return Ok(false);
+        }
+        self.count(s.len())?;
+        self.findings.push(Finding {
+            pattern: format!("field:{}", f.name),
+            path: path.to_owned(),
+            preview: preview(s),
+        });
+        Ok(true)
+    }
+
+    /// Walks `v`, which sits `depth` levels below the root (the root is 0), redacting in place
+    /// when `self.redact`.
+    fn value(&mut self, v: &mut Value, path: &mut String, depth: usize) -> Result<(), ScanError> {
+        self.check_depth(path, depth)?;
+        match v {
+            Value::String(s) => {
+                self.count(s.len())?;
+                if let Some(new) = self.text(s, path) {
+                    *s = new;
+                }
+            }
+            Value::Number(n) => {
+                let text = n.to_string();
+                self.count(text.len())?;
+                if let Some(new) = self.text(&text, path) {
+                    *v = Value::String(new);
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    self.value(item, path, depth + 1)?;
+                    path.truncate(len);
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map.iter_mut() {
+                    self.count(k.len())?;
+                    let len = path.len();
+                    path.push('.');
+                    path.push_str(k);
+                    if self.field(k, item, path)? {
+                        if self.redact {
+                            let name = self.redactor.field(k).map_or("field", |f| f.name.as_str());
+                            *item = Value::String(format!("[REDACTED:{name}]"));
+                        }
+                    } else {
+                        self.value(item, path, depth + 1)?;
+                    }
+                    path.truncate(len);
+                }
+            }
+            Value::Null | Value::Bool(_) => {}
+        }
+        Ok(())
+    }
+
+    /// As [`Walk::value`], reading only.
+    fn value_ref(&mut self, v: &Value, path: &mut String, depth: usize) -> Result<(), ScanError> {
+        self.check_depth(path, depth)?;
+        match v {
+            Value::String(s) => {
+                self.count(s.len())?;
+                self.text(s, path);
+            }
+            Value::Number(n) => {
+                let text = n.to_string();
+                self.count(text.len())?;
+                self.text(&text, path);
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    self.value_ref(item, path, depth + 1)?;
+                    path.truncate(len);
+                }
+            }
+            Value::Object(map) => self.object_ref(map, path, depth)?,
+            Value::Null | Value::Bool(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Checks only field names, below `v` (used when no pattern can match anywhere and the
+    /// limits are known to hold).
+    fn fields_only(&mut self, v: &Value, path: &mut String) -> Result<(), ScanError> {
+        match v {
+            Value::Object(map) => {
+                for (k, item) in map {
+                    let len = path.len();
+                    path.push('.');
+                    path.push_str(k);
+                    if !self.field(k, item, path)? {
+                        self.fields_only(item, path)?;
+                    }
+                    path.truncate(len);
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    self.fields_only(item, path)?;
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn object_ref(&mut self, map: &Map<String, Value>, path: &mut String, depth: usize) -> Result<(), ScanError> {
+        for (k, item) in map {
+            self.count(k.len())?;
+            let len = path.len();
+            path.push('.');
+            path.push_str(k);
+            if !self.field(k, item, path)? {
+                self.value_ref(item, path, depth + 1)?;
+            }
+            path.truncate(len);
+        }
+        Ok(())
+    }
+
+    /// Records the findings of one text; returns its redacted form when redacting and something
+    /// was found.
+    fn text(&mut self, text: &str, path: &str) -> Option<String> {
+        let mut spans = self.redactor.spans(text, self.active.as_deref());
+        if spans.is_empty() {
+            return None;
+        }
+        for (s, e, i) in &spans {
+            self.findings.push(Finding {
+                pattern: self.redactor.patterns[*i].name.clone(),
+                path: path.to_owned(),
+                preview: preview(&text[*s..*e]),
+            });
+        }
+        if !self.redact {
+            return None;
+        }
+        // Overlapping spans merge; the earliest, then longest, names the merged span.
+        spans.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        let mut iter = spans.into_iter().peekable();
+        while let Some((s, mut e, i)) = iter.next() {
+            while let Some(&(s2, e2, _)) = iter.peek() {
+                if s2 < e {
+                    e = e.max(e2);
+                    iter.next();
+                } else {
+                    break;
+                }
+            }
+            if s >= at {
+                out.push_str(&text[at..s]);
+                out.push_str("[REDACTED:");
+                out.push_str(&self.redactor.patterns[i].name);
+                out.push(']');
+                at = e;
+            }
+        }
+        out.push_str(&text[at..]);
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_split_every_case_style() {
+        assert_eq!(words("api_key"), ["api", "key"]);
+        assert_eq!(words("apiKey"), ["api", "key"]);
+        assert_eq!(words("X-Api-Key"), ["x", "api", "key"]);
+        assert_eq!(words("max_tokens"), ["max", "tokens"]);
+        assert_eq!(words("userPassword2"), ["user", "password2"]);
+    }
+
+    #[test]
+    fn previews_show_at_most_four_characters() {
+        assert_eq!(preview("123-45-6789"), "********789");
+        assert_eq!(preview("4111111111111111"), "************1111");
+        assert_eq!(preview("ab"), "**");
+    }
+}
