@@ -138,7 +138,7 @@ fn unknown_keys_and_sections_suggest_the_right_one() {
     assert_eq!(err("guard:\n  budget: {}\n"), "p.yaml:1:1: unknown section `guard` at guard; did you mean `guards`?");
     assert_eq!(
         err("guards:\n  budgit:\n    max_daily_spend: 1\n"),
-        "p.yaml:2:3: unknown guard type `budgit` (known: budget, deletion, purchase, rate_limit, scope) at guards.budgit; did you mean `budget`?"
+        "p.yaml:2:3: unknown guard type `budgit` (known: budget, deletion, purchase, rate_limit, scope, sensitive_data) at guards.budgit; did you mean `budget`?"
     );
     assert_eq!(err("guards:\n  scope:\n    zzz: 1\n"), "p.yaml:3:5: unknown field `zzz` at guards.scope");
     assert_eq!(
@@ -237,7 +237,7 @@ fn a_third_party_guard_is_configured_like_a_built_in_one() {
 fn the_schema_covers_every_guard_and_resolves_its_references() {
     let schema = policy_schema(PolicyLoader::new().registry());
     let by_kind = &schema["properties"]["guards"]["oneOf"][0]["properties"];
-    for kind in ["budget", "deletion", "purchase", "rate_limit", "scope"] {
+    for kind in ["budget", "deletion", "purchase", "rate_limit", "scope", "sensitive_data"] {
         assert!(by_kind[kind]["properties"]["enabled"].is_object(), "{kind}");
     }
     let text = serde_json::to_string(&schema).unwrap();
