@@ -1,0 +1,83 @@
+//! The labelled corpus: precision and recall per detector, with every detector on.
+//! Run with `--nocapture` to see the table. Fails below 0.97 overall for either.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, reason = "test code prints its measurement")]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use halt_guards_sensitive::{Redactor, RedactorConfig, detector_names};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct Score {
+    tp: u32,
+    fp: u32,
+    fn_: u32,
+}
+
+fn ratio(a: u32, b: u32) -> f64 {
+    if b == 0 { 1.0 } else { f64::from(a) / f64::from(b) }
+}
+
+#[test]
+fn precision_and_recall_per_detector() {
+    let all: Vec<String> = detector_names().into_iter().filter(|n| *n != "api_key").map(String::from).collect();
+    let redactor = Redactor::new(&RedactorConfig {
+        patterns: all.clone(),
+        max_depth: 5,
+        max_bytes: 1 << 20,
+        ..Default::default()
+    })
+    .unwrap();
+    let corpus = include_str!("corpus.jsonl");
+    let mut scores: BTreeMap<String, Score> = all.iter().map(|n| (n.clone(), Score::default())).collect();
+    let mut mistakes = Vec::new();
+    let mut cases = 0;
+    for line in corpus.lines().filter(|l| !l.trim().is_empty()) {
+        cases += 1;
+        let case: Value = serde_json::from_str(line).unwrap();
+        let text = case["text"].as_str().unwrap();
+        let want: BTreeSet<String> =
+            case["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_owned()).collect();
+        let found = redactor.scan(&json!({ "text": text })).unwrap();
+        let got: BTreeSet<String> = found.iter().map(|f| f.pattern.clone()).collect();
+        for f in &found {
+            assert!(!f.preview.is_empty() && f.preview.chars().filter(|c| *c != '*').count() <= 4, "{f:?}");
+        }
+        for name in &all {
+            let s = scores.get_mut(name).unwrap();
+            match (want.contains(name), got.contains(name)) {
+                (true, true) => s.tp += 1,
+                (false, true) => s.fp += 1,
+                (true, false) => s.fn_ += 1,
+                (false, false) => {}
+            }
+        }
+        if want != got {
+            mistakes.push(format!("{text:?}: want {want:?}, got {got:?}"));
+        }
+    }
+    assert!(cases >= 200, "the corpus holds {cases} cases");
+    let (mut tp, mut fp, mut fn_) = (0, 0, 0);
+    println!("{:<16} {:>4} {:>4} {:>4} {:>9} {:>7}", "detector", "tp", "fp", "fn", "precision", "recall");
+    for (name, s) in &scores {
+        println!(
+            "{name:<16} {:>4} {:>4} {:>4} {:>9.3} {:>7.3}",
+            s.tp,
+            s.fp,
+            s.fn_,
+            ratio(s.tp, s.tp + s.fp),
+            ratio(s.tp, s.tp + s.fn_)
+        );
+        assert!(s.tp > 0, "{name} has no positive case in the corpus");
+        tp += s.tp;
+        fp += s.fp;
+        fn_ += s.fn_;
+    }
+    let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fn_));
+    println!("overall: {cases} cases, precision {precision:.3}, recall {recall:.3}");
+    for m in &mistakes {
+        println!("  mistake: {m}");
+    }
+    assert!(precision >= 0.97 && recall >= 0.97, "precision {precision:.3}, recall {recall:.3}");
+}

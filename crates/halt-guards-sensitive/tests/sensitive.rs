@@ -1,0 +1,163 @@
+//! Sensitive-data guard: decisions, redaction at any depth, fields as words, limits, config.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
+
+use halt_core::{CallContext, DecisionKind, Engine, GuardRegistry, Outcome};
+use halt_guards_sensitive::factory;
+use serde_json::{Value, json};
+
+fn engine(config: Value) -> Engine {
+    let mut registry = GuardRegistry::new();
+    registry.register(factory()).unwrap();
+    Engine::builder()
+        .guard_arc(registry.build_json("sensitive_data", "sensitive_data", config).unwrap())
+        .build()
+        .unwrap()
+}
+
+fn run(e: &Engine, name: &str, args: Value) -> Outcome {
+    e.evaluate_blocking(CallContext::new(name).with_arguments(args).unwrap())
+}
+
+#[test]
+fn defaults_deny_secrets_and_pii_and_allow_clean_calls() {
+    let e = engine(json!({}));
+    assert_eq!(run(&e, "process", json!({"query": "Hello world", "count": 5})).decision(), DecisionKind::Allow);
+    for args in [
+        json!({"data": "My SSN is 123-45-6789"}),
+        json!({"payment": "4111-1111-1111-1111"}),
+        json!({"config": "sk_live_abcdefghijklmnop1234"}),
+        json!({"password": "my_password_123"}),
+        json!({"user": {"name": "John", "ssn": "123-45-6789"}}),
+        json!({"items": ["normal text", "SSN: 123-45-6789", "more"]}),
+        json!({"auth": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"}),
+        json!({"k": "AKIAZ7Q3KJ2LMN4PRS5T"}),
+    ] {
+        assert_eq!(run(&e, "process", args.clone()).decision(), DecisionKind::Deny, "{args}");
+    }
+}
+
+#[test]
+fn findings_never_carry_the_value() {
+    let e = engine(json!({}));
+    let o = run(&e, "process", json!({"note": "card 4111 1111 1111 1111", "password": "hunter2hunter2"}));
+    let d = o.final_decision().unwrap();
+    assert_eq!(d.reason(), "Sensitive data detected: credit_card (1), field:password (1)");
+    let details = d.details().to_string();
+    assert!(!details.contains("4111 1111 1111 1111") && !details.contains("hunter2hunter2"), "{details}");
+    assert_eq!(d.details()["findings"][0]["path"], "$.note");
+    assert_eq!(d.details()["findings"][0]["preview"], "************1111");
+}
+
+#[test]
+fn numbers_are_scanned_as_their_text() {
+    let e = engine(json!({"redact_on_modify": true}));
+    let o = run(&e, "pay", json!({"card": 4_111_111_111_111_111u64, "amount": 12}));
+    assert_eq!(o.decision(), DecisionKind::Modify);
+    assert_eq!(json!(o.modified_arguments().unwrap()), json!({"card": "[REDACTED:credit_card]", "amount": 12}));
+}
+
+#[test]
+fn redaction_keeps_surrounding_text_at_any_depth() {
+    let e = engine(
+        json!({"redact_on_modify": true, "blocked_patterns": ["ssn", "email"], "sensitive_fields": ["api_key"]}),
+    );
+    let o = run(
+        &e,
+        "send",
+        json!({
+            "body": "Hi, SSN 123-45-6789; mail bob@corp.example now.",
+            "thread": [{"quote": "old: 078-05-1120"}, "fine"],
+            "headers": {"X-Api-Key": "abc123", "max_tokens": "512"},
+        }),
+    );
+    assert_eq!(o.decision(), DecisionKind::Modify);
+    let args = json!(o.modified_arguments().unwrap());
+    assert_eq!(args["body"], "Hi, SSN [REDACTED:ssn]; mail [REDACTED:email] now.");
+    assert_eq!(args["thread"], json!([{"quote": "old: [REDACTED:ssn]"}, "fine"]));
+    assert_eq!(args["headers"], json!({"X-Api-Key": "[REDACTED:api_key]", "max_tokens": "512"}));
+}
+
+#[test]
+fn metadata_is_scanned_but_never_rewritten() {
+    let e = engine(json!({"redact_on_modify": true}));
+    let ctx = CallContext::new("f").with_metadata(json!({"note": "ssn 123-45-6789"})).unwrap();
+    let o = e.evaluate_blocking(ctx);
+    assert_eq!(o.decision(), DecisionKind::Deny);
+    assert!(o.denial_reasons()[0].contains("metadata cannot be redacted"));
+}
+
+#[test]
+fn field_names_match_as_whole_trailing_words() {
+    let e = engine(json!({"blocked_patterns": [], "sensitive_fields": ["api_key", "token", "password"]}));
+    for key in ["api_key", "apiKey", "X-Api-Key", "access_token", "userPassword", "TOKEN"] {
+        assert_eq!(run(&e, "f", json!({ key: "v4lue" })).decision(), DecisionKind::Deny, "{key}");
+    }
+    for key in ["max_tokens", "token_count", "keyboard", "api_keys_count", "passwordless"] {
+        assert_eq!(run(&e, "f", json!({ key: "v4lue" })).decision(), DecisionKind::Allow, "{key}");
+    }
+    // Only a non-empty string value is a secret.
+    for value in [json!(""), json!(512), json!(null), json!(true)] {
+        assert_eq!(run(&e, "f", json!({ "token": value })).decision(), DecisionKind::Allow, "{value}");
+    }
+}
+
+#[test]
+fn too_deep_or_too_large_is_denied_not_skipped() {
+    let e = engine(json!({"scan_depth": 3, "max_scan_bytes": 100}));
+    assert_eq!(run(&e, "f", json!({"a": {"b": {"c": "ok"}}})).decision(), DecisionKind::Allow);
+    let o = run(&e, "f", json!({"a": {"b": {"c": {"d": "hidden"}}}}));
+    assert_eq!(o.decision(), DecisionKind::Deny);
+    assert!(o.denial_reasons()[0].contains("too deep to scan"), "{:?}", o.denial_reasons());
+    let o = run(&e, "f", json!({"a": [[["x", ["hidden"]]]]}));
+    assert!(o.denial_reasons()[0].contains("too deep to scan"));
+    let o = run(&e, "f", json!({"text": "x".repeat(101)}));
+    assert!(o.denial_reasons()[0].contains("too large to scan"), "{:?}", o.denial_reasons());
+}
+
+#[test]
+fn custom_patterns_and_exempt_functions() {
+    let e = engine(
+        json!({"custom_patterns": {"employee_id": "EMP-[0-9]{6}"}, "allow_functions": ["internal_*"], "redact_on_modify": true}),
+    );
+    let o = run(&e, "lookup", json!({"who": "EMP-123456 asked"}));
+    assert_eq!(json!(o.modified_arguments().unwrap())["who"], "[REDACTED:employee_id] asked");
+    let o = run(&e, "INTERNAL_audit", json!({"ssn": "123-45-6789"}));
+    assert!(o.decisions().is_empty(), "exempt functions skip the guard");
+}
+
+#[test]
+fn hard_negatives_pass() {
+    let e = engine(
+        json!({"blocked_patterns": ["ssn", "credit_card", "api_key", "aws_key", "jwt", "iban", "ip_address"], "sensitive_fields": []}),
+    );
+    for text in [
+        "Card 4111 1111 1111 1112 was declined",
+        "Order 1234567812345670 shipped",
+        "550e8400-e29b-41d4-a716-446655440000",
+        "commit 9fceb02d0ae598e95dc970b74767f19372d61af8",
+        "ISBN 978-3-16-148410-0",
+        "000-12-3456 and 666-45-6789 and 123-00-6789",
+        "api_key=YOUR_API_KEY, sk-..., xxxxxxxxxxxx",
+        "the token economy is booming",
+        "build 3b18e512dba79e4c8300dd08aeb37f8e728b8dad",
+        "AKIAIOSFODNN7EXAMPLE",
+        "version 1.2.3 and v1.2.3.4",
+    ] {
+        let o = run(&e, "f", json!({ "text": text }));
+        assert_eq!(o.decision(), DecisionKind::Allow, "{text}: {:?}", o.denial_reasons());
+    }
+}
+
+#[test]
+fn configuration_errors() {
+    let mut registry = GuardRegistry::new();
+    registry.register(factory()).unwrap();
+    let err = |v: Value| registry.build_json("sensitive_data", "s", v).unwrap_err().to_string();
+    assert!(err(json!({"blocked_patterns": ["ssm"]})).starts_with("invalid `blocked_patterns`: unknown pattern `ssm`"));
+    assert!(err(json!({"custom_patterns": {"x": "(unclosed"}})).starts_with("invalid `custom_patterns.x`"));
+    assert!(err(json!({"custom_patterns": {"ssn": "x"}})).contains("is the name of a built-in pattern"));
+    assert!(err(json!({"allow_functions": ["[x"]})).starts_with("invalid `allow_functions`"));
+    assert!(err(json!({"scan_depht": 3})).contains("unknown field `scan_depht`"));
+    assert!(err(json!({"sensitive_fields": [" "]})).contains("sensitive_fields"));
+}
