@@ -234,6 +234,69 @@ impl NamePatterns {
     }
 }
 
+/// Name fragments, normalised, that a name may contain: `delete` is in `bulk_delete_files`,
+/// `luxury` is in `luxury_goods`.
+///
+/// ```
+/// use halt_core::names::NameFragments;
+///
+/// let f = NameFragments::new(["Delete", "purge"])?;
+/// assert_eq!(f.first_in("bulk_delete_files"), Some("delete"));
+/// assert!(!f.is_in("read_file"));
+/// # Ok::<(), halt_core::names::PatternError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NameFragments(Vec<String>);
+
+impl NameFragments {
+    /// Normalises the fragments.
+    ///
+    /// # Errors
+    /// A fragment that is empty after normalisation.
+    pub fn new<I, S>(fragments: I) -> Result<Self, PatternError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        fragments
+            .into_iter()
+            .map(|f| {
+                let n = normalize(f.as_ref()).into_owned();
+                if n.is_empty() {
+                    Err(PatternError { pattern: f.as_ref().to_owned(), reason: "fragment is empty".into() })
+                } else {
+                    Ok(n)
+                }
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// True when no fragment was given.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The normalised fragments, in order.
+    #[must_use]
+    pub fn fragments(&self) -> &[String] {
+        &self.0
+    }
+
+    /// The first fragment (in the order given) that an already-normalised name contains.
+    #[must_use]
+    pub fn first_in(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|f| name.contains(f.as_str())).map(String::as_str)
+    }
+
+    /// Whether an already-normalised name contains any fragment.
+    #[must_use]
+    pub fn is_in(&self, name: &str) -> bool {
+        self.first_in(name).is_some()
+    }
+}
+
 /// Rewrites fnmatch syntax into globset syntax: `[!x]` becomes `[^x]`, and the braces globset
 /// would read as alternation are taken literally, as fnmatch does.
 fn fnmatch_to_globset(p: &str) -> String {

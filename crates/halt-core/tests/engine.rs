@@ -11,7 +11,9 @@ use halt_core::{
     Engine, EngineError, EngineEvent, HookError, ManualClock, MemoryStore, Mode, Money, ReplayClock, ResolveError,
     SettleError, Timestamp, async_trait,
 };
-use halt_testing::guards::{FailingGuard, Failure, ReservingGuard, SettingGuard, StaticGuard};
+use halt_testing::guards::{
+    FailingGuard, Failure, ReservingGuard, SettingGuard, StaticGuard, count_allowed_concurrently,
+};
 use serde_json::json;
 
 const CENT: i64 = 10_000; // 0.01 in micro-units
@@ -408,17 +410,7 @@ async fn settle_replaces_the_estimate_with_the_actual_cost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_evaluations_allow_exactly_one_hundred() {
     let engine = Engine::builder().guard(ReservingGuard::new("spend", "daily", CENT, ONE)).build().unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..1_000 {
-        let engine = engine.clone();
-        tasks.push(tokio::spawn(async move {
-            engine.evaluate(call("llm").with_call_id(format!("c{i}"))).await.is_allowed()
-        }));
-    }
-    let mut allowed = 0;
-    for t in tasks {
-        allowed += usize::from(t.await.unwrap());
-    }
+    let allowed = count_allowed_concurrently(&engine, 1_000, |i| call("llm").with_call_id(format!("c{i}"))).await;
     assert_eq!(allowed, 100);
     assert_eq!(spent(&engine, "daily").await, ONE);
 }

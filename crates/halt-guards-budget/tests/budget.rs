@@ -9,7 +9,7 @@ use halt_core::{
     Timestamp,
 };
 use halt_guards_budget::{BudgetConfig, BudgetGuard, factory};
-use halt_testing::guards::StaticGuard;
+use halt_testing::guards::{StaticGuard, count_allowed_concurrently};
 use serde_json::{Value, json};
 
 /// 2026-11-24T12:00:00Z.
@@ -294,17 +294,7 @@ async fn settle_replaces_the_estimate_in_every_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_calls_allow_exactly_one_hundred() {
     let e = Engine::builder().guard(BudgetGuard::new(daily("1.0")).unwrap()).build().unwrap();
-    let tasks: Vec<_> = (0..1_000)
-        .map(|_| {
-            let e = e.clone();
-            tokio::spawn(async move { e.evaluate(cost_call(json!(0.01))).await.is_allowed() })
-        })
-        .collect();
-    let mut allowed = 0;
-    for t in tasks {
-        allowed += usize::from(t.await.unwrap());
-    }
-    assert_eq!(allowed, 100);
+    assert_eq!(count_allowed_concurrently(&e, 1_000, |_| cost_call(json!(0.01))).await, 100);
 }
 
 #[test]

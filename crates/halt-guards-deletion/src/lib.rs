@@ -27,7 +27,7 @@
 
 use std::time::Duration;
 
-use halt_core::names::{NamePatterns, normalize, resolve_resource};
+use halt_core::names::{NameFragments, NamePatterns, resolve_resource};
 use halt_core::store::{CounterSpec, ReserveOutcome, ReserveRequest, Window, key};
 use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Timestamp, TypedFactory, async_trait};
 use serde::{Deserialize, Serialize};
@@ -103,7 +103,7 @@ pub struct DeletionGuard {
     allow: NamePatterns,
     deny: NamePatterns,
     protected: NamePatterns,
-    functions: Vec<String>,
+    functions: NameFragments,
     cooldown: Duration,
 }
 
@@ -134,10 +134,8 @@ impl DeletionGuard {
         if config.resource_field.trim().is_empty() {
             return Err(FactoryError::invalid("resource_field", "must not be empty"));
         }
-        let functions: Vec<String> = config.deletion_functions.iter().map(|f| normalize(f).into_owned()).collect();
-        if functions.iter().any(String::is_empty) {
-            return Err(FactoryError::invalid("deletion_functions", "entries must not be empty"));
-        }
+        let functions = NameFragments::new(&config.deletion_functions)
+            .map_err(|_| FactoryError::invalid("deletion_functions", "entries must not be empty"))?;
         Ok(Self {
             name: name.to_owned(),
             allow: patterns("allow_patterns", &config.allow_patterns)?,
@@ -218,8 +216,7 @@ impl Guard for DeletionGuard {
     }
 
     fn applies(&self, call: &Call<'_>) -> bool {
-        let f = call.function();
-        self.functions.iter().any(|w| f.contains(w.as_str()))
+        self.functions.is_in(call.function())
     }
 
     async fn evaluate(&self, call: &Call<'_>) -> Result<Decision, GuardError> {

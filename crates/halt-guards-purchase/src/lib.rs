@@ -25,7 +25,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use halt_core::names::normalize;
+use halt_core::names::{NameFragments, normalize};
 use halt_core::store::{CounterSpec, ReserveOutcome, Window, key};
 use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Money, MoneyError, TypedFactory, async_trait};
 use serde::{Deserialize, Serialize};
@@ -97,9 +97,9 @@ impl Default for PurchaseConfig {
 pub struct PurchaseGuard {
     name: String,
     config: PurchaseConfig,
-    functions: Vec<String>,
-    blocked: Vec<String>,
-    allowed: Vec<String>,
+    functions: NameFragments,
+    blocked: NameFragments,
+    allowed: NameFragments,
 }
 
 /// What the amount argument says.
@@ -132,14 +132,8 @@ impl PurchaseGuard {
                 return Err(FactoryError::invalid(field, "must not be empty"));
             }
         }
-        let list = |field: &str, items: &[String]| -> Result<Vec<String>, FactoryError> {
-            items
-                .iter()
-                .map(|i| {
-                    let n = normalize(i).into_owned();
-                    if n.is_empty() { Err(FactoryError::invalid(field, "entries must not be empty")) } else { Ok(n) }
-                })
-                .collect()
+        let list = |field: &str, items: &[String]| {
+            NameFragments::new(items).map_err(|_| FactoryError::invalid(field, "entries must not be empty"))
         };
         Ok(Self {
             name: name.to_owned(),
@@ -192,8 +186,7 @@ impl Guard for PurchaseGuard {
     }
 
     fn applies(&self, call: &Call<'_>) -> bool {
-        let f = call.function();
-        self.functions.iter().any(|p| f.contains(p.as_str()))
+        self.functions.is_in(call.function())
     }
 
     async fn evaluate(&self, call: &Call<'_>) -> Result<Decision, GuardError> {
@@ -216,17 +209,15 @@ impl Guard for PurchaseGuard {
         }
         let category = self.category(call);
         if let Some(cat) = &category
-            && let Some(b) = self.blocked.iter().find(|b| cat.contains(b.as_str()))
+            && let Some(b) = self.blocked.first_in(cat)
         {
             return Ok(Decision::deny(format!("Category '{cat}' is blocked ('{b}')"))
                 .with_details(json!({"category": cat, "blocked": b})));
         }
-        if !self.allowed.is_empty()
-            && !category.as_ref().is_some_and(|cat| self.allowed.iter().any(|a| cat.contains(a.as_str())))
-        {
+        if !self.allowed.is_empty() && !category.as_deref().is_some_and(|cat| self.allowed.is_in(cat)) {
             let shown = category.as_deref().unwrap_or("(none)");
             return Ok(Decision::deny(format!("Category '{shown}' is not among the allowed categories"))
-                .with_details(json!({"category": category, "allowed": self.allowed})));
+                .with_details(json!({"category": category, "allowed": self.allowed.fragments()})));
         }
         if let Some(max) = c.max_single_purchase
             && amount > max

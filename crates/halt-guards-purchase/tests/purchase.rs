@@ -8,7 +8,7 @@ use halt_core::{
     ApprovalResponse, CallContext, Decision, DecisionKind, Engine, GuardRegistry, ManualClock, Money, Timestamp,
 };
 use halt_guards_purchase::{PurchaseConfig, PurchaseGuard, factory};
-use halt_testing::guards::StaticGuard;
+use halt_testing::guards::{StaticGuard, count_allowed_concurrently};
 use serde_json::{Value, json};
 
 /// 2026-11-24T12:00:00Z.
@@ -180,17 +180,7 @@ async fn purchases_count_only_when_they_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_purchases_allow_exactly_one_hundred() {
     let (e, _) = engine(PurchaseConfig { max_daily_purchases: Some(m("1.0")), ..PurchaseConfig::default() });
-    let tasks: Vec<_> = (0..1_000)
-        .map(|_| {
-            let e = e.clone();
-            tokio::spawn(async move { e.evaluate(buy(json!({"amount": 0.01}))).await.is_allowed() })
-        })
-        .collect();
-    let mut allowed = 0;
-    for t in tasks {
-        allowed += usize::from(t.await.unwrap());
-    }
-    assert_eq!(allowed, 100);
+    assert_eq!(count_allowed_concurrently(&e, 1_000, |_| buy(json!({"amount": 0.01}))).await, 100);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use halt_core::{CallContext, Decision, DecisionKind, Engine, GuardRegistry, ManualClock, Timestamp};
 use halt_guards_rate_limit::factory;
-use halt_testing::guards::StaticGuard;
+use halt_testing::guards::{StaticGuard, count_allowed_concurrently};
 use serde_json::{Value, json};
 
 const T0: i64 = 1_795_521_600;
@@ -181,19 +181,7 @@ fn partitions_split_every_limit() {
 fn concurrent_calls_never_pass_the_minute_limit() {
     let (e, _) = setup(only("max_calls_per_minute", json!(100)));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
-    let allowed: usize = rt.block_on(async {
-        let tasks: Vec<_> = (0..1_000)
-            .map(|i| {
-                let e = e.clone();
-                tokio::spawn(async move { e.evaluate(call("f", json!({"i": i}))).await.is_allowed() })
-            })
-            .collect();
-        let mut n = 0;
-        for t in tasks {
-            n += usize::from(t.await.unwrap());
-        }
-        n
-    });
+    let allowed = rt.block_on(count_allowed_concurrently(&e, 1_000, |i| call("f", json!({"i": i}))));
     assert_eq!(allowed, 100);
 }
 

@@ -176,3 +176,24 @@ impl Guard for SettingGuard {
         Ok(Decision::modify(format!("set {}", self.key), args))
     }
 }
+
+/// Evaluates `n` calls concurrently (each on its own task; needs a multi-threaded runtime) and
+/// returns how many were allowed.
+pub async fn count_allowed_concurrently(
+    engine: &halt_core::Engine,
+    n: usize,
+    call: impl Fn(usize) -> halt_core::CallContext,
+) -> usize {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let engine = engine.clone();
+            let ctx = call(i);
+            tokio::spawn(async move { engine.evaluate(ctx).await.is_allowed() })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += usize::from(t.await.expect("evaluation task panicked"));
+    }
+    allowed
+}
