@@ -134,7 +134,7 @@ pub(crate) const DETECTORS: [Detector; 17] = [
         name: "password_field",
         pattern: r#"(?i)(?-u:\b)(?:password|passwd|pwd|secret|token)["']?\s*[:=]\s*["']?([^\s"',;]{3,})"#,
         group: 1,
-        check: not_placeholder,
+        check: |v| !is_short_placeholder(v),
     },
 ];
 
@@ -144,33 +144,60 @@ pub(crate) fn find(name: &str) -> Option<&'static Detector> {
 }
 
 /// Values that are obviously examples, not secrets: `sk-...`, `YOUR_API_KEY`, `xxxx`, `<token>`,
-/// `changeme`, the AWS documentation's `...EXAMPLE` key.
+/// `changeme`, the AWS documentation's keys.
+///
+/// Only the value as a whole counts: a real secret with `example` or `xxxx` appended is still a
+/// secret (appending a marker must not be a way to smuggle one out).
 pub(crate) fn is_placeholder(v: &str) -> bool {
-    let lower = v.to_ascii_lowercase();
-    let markers = [
-        "...",
-        "xxxx",
-        "****",
-        "your_",
-        "your-",
-        "<",
-        ">",
-        "{{",
+    is_placeholder_beyond(v, 8)
+}
+
+/// As [`is_placeholder`], for values that may be short (passwords): placeholder words must be
+/// all there is.
+fn is_short_placeholder(v: &str) -> bool {
+    is_placeholder_beyond(v, 1)
+}
+
+/// A placeholder, or fewer than `min_rest` characters once placeholder words are taken out.
+fn is_placeholder_beyond(v: &str, min_rest: usize) -> bool {
+    const KNOWN_EXAMPLES: [&str; 2] = ["akiaiosfodnn7example", "wjalrxutnfemi/k7mdeng/bpxrficyexamplekey"];
+    const WORDS: [&str; 18] = [
+        "your",
+        "api",
+        "key",
+        "token",
+        "secret",
+        "here",
         "example",
+        "sample",
+        "dummy",
         "placeholder",
         "changeme",
         "redacted",
-        "dummy",
-        "sample",
         "insert",
         "replace",
+        "fake",
+        "test",
+        "sk",
+        "my",
     ];
-    if markers.iter().any(|m| lower.contains(m)) {
+    let lower = v.to_ascii_lowercase();
+    if KNOWN_EXAMPLES.contains(&lower.as_str()) || ["...", "<", ">", "{{", "}}"].iter().any(|m| lower.contains(m)) {
         return true;
     }
-    // One character repeated, or nothing but a short run of distinct characters.
-    let distinct: std::collections::BTreeSet<char> = lower.chars().filter(char::is_ascii_alphanumeric).collect();
-    distinct.len() <= 2
+    let alnum: String = lower.chars().filter(char::is_ascii_alphanumeric).collect();
+    // Low variety: xxxx, aaaa, 0000, or mostly x.
+    let distinct: std::collections::BTreeSet<char> = alnum.chars().collect();
+    let xs = alnum.chars().filter(|c| *c == 'x').count();
+    if distinct.len() <= 2 || xs * 2 >= alnum.len() {
+        return true;
+    }
+    // Nothing much left once the usual placeholder words are taken out.
+    let mut rest = alnum;
+    for w in WORDS {
+        rest = rest.replace(w, "");
+    }
+    rest.len() < min_rest
 }
 
 fn not_placeholder(v: &str) -> bool {
@@ -372,10 +399,29 @@ mod tests {
 
     #[test]
     fn placeholders() {
-        for p in ["sk-...", "YOUR_API_KEY", "xxxxxxxxxxxxxxxx", "<token>", "AKIAIOSFODNN7EXAMPLE", "aaaaaaaaaaaa"] {
+        for p in [
+            "sk-...",
+            "YOUR_API_KEY",
+            "xxxxxxxxxxxxxxxx",
+            "<token>",
+            "AKIAIOSFODNN7EXAMPLE",
+            "aaaaaaaaaaaa",
+            "sk-your-key-here",
+            "changeme123456",
+            "dummydummydummy",
+            "sk_live_xxxxxxxxxxxxxxxxxxxxxxxx",
+        ] {
             assert!(is_placeholder(p), "{p}");
         }
-        assert!(!is_placeholder("sk_live_4eC39HqLyjWDarjtT1zdp7dc"));
+        // A marker appended to a real secret does not hide it.
+        for real in [
+            "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+            "sk_live_4eC39HqLyjWDarjtT1zdp7dcEXAMPLE",
+            "AKIAZ7Q3KJ2LMNEXAMPLE",
+            "q8Zt2LmX9vR4kP7wN3sBxxxx",
+        ] {
+            assert!(!is_placeholder(real), "{real}");
+        }
     }
 
     #[test]

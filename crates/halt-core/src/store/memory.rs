@@ -312,31 +312,37 @@ impl State {
             // An event exactly `width` old still counts: the key outlives it by a microsecond.
             Window::Sliding { width } => last.saturating_add(width).saturating_add(Duration::from_micros(1)),
         };
-        if !self.entries.contains_key(&spec.key) {
-            let value = match spec.window {
-                Window::Sliding { .. } => Value::Sliding(Sliding::default()),
-                _ => Value::Counter(0),
+        let expiry = key_expiry(now);
+        let update = |e: &mut Entry| {
+            e.expires_at = e.expires_at.max(expiry);
+            let schedule = (!e.queued).then_some(e.expires_at);
+            e.queued = true;
+            let total = match &mut e.value {
+                Value::Counter(t) => {
+                    *t = t.saturating_add(amount).max(0);
+                    *t
+                }
+                Value::Sliding(s) => {
+                    s.push(Event { at: now, amount, reservation }, cap);
+                    s.total()
+                }
+                Value::Record(_) => 0,
             };
-            let entry = Entry { value, expires_at: key_expiry(now), queued: false, generation: 0 };
-            self.entries.insert(spec.key.clone(), entry);
-        }
-        let Some(e) = self.entries.get_mut(&spec.key) else {
-            return Err(StoreError::Unavailable("a counter vanished under the lock".into()));
+            (total, e.generation, schedule)
         };
-        e.expires_at = e.expires_at.max(key_expiry(now));
-        let schedule = (!e.queued).then_some(e.expires_at);
-        e.queued = true;
-        let generation = e.generation;
-        let total = match &mut e.value {
-            Value::Counter(t) => {
-                *t = t.saturating_add(amount).max(0);
-                *t
+        // One lookup for a key that exists (the common case), two for a new one.
+        let (total, generation, schedule) = match self.entries.get_mut(&spec.key) {
+            Some(e) => update(e),
+            None => {
+                let value = match spec.window {
+                    Window::Sliding { .. } => Value::Sliding(Sliding::default()),
+                    _ => Value::Counter(0),
+                };
+                let mut e = Entry { value, expires_at: expiry, queued: false, generation: 0 };
+                let r = update(&mut e);
+                self.entries.insert(spec.key.clone(), e);
+                r
             }
-            Value::Sliding(s) => {
-                s.push(Event { at: now, amount, reservation }, cap);
-                s.total()
-            }
-            Value::Record(_) => 0,
         };
         if let Some(at) = schedule {
             self.expiry.push(Reverse((at, spec.key.clone())));
