@@ -17,6 +17,7 @@
 //! | `scope` (default) | `halt-guards-scope` | [`scope::ScopeGuard`]: which tools each agent may call |
 //! | `sensitive` (default) | `halt-guards-sensitive` | [`sensitive::SensitiveGuard`]: PII and secrets, denied or redacted |
 //! | `yaml` (default) | `halt-config` | [`config::PolicyLoader`]: YAML policies with precise errors, JSON Schema |
+//! | `sled` | `halt-store-sled` | [`sled::SledStore`]: the embedded persistent store |
 //! | `full` | all of the above | everything |
 //!
 //! Guard, store, approval, audit and integration features are added here as their crates land.
@@ -61,6 +62,11 @@ pub use halt_guards_budget as budget;
 #[cfg(feature = "yaml")]
 #[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
 pub use halt_config as config;
+
+/// The embedded persistent store.
+#[cfg(feature = "sled")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sled")))]
+pub use halt_store_sled as sled;
 
 /// The deletion guard.
 #[cfg(feature = "deletion")]

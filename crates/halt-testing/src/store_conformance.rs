@@ -107,6 +107,13 @@ pub async fn buckets_and_idle_counters_expire(store: &dyn StateStore) {
     let (id, _) = reserved(store, &req(vec![CounterSpec::new("t/day", bucket, 3, None)], T0)).await;
     store.commit(&id, T0).await.unwrap();
     assert_eq!(store.total("t/day", bucket, at(99)).await.unwrap(), 3, "bucket alive");
+    let full = req(vec![CounterSpec::new("t/day", bucket, 1, Some(3))], at(50));
+    match store.reserve(&full).await.unwrap() {
+        ReserveOutcome::Rejected { retry_at, .. } => {
+            assert_eq!(retry_at, Some(at(100)), "a full bucket frees up when it ends");
+        }
+        other => panic!("bucket: expected a rejection, got {other:?}"),
+    }
     assert_eq!(store.total("t/day", bucket, at(100)).await.unwrap(), 0, "bucket expired at its end");
     let idle = Window::Idle { idle: Duration::from_secs(30) };
     store.add(&[CounterSpec::new("t/idle", idle, 2, None)], T0).await.unwrap();

@@ -426,8 +426,12 @@ impl StateStore for MemoryStore {
             if let Some(limit) = c.limit
                 && current.saturating_add(c.amount) > limit
             {
-                let retry_at = match (c.window, st.entries.get(&c.key).map(|e| &e.value)) {
-                    (Window::Sliding { width }, Some(Value::Sliding(s))) => s.retry_at(width, c.amount, limit),
+                let retry_at = match (c.window, st.entries.get(&c.key)) {
+                    (Window::Sliding { width }, Some(Entry { value: Value::Sliding(s), .. })) => {
+                        s.retry_at(width, c.amount, limit)
+                    }
+                    // A bucket frees up when it ends.
+                    (Window::Bucket { .. }, Some(e)) => Some(e.expires_at),
                     _ => None,
                 };
                 return Ok(ReserveOutcome::Rejected { index, current, limit, retry_at });

@@ -116,7 +116,8 @@ pub enum ReserveOutcome {
         current: i64,
         /// Its limit.
         limit: i64,
-        /// For a sliding window: when enough of it ages out for the amount to fit.
+        /// When the amount could fit: for a sliding window, when enough of it ages out; for a
+        /// bucket, when it ends.
         retry_at: Option<Timestamp>,
     },
 }

@@ -1,0 +1,196 @@
+//! The sled store: the conformance suite, restarts, a crash in strict mode, corrupted data.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use halt_core::store::{CounterSpec, ReserveOutcome, ReserveRequest, Window};
+use halt_core::{
+    ApprovalResponse, CallContext, Clock, Decision, Engine, ManualClock, StateStore, StoreError, SystemClock, Timestamp,
+};
+use halt_store_sled::{Durability, SledStore, SledStoreConfig};
+use halt_testing::guards::{ReservingGuard, StaticGuard};
+
+/// A fresh directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "halt-sled-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_store_conforms_in_both_durabilities() {
+    for durability in [Durability::Strict, Durability::Relaxed { flush_every_ms: 50 }] {
+        let root = TempDir::new("conformance");
+        let n = AtomicU32::new(0);
+        let make = || {
+            let path = root.0.join(n.fetch_add(1, Ordering::SeqCst).to_string());
+            async move {
+                Arc::new(SledStore::open(&SledStoreConfig::new(path).durability(durability)).unwrap())
+                    as Arc<dyn StateStore>
+            }
+        };
+        halt_testing::store_conformance::run(make).await;
+    }
+}
+
+const CENT: i64 = 10_000;
+
+fn day() -> Window {
+    Window::Idle { idle: Duration::from_secs(86_400) }
+}
+
+#[tokio::test]
+async fn counters_and_pending_approvals_survive_a_restart() {
+    let dir = TempDir::new("restart");
+    let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000));
+    let build = || {
+        let store = SledStore::open(&SledStoreConfig::new(&dir.0)).unwrap();
+        Engine::builder()
+            .guard(ReservingGuard::new("spend", "k", 30 * CENT, 100 * CENT))
+            .guard(StaticGuard::new("ask", Decision::require_approval("ask")).only_for("buy"))
+            .store(store)
+            .clock(clock.clone())
+            .approval_timeout(Duration::from_secs(600))
+            .build()
+            .unwrap()
+    };
+    {
+        let engine = build();
+        assert!(engine.evaluate(CallContext::new("llm").with_call_id("a")).await.is_allowed());
+        assert!(engine.evaluate(CallContext::new("buy").with_call_id("pending")).await.needs_approval());
+    }
+    // Reopened: the committed 0.30 and the held 0.30 are both there, and the approval still works.
+    let engine = build();
+    let now = clock.now();
+    assert_eq!(engine.store().total("k", day(), now).await.unwrap(), 60 * CENT);
+    engine.resolve_approval("pending", &ApprovalResponse::approve("alice")).await.unwrap();
+    assert_eq!(engine.store().total("k", day(), now).await.unwrap(), 60 * CENT);
+    // Settling works across the restart too.
+    engine.settle("a", halt_core::Money::from_micros(5 * CENT)).await.unwrap();
+    assert_eq!(engine.store().total("k", day(), now).await.unwrap(), 35 * CENT);
+}
+
+#[tokio::test]
+async fn held_reservations_lapse_after_a_restart() {
+    let dir = TempDir::new("lapse");
+    let t0 = Timestamp::from_secs(1_800_000_000);
+    {
+        let store = SledStore::open(&SledStoreConfig::new(&dir.0)).unwrap();
+        let req = ReserveRequest {
+            counters: vec![CounterSpec::new("k", day(), 7, None)],
+            now: t0,
+            hold_until: t0.saturating_add(Duration::from_secs(60)),
+        };
+        assert!(matches!(store.reserve(&req).await.unwrap(), ReserveOutcome::Reserved { .. }));
+        store.flush().await.unwrap();
+    }
+    let store = SledStore::open(&SledStoreConfig::new(&dir.0)).unwrap();
+    assert_eq!(store.total("k", day(), t0).await.unwrap(), 7, "still held");
+    assert_eq!(store.total("k", day(), t0.saturating_add(Duration::from_secs(61))).await.unwrap(), 0, "lapsed");
+}
+
+#[tokio::test]
+async fn a_corrupted_value_is_an_error_not_a_panic() {
+    let dir = TempDir::new("corrupt");
+    {
+        let db = sled::open(&dir.0).unwrap();
+        db.insert(b"c:broken", &[2u8, 0, 0, 0][..]).unwrap();
+        db.insert(b"c:unknown", &[9u8; 30][..]).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(&SledStoreConfig::new(&dir.0)).unwrap();
+    let now = Timestamp::from_secs(1);
+    for key in ["broken", "unknown"] {
+        let err = store.total(key, day(), now).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Corrupt { key: k, .. } if k == &format!("c:{key}")), "{err:?}");
+        let req = ReserveRequest { counters: vec![CounterSpec::new(key, day(), 1, Some(5))], now, hold_until: now };
+        assert!(matches!(store.reserve(&req).await, Err(StoreError::Corrupt { .. })));
+    }
+    // An engine denies fail-safe rather than loosening.
+    let engine = Engine::builder().guard(ReservingGuard::new("spend", "broken", 1, 100)).store(store).build().unwrap();
+    let o = engine.evaluate(CallContext::new("f")).await;
+    assert!(o.is_denied() && o.denial_reasons()[0].contains("fail-safe"), "{:?}", o.denial_reasons());
+}
+
+/// The child side of the crash test: spends in a loop on a strict store, printing each allowed
+/// call once `evaluate` has returned (so once its commit is on disk). Runs only when spawned.
+#[tokio::test]
+#[ignore = "spawned by crash_in_strict_mode_loses_no_committed_spend"]
+async fn crash_child() {
+    let Ok(dir) = std::env::var("HALT_SLED_CRASH_DIR") else { return };
+    let store = SledStore::open(&SledStoreConfig::new(dir).durability(Durability::Strict)).unwrap();
+    let engine = Engine::builder()
+        .guard(ReservingGuard::new("spend", "crash", CENT, i64::MAX / 2))
+        .store(store)
+        .build()
+        .unwrap();
+    for i in 0.. {
+        if engine.evaluate(CallContext::new("llm").with_call_id(format!("c{i}"))).await.is_allowed() {
+            println!("allowed {i}");
+        }
+    }
+}
+
+#[test]
+fn crash_in_strict_mode_loses_no_committed_spend() {
+    let dir = TempDir::new("crash");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads", "1"])
+        .env("HALT_SLED_CRASH_DIR", &dir.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut reported = 0u64;
+    while reported < 300 {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("allowed ") => reported += 1,
+            Some(Ok(_)) => {}
+            _ => panic!("the child stopped early after {reported} calls"),
+        }
+    }
+    // SIGKILL in the middle of the load.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Lines the child printed before it died may still be in the pipe.
+    for line in lines.map_while(Result::ok) {
+        if line.starts_with("allowed ") {
+            reported += 1;
+        }
+    }
+    let store = SledStore::open(&SledStoreConfig::new(&dir.0)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // Past the hold of any reservation in flight at the kill (the engine's default 900 s), within
+    // the counter's idle day: only committed spend is left.
+    let later = SystemClock.now().saturating_add(Duration::from_secs(901));
+    let committed = rt.block_on(store.total("crash", day(), later)).unwrap() / CENT;
+    let committed = u64::try_from(committed).unwrap();
+    // The child prints after `evaluate` returns, so one call may have committed and not printed.
+    assert!(
+        committed == reported || committed == reported + 1,
+        "committed {committed} calls, the child reported {reported}"
+    );
+}
