@@ -94,8 +94,14 @@ fn check(file: &std::path::Path) -> ExitCode {
         }
     };
     let mut out = std::io::stdout().lock();
+    let store = match &policy.store {
+        halt_config::StoreSettings::Memory => "memory".to_owned(),
+        halt_config::StoreSettings::Sled(s) => {
+            format!("sled at {} ({:?})", s.path.display(), s.durability).to_lowercase()
+        }
+    };
     let mut text = format!(
-        "{}: valid, {} guard(s), mode {}\n",
+        "{}: valid, {} guard(s), mode {}, store {store}\n",
         file.display(),
         policy.guards.len(),
         serde_json::to_value(policy.engine.mode).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()

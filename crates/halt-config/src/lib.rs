@@ -48,7 +48,7 @@ use serde_yaml::{Mapping, Value};
 pub use schema::policy_schema;
 
 /// The top-level sections a policy file may have.
-const SECTIONS: [&str; 2] = ["guards", "engine"];
+const SECTIONS: [&str; 3] = ["guards", "engine", "store"];
 
 /// A policy file's mistake: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +106,82 @@ impl Default for EngineSettings {
     }
 }
 
+/// The `store:` section: where counters, windows and pending approvals live.
+///
+/// ```yaml
+/// store: memory               # the default: fast, gone on exit
+/// # or
+/// store:
+///   sled:
+///     path: /var/lib/agenthalt
+///     durability: strict      # or relaxed (flush every flush_every_ms)
+/// ```
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreSettings {
+    /// In process memory.
+    #[default]
+    Memory,
+    /// The embedded persistent store.
+    Sled(SledSettings),
+}
+
+/// Settings of the sled store.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SledSettings {
+    /// The database directory.
+    pub path: std::path::PathBuf,
+    /// `strict` (default: flushed before a commit returns) or `relaxed`.
+    #[serde(default)]
+    pub durability: DurabilitySetting,
+    /// With relaxed durability, the flush interval in milliseconds.
+    #[serde(default = "default_flush_every_ms")]
+    pub flush_every_ms: u64,
+}
+
+fn default_flush_every_ms() -> u64 {
+    500
+}
+
+/// When sled data reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DurabilitySetting {
+    /// Flushed before a commit returns (concurrent commits share a flush).
+    #[default]
+    Strict,
+    /// Flushed in the background every `flush_every_ms`.
+    Relaxed,
+}
+
+impl StoreSettings {
+    /// Opens the store these settings describe.
+    ///
+    /// # Errors
+    /// The store cannot be opened, or this build lacks its support.
+    pub fn open(&self) -> Result<Arc<dyn halt_core::StateStore>, halt_core::StoreError> {
+        match self {
+            Self::Memory => Ok(Arc::new(halt_core::MemoryStore::new())),
+            #[cfg(feature = "sled")]
+            Self::Sled(s) => {
+                let durability = match s.durability {
+                    DurabilitySetting::Strict => halt_store_sled::Durability::Strict,
+                    DurabilitySetting::Relaxed => {
+                        halt_store_sled::Durability::Relaxed { flush_every_ms: s.flush_every_ms }
+                    }
+                };
+                let store = halt_store_sled::SledStore::open(
+                    &halt_store_sled::SledStoreConfig::new(&s.path).durability(durability),
+                )?;
+                Ok(Arc::new(store))
+            }
+            #[cfg(not(feature = "sled"))]
+            Self::Sled(_) => Err(halt_core::StoreError::Unavailable("this build has no sled support".into())),
+        }
+    }
+}
+
 /// One configured guard.
 #[derive(Debug, Clone)]
 pub struct ConfiguredGuard {
@@ -126,6 +202,8 @@ pub struct Policy {
     pub guards: Vec<ConfiguredGuard>,
     /// The engine settings.
     pub engine: EngineSettings,
+    /// Where state lives.
+    pub store: StoreSettings,
 }
 
 impl Policy {
@@ -143,7 +221,9 @@ impl Policy {
         b
     }
 
-    /// Builds the engine (memory store, system clock), with disabled guards registered but off.
+    /// Builds the engine with a memory store and the system clock, with disabled guards
+    /// registered but off. (Open [`Policy::store`] and pass it to [`Policy::engine_builder`]
+    /// for the configured store.)
     ///
     /// # Errors
     /// Only if two guards share a name, which loading already refuses.
@@ -257,6 +337,7 @@ impl PolicyLoader {
             }
         };
         let mut engine = EngineSettings::default();
+        let mut store = StoreSettings::default();
         let mut guards = Vec::new();
         for (key, value) in root {
             let Some(section) = key.as_str() else {
@@ -264,7 +345,8 @@ impl PolicyLoader {
             };
             match section {
                 "guards" => guards = self.guards(&ctx, value)?,
-                "engine" => engine = ctx.settings(value)?,
+                "engine" => engine = ctx.section("engine", value)?,
+                "store" => store = ctx.section("store", value)?,
                 other => {
                     let s = suggest(other, SECTIONS.iter().copied());
                     return Err(ctx.at_path(&[Seg::Key(other.to_owned())], format!("unknown section `{other}`"), s));
@@ -285,7 +367,15 @@ impl PolicyLoader {
                 None,
             ));
         }
-        Ok(Policy { guards, engine })
+        if let StoreSettings::Sled(s) = &store {
+            if cfg!(not(feature = "sled")) {
+                return Err(ctx.at_path(&key_path(&["store", "sled"]), "this build has no sled support".into(), None));
+            }
+            if s.path.as_os_str().is_empty() {
+                return Err(ctx.at_path(&key_path(&["store", "sled", "path"]), "must not be empty".into(), None));
+            }
+        }
+        Ok(Policy { guards, engine, store })
     }
 
     fn guards(&self, ctx: &Ctx<'_>, value: Value) -> Result<Vec<ConfiguredGuard>, ConfigError> {
@@ -519,23 +609,32 @@ impl Ctx<'_> {
         self.error(pos, None, format!("invalid YAML: {msg}"), None)
     }
 
-    fn settings(&self, value: Value) -> Result<EngineSettings, ConfigError> {
+    /// Deserializes a whole section (`engine`, `store`), with positions for its errors.
+    fn section<T: serde::de::DeserializeOwned + Default>(&self, name: &str, value: Value) -> Result<T, ConfigError> {
         if value.is_null() {
-            return Ok(EngineSettings::default());
+            return Ok(T::default());
         }
+        // Through JSON, whose enums are plain maps and strings (YAML's want tags).
+        let value = serde_json::to_value(&value).map_err(|e| self.at_path(&key_path(&[name]), e.to_string(), None))?;
         let mut track = serde_path_to_error::Track::new();
         let de = serde_path_to_error::Deserializer::new(value, &mut track);
-        EngineSettings::deserialize(de).map_err(|e| {
+        T::deserialize(de).map_err(|e| {
             let message = e.to_string();
-            if let Some((field, s)) = unknown_field_suggestion(&message) {
-                let mut err = self.at_path(&key_path(&["engine", &field]), format!("unknown field `{field}`"), s);
-                err.path = Some("engine".into());
-                return err;
-            }
-            let mut p = key_path(&["engine"]);
+            let mut p = key_path(&[name]);
             let field_path = track.path().to_string();
             if field_path != "." {
                 p.extend(field_path.split('.').map(|s| Seg::Key(s.to_owned())));
+            }
+            if let Some((field, s)) = unknown_field_suggestion(&message) {
+                // The tracked path ends at the unknown key itself: name the mapping it sits in.
+                if p.last() == Some(&Seg::Key(field.clone())) {
+                    p.pop();
+                }
+                let section = render(&p);
+                p.push(Seg::Key(field.clone()));
+                let mut err = self.at_path(&p, format!("unknown field `{field}`"), s);
+                err.path = Some(section);
+                return err;
             }
             self.at_path(&p, strip_expected(&message), None)
         })

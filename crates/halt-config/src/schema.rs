@@ -3,7 +3,7 @@
 use halt_core::GuardRegistry;
 use serde_json::{Map, Value, json};
 
-use crate::EngineSettings;
+use crate::{EngineSettings, StoreSettings};
 
 /// The JSON Schema (2020-12) of a policy file whose guards are the types `registry` knows.
 #[must_use]
@@ -34,6 +34,8 @@ pub fn policy_schema(registry: &GuardRegistry) -> Value {
     }
     let mut engine = schemars::schema_for!(EngineSettings).to_value();
     hoist_defs(&mut engine, &mut defs);
+    let mut store = schemars::schema_for!(StoreSettings).to_value();
+    hoist_defs(&mut store, &mut defs);
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "AgentHalt policy",
@@ -47,7 +49,8 @@ pub fn policy_schema(registry: &GuardRegistry) -> Value {
                     {"type": "array", "items": {"oneOf": items}}
                 ]
             },
-            "engine": engine
+            "engine": engine,
+            "store": store
         },
         "$defs": defs
     })

@@ -246,3 +246,35 @@ fn the_schema_covers_every_guard_and_resolves_its_references() {
         assert!(schema["$defs"][name].is_object(), "dangling reference to {name}");
     }
 }
+
+#[cfg(not(feature = "sled"))]
+#[test]
+fn a_sled_store_needs_the_sled_feature() {
+    assert_eq!(err("store:\n  sled:\n    path: /tmp/x\n"), "p.yaml:2:3: this build has no sled support at store.sled");
+}
+
+#[cfg(feature = "sled")]
+#[test]
+fn the_store_section() {
+    let p = PolicyLoader::new().load_str("store: memory\n", "p").unwrap();
+    assert_eq!(p.store, halt_config::StoreSettings::Memory);
+    let dir = std::env::temp_dir().join(format!("halt-config-sled-{}", std::process::id()));
+    let yaml =
+        format!("store:\n  sled:\n    path: {}\n    durability: relaxed\n    flush_every_ms: 100\n", dir.display());
+    let p = PolicyLoader::new().load_str(&yaml, "p").unwrap();
+    let halt_config::StoreSettings::Sled(s) = &p.store else { panic!("{:?}", p.store) };
+    assert_eq!((s.durability, s.flush_every_ms), (halt_config::DurabilitySetting::Relaxed, 100));
+    let store = p.store.open().unwrap();
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        err("store:\n  sled:\n    path: /tmp/x\n    durabilty: strict\n"),
+        "p.yaml:4:5: unknown field `durabilty` at store.sled; did you mean `durability`?"
+    );
+    assert!(
+        err("store: redis\n").starts_with("p.yaml:1:1: unknown variant `redis`, expected `memory` or `sled` at store"),
+        "{}",
+        err("store: redis\n")
+    );
+    assert_eq!(err("store:\n  sled:\n    path: \"\"\n"), "p.yaml:3:5: must not be empty at store.sled.path");
+}
