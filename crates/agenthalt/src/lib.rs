@@ -18,6 +18,7 @@
 //! | `sensitive` (default) | `halt-guards-sensitive` | [`sensitive::SensitiveGuard`]: PII and secrets, denied or redacted |
 //! | `yaml` (default) | `halt-config` | [`config::PolicyLoader`]: YAML policies with precise errors, JSON Schema |
 //! | `sled` | `halt-store-sled` | [`sled::SledStore`]: the embedded persistent store |
+//! | `redis` | `halt-store-redis` | [`redis::RedisStore`]: one shared state for many processes and hosts |
 //! | `full` | all of the above | everything |
 //!
 //! Guard, store, approval, audit and integration features are added here as their crates land.
@@ -67,6 +68,11 @@ pub use halt_config as config;
 #[cfg(feature = "sled")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sled")))]
 pub use halt_store_sled as sled;
+
+/// The shared Redis store.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use halt_store_redis as redis;
 
 /// The deletion guard.
 #[cfg(feature = "deletion")]

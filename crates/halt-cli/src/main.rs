@@ -99,6 +99,7 @@ fn check(file: &std::path::Path) -> ExitCode {
         halt_config::StoreSettings::Sled(s) => {
             format!("sled at {} ({:?})", s.path.display(), s.durability).to_lowercase()
         }
+        halt_config::StoreSettings::Redis(r) => format!("redis at {} (prefix {})", r.url, r.prefix),
     };
     let mut text = format!(
         "{}: valid, {} guard(s), mode {}, store {store}\n",

@@ -20,7 +20,9 @@ fn temp_file(name: &str, content: &str) -> std::path::PathBuf {
 }
 
 fn eval(policy: &str, input: &str, extra: &[&str]) -> (Output, Vec<Value>) {
-    let config = temp_file(&format!("policy-{}.yaml", policy.len()), policy);
+    // Tests run in parallel: every policy gets a file of its own.
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let config = temp_file(&format!("policy-{}.yaml", N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)), policy);
     let mut child = bin()
         .args(["eval", "--config", config.to_str().unwrap()])
         .args(extra)

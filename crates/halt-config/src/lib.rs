@@ -115,6 +115,11 @@ impl Default for EngineSettings {
 ///   sled:
 ///     path: /var/lib/agenthalt
 ///     durability: strict      # or relaxed (flush every flush_every_ms)
+/// # or
+/// store:
+///   redis:
+///     url: redis://127.0.0.1:6379/0
+///     prefix: "{agenthalt}:"
 /// ```
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -124,6 +129,23 @@ pub enum StoreSettings {
     Memory,
     /// The embedded persistent store.
     Sled(SledSettings),
+    /// A Redis shared by many processes and hosts.
+    Redis(RedisSettings),
+}
+
+/// Settings of the Redis store.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// The server, such as `redis://127.0.0.1:6379/0`.
+    pub url: String,
+    /// The prefix of every key (a hash tag such as `{agenthalt}:` keeps a cluster's keys together).
+    #[serde(default = "default_redis_prefix")]
+    pub prefix: String,
+}
+
+fn default_redis_prefix() -> String {
+    "{agenthalt}:".to_owned()
 }
 
 /// Settings of the sled store.
@@ -156,11 +178,11 @@ pub enum DurabilitySetting {
 }
 
 impl StoreSettings {
-    /// Opens the store these settings describe.
+    /// Opens the store these settings describe (a Redis store connects on a Tokio runtime).
     ///
     /// # Errors
     /// The store cannot be opened, or this build lacks its support.
-    pub fn open(&self) -> Result<Arc<dyn halt_core::StateStore>, halt_core::StoreError> {
+    pub async fn open(&self) -> Result<Arc<dyn halt_core::StateStore>, halt_core::StoreError> {
         match self {
             Self::Memory => Ok(Arc::new(halt_core::MemoryStore::new())),
             #[cfg(feature = "sled")]
@@ -178,6 +200,10 @@ impl StoreSettings {
             }
             #[cfg(not(feature = "sled"))]
             Self::Sled(_) => Err(halt_core::StoreError::Unavailable("this build has no sled support".into())),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => Ok(Arc::new(halt_store_redis::RedisStore::connect(&r.url, &r.prefix).await?)),
+            #[cfg(not(feature = "redis"))]
+            Self::Redis(_) => Err(halt_core::StoreError::Unavailable("this build has no redis support".into())),
         }
     }
 }
@@ -367,12 +393,35 @@ impl PolicyLoader {
                 None,
             ));
         }
-        if let StoreSettings::Sled(s) = &store {
-            if cfg!(not(feature = "sled")) {
-                return Err(ctx.at_path(&key_path(&["store", "sled"]), "this build has no sled support".into(), None));
+        match &store {
+            StoreSettings::Memory => {}
+            StoreSettings::Sled(s) => {
+                if cfg!(not(feature = "sled")) {
+                    return Err(ctx.at_path(
+                        &key_path(&["store", "sled"]),
+                        "this build has no sled support".into(),
+                        None,
+                    ));
+                }
+                if s.path.as_os_str().is_empty() {
+                    return Err(ctx.at_path(&key_path(&["store", "sled", "path"]), "must not be empty".into(), None));
+                }
             }
-            if s.path.as_os_str().is_empty() {
-                return Err(ctx.at_path(&key_path(&["store", "sled", "path"]), "must not be empty".into(), None));
+            StoreSettings::Redis(r) => {
+                if cfg!(not(feature = "redis")) {
+                    return Err(ctx.at_path(
+                        &key_path(&["store", "redis"]),
+                        "this build has no redis support".into(),
+                        None,
+                    ));
+                }
+                if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://") || r.url.starts_with("unix://")) {
+                    return Err(ctx.at_path(
+                        &key_path(&["store", "redis", "url"]),
+                        "must start with redis://, rediss:// or unix://".into(),
+                        None,
+                    ));
+                }
             }
         }
         Ok(Policy { guards, engine, store })

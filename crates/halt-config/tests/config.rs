@@ -264,17 +264,23 @@ fn the_store_section() {
     let p = PolicyLoader::new().load_str(&yaml, "p").unwrap();
     let halt_config::StoreSettings::Sled(s) = &p.store else { panic!("{:?}", p.store) };
     assert_eq!((s.durability, s.flush_every_ms), (halt_config::DurabilitySetting::Relaxed, 100));
-    let store = p.store.open().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let store = rt.block_on(p.store.open()).unwrap();
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(
         err("store:\n  sled:\n    path: /tmp/x\n    durabilty: strict\n"),
         "p.yaml:4:5: unknown field `durabilty` at store.sled; did you mean `durability`?"
     );
-    assert!(
-        err("store: redis\n").starts_with("p.yaml:1:1: unknown variant `redis`, expected `memory` or `sled` at store"),
-        "{}",
-        err("store: redis\n")
+    assert_eq!(
+        err("store: redis\n"),
+        "p.yaml:1:1: invalid type: unit variant, expected newtype variant at store.redis"
+    );
+    let e = err("store: mysql\n");
+    assert!(e.contains("unknown variant `mysql`"), "{e}");
+    assert_eq!(
+        err("store:\n  redis:\n    url: http://x\n"),
+        "p.yaml:3:5: must start with redis://, rediss:// or unix:// at store.redis.url"
     );
     assert_eq!(err("store:\n  sled:\n    path: \"\"\n"), "p.yaml:3:5: must not be empty at store.sled.path");
 }

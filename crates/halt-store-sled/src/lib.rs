@@ -304,7 +304,7 @@ impl SledStore {
         let db = loop {
             match c.open() {
                 Ok(db) => break db,
-                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 100 => {
+                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 500 => {
                     attempts += 1;
                     std::thread::sleep(Duration::from_millis(20));
                 }

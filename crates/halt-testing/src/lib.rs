@@ -28,4 +28,5 @@
 
 pub mod bench;
 pub mod guards;
+pub mod redis_server;
 pub mod store_conformance;
