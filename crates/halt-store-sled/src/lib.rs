@@ -356,6 +356,12 @@ impl SledStore {
         Ok(())
     }
 
+    /// How many counters, windows and records are stored (expired ones included until purged).
+    #[must_use]
+    pub fn key_count(&self) -> usize {
+        self.db.scan_prefix(b"c:").count()
+    }
+
     /// Drops expired counters and records; returns how many. Also releases lapsed reservations.
     ///
     /// # Errors

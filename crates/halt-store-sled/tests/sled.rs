@@ -195,3 +195,28 @@ fn crash_in_strict_mode_loses_no_committed_spend() {
         "committed {committed} calls, the child reported {reported}"
     );
 }
+
+#[tokio::test]
+async fn expired_keys_are_purged_and_the_purger_runs_in_the_background() {
+    let dir = TempDir::new("purge");
+    let store = Arc::new(SledStore::open(&SledStoreConfig::new(&dir.0)).unwrap());
+    let t0 = Timestamp::from_secs(1_800_000_000);
+    let bucket = Window::Bucket { expires_at: t0.saturating_add(Duration::from_secs(10)) };
+    store.add(&[CounterSpec::new("old", bucket, 1, None)], t0).await.unwrap();
+    store.add(&[CounterSpec::new("young", day(), 1, None)], t0).await.unwrap();
+    store.put_record("stamp", Some(b"x"), Some(t0.saturating_add(Duration::from_secs(5))), t0).await.unwrap();
+    let later = t0.saturating_add(Duration::from_secs(11));
+    assert_eq!(store.purge_expired(later).unwrap(), 2, "the bucket and the record expired");
+    assert_eq!(store.purge_expired(later).unwrap(), 0);
+    assert_eq!(store.total("young", day(), later).await.unwrap(), 1);
+    // The background purger does the same on its own clock.
+    store.add(&[CounterSpec::new("old2", bucket, 1, None)], t0).await.unwrap();
+    let clock = ManualClock::new(later);
+    let task = store.spawn_purger(Arc::new(clock), Duration::from_millis(10));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while store.key_count() > 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.key_count(), 1, "only `young` is left");
+    task.abort();
+}
