@@ -163,6 +163,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     store: Arc<dyn StateStore>,
     events: broadcast::Sender<EngineEvent>,
+    /// Set once anyone subscribes, so engines nobody watches skip building events.
+    watched: AtomicBool,
     guard_timeout: Duration,
     approval_timeout: Duration,
     monitor: AtomicBool,
@@ -376,6 +378,7 @@ impl EngineBuilder {
                 clock: self.clock,
                 store: self.store,
                 events,
+                watched: AtomicBool::new(false),
                 guard_timeout: self.guard_timeout,
                 approval_timeout: self.approval_timeout,
                 monitor: AtomicBool::new(self.mode == Mode::Monitor),
@@ -524,6 +527,7 @@ impl Engine {
     /// (and is told how many); it never slows evaluation.
     #[must_use]
     pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.inner.watched.store(true, Ordering::Relaxed);
         self.inner.events.subscribe()
     }
 
@@ -532,7 +536,7 @@ impl Engine {
     }
 
     fn emit(&self, event: impl FnOnce() -> EngineEvent) {
-        if self.inner.events.receiver_count() > 0 {
+        if self.inner.watched.load(Ordering::Relaxed) && self.inner.events.receiver_count() > 0 {
             let _ = self.inner.events.send(event());
         }
     }
