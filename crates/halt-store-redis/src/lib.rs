@@ -81,15 +81,11 @@ fn script_error(e: &RedisError, prefix: &str) -> StoreError {
 }
 
 fn check(counters: &[CounterSpec], reserve: bool) -> Result<(), StoreError> {
-    for (i, c) in counters.iter().enumerate() {
-        if c.key.is_empty() || c.key.contains(['\u{1e}', '\u{1f}']) {
+    halt_core::store::check_counters(counters, reserve)?;
+    for c in counters {
+        // The script joins keys with these separators.
+        if c.key.contains(['\u{1e}', '\u{1f}']) {
             return Err(StoreError::InvalidRequest(format!("unusable key `{}`", c.key.escape_debug())));
-        }
-        if counters[..i].iter().any(|o| o.key == c.key) {
-            return Err(StoreError::InvalidRequest(format!("key `{}` appears twice", c.key)));
-        }
-        if reserve && c.amount < 0 {
-            return Err(StoreError::InvalidRequest(format!("negative amount {} for `{}`", c.amount, c.key)));
         }
         if c.amount.abs() >= MAX_EXACT || c.limit.is_some_and(|l| l.abs() >= MAX_EXACT) {
             return Err(StoreError::InvalidRequest(format!(

@@ -48,7 +48,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use halt_core::store::{CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, Window};
+use halt_core::store::{
+    CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, Window, check_counters,
+};
 use halt_core::{Clock, Timestamp};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
@@ -275,18 +277,6 @@ fn undo(tx: &TransactionalTree, id: u64, p: &Pending, now: Timestamp) -> Result<
     Ok(())
 }
 
-fn check_keys(counters: &[CounterSpec]) -> Result<(), StoreError> {
-    for (i, c) in counters.iter().enumerate() {
-        if c.key.is_empty() {
-            return Err(StoreError::InvalidRequest("empty key".into()));
-        }
-        if counters[..i].iter().any(|o| o.key == c.key) {
-            return Err(StoreError::InvalidRequest(format!("key `{}` appears twice", c.key)));
-        }
-    }
-    Ok(())
-}
-
 impl SledStore {
     /// Opens (or creates) the database.
     ///
@@ -437,10 +427,7 @@ impl SledStore {
 #[async_trait]
 impl StateStore for SledStore {
     async fn reserve(&self, req: &ReserveRequest) -> Result<ReserveOutcome, StoreError> {
-        check_keys(&req.counters)?;
-        if let Some(c) = req.counters.iter().find(|c| c.amount < 0) {
-            return Err(StoreError::InvalidRequest(format!("negative amount {} for `{}`", c.amount, c.key)));
-        }
+        check_counters(&req.counters, true)?;
         self.release_lapsed(req.now)?;
         let now = req.now;
         let outcome = tx_result(self.db.transaction(|tx| {
@@ -521,7 +508,7 @@ impl StateStore for SledStore {
     }
 
     async fn add(&self, counters: &[CounterSpec], now: Timestamp) -> Result<Vec<i64>, StoreError> {
-        check_keys(counters)?;
+        check_counters(counters, false)?;
         self.release_lapsed(now)?;
         let totals = tx_result(self.db.transaction(|tx| {
             let mut totals = Vec::with_capacity(counters.len());

@@ -40,3 +40,42 @@ pub async fn evaluate_and_commit(
     }
     spent
 }
+
+/// One reserve of 1 on counter `key` followed by its commit: the unit of the store benches.
+pub async fn reserve_commit(store: &dyn StateStore, key: &str, now: Timestamp) {
+    use halt_core::store::{CounterSpec, ReserveOutcome, ReserveRequest, Window};
+    let req = ReserveRequest {
+        counters: vec![CounterSpec::new(key, Window::Idle { idle: Duration::from_secs(86_400) }, 1, Some(1 << 50))],
+        now,
+        hold_until: now.saturating_add(Duration::from_secs(60)),
+    };
+    let ReserveOutcome::Reserved { id, .. } = store.reserve(&req).await.expect("reserve failed") else {
+        panic!("the bench counter is full")
+    };
+    assert!(store.commit(&id, now).await.expect("commit failed"), "commit refused");
+}
+
+/// Runs about `iters` reserve + commit pairs from `callers` concurrent tasks (spread over eight
+/// counters); returns the time, scaled to exactly `iters` pairs.
+pub async fn reserve_commit_concurrently(store: &std::sync::Arc<dyn StateStore>, callers: u64, iters: u64) -> Duration {
+    let now = Timestamp::from_secs(1_800_000_000);
+    let per = iters.div_ceil(callers.max(1));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers.max(1))
+        .map(|t| {
+            let store = std::sync::Arc::clone(store);
+            tokio::spawn(async move {
+                let key = format!("bench{}", t % 8);
+                for _ in 0..per {
+                    reserve_commit(&*store, &key, now).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("a bench task panicked");
+    }
+    #[allow(clippy::cast_precision_loss, reason = "a ratio of counts")]
+    let scale = iters as f64 / (per * callers.max(1)) as f64;
+    start.elapsed().mul_f64(scale)
+}

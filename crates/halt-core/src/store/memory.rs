@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, Window};
+use super::{
+    CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, Window, check_counters,
+};
 use crate::clock::Timestamp;
 
 /// Limits of a [`MemoryStore`].
@@ -392,28 +394,13 @@ impl State {
     }
 }
 
-fn check_keys(counters: &[CounterSpec]) -> Result<(), StoreError> {
-    for (i, c) in counters.iter().enumerate() {
-        if c.key.is_empty() {
-            return Err(StoreError::InvalidRequest("empty key".into()));
-        }
-        if counters[..i].iter().any(|o| o.key == c.key) {
-            return Err(StoreError::InvalidRequest(format!("key `{}` appears twice", c.key)));
-        }
-    }
-    Ok(())
-}
-
 /// How many expired keys one operation drops, so no single call pays for a large sweep.
 const PURGE_PER_OP: usize = 64;
 
 #[async_trait]
 impl StateStore for MemoryStore {
     async fn reserve(&self, req: &ReserveRequest) -> Result<ReserveOutcome, StoreError> {
-        check_keys(&req.counters)?;
-        if let Some(c) = req.counters.iter().find(|c| c.amount < 0) {
-            return Err(StoreError::InvalidRequest(format!("negative amount {} for `{}`", c.amount, c.key)));
-        }
+        check_counters(&req.counters, true)?;
         let mut st = self.lock();
         let now = req.now;
         st.purge(now, PURGE_PER_OP);
@@ -477,7 +464,7 @@ impl StateStore for MemoryStore {
     }
 
     async fn add(&self, counters: &[CounterSpec], now: Timestamp) -> Result<Vec<i64>, StoreError> {
-        check_keys(counters)?;
+        check_counters(counters, false)?;
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
         for c in counters {

@@ -35,6 +35,27 @@ pub fn key(parts: &[&str]) -> String {
     k
 }
 
+/// Checks what every store refuses: an empty key, a key named twice, and (for a reservation,
+/// `reserving`) a negative amount. Stores call it first; an error is
+/// [`StoreError::InvalidRequest`].
+///
+/// # Errors
+/// The first problem found.
+pub fn check_counters(counters: &[CounterSpec], reserving: bool) -> Result<(), StoreError> {
+    for (i, c) in counters.iter().enumerate() {
+        if c.key.is_empty() {
+            return Err(StoreError::InvalidRequest("empty key".into()));
+        }
+        if counters[..i].iter().any(|o| o.key == c.key) {
+            return Err(StoreError::InvalidRequest(format!("key `{}` appears twice", c.key)));
+        }
+        if reserving && c.amount < 0 {
+            return Err(StoreError::InvalidRequest(format!("negative amount {} for `{}`", c.amount, c.key)));
+        }
+    }
+    Ok(())
+}
+
 /// How a counter's value ages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
