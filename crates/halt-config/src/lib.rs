@@ -98,11 +98,18 @@ pub struct EngineSettings {
     pub guard_timeout_seconds: f64,
     /// Seconds a call may wait for a human before it is refused and its reservations released.
     pub approval_timeout_seconds: f64,
+    /// Seconds after a call during which its charged cost can be settled.
+    pub settle_window_seconds: f64,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        Self { mode: Mode::Enforce, guard_timeout_seconds: 5.0, approval_timeout_seconds: 900.0 }
+        Self {
+            mode: Mode::Enforce,
+            guard_timeout_seconds: 5.0,
+            approval_timeout_seconds: 900.0,
+            settle_window_seconds: 3600.0,
+        }
     }
 }
 
@@ -240,7 +247,8 @@ impl Policy {
         let mut b = Engine::builder()
             .mode(self.engine.mode)
             .guard_timeout(Duration::from_secs_f64(self.engine.guard_timeout_seconds))
-            .approval_timeout(Duration::from_secs_f64(self.engine.approval_timeout_seconds));
+            .approval_timeout(Duration::from_secs_f64(self.engine.approval_timeout_seconds))
+            .settle_window(Duration::from_secs_f64(self.engine.settle_window_seconds));
         for g in &self.guards {
             b = b.guard_arc(Arc::clone(&g.guard));
         }
@@ -382,6 +390,13 @@ impl PolicyLoader {
         if !(engine.guard_timeout_seconds.is_finite() && engine.guard_timeout_seconds > 0.0) {
             return Err(ctx.at_path(
                 &key_path(&["engine", "guard_timeout_seconds"]),
+                "must be a positive number of seconds".into(),
+                None,
+            ));
+        }
+        if !(engine.settle_window_seconds.is_finite() && engine.settle_window_seconds > 0.0) {
+            return Err(ctx.at_path(
+                &key_path(&["engine", "settle_window_seconds"]),
                 "must be a positive number of seconds".into(),
                 None,
             ));

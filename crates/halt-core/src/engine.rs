@@ -167,6 +167,7 @@ struct Inner {
     watched: AtomicBool,
     guard_timeout: Duration,
     approval_timeout: Duration,
+    settle_window: Duration,
     monitor: AtomicBool,
     approvals: Option<Arc<dyn ApprovalHandler>>,
 }
@@ -224,6 +225,7 @@ pub struct EngineBuilder {
     store: Arc<dyn StateStore>,
     guard_timeout: Duration,
     approval_timeout: Duration,
+    settle_window: Duration,
     mode: Mode,
     approvals: Option<Arc<dyn ApprovalHandler>>,
     event_capacity: usize,
@@ -244,6 +246,7 @@ impl Default for EngineBuilder {
             store: Arc::new(MemoryStore::new()),
             guard_timeout: Duration::from_secs(5),
             approval_timeout: Duration::from_secs(900),
+            settle_window: Duration::from_secs(3600),
             mode: Mode::Enforce,
             approvals: None,
             event_capacity: 1024,
@@ -307,6 +310,14 @@ impl EngineBuilder {
     #[must_use]
     pub fn approval_timeout(mut self, timeout: Duration) -> Self {
         self.approval_timeout = timeout;
+        self
+    }
+
+    /// How long after a call its charged cost can still be settled (default one hour). The
+    /// engine keeps a small receipt per charged call for this long.
+    #[must_use]
+    pub fn settle_window(mut self, window: Duration) -> Self {
+        self.settle_window = window;
         self
     }
 
@@ -381,6 +392,7 @@ impl EngineBuilder {
                 watched: AtomicBool::new(false),
                 guard_timeout: self.guard_timeout,
                 approval_timeout: self.approval_timeout,
+                settle_window: self.settle_window,
                 monitor: AtomicBool::new(self.mode == Mode::Monitor),
                 approvals: self.approvals,
             }),
@@ -670,9 +682,10 @@ impl Engine {
             }
         }
         if !receipt.is_empty() {
-            let expires = receipt_expiry(&receipt, now);
+            let expires_at = receipt_expiry(&receipt, now, self.inner.settle_window);
+            let receipt = Receipt { expires_at, charged: receipt };
             let bytes = serde_json::to_vec(&receipt).map_err(|e| CommitError::Encode(e.to_string()))?;
-            store.put_record(&receipt_key(call_id), Some(&bytes), Some(expires), now).await?;
+            store.put_record(&receipt_key(call_id), Some(&bytes), Some(expires_at), now).await?;
         }
         Ok(())
     }
@@ -748,14 +761,17 @@ impl Engine {
             let Some(bytes) = store.get_record(&key, now).await? else {
                 return Err(SettleError::UnknownCall(call_id.to_owned()));
             };
-            let charged: Vec<CounterSpec> = serde_json::from_slice(&bytes)
+            let receipt: Receipt = serde_json::from_slice(&bytes)
                 .map_err(|e| StoreError::Corrupt { key: key.clone(), reason: e.to_string() })?;
-            let updated: Vec<CounterSpec> =
-                charged.iter().map(|c| CounterSpec { amount: actual.micros(), ..c.clone() }).collect();
+            let charged = &receipt.charged;
+            // A settlement corrects the receipt; it does not extend its life.
+            let updated = Receipt {
+                expires_at: receipt.expires_at,
+                charged: charged.iter().map(|c| CounterSpec { amount: actual.micros(), ..c.clone() }).collect(),
+            };
             let new_bytes = serde_json::to_vec(&updated)
                 .map_err(|e| StoreError::Corrupt { key: key.clone(), reason: e.to_string() })?;
-            let expires = receipt_expiry(&updated, now);
-            if !store.swap_record(&key, Some(&bytes), Some(&new_bytes), Some(expires), now).await? {
+            if !store.swap_record(&key, Some(&bytes), Some(&new_bytes), Some(receipt.expires_at), now).await? {
                 continue;
             }
             let deltas: Vec<CounterSpec> = charged
@@ -851,28 +867,43 @@ fn receipt_key(call_id: &str) -> String {
     format!("halt/receipt/{call_id}")
 }
 
-/// A receipt lives as long as the longest window it charged (at least a day).
-fn receipt_expiry(counters: &[CounterSpec], now: Timestamp) -> Timestamp {
-    let day = now.saturating_add(Duration::from_secs(86_400));
-    counters
+/// What a call was charged, kept for `settle` until `expires_at`.
+#[derive(Serialize, Deserialize)]
+struct Receipt {
+    expires_at: Timestamp,
+    charged: Vec<CounterSpec>,
+}
+
+/// A receipt lives for the settle window, and never longer than the longest window it charged
+/// (settling a window that has ended changes nothing). Receipts are per call: keeping them longer
+/// would fill a store with one per call.
+fn receipt_expiry(counters: &[CounterSpec], now: Timestamp, settle_window: Duration) -> Timestamp {
+    let longest = counters
         .iter()
         .map(|c| match c.window {
             Window::Bucket { expires_at } => expires_at,
             Window::Idle { idle } => now.saturating_add(idle),
             Window::Sliding { width } => now.saturating_add(width),
         })
-        .fold(day, Timestamp::max)
+        .fold(now, Timestamp::max);
+    longest.min(now.saturating_add(settle_window))
 }
 
 /// Awaits `fut` for at most `timeout`; `None` on timeout. Without a Tokio timer, waits unbounded
 /// (approval handlers are the caller's own code).
 async fn with_timeout<F: Future>(timeout: Duration, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    // A handler that answers at once (a policy, a test, `eval`) needs no timer.
+    if let std::task::Poll::Ready(out) = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await
+    {
+        return Some(out);
+    }
     let timer_available = tokio::runtime::Handle::try_current().is_ok();
     let sleep = if timer_available { catch_unwind(|| tokio::time::sleep(timeout)).ok() } else { None };
     let Some(sleep) = sleep else {
         return Some(fut.await);
     };
-    let (mut fut, mut sleep) = (std::pin::pin!(fut), std::pin::pin!(sleep));
+    let mut sleep = std::pin::pin!(sleep);
     std::future::poll_fn(|cx| {
         if let std::task::Poll::Ready(out) = fut.as_mut().poll(cx) {
             return std::task::Poll::Ready(Some(out));

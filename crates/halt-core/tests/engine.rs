@@ -488,3 +488,22 @@ async fn a_failing_store_denies_fail_safe() {
     // Nothing was kept for the denied call.
     assert_eq!(spent(&engine, "k1").await + spent(&engine, "k2").await, 0);
 }
+
+#[tokio::test]
+async fn receipts_expire_after_the_settle_window() {
+    let clock = clock();
+    let engine = Engine::builder()
+        .guard(ReservingGuard::new("spend", "k", 30 * CENT, ONE))
+        .clock(clock.clone())
+        .settle_window(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    assert!(engine.evaluate(call("llm").with_call_id("c1")).await.is_allowed());
+    clock.advance(Duration::from_secs(59));
+    engine.settle("c1", Money::from_micros(CENT)).await.unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert!(
+        matches!(engine.settle("c1", Money::ZERO).await, Err(SettleError::UnknownCall(_))),
+        "receipts do not pile up"
+    );
+}
