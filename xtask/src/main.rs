@@ -13,6 +13,7 @@ tasks:
   clippy   cargo clippy --workspace --all-targets --all-features -- -D warnings
   test     cargo test --workspace --all-features
   doc      cargo doc --workspace --all-features --no-deps with -D warnings
+  lean     the facade with only `scope` pulls in neither regex nor sled (part of ci)
   workload [N]
            print N (default 100000) recorded calls, one JSON object per line, mixing every
            guard's functions, for `agenthalt eval` throughput runs";
@@ -20,7 +21,28 @@ tasks:
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let steps: &[Step] = match task.as_str() {
-        "ci" => &[FMT, CLIPPY, TEST, DOC],
+        "ci" => {
+            if let Err(msg) = lean_scope_build() {
+                #[allow(clippy::print_stderr, reason = "a command-line tool reports failure")]
+                {
+                    eprintln!("xtask: {msg}");
+                }
+                return ExitCode::FAILURE;
+            }
+            &[FMT, CLIPPY, TEST, DOC]
+        }
+        "lean" => {
+            return match lean_scope_build() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(msg) => {
+                    #[allow(clippy::print_stderr, reason = "a command-line tool reports failure")]
+                    {
+                        eprintln!("xtask: {msg}");
+                    }
+                    ExitCode::FAILURE
+                }
+            };
+        }
         "fmt" => &[FMT],
         "clippy" => &[CLIPPY],
         "test" => &[TEST],
@@ -70,6 +92,32 @@ const DOC: Step = Step {
     args: &["doc", "--workspace", "--all-features", "--no-deps"],
     env: &[("RUSTDOCFLAGS", "-D warnings")],
 };
+
+/// DESIGN: `agenthalt --no-default-features --features scope` depends on neither regex nor sled.
+fn lean_scope_build() -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(cargo)
+        .args([
+            "tree",
+            "-p",
+            "agenthalt",
+            "--no-default-features",
+            "--features",
+            "scope",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .output()
+        .map_err(|e| format!("lean: cannot start cargo tree: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("lean: cargo tree failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let heavy: Vec<&str> = tree.lines().filter(|l| l.starts_with("regex v") || l.starts_with("sled v")).collect();
+    if heavy.is_empty() { Ok(()) } else { Err(format!("lean: the scope-only facade pulls in {}", heavy.join(", "))) }
+}
 
 fn run(step: &Step) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
