@@ -159,8 +159,61 @@ fn is_default_ignorable(c: char) -> bool {
 /// ```
 #[derive(Debug, Clone)]
 pub struct NamePatterns {
+    /// Patterns made of a literal and stars at its ends, matched with plain string tests.
+    simple: Vec<(usize, Simple)>,
+    /// The others, and the index each has in `patterns`.
     set: globset::GlobSet,
+    set_index: Vec<usize>,
     patterns: Vec<String>,
+}
+
+/// A pattern that needs no glob engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Simple {
+    /// `abc`
+    Exact(String),
+    /// `abc*`
+    Prefix(String),
+    /// `*abc`
+    Suffix(String),
+    /// `*abc*`
+    Contains(String),
+    /// `*`
+    Any,
+}
+
+impl Simple {
+    /// The simple form of a normalised pattern, if it has one: no `?`, classes, braces or
+    /// escapes, and stars only at its ends.
+    fn of(p: &str) -> Option<Self> {
+        if p.contains(['?', '[', ']', '{', '}', '\\']) {
+            return None;
+        }
+        let lead = p.starts_with('*');
+        let trail = p.len() > 1 && p.ends_with('*');
+        let core = p.trim_start_matches('*').trim_end_matches('*');
+        if core.contains('*') {
+            return None;
+        }
+        let core = core.to_owned();
+        Some(match (lead, trail) {
+            _ if core.is_empty() => Self::Any,
+            (false, false) => Self::Exact(core),
+            (false, true) => Self::Prefix(core),
+            (true, false) => Self::Suffix(core),
+            (true, true) => Self::Contains(core),
+        })
+    }
+
+    fn is_match(&self, name: &str) -> bool {
+        match self {
+            Self::Exact(c) => name == c,
+            Self::Prefix(c) => name.starts_with(c.as_str()),
+            Self::Suffix(c) => name.ends_with(c.as_str()),
+            Self::Contains(c) => name.contains(c.as_str()),
+            Self::Any => true,
+        }
+    }
 }
 
 impl NamePatterns {
@@ -175,29 +228,38 @@ impl NamePatterns {
     {
         let mut builder = globset::GlobSetBuilder::new();
         let mut kept = Vec::new();
+        let mut simple = Vec::new();
+        let mut set_index = Vec::new();
         for raw in patterns {
             let raw = raw.as_ref();
             let p = normalize(raw).into_owned();
             if p.is_empty() {
                 return Err(PatternError { pattern: raw.to_owned(), reason: "pattern is empty".into() });
             }
+            // Every pattern is checked by the glob compiler, even one matched without it.
             let glob = globset::GlobBuilder::new(&fnmatch_to_globset(&p))
                 .literal_separator(false)
                 .backslash_escape(true)
                 .empty_alternates(false)
                 .build()
                 .map_err(|e| PatternError { pattern: raw.to_owned(), reason: e.kind().to_string() })?;
-            builder.add(glob);
+            match Simple::of(&p) {
+                Some(s) => simple.push((kept.len(), s)),
+                None => {
+                    builder.add(glob);
+                    set_index.push(kept.len());
+                }
+            }
             kept.push(p);
         }
         let set = builder.build().map_err(|e| PatternError { pattern: kept.join(", "), reason: e.to_string() })?;
-        Ok(Self { set, patterns: kept })
+        Ok(Self { simple, set, set_index, patterns: kept })
     }
 
     /// An empty set, which matches nothing.
     #[must_use]
     pub fn empty() -> Self {
-        Self { set: globset::GlobSet::empty(), patterns: Vec::new() }
+        Self { simple: Vec::new(), set: globset::GlobSet::empty(), set_index: Vec::new(), patterns: Vec::new() }
     }
 
     /// True when no pattern was given.
@@ -215,7 +277,7 @@ impl NamePatterns {
     /// Whether an already-normalised name matches any pattern.
     #[must_use]
     pub fn is_match_normalized(&self, name: &str) -> bool {
-        !self.patterns.is_empty() && self.set.is_match(name)
+        self.simple.iter().any(|(_, s)| s.is_match(name)) || (!self.set_index.is_empty() && self.set.is_match(name))
     }
 
     /// Whether a name matches any pattern, normalising it first.
@@ -227,10 +289,17 @@ impl NamePatterns {
     /// The first pattern (in the order given) that matches an already-normalised name.
     #[must_use]
     pub fn first_match_normalized(&self, name: &str) -> Option<&str> {
-        if self.patterns.is_empty() {
-            return None;
-        }
-        self.set.matches(name).into_iter().min().map(|i| self.patterns[i].as_str())
+        let simple = self.simple.iter().find(|(_, s)| s.is_match(name)).map(|(i, _)| *i);
+        let globbed = if self.set_index.is_empty() || !self.set.is_match(name) {
+            None
+        } else {
+            self.set.matches(name).into_iter().map(|j| self.set_index[j]).min()
+        };
+        let first = match (simple, globbed) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(self.patterns[first].as_str())
     }
 }
 
@@ -383,6 +452,41 @@ mod tests {
         assert!(q.is_match("{a,b}"), "braces are literal");
         assert!(!q.is_match("a"));
         assert_eq!(q.first_match_normalized("bx"), Some("[abc]x"));
+    }
+
+    #[test]
+    fn simple_patterns_match_like_globs() {
+        let names = ["drop_table", "table_drop", "x/drop_y", "drop", "undrop", "", "a*b", "get_user_by_id"];
+        for p in ["drop_*", "*_drop", "*drop*", "drop", "*", "get_*_id", "d?op", "[d]rop*"] {
+            let fast = NamePatterns::new([p]).unwrap();
+            let glob = globset::GlobBuilder::new(&fnmatch_to_globset(p))
+                .literal_separator(false)
+                .backslash_escape(true)
+                .build()
+                .unwrap()
+                .compile_matcher();
+            for n in names {
+                assert_eq!(fast.is_match_normalized(n), glob.is_match(n), "pattern {p:?} on {n:?}");
+            }
+        }
+        let mixed = NamePatterns::new(["[x]*", "drop_*", "*"]).unwrap();
+        assert_eq!(mixed.first_match_normalized("drop_table"), Some("drop_*"));
+        assert_eq!(mixed.first_match_normalized("xy"), Some("[x]*"));
+        assert_eq!(mixed.first_match_normalized("zz"), Some("*"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn simple_patterns_agree_with_globset(p in "[ab*_/]{1,6}", n in "[ab_/]{0,8}") {
+            let fast = NamePatterns::new([p.as_str()]).unwrap();
+            let glob = globset::GlobBuilder::new(&fnmatch_to_globset(&p))
+                .literal_separator(false)
+                .backslash_escape(true)
+                .build()
+                .unwrap()
+                .compile_matcher();
+            proptest::prop_assert_eq!(fast.is_match_normalized(&n), glob.is_match(n.as_str()), "pattern {:?} on {:?}", p, n);
+        }
     }
 
     #[test]
