@@ -129,36 +129,76 @@ impl fmt::Display for Timestamp {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CalendarWindow {
     /// `YYYY-MM-DD` for a day, `YYYY-MM` for a month; part of the store keys of the window.
-    pub label: String,
+    pub label: DateLabel,
     /// The first instant of the window.
     pub start: Timestamp,
     /// The first instant after the window; its counters expire then.
     pub end: Timestamp,
 }
 
-/// `YYYY-MM-DD` or `YYYY-MM`, written digit by digit (labels are built on every call).
-fn date_label(y: i64, m: u32, d: Option<u32>) -> String {
-    fn push2(s: &mut String, n: u32) {
-        s.push(char::from(b'0' + u8::try_from(n / 10 % 10).unwrap_or(0)));
-        s.push(char::from(b'0' + u8::try_from(n % 10).unwrap_or(0)));
+/// A calendar label, `YYYY-MM-DD` or `YYYY-MM`, kept inline (labels are made on every call, so
+/// they do not allocate). Years outside 0..=9999 are clamped into it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DateLabel {
+    buf: [u8; 10],
+    len: u8,
+}
+
+impl DateLabel {
+    /// The label as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and dashes are ever written.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
     }
-    if !(0..=9999).contains(&y) {
-        return match d {
-            Some(d) => format!("{y:04}-{m:02}-{d:02}"),
-            None => format!("{y:04}-{m:02}"),
-        };
+}
+
+impl std::ops::Deref for DateLabel {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
     }
-    let y = u32::try_from(y).unwrap_or(0);
-    let mut s = String::with_capacity(10);
-    push2(&mut s, y / 100);
-    push2(&mut s, y % 100);
-    s.push('-');
-    push2(&mut s, m);
-    if let Some(d) = d {
-        s.push('-');
-        push2(&mut s, d);
+}
+
+impl fmt::Debug for DateLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
     }
-    s
+}
+
+impl fmt::Display for DateLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for DateLabel {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// `YYYY-MM-DD` or `YYYY-MM`, written digit by digit.
+fn date_label(y: i64, m: u32, d: Option<u32>) -> DateLabel {
+    let digit = |n: u32| b'0' + u8::try_from(n % 10).unwrap_or(0);
+    let y = u32::try_from(y.clamp(0, 9999)).unwrap_or(0);
+    let mut buf = [b'-'; 10];
+    buf[0] = digit(y / 1000);
+    buf[1] = digit(y / 100);
+    buf[2] = digit(y / 10);
+    buf[3] = digit(y);
+    buf[5] = digit(m / 10);
+    buf[6] = digit(m);
+    let len = match d {
+        Some(d) => {
+            buf[8] = digit(d / 10);
+            buf[9] = digit(d);
+            10
+        }
+        None => 7,
+    };
+    DateLabel { buf, len }
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).

@@ -61,7 +61,7 @@ pub mod store;
 
 pub use approval::{ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse};
 pub use async_trait::async_trait;
-pub use clock::{CalendarWindow, Clock, ManualClock, ReplayClock, SystemClock, Timestamp};
+pub use clock::{CalendarWindow, Clock, DateLabel, ManualClock, ReplayClock, SystemClock, Timestamp};
 pub use context::{CallContext, ContextError, JsonObject};
 pub use decision::{Decision, DecisionKind, Outcome};
 pub use engine::{

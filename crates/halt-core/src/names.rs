@@ -366,8 +366,8 @@ impl NameFragments {
     }
 }
 
-/// Rewrites fnmatch syntax into globset syntax: `[!x]` becomes `[^x]`, and the braces globset
-/// would read as alternation are taken literally, as fnmatch does.
+/// Rewrites fnmatch syntax into globset syntax: `[!x]` becomes `[^x]`, the braces globset would
+/// read as alternation are taken literally, and `**` is one `*`, as fnmatch has them.
 fn fnmatch_to_globset(p: &str) -> String {
     let mut out = String::with_capacity(p.len() + 4);
     let mut chars = p.chars().peekable();
@@ -395,6 +395,8 @@ fn fnmatch_to_globset(p: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
+            // In fnmatch `**` is just `*`; globset would read it as "any directories".
+            '*' if !in_class && out.ends_with('*') && !out.ends_with("\\*") => {}
             _ => out.push(c),
         }
     }

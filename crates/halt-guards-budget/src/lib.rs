@@ -218,37 +218,38 @@ impl Guard for BudgetGuard {
         if windows.is_empty() {
             return Ok(Decision::allow("No spend limit applies"));
         }
-        let specs = windows.iter().map(|w| w.spec.clone()).collect();
+        let (specs, windows): (Vec<CounterSpec>, Vec<(&'static str, Money)>) =
+            windows.into_iter().map(|w| (w.spec, (w.label, w.limit))).unzip();
         let totals = match call.reserve_cost(specs).await? {
             ReserveOutcome::Reserved { totals, .. } => totals,
             ReserveOutcome::Rejected { index, current, .. } => {
-                let w = &windows[index];
+                let (label, limit) = windows[index];
                 let spent = Money::from_micros(current);
                 return Ok(Decision::deny(format!(
                     "{} budget exceeded: {spent} spent + {cost} would pass the limit of {}",
-                    capitalise(w.label),
-                    w.limit
+                    capitalise(label),
+                    limit
                 ))
                 .with_details(
-                    json!({"window": w.label, "spent": spent, "cost": cost, "source": source, "limit": w.limit}),
+                    json!({"window": label, "spent": spent, "cost": cost, "source": source, "limit": limit}),
                 ));
             }
         };
-        for (w, total) in windows.iter().zip(&totals) {
-            let warn_at = w.limit.scale(self.config.warn_threshold);
+        for ((label, limit), total) in windows.iter().zip(&totals) {
+            let warn_at = limit.scale(self.config.warn_threshold);
             if *total > warn_at.micros() {
                 let total = Money::from_micros(*total);
-                let ratio = if w.limit.micros() == 0 { 1.0 } else { total.as_f64() / w.limit.as_f64() };
+                let ratio = if limit.micros() == 0 { 1.0 } else { total.as_f64() / limit.as_f64() };
                 return Ok(Decision::require_approval(format!(
                     "{} spend would reach {total} of {} ({:.0}%), past the warning threshold of {:.0}%",
-                    capitalise(w.label),
-                    w.limit,
+                    capitalise(label),
+                    limit,
                     ratio * 100.0,
                     self.config.warn_threshold * 100.0
                 ))
                 .with_risk(ratio)
                 .with_details(
-                    json!({"window": w.label, "total": total, "cost": cost, "source": source, "limit": w.limit}),
+                    json!({"window": label, "total": total, "cost": cost, "source": source, "limit": limit}),
                 ));
             }
         }
