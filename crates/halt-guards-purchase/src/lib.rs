@@ -241,8 +241,8 @@ impl Guard for PurchaseGuard {
                 c.max_daily_purchases.map(Money::micros),
             ),
         ];
-        let totals = match call.reserve(counters).await? {
-            ReserveOutcome::Reserved { totals, .. } => totals,
+        match call.reserve(counters).await? {
+            ReserveOutcome::Reserved { .. } => {}
             ReserveOutcome::Rejected { index: 0, current, limit, .. } => {
                 return Ok(Decision::deny(format!("Daily purchase count limit reached: {current}/{limit}"))
                     .with_details(json!({"count": current, "limit": limit})));
@@ -267,7 +267,6 @@ impl Guard for PurchaseGuard {
             .with_risk(risk)
             .with_details(json!({"amount": amount, "threshold": threshold})));
         }
-        let _ = totals;
         Ok(Decision::allow("Purchase within limits"))
     }
 

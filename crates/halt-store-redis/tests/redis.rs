@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use halt_core::store::{CounterSpec, ReserveOutcome, ReserveRequest, Window};
+use halt_core::store::{CounterSpec, ReserveRequest, Window};
 use halt_core::{CallContext, Engine, StateStore, StoreError, Timestamp};
 use halt_store_redis::RedisStore;
 use halt_testing::guards::ReservingGuard;
@@ -119,5 +119,4 @@ fn four_processes_share_one_budget() {
         store.total("daily", ReservingGuard::window(), halt_core::Clock::now(&halt_core::SystemClock)).await.unwrap()
     });
     assert_eq!(spent, 1_000_000);
-    let _ = ReserveOutcome::Rejected { index: 0, current: 0, limit: 0, retry_at: None };
 }
