@@ -211,7 +211,7 @@ impl StateStore for RedisStore {
     }
 
     async fn get_record(&self, key: &str, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
-        check(&[CounterSpec::new(key, Window::Idle { idle: Duration::ZERO }, 0, None)], false)?;
+        halt_core::store::check_record_key(key)?;
         match self
             .run("get", now, |inv| {
                 inv.arg(key);
@@ -232,7 +232,7 @@ impl StateStore for RedisStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        check(&[CounterSpec::new(key, Window::Idle { idle: Duration::ZERO }, 0, None)], false)?;
+        halt_core::store::check_record_key(key)?;
         let reply = self.run("swap", now, |inv| {
             inv.arg(key)
                 .arg(if expected.is_some() { "1" } else { "0" })
@@ -251,7 +251,7 @@ impl StateStore for RedisStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        check(&[CounterSpec::new(key, Window::Idle { idle: Duration::ZERO }, 0, None)], false)?;
+        halt_core::store::check_record_key(key)?;
         self.run("put", now, |inv| {
             inv.arg(key)
                 .arg("0")

@@ -50,6 +50,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use halt_core::store::{
     CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, Window, check_counters,
+    check_record_key, sliding_retry_at,
 };
 use halt_core::{Clock, Timestamp};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -181,16 +182,6 @@ fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
-/// When a key written at `now` through `window` expires (an event exactly `width` old still
-/// counts, so a sliding key outlives its last event by a microsecond).
-fn key_expiry(window: Window, now: Timestamp) -> Timestamp {
-    match window {
-        Window::Bucket { expires_at } => expires_at,
-        Window::Idle { idle } => now.saturating_add(idle),
-        Window::Sliding { width } => now.saturating_add(width).saturating_add(Duration::from_micros(1)),
-    }
-}
-
 /// Reads a live counter entry (expired ones read as absent), pruned to its window.
 fn live(tx: &TransactionalTree, key: &[u8], window: Window, now: Timestamp) -> Result<Option<Entry>, TxError> {
     let Some(raw) = tx.get(key)? else { return Ok(None) };
@@ -227,7 +218,7 @@ fn total_of(e: Option<&Entry>) -> i64 {
 
 /// Adds `amount` to a (live) entry, creating it; returns the new total.
 fn apply(e: Option<Entry>, spec: &CounterSpec, reservation: u64, now: Timestamp, cap: usize) -> Entry {
-    let expiry = key_expiry(spec.window, now);
+    let expiry = spec.window.key_expiry(now);
     let mut e = e.unwrap_or_else(|| Entry {
         expires_at: expiry,
         generation: 0,
@@ -440,15 +431,13 @@ impl StateStore for SledStore {
                 {
                     let retry_at = match (c.window, e.as_ref()) {
                         (Window::Sliding { width }, Some(Entry { value: Value::Sliding(events), .. })) => {
-                            let mut total = current;
-                            events.iter().find_map(|ev| {
-                                total -= ev.amount;
-                                (total.saturating_add(c.amount) <= limit).then(|| {
-                                    Timestamp::from_micros(
-                                        ev.at.as_micros().saturating_add(micros(width)).saturating_add(1),
-                                    )
-                                })
-                            })
+                            sliding_retry_at(
+                                events.iter().map(|ev| (ev.at, ev.amount)),
+                                current,
+                                width,
+                                c.amount,
+                                limit,
+                            )
                         }
                         // A bucket frees up when it ends.
                         (Window::Bucket { .. }, Some(e)) => Some(e.expires_at),
@@ -541,9 +530,7 @@ impl StateStore for SledStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        if key.is_empty() {
-            return Err(StoreError::InvalidRequest("empty key".into()));
-        }
+        check_record_key(key)?;
         let swapped = tx_result(self.db.transaction(|tx| {
             if self.record_of(tx, key, now)?.as_deref() != expected {
                 return Ok(false);
@@ -564,9 +551,7 @@ impl StateStore for SledStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        if key.is_empty() {
-            return Err(StoreError::InvalidRequest("empty key".into()));
-        }
+        check_record_key(key)?;
         tx_result(self.db.transaction(|tx| {
             self.record_of(tx, key, now)?;
             Self::write_record(tx, key, value, expires_at)

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use super::{
     CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, Window, check_counters,
+    check_record_key, sliding_retry_at,
 };
 use crate::clock::Timestamp;
 
@@ -161,14 +162,7 @@ impl Sliding {
 
     /// When enough events age out for `amount` more to fit under `limit`.
     fn retry_at(&self, width: Duration, amount: i64, limit: i64) -> Option<Timestamp> {
-        let mut total = self.total();
-        for e in &self.events {
-            total -= e.amount;
-            if total.saturating_add(amount) <= limit {
-                return Some(Timestamp::from_micros(e.at.as_micros().saturating_add(micros(width)).saturating_add(1)));
-            }
-        }
-        None
+        sliding_retry_at(self.events.iter().map(|e| (e.at, e.amount)), self.total(), width, amount, limit)
     }
 }
 
@@ -308,13 +302,7 @@ impl State {
         now: Timestamp,
         cap: usize,
     ) -> Result<(i64, u64), StoreError> {
-        let key_expiry = |last: Timestamp| match spec.window {
-            Window::Bucket { expires_at } => expires_at,
-            Window::Idle { idle } => last.saturating_add(idle),
-            // An event exactly `width` old still counts: the key outlives it by a microsecond.
-            Window::Sliding { width } => last.saturating_add(width).saturating_add(Duration::from_micros(1)),
-        };
-        let expiry = key_expiry(now);
+        let expiry = spec.window.key_expiry(now);
         let update = |e: &mut Entry| {
             e.expires_at = e.expires_at.max(expiry);
             let schedule = (!e.queued).then_some(e.expires_at);
@@ -504,9 +492,7 @@ impl StateStore for MemoryStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        if key.is_empty() {
-            return Err(StoreError::InvalidRequest("empty key".into()));
-        }
+        check_record_key(key)?;
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
         let current = match st.entries.get(key) {
@@ -530,9 +516,7 @@ impl StateStore for MemoryStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        if key.is_empty() {
-            return Err(StoreError::InvalidRequest("empty key".into()));
-        }
+        check_record_key(key)?;
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
         if let Some(Entry { value, expires_at, .. }) = st.entries.get(key)

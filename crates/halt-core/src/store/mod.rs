@@ -80,6 +80,45 @@ pub enum Window {
     },
 }
 
+impl Window {
+    /// When a key last written at `now` through this window expires: a bucket at its end, an
+    /// idle counter `idle` later, a sliding window a microsecond after its last event leaves it
+    /// (an event exactly `width` old still counts).
+    #[must_use]
+    pub fn key_expiry(self, now: Timestamp) -> Timestamp {
+        match self {
+            Self::Bucket { expires_at } => expires_at,
+            Self::Idle { idle } => now.saturating_add(idle),
+            Self::Sliding { width } => now.saturating_add(width).saturating_add(Duration::from_micros(1)),
+        }
+    }
+}
+
+/// For a full sliding window holding `events` (time, amount; oldest first) that total
+/// `current`: when enough of them age out for `amount` more to fit under `limit`.
+#[must_use]
+pub fn sliding_retry_at(
+    events: impl IntoIterator<Item = (Timestamp, i64)>,
+    current: i64,
+    width: Duration,
+    amount: i64,
+    limit: i64,
+) -> Option<Timestamp> {
+    let mut total = current;
+    events.into_iter().find_map(|(at, n)| {
+        total -= n;
+        (total.saturating_add(amount) <= limit).then(|| Window::Sliding { width }.key_expiry(at))
+    })
+}
+
+/// Checks a record's key: it must not be empty.
+///
+/// # Errors
+/// [`StoreError::InvalidRequest`].
+pub fn check_record_key(key: &str) -> Result<(), StoreError> {
+    if key.is_empty() { Err(StoreError::InvalidRequest("empty key".into())) } else { Ok(()) }
+}
+
 /// One counter in a request: add `amount` to `key`, provided the total stays within `limit`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterSpec {
