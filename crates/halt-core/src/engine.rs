@@ -671,7 +671,7 @@ impl Engine {
         for effect in effects {
             match effect {
                 Effect::Reservation { id, cost } => {
-                    if !store.commit(id, now).await? {
+                    if !store.commit(*id, now).await? {
                         return Err(CommitError::Lapsed);
                     }
                     receipt.extend(cost.iter().cloned());
@@ -694,7 +694,7 @@ impl Engine {
         for effect in effects {
             if let Effect::Reservation { id, .. } = effect {
                 // A failed release is not retried: the reservation lapses at its hold time.
-                let _ = self.inner.store.release(id, now).await;
+                let _ = self.inner.store.release(*id, now).await;
             }
         }
     }

@@ -27,7 +27,10 @@ use std::time::Duration;
 use halt_core::names::normalize;
 use halt_core::partition::Partition;
 use halt_core::store::{CounterSpec, ReserveOutcome, Window, key};
-use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Money, MoneyError, TypedFactory, async_trait};
+use halt_core::{
+    CalendarWindow, Call, Decision, FactoryError, Guard, GuardError, Money, MoneyError, Timestamp, TypedFactory,
+    async_trait,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -104,11 +107,19 @@ pub struct BudgetGuard {
     prices: BTreeMap<String, Money>,
 }
 
-/// One budget window a call is charged to.
-struct Charge {
-    label: &'static str,
-    limit: Money,
-    spec: CounterSpec,
+/// The windows a call is charged to: the counters, and each one's label and limit (at most
+/// three: session, day, month; a fixed array so that charging allocates only the counters).
+#[derive(Default)]
+struct Charges {
+    specs: Vec<CounterSpec>,
+    limits: [(&'static str, Money); 3],
+}
+
+impl Charges {
+    fn push(&mut self, label: &'static str, limit: Money, spec: CounterSpec) {
+        self.limits[self.specs.len()] = (label, limit);
+        self.specs.push(spec);
+    }
 }
 
 impl BudgetGuard {
@@ -154,38 +165,29 @@ impl BudgetGuard {
         Ok(price.map_or((self.config.default_cost, "default_cost"), |p| (p, "cost_estimator")))
     }
 
-    fn windows(&self, call: &Call<'_>, cost: Money) -> Vec<Charge> {
+    fn windows(&self, call: &Call<'_>, cost: Money) -> Charges {
         let c = &self.config;
         let ctx = call.context();
-        let mut windows = Vec::with_capacity(3);
+        let mut windows = Charges { specs: Vec::with_capacity(3), ..Charges::default() };
         if let (Some(limit), Some(session)) = (c.max_session_spend, ctx.session_id.as_deref()) {
-            windows.push(Charge {
-                label: "session",
-                limit,
-                spec: CounterSpec::new(
-                    key(&["budget", &self.name, "session", session]),
-                    Window::Idle { idle: SESSION_IDLE },
-                    cost.micros(),
-                    Some(limit.micros()),
-                ),
-            });
+            let k = key(&["budget", &self.name, "session", session]);
+            let idle = Window::Idle { idle: SESSION_IDLE };
+            windows.push("session", limit, CounterSpec::new(k, idle, cost.micros(), Some(limit.micros())));
+        }
+        if c.max_daily_spend.is_none() && c.max_monthly_spend.is_none() {
+            return windows;
         }
         let now = call.now();
         let part = c.partition_by.key(ctx);
-        for (label, limit, span) in
-            [("daily", c.max_daily_spend, now.utc_day()), ("monthly", c.max_monthly_spend, now.utc_month())]
-        {
+        type Span = fn(Timestamp) -> CalendarWindow;
+        let calendar: [(&str, Option<Money>, Span); 2] =
+            [("daily", c.max_daily_spend, Timestamp::utc_day), ("monthly", c.max_monthly_spend, Timestamp::utc_month)];
+        for (label, limit, span) in calendar {
             let Some(limit) = limit else { continue };
-            windows.push(Charge {
-                label,
-                limit,
-                spec: CounterSpec::new(
-                    key(&["budget", &self.name, &part, label, &span.label]),
-                    Window::Bucket { expires_at: span.end },
-                    cost.micros(),
-                    Some(limit.micros()),
-                ),
-            });
+            let span = span(now);
+            let k = key(&["budget", &self.name, &part, label, &span.label]);
+            let bucket = Window::Bucket { expires_at: span.end };
+            windows.push(label, limit, CounterSpec::new(k, bucket, cost.micros(), Some(limit.micros())));
         }
         windows
     }
@@ -214,16 +216,14 @@ impl Guard for BudgetGuard {
             return Ok(Decision::deny(format!("Call cost {cost} exceeds the per-call limit of {max}"))
                 .with_details(json!({"window": "call", "cost": cost, "source": source, "limit": max})));
         }
-        let windows = self.windows(call, cost);
-        if windows.is_empty() {
+        let Charges { specs, limits } = self.windows(call, cost);
+        if specs.is_empty() {
             return Ok(Decision::allow("No spend limit applies"));
         }
-        let (specs, windows): (Vec<CounterSpec>, Vec<(&'static str, Money)>) =
-            windows.into_iter().map(|w| (w.spec, (w.label, w.limit))).unzip();
         let totals = match call.reserve_cost(specs).await? {
             ReserveOutcome::Reserved { totals, .. } => totals,
             ReserveOutcome::Rejected { index, current, .. } => {
-                let (label, limit) = windows[index];
+                let (label, limit) = limits[index];
                 let spent = Money::from_micros(current);
                 return Ok(Decision::deny(format!(
                     "{} budget exceeded: {spent} spent + {cost} would pass the limit of {}",
@@ -235,7 +235,7 @@ impl Guard for BudgetGuard {
                 ));
             }
         };
-        for ((label, limit), total) in windows.iter().zip(&totals) {
+        for ((label, limit), total) in limits.iter().zip(&totals) {
             let warn_at = limit.scale(self.config.warn_threshold);
             if *total > warn_at.micros() {
                 let total = Money::from_micros(*total);

@@ -363,7 +363,7 @@ impl Guard for RateLimitGuard {
                 && let Some(id) = reservation
             {
                 // Denied (or failed): this call must not count.
-                store.release(&id, now).await?;
+                store.release(id, now).await?;
             }
             if let Some(n) = repeats? {
                 return Ok(loop_denial(n));
@@ -371,7 +371,7 @@ impl Guard for RateLimitGuard {
         }
         // An attempt counts at once, whatever the other guards decide.
         if let Some(id) = reservation {
-            store.commit(&id, now).await?;
+            store.commit(id, now).await?;
         }
         Ok(Decision::allow("Within rate limits"))
     }

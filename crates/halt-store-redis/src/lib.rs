@@ -22,9 +22,10 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use halt_core::Timestamp;
-use halt_core::store::{CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, Window};
+use halt_core::store::{
+    CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture, Window,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value as RedisValue};
 
@@ -150,9 +151,9 @@ fn bad_reply(what: &str) -> StoreError {
     StoreError::Unavailable(format!("redis: unexpected reply to {what}"))
 }
 
-#[async_trait]
-impl StateStore for RedisStore {
-    async fn reserve(&self, req: &ReserveRequest) -> Result<ReserveOutcome, StoreError> {
+/// The operations, each one script call.
+impl RedisStore {
+    async fn reserve_op(&self, req: &ReserveRequest) -> Result<ReserveOutcome, StoreError> {
         check(&req.counters, true)?;
         let reply = self
             .run("reserve", req.now, |inv| {
@@ -177,21 +178,21 @@ impl StateStore for RedisStore {
         }
     }
 
-    async fn commit(&self, id: &ReservationId, now: Timestamp) -> Result<bool, StoreError> {
+    async fn commit_op(&self, id: ReservationId, now: Timestamp) -> Result<bool, StoreError> {
         let reply = self.run("commit", now, |inv| {
             inv.arg(id.0);
         });
         Ok(int(&reply.await?) == Some(1))
     }
 
-    async fn release(&self, id: &ReservationId, now: Timestamp) -> Result<bool, StoreError> {
+    async fn release_op(&self, id: ReservationId, now: Timestamp) -> Result<bool, StoreError> {
         let reply = self.run("release", now, |inv| {
             inv.arg(id.0);
         });
         Ok(int(&reply.await?) == Some(1))
     }
 
-    async fn add(&self, counters: &[CounterSpec], now: Timestamp) -> Result<Vec<i64>, StoreError> {
+    async fn add_op(&self, counters: &[CounterSpec], now: Timestamp) -> Result<Vec<i64>, StoreError> {
         check(counters, false)?;
         let reply = self
             .run("add", now, |inv| {
@@ -203,14 +204,14 @@ impl StateStore for RedisStore {
         items.iter().map(int).collect::<Option<_>>().ok_or_else(|| bad_reply("add"))
     }
 
-    async fn total(&self, key: &str, window: Window, now: Timestamp) -> Result<i64, StoreError> {
+    async fn total_op(&self, key: &str, window: Window, now: Timestamp) -> Result<i64, StoreError> {
         let spec = [CounterSpec::new(key, window, 0, None)];
         check(&spec, false)?;
         let reply = self.run("total", now, |inv| push_counters(inv, &spec)).await?;
         int(&reply).ok_or_else(|| bad_reply("total"))
     }
 
-    async fn get_record(&self, key: &str, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn get_record_op(&self, key: &str, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
         halt_core::store::check_record_key(key)?;
         match self
             .run("get", now, |inv| {
@@ -224,7 +225,7 @@ impl StateStore for RedisStore {
         }
     }
 
-    async fn swap_record(
+    async fn swap_record_op(
         &self,
         key: &str,
         expected: Option<&[u8]>,
@@ -244,7 +245,7 @@ impl StateStore for RedisStore {
         Ok(int(&reply.await?) == Some(1))
     }
 
-    async fn put_record(
+    async fn put_record_op(
         &self,
         key: &str,
         value: Option<&[u8]>,
@@ -262,5 +263,52 @@ impl StateStore for RedisStore {
         })
         .await?;
         Ok(())
+    }
+}
+
+impl StateStore for RedisStore {
+    fn reserve<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome> {
+        StoreFuture::new(self.reserve_op(request))
+    }
+
+    fn commit(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {
+        StoreFuture::new(self.commit_op(id, now))
+    }
+
+    fn release(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {
+        StoreFuture::new(self.release_op(id, now))
+    }
+
+    fn add<'a>(&'a self, counters: &'a [CounterSpec], now: Timestamp) -> StoreFuture<'a, Vec<i64>> {
+        StoreFuture::new(self.add_op(counters, now))
+    }
+
+    fn total<'a>(&'a self, key: &'a str, window: Window, now: Timestamp) -> StoreFuture<'a, i64> {
+        StoreFuture::new(self.total_op(key, window, now))
+    }
+
+    fn get_record<'a>(&'a self, key: &'a str, now: Timestamp) -> StoreFuture<'a, Option<Vec<u8>>> {
+        StoreFuture::new(self.get_record_op(key, now))
+    }
+
+    fn swap_record<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<&'a [u8]>,
+        new: Option<&'a [u8]>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreFuture<'a, bool> {
+        StoreFuture::new(self.swap_record_op(key, expected, new, expires_at, now))
+    }
+
+    fn put_record<'a>(
+        &'a self,
+        key: &'a str,
+        value: Option<&'a [u8]>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        StoreFuture::new(self.put_record_op(key, value, expires_at, now))
     }
 }

@@ -31,7 +31,7 @@
 //!     hold_until: Timestamp::from_secs(1_060),
 //! };
 //! let ReserveOutcome::Reserved { id, .. } = store.reserve(&req).await? else { unreachable!() };
-//! assert!(store.commit(&id, now).await?);
+//! assert!(store.commit(id, now).await?);
 //! drop(store);
 //! let reopened = SledStore::open(&SledStoreConfig::new(&dir))?;
 //! assert_eq!(reopened.total("spend/day", day, now).await?, 250_000);
@@ -47,10 +47,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use halt_core::store::{
-    CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, Window, check_counters,
-    check_record_key, sliding_retry_at,
+    CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture, Window,
+    check_counters, check_record_key, sliding_retry_at,
 };
 use halt_core::{Clock, Timestamp};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -415,9 +414,9 @@ impl SledStore {
     }
 }
 
-#[async_trait]
-impl StateStore for SledStore {
-    async fn reserve(&self, req: &ReserveRequest) -> Result<ReserveOutcome, StoreError> {
+/// The operations, done at once; each says whether it wrote (and so must be made durable).
+impl SledStore {
+    fn reserve_now(&self, req: &ReserveRequest) -> Result<(ReserveOutcome, bool), StoreError> {
         check_counters(&req.counters, true)?;
         self.release_lapsed(req.now)?;
         let now = req.now;
@@ -467,36 +466,37 @@ impl StateStore for SledStore {
         if matches!(outcome, ReserveOutcome::Reserved { .. }) {
             self.next_lapse.fetch_min(req.hold_until.as_micros(), Ordering::SeqCst);
         }
-        Ok(outcome)
+        // A pending reservation lost in a crash would have been released anyway.
+        Ok((outcome, false))
     }
 
-    async fn commit(&self, id: &ReservationId, now: Timestamp) -> Result<bool, StoreError> {
+    fn commit_now(&self, id: ReservationId, now: Timestamp) -> Result<(bool, bool), StoreError> {
         self.release_lapsed(now)?;
         let key = pending_key(id.0);
         // Committing only forgets the pending record: one atomic remove, no transaction.
-        let Some(raw) = self.db.remove(&key).map_err(unavailable)? else { return Ok(false) };
+        let Some(raw) = self.db.remove(&key).map_err(unavailable)? else { return Ok((false, false)) };
         let p = Pending::decode(&raw).map_err(|r| corrupt(&key, r))?;
         if p.hold_until <= now {
             // It lapsed before anyone noticed: take its amounts back instead.
             tx_result(self.db.transaction(|tx| undo(tx, id.0, &p, now)))?;
-            return Ok(false);
+            return Ok((false, false));
         }
-        self.durable().await?;
-        Ok(true)
+        Ok((true, true))
     }
 
-    async fn release(&self, id: &ReservationId, now: Timestamp) -> Result<bool, StoreError> {
+    fn release_now(&self, id: ReservationId, now: Timestamp) -> Result<(bool, bool), StoreError> {
         self.release_lapsed(now)?;
         let key = pending_key(id.0);
-        tx_result(self.db.transaction(|tx| {
+        let released = tx_result(self.db.transaction(|tx| {
             let Some(raw) = tx.remove(key.as_slice())? else { return Ok(false) };
             let p = Pending::decode(&raw).map_err(|r| abort(corrupt(&key, r)))?;
             undo(tx, id.0, &p, now)?;
             Ok(true)
-        }))
+        }))?;
+        Ok((released, false))
     }
 
-    async fn add(&self, counters: &[CounterSpec], now: Timestamp) -> Result<Vec<i64>, StoreError> {
+    fn add_now(&self, counters: &[CounterSpec], now: Timestamp) -> Result<(Vec<i64>, bool), StoreError> {
         check_counters(counters, false)?;
         self.release_lapsed(now)?;
         let totals = tx_result(self.db.transaction(|tx| {
@@ -509,27 +509,28 @@ impl StateStore for SledStore {
             }
             Ok(totals)
         }))?;
-        self.durable().await?;
-        Ok(totals)
+        Ok((totals, true))
     }
 
-    async fn total(&self, key: &str, window: Window, now: Timestamp) -> Result<i64, StoreError> {
+    fn total_now(&self, key: &str, window: Window, now: Timestamp) -> Result<(i64, bool), StoreError> {
         self.release_lapsed(now)?;
-        tx_result(self.db.transaction(|tx| Ok(total_of(live(tx, &counter_key(key), window, now)?.as_ref()))))
+        let total =
+            tx_result(self.db.transaction(|tx| Ok(total_of(live(tx, &counter_key(key), window, now)?.as_ref()))))?;
+        Ok((total, false))
     }
 
-    async fn get_record(&self, key: &str, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
-        tx_result(self.db.transaction(|tx| self.record_of(tx, key, now)))
+    fn get_record_now(&self, key: &str, now: Timestamp) -> Result<(Option<Vec<u8>>, bool), StoreError> {
+        Ok((tx_result(self.db.transaction(|tx| self.record_of(tx, key, now)))?, false))
     }
 
-    async fn swap_record(
+    fn swap_record_now(
         &self,
         key: &str,
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
         expires_at: Option<Timestamp>,
         now: Timestamp,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<(bool, bool), StoreError> {
         check_record_key(key)?;
         let swapped = tx_result(self.db.transaction(|tx| {
             if self.record_of(tx, key, now)?.as_deref() != expected {
@@ -538,24 +539,80 @@ impl StateStore for SledStore {
             Self::write_record(tx, key, new, expires_at)?;
             Ok(true)
         }))?;
-        if swapped {
-            self.durable().await?;
-        }
-        Ok(swapped)
+        Ok((swapped, swapped))
     }
 
-    async fn put_record(
+    fn put_record_now(
         &self,
         key: &str,
         value: Option<&[u8]>,
         expires_at: Option<Timestamp>,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<((), bool), StoreError> {
         check_record_key(key)?;
         tx_result(self.db.transaction(|tx| {
             self.record_of(tx, key, now)?;
             Self::write_record(tx, key, value, expires_at)
         }))?;
-        self.durable().await
+        Ok(((), true))
+    }
+}
+
+impl SledStore {
+    /// Answers at once, unless the answer wrote and must wait for the disk (strict durability).
+    fn answer<T: Send + 'static>(&self, result: Result<(T, bool), StoreError>) -> StoreFuture<'_, T> {
+        match result {
+            Ok((value, true)) if self.strict && self.flusher.is_some() => {
+                StoreFuture::new(async move { self.durable().await.map(|()| value) })
+            }
+            other => StoreFuture::ready(other.map(|(value, _)| value)),
+        }
+    }
+}
+
+impl StateStore for SledStore {
+    fn reserve<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome> {
+        self.answer(self.reserve_now(request))
+    }
+
+    fn commit(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {
+        self.answer(self.commit_now(id, now))
+    }
+
+    fn release(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {
+        self.answer(self.release_now(id, now))
+    }
+
+    fn add<'a>(&'a self, counters: &'a [CounterSpec], now: Timestamp) -> StoreFuture<'a, Vec<i64>> {
+        self.answer(self.add_now(counters, now))
+    }
+
+    fn total<'a>(&'a self, key: &'a str, window: Window, now: Timestamp) -> StoreFuture<'a, i64> {
+        self.answer(self.total_now(key, window, now))
+    }
+
+    fn get_record<'a>(&'a self, key: &'a str, now: Timestamp) -> StoreFuture<'a, Option<Vec<u8>>> {
+        self.answer(self.get_record_now(key, now))
+    }
+
+    fn swap_record<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<&'a [u8]>,
+        new: Option<&'a [u8]>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreFuture<'a, bool> {
+        self.answer(self.swap_record_now(key, expected, new, expires_at, now))
+    }
+
+    fn put_record<'a>(
+        &'a self,
+        key: &'a str,
+        value: Option<&'a [u8]>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        self.answer(self.put_record_now(key, value, expires_at, now))
     }
 }

@@ -28,7 +28,7 @@ pub async fn evaluate_and_commit(
         for effect in call.into_effects() {
             match effect {
                 Effect::Reservation { id, .. } => {
-                    store.commit(&id, now).await.expect("commit failed");
+                    store.commit(id, now).await.expect("commit failed");
                 }
                 Effect::Record { key, value, expires_at } => {
                     store.put_record(&key, Some(&value), expires_at, now).await.expect("record failed");
@@ -51,7 +51,7 @@ pub async fn reserve_commit(store: &dyn StateStore, key: &str, now: Timestamp) {
     let ReserveOutcome::Reserved { id, .. } = store.reserve(&req).await.expect("reserve failed") else {
         panic!("the bench counter is full")
     };
-    assert!(store.commit(&id, now).await.expect("commit failed"), "commit refused");
+    assert!(store.commit(id, now).await.expect("commit failed"), "commit refused");
 }
 
 /// Runs about `iters` reserve + commit pairs from `callers` concurrent tasks (spread over eight

@@ -79,14 +79,14 @@ pub async fn commit_and_release(store: &dyn StateStore) {
     let (kept, _) = reserved(store, &req(vec![spec.clone()], T0)).await;
     let (dropped, totals) = reserved(store, &req(vec![spec.clone()], T0)).await;
     assert_eq!(totals, [10], "commit_and_release: pending amounts count");
-    assert!(store.commit(&kept, T0).await.unwrap(), "commit_and_release: commit");
-    assert!(!store.commit(&kept, T0).await.unwrap(), "commit_and_release: second commit");
-    assert!(!store.release(&kept, T0).await.unwrap(), "commit_and_release: release after commit");
-    assert!(store.release(&dropped, T0).await.unwrap(), "commit_and_release: release");
-    assert!(!store.release(&dropped, T0).await.unwrap(), "commit_and_release: second release");
-    assert!(!store.commit(&dropped, T0).await.unwrap(), "commit_and_release: commit after release");
+    assert!(store.commit(kept, T0).await.unwrap(), "commit_and_release: commit");
+    assert!(!store.commit(kept, T0).await.unwrap(), "commit_and_release: second commit");
+    assert!(!store.release(kept, T0).await.unwrap(), "commit_and_release: release after commit");
+    assert!(store.release(dropped, T0).await.unwrap(), "commit_and_release: release");
+    assert!(!store.release(dropped, T0).await.unwrap(), "commit_and_release: second release");
+    assert!(!store.commit(dropped, T0).await.unwrap(), "commit_and_release: commit after release");
     assert_eq!(store.total("t/c", day(), T0).await.unwrap(), 5, "commit_and_release: total");
-    assert!(!store.commit(&ReservationId(u64::MAX), T0).await.unwrap(), "commit_and_release: unknown id");
+    assert!(!store.commit(ReservationId(u64::MAX), T0).await.unwrap(), "commit_and_release: unknown id");
 }
 
 /// A reservation not committed by its hold time is released, and can no longer be committed.
@@ -96,7 +96,7 @@ pub async fn holds_lapse(store: &dyn StateStore) {
     let (id, _) = reserved(store, &r).await;
     assert_eq!(store.total("t/h", day(), at(59)).await.unwrap(), 7, "holds_lapse: held before the deadline");
     assert_eq!(store.total("t/h", day(), at(60)).await.unwrap(), 0, "holds_lapse: released at the deadline");
-    assert!(!store.commit(&id, at(61)).await.unwrap(), "holds_lapse: commit after the deadline");
+    assert!(!store.commit(id, at(61)).await.unwrap(), "holds_lapse: commit after the deadline");
     let (_, totals) = reserved(store, &req(vec![CounterSpec::new("t/h", day(), 10, Some(10))], at(61))).await;
     assert_eq!(totals, [10], "holds_lapse: room again");
 }
@@ -105,7 +105,7 @@ pub async fn holds_lapse(store: &dyn StateStore) {
 pub async fn buckets_and_idle_counters_expire(store: &dyn StateStore) {
     let bucket = Window::Bucket { expires_at: at(100) };
     let (id, _) = reserved(store, &req(vec![CounterSpec::new("t/day", bucket, 3, None)], T0)).await;
-    store.commit(&id, T0).await.unwrap();
+    store.commit(id, T0).await.unwrap();
     assert_eq!(store.total("t/day", bucket, at(99)).await.unwrap(), 3, "bucket alive");
     let full = req(vec![CounterSpec::new("t/day", bucket, 1, Some(3))], at(50));
     match store.reserve(&full).await.unwrap() {
@@ -128,9 +128,9 @@ pub async fn sliding_windows_slide(store: &dyn StateStore) {
     let w = Window::Sliding { width: Duration::from_secs(60) };
     let hit = |now| req(vec![CounterSpec::new("t/w", w, 1, Some(2))], now);
     let (a, _) = reserved(store, &hit(T0)).await;
-    store.commit(&a, T0).await.unwrap();
+    store.commit(a, T0).await.unwrap();
     let (b, _) = reserved(store, &hit(at(30))).await;
-    store.commit(&b, at(30)).await.unwrap();
+    store.commit(b, at(30)).await.unwrap();
     match store.reserve(&hit(at(60))).await.unwrap() {
         ReserveOutcome::Rejected { current: 2, limit: 2, retry_at, .. } => {
             assert_eq!(retry_at, Some(Timestamp::from_micros(at(60).as_micros() + 1)), "sliding: retry time");
@@ -147,7 +147,7 @@ pub async fn sliding_windows_slide(store: &dyn StateStore) {
     assert_eq!(store.total("t/w3", w, past).await.unwrap(), 0, "sliding: lone event past the edge");
     // A released window event stops counting.
     let (c, _) = reserved(store, &req(vec![CounterSpec::new("t/w2", w, 1, None)], T0)).await;
-    store.release(&c, T0).await.unwrap();
+    store.release(c, T0).await.unwrap();
     assert_eq!(store.total("t/w2", w, T0).await.unwrap(), 0, "sliding: released event");
 }
 
@@ -208,7 +208,7 @@ pub async fn concurrent_reserves_never_pass_the_limit(store: Arc<dyn StateStore>
         tasks.push(tokio::spawn(async move {
             let r = req(vec![CounterSpec::new("t/conc", day(), 10_000, Some(1_000_000))], T0);
             match store.reserve(&r).await.unwrap() {
-                ReserveOutcome::Reserved { id, .. } => store.commit(&id, T0).await.unwrap(),
+                ReserveOutcome::Reserved { id, .. } => store.commit(id, T0).await.unwrap(),
                 ReserveOutcome::Rejected { .. } => false,
             }
         }));

@@ -1,15 +1,13 @@
 //! [`MemoryStore`]: the in-process store, bounded in memory.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use async_trait::async_trait;
-
 use super::{
-    CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, Window, check_counters,
-    check_record_key, sliding_retry_at,
+    CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture, Window,
+    check_counters, check_record_key, sliding_retry_at,
 };
 use crate::clock::Timestamp;
 
@@ -53,7 +51,7 @@ impl Default for MemoryStoreConfig {
 /// let ReserveOutcome::Reserved { id, totals } = store.reserve(&req).await? else { unreachable!() };
 /// assert_eq!(totals, [600_000]);
 /// assert!(matches!(store.reserve(&req).await?, ReserveOutcome::Rejected { current: 600_000, .. }));
-/// store.release(&id, now).await?;
+/// store.release(id, now).await?;
 /// assert_eq!(store.total("spend/day", day, now).await?, 0);
 /// # Ok::<(), halt_core::store::StoreError>(()) }).unwrap();
 /// ```
@@ -64,20 +62,33 @@ pub struct MemoryStore {
 }
 
 /// Keys include caller-chosen text (session ids): a seeded hasher keeps collisions unguessable.
-type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A key, shared by its entry, the expiry queue and pending reservations without copying.
+type Key = Arc<str>;
 
 #[derive(Debug, Default)]
 struct State {
-    entries: Map<String, Entry>,
+    entries: Map<Key, Entry>,
     /// When keys may expire; at most one item per key (re-queued lazily when a key's expiry
     /// moved later).
-    expiry: BinaryHeap<Reverse<(Timestamp, String)>>,
+    expiry: BinaryHeap<Reverse<(Timestamp, Key)>>,
     pending: Map<u64, Pending>,
     /// No pending reservation lapses before this time (it may be earlier than the true
     /// earliest, never later), so most operations skip looking for lapsed holds.
     next_lapse: Timestamp,
     next_id: u64,
+    /// The last generation handed out.
+    last_generation: u64,
+    /// Emptied `parts` of settled reservations, reused so a reservation seldom allocates.
+    spare_parts: Vec<Parts>,
 }
+
+/// A reservation's parts: key, amount and the key's generation when reserved.
+type Parts = Vec<(Key, i64, u64)>;
+
+/// How many emptied `parts` buffers a store keeps for reuse.
+const SPARE_PARTS: usize = 64;
 
 #[derive(Debug)]
 struct Entry {
@@ -85,8 +96,8 @@ struct Entry {
     expires_at: Timestamp,
     /// Whether the key has its item in the expiry queue.
     queued: bool,
-    /// Bumped each time an expired value is reset, so an old reservation never takes its
-    /// amount back from a new value.
+    /// A fresh number each time a value is created or reset after expiring (never reused, even
+    /// across removals), so an old reservation never takes its amount back from a new value.
     generation: u64,
 }
 
@@ -113,8 +124,8 @@ struct Event {
 
 #[derive(Debug)]
 struct Pending {
-    /// Key, amount and the key's generation when reserved.
-    parts: Vec<(String, i64, u64)>,
+    /// What it added.
+    parts: Parts,
     /// When it lapses, releasing its amounts.
     hold_until: Timestamp,
 }
@@ -208,6 +219,7 @@ impl State {
             for id in lapsed {
                 if let Some(p) = self.pending.remove(&id) {
                     self.undo(id, &p.parts, now);
+                    self.recycle(p.parts);
                 }
             }
             self.next_lapse = self.pending.values().map(|p| p.hold_until).min().unwrap_or(Timestamp::MAX);
@@ -237,10 +249,18 @@ impl State {
         }
     }
 
+    /// Keeps an emptied `parts` buffer for the next reservation.
+    fn recycle(&mut self, mut parts: Parts) {
+        if self.spare_parts.len() < SPARE_PARTS {
+            parts.clear();
+            self.spare_parts.push(parts);
+        }
+    }
+
     /// Takes a reservation's amounts back.
-    fn undo(&mut self, id: u64, parts: &[(String, i64, u64)], now: Timestamp) {
+    fn undo(&mut self, id: u64, parts: &[(Key, i64, u64)], now: Timestamp) {
         for (key, amount, generation) in parts {
-            let Some(e) = self.entries.get_mut(key) else {
+            let Some(e) = self.entries.get_mut(&**key) else {
                 continue;
             };
             if e.expires_at <= now || e.generation != *generation {
@@ -269,7 +289,8 @@ impl State {
         let sliding = matches!(window, Window::Sliding { .. });
         if e.expires_at <= now {
             e.value = if sliding { Value::Sliding(Sliding::default()) } else { Value::Counter(0) };
-            e.generation += 1;
+            self.last_generation += 1;
+            e.generation = self.last_generation;
             return Ok(Some(e));
         }
         let expected = if sliding { "sliding window" } else { "counter" };
@@ -292,8 +313,8 @@ impl State {
         })
     }
 
-    /// Adds `amount` to a counter, creating it. Returns the new total and the key's generation.
-    /// The caller has called [`State::live`] on the key during this operation.
+    /// Adds `amount` to a counter, creating it. Returns the new total, the key's generation and
+    /// the key. The caller has called [`State::live`] on the key during this operation.
     fn apply(
         &mut self,
         spec: &CounterSpec,
@@ -301,7 +322,7 @@ impl State {
         reservation: u64,
         now: Timestamp,
         cap: usize,
-    ) -> Result<(i64, u64), StoreError> {
+    ) -> (i64, u64, Key) {
         let expiry = spec.window.key_expiry(now);
         let update = |e: &mut Entry| {
             e.expires_at = e.expires_at.max(expiry);
@@ -321,23 +342,25 @@ impl State {
             (total, e.generation, schedule)
         };
         // One lookup for a key that exists (the common case), two for a new one.
-        let (total, generation, schedule) = match self.entries.get_mut(&spec.key) {
-            Some(e) => update(e),
+        let (key, (total, generation, schedule)) = match self.entries.get_key_value_mut(spec.key.as_str()) {
+            Some((key, e)) => (Arc::clone(key), update(e)),
             None => {
                 let value = match spec.window {
                     Window::Sliding { .. } => Value::Sliding(Sliding::default()),
                     _ => Value::Counter(0),
                 };
-                let mut e = Entry { value, expires_at: expiry, queued: false, generation: 0 };
+                self.last_generation += 1;
+                let mut e = Entry { value, expires_at: expiry, queued: false, generation: self.last_generation };
                 let r = update(&mut e);
-                self.entries.insert(spec.key.clone(), e);
-                r
+                let key: Key = Arc::from(spec.key.as_str());
+                self.entries.insert(Arc::clone(&key), e);
+                (key, r)
             }
         };
         if let Some(at) = schedule {
-            self.expiry.push(Reverse((at, spec.key.clone())));
+            self.expiry.push(Reverse((at, Arc::clone(&key))));
         }
-        Ok((total, generation))
+        (total, generation, key)
     }
 
     /// Makes room for `new_keys` more keys, or refuses.
@@ -368,15 +391,34 @@ impl State {
             return Ok(());
         };
         let expires_at = expires_at.unwrap_or(Timestamp::MAX);
-        if !self.entries.contains_key(key) {
-            self.make_room(1, max_keys, now)?;
-        }
-        let was_queued = self.entries.get(key).is_some_and(|e| e.queued);
-        let queued = was_queued || expires_at < Timestamp::MAX;
-        self.entries
-            .insert(key.to_owned(), Entry { value: Value::Record(bytes.to_vec()), expires_at, queued, generation: 0 });
-        if queued && !was_queued {
-            self.expiry.push(Reverse((expires_at, key.to_owned())));
+        let (key, schedule) = match self.entries.get_key_value_mut(key) {
+            Some((key, e)) => {
+                // Rewrite in place: no new key, and the old buffer when it fits.
+                match &mut e.value {
+                    Value::Record(v) => {
+                        v.clear();
+                        v.extend_from_slice(bytes);
+                    }
+                    other => *other = Value::Record(bytes.to_vec()),
+                }
+                e.expires_at = expires_at;
+                let schedule = !e.queued && expires_at < Timestamp::MAX;
+                e.queued |= schedule;
+                (Arc::clone(key), schedule)
+            }
+            None => {
+                self.make_room(1, max_keys, now)?;
+                let key: Key = Arc::from(key);
+                let queued = expires_at < Timestamp::MAX;
+                self.last_generation += 1;
+                let generation = self.last_generation;
+                let e = Entry { value: Value::Record(bytes.to_vec()), expires_at, queued, generation };
+                self.entries.insert(Arc::clone(&key), e);
+                (key, queued)
+            }
+        };
+        if schedule {
+            self.expiry.push(Reverse((expires_at, key)));
         }
         Ok(())
     }
@@ -385,9 +427,8 @@ impl State {
 /// How many expired keys one operation drops, so no single call pays for a large sweep.
 const PURGE_PER_OP: usize = 64;
 
-#[async_trait]
-impl StateStore for MemoryStore {
-    async fn reserve(&self, req: &ReserveRequest) -> Result<ReserveOutcome, StoreError> {
+impl MemoryStore {
+    fn reserve_now(&self, req: &ReserveRequest) -> Result<ReserveOutcome, StoreError> {
         check_counters(&req.counters, true)?;
         let mut st = self.lock();
         let now = req.now;
@@ -401,7 +442,7 @@ impl StateStore for MemoryStore {
             if let Some(limit) = c.limit
                 && current.saturating_add(c.amount) > limit
             {
-                let retry_at = match (c.window, st.entries.get(&c.key)) {
+                let retry_at = match (c.window, st.entries.get(c.key.as_str())) {
                     (Window::Sliding { width }, Some(Entry { value: Value::Sliding(s), .. })) => {
                         s.retry_at(width, c.amount, limit)
                     }
@@ -416,14 +457,14 @@ impl StateStore for MemoryStore {
         st.next_id += 1;
         let id = st.next_id;
         let mut totals = Vec::with_capacity(req.counters.len());
-        let mut parts = Vec::with_capacity(req.counters.len());
+        let mut parts = st.spare_parts.pop().unwrap_or_default();
         for c in &req.counters {
             if c.amount == 0 {
                 totals.push(st.current(&c.key, c.window, now)?.0);
             } else {
-                let (total, generation) = st.apply(c, c.amount, id, now, self.config.max_events_per_window)?;
+                let (total, generation, key) = st.apply(c, c.amount, id, now, self.config.max_events_per_window);
                 totals.push(total);
-                parts.push((c.key.clone(), c.amount, generation));
+                parts.push((key, c.amount, generation));
             }
         }
         st.pending.insert(id, Pending { parts, hold_until: req.hold_until });
@@ -431,48 +472,52 @@ impl StateStore for MemoryStore {
         Ok(ReserveOutcome::Reserved { id: ReservationId(id), totals })
     }
 
-    async fn commit(&self, id: &ReservationId, now: Timestamp) -> Result<bool, StoreError> {
-        let id = id.0;
-        let mut st = self.lock();
-        st.purge(now, PURGE_PER_OP);
-        Ok(st.pending.remove(&id).is_some())
-    }
-
-    async fn release(&self, id: &ReservationId, now: Timestamp) -> Result<bool, StoreError> {
+    fn commit_now(&self, id: ReservationId, now: Timestamp) -> Result<bool, StoreError> {
         let id = id.0;
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
         match st.pending.remove(&id) {
             Some(p) => {
-                st.undo(id, &p.parts, now);
+                st.recycle(p.parts);
                 Ok(true)
             }
             None => Ok(false),
         }
     }
 
-    async fn add(&self, counters: &[CounterSpec], now: Timestamp) -> Result<Vec<i64>, StoreError> {
+    fn release_now(&self, id: ReservationId, now: Timestamp) -> Result<bool, StoreError> {
+        let id = id.0;
+        let mut st = self.lock();
+        st.purge(now, PURGE_PER_OP);
+        match st.pending.remove(&id) {
+            Some(p) => {
+                st.undo(id, &p.parts, now);
+                st.recycle(p.parts);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn add_now(&self, counters: &[CounterSpec], now: Timestamp) -> Result<Vec<i64>, StoreError> {
         check_counters(counters, false)?;
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
         for c in counters {
             st.live(&c.key, c.window, now)?;
         }
-        let new_keys = counters.iter().filter(|c| !st.entries.contains_key(&c.key)).count();
+        let new_keys = counters.iter().filter(|c| !st.entries.contains_key(c.key.as_str())).count();
         st.make_room(new_keys, self.config.max_keys, now)?;
-        counters
-            .iter()
-            .map(|c| st.apply(c, c.amount, 0, now, self.config.max_events_per_window).map(|(t, _)| t))
-            .collect()
+        counters.iter().map(|c| Ok(st.apply(c, c.amount, 0, now, self.config.max_events_per_window).0)).collect()
     }
 
-    async fn total(&self, key: &str, window: Window, now: Timestamp) -> Result<i64, StoreError> {
+    fn total_now(&self, key: &str, window: Window, now: Timestamp) -> Result<i64, StoreError> {
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
         Ok(st.current(key, window, now)?.0)
     }
 
-    async fn get_record(&self, key: &str, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
+    fn get_record_now(&self, key: &str, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
         match st.entries.get(key) {
@@ -484,7 +529,7 @@ impl StateStore for MemoryStore {
         }
     }
 
-    async fn swap_record(
+    fn swap_record_now(
         &self,
         key: &str,
         expected: Option<&[u8]>,
@@ -509,7 +554,7 @@ impl StateStore for MemoryStore {
         Ok(true)
     }
 
-    async fn put_record(
+    fn put_record_now(
         &self,
         key: &str,
         value: Option<&[u8]>,
@@ -526,5 +571,52 @@ impl StateStore for MemoryStore {
             return Err(StoreError::WrongKind { key: key.to_owned(), expected: "record", found: value.kind() });
         }
         st.write_record(key, value, expires_at, self.config.max_keys, now)
+    }
+}
+
+impl StateStore for MemoryStore {
+    fn reserve<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome> {
+        StoreFuture::ready(self.reserve_now(request))
+    }
+
+    fn commit(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {
+        StoreFuture::ready(self.commit_now(id, now))
+    }
+
+    fn release(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {
+        StoreFuture::ready(self.release_now(id, now))
+    }
+
+    fn add<'a>(&'a self, counters: &'a [CounterSpec], now: Timestamp) -> StoreFuture<'a, Vec<i64>> {
+        StoreFuture::ready(self.add_now(counters, now))
+    }
+
+    fn total<'a>(&'a self, key: &'a str, window: Window, now: Timestamp) -> StoreFuture<'a, i64> {
+        StoreFuture::ready(self.total_now(key, window, now))
+    }
+
+    fn get_record<'a>(&'a self, key: &'a str, now: Timestamp) -> StoreFuture<'a, Option<Vec<u8>>> {
+        StoreFuture::ready(self.get_record_now(key, now))
+    }
+
+    fn swap_record<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<&'a [u8]>,
+        new: Option<&'a [u8]>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreFuture<'a, bool> {
+        StoreFuture::ready(self.swap_record_now(key, expected, new, expires_at, now))
+    }
+
+    fn put_record<'a>(
+        &'a self,
+        key: &'a str,
+        value: Option<&'a [u8]>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        StoreFuture::ready(self.put_record_now(key, value, expires_at, now))
     }
 }

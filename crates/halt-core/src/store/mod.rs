@@ -8,9 +8,11 @@
 
 mod memory;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
@@ -215,56 +217,109 @@ pub enum StoreError {
     InvalidRequest(String),
 }
 
+/// What a store operation returns: the answer at hand, or a future for it.
+///
+/// A store that answers without waiting (the [`MemoryStore`], a relaxed sled store) returns
+/// [`StoreFuture::ready`], which costs no allocation; one that waits on a disk or a network
+/// returns [`StoreFuture::new`] around its `async` block.
+#[must_use = "a store operation does nothing unless awaited"]
+pub struct StoreFuture<'a, T>(FutureState<'a, T>);
+
+/// A boxed store future.
+type BoxedStoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+enum FutureState<'a, T> {
+    Ready(Option<Result<T, StoreError>>),
+    Waiting(BoxedStoreFuture<'a, T>),
+}
+
+impl<'a, T> StoreFuture<'a, T> {
+    /// An answer already known.
+    pub fn ready(result: Result<T, StoreError>) -> Self {
+        Self(FutureState::Ready(Some(result)))
+    }
+
+    /// An answer still to come.
+    pub fn new(future: impl Future<Output = Result<T, StoreError>> + Send + 'a) -> Self {
+        Self(FutureState::Waiting(Box::pin(future)))
+    }
+}
+
+impl<T: Unpin> Future for StoreFuture<'_, T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().0 {
+            FutureState::Ready(answer) => Poll::Ready(
+                answer.take().unwrap_or_else(|| Err(StoreError::Unavailable("store future polled twice".into()))),
+            ),
+            FutureState::Waiting(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for StoreFuture<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            FutureState::Ready(_) => "StoreFuture::Ready",
+            FutureState::Waiting(_) => "StoreFuture::Waiting",
+        })
+    }
+}
+
 /// What every state store offers, atomically.
 ///
 /// Implementations: [`MemoryStore`] here, `halt-store-sled` and `halt-store-redis`. The
 /// conformance suite in `halt-testing` checks any implementation against this contract.
-#[async_trait]
+///
+/// Each operation returns a [`StoreFuture`]: a store that waits wraps an `async` block in
+/// [`StoreFuture::new`]; one that answers at once returns [`StoreFuture::ready`] and costs
+/// nothing more than the work itself.
 pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
     /// Adds each counter's amount if every counter stays within its limit, all or nothing. The
     /// amounts count at once (so concurrent callers see them) and stay pending until
     /// [`StateStore::commit`], [`StateStore::release`], or `hold_until` (which releases them).
     ///
     /// Amounts must be non-negative. A zero amount checks the limit without adding.
-    async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, StoreError>;
+    fn reserve<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome>;
 
     /// Makes a pending reservation permanent. Returns false if it is unknown, already settled, or
     /// expired (in which case it was released).
-    async fn commit(&self, id: &ReservationId, now: Timestamp) -> Result<bool, StoreError>;
+    fn commit(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool>;
 
     /// Takes a pending reservation's amounts back. Returns false if it is unknown or settled.
-    async fn release(&self, id: &ReservationId, now: Timestamp) -> Result<bool, StoreError>;
+    fn release(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool>;
 
     /// Adds amounts unconditionally and at once (limits are ignored; a negative amount
     /// subtracts, and a total never drops below zero). Returns the new totals.
-    async fn add(&self, counters: &[CounterSpec], now: Timestamp) -> Result<Vec<i64>, StoreError>;
+    fn add<'a>(&'a self, counters: &'a [CounterSpec], now: Timestamp) -> StoreFuture<'a, Vec<i64>>;
 
     /// A counter's total now (pending reservations included); zero if absent.
-    async fn total(&self, key: &str, window: Window, now: Timestamp) -> Result<i64, StoreError>;
+    fn total<'a>(&'a self, key: &'a str, window: Window, now: Timestamp) -> StoreFuture<'a, i64>;
 
     /// A small record, if present and not expired.
-    async fn get_record(&self, key: &str, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError>;
+    fn get_record<'a>(&'a self, key: &'a str, now: Timestamp) -> StoreFuture<'a, Option<Vec<u8>>>;
 
     /// Compare and swap a record: if its current value (absent or expired counts as `None`)
     /// equals `expected`, replace it with `new` (`None` deletes) expiring at `expires_at`.
     /// Returns whether it swapped.
-    async fn swap_record(
-        &self,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
+    fn swap_record<'a>(
+        &'a self,
+        key: &'a str,
+        expected: Option<&'a [u8]>,
+        new: Option<&'a [u8]>,
         expires_at: Option<Timestamp>,
         now: Timestamp,
-    ) -> Result<bool, StoreError>;
+    ) -> StoreFuture<'a, bool>;
 
     /// Writes (or, with `None`, deletes) a record unconditionally.
-    async fn put_record(
-        &self,
-        key: &str,
-        value: Option<&[u8]>,
+    fn put_record<'a>(
+        &'a self,
+        key: &'a str,
+        value: Option<&'a [u8]>,
         expires_at: Option<Timestamp>,
         now: Timestamp,
-    ) -> Result<(), StoreError>;
+    ) -> StoreFuture<'a, ()>;
 }
 
 mod duration_micros {
