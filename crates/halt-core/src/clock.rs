@@ -139,17 +139,13 @@ pub struct CalendarWindow {
 /// A calendar label, `YYYY-MM-DD` or `YYYY-MM`, kept inline (labels are made on every call, so
 /// they do not allocate). Years outside 0..=9999 are clamped into it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DateLabel {
-    buf: [u8; 10],
-    len: u8,
-}
+pub struct DateLabel(arrayvec::ArrayString<10>);
 
 impl DateLabel {
     /// The label as text.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        // Only ASCII digits and dashes are ever written.
-        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
+        &self.0
     }
 }
 
@@ -181,24 +177,19 @@ impl PartialEq<&str> for DateLabel {
 
 /// `YYYY-MM-DD` or `YYYY-MM`, written digit by digit.
 fn date_label(y: i64, m: u32, d: Option<u32>) -> DateLabel {
-    let digit = |n: u32| b'0' + u8::try_from(n % 10).unwrap_or(0);
+    let digit = |n: u32| char::from(b'0' + u8::try_from(n % 10).unwrap_or(0));
     let y = u32::try_from(y.clamp(0, 9999)).unwrap_or(0);
-    let mut buf = [b'-'; 10];
-    buf[0] = digit(y / 1000);
-    buf[1] = digit(y / 100);
-    buf[2] = digit(y / 10);
-    buf[3] = digit(y);
-    buf[5] = digit(m / 10);
-    buf[6] = digit(m);
-    let len = match d {
-        Some(d) => {
-            buf[8] = digit(d / 10);
-            buf[9] = digit(d);
-            10
+    let mut label = arrayvec::ArrayString::new();
+    // At most ten characters: these cannot fail.
+    for c in [digit(y / 1000), digit(y / 100), digit(y / 10), digit(y), '-', digit(m / 10), digit(m)] {
+        let _ = label.try_push(c);
+    }
+    if let Some(d) = d {
+        for c in ['-', digit(d / 10), digit(d)] {
+            let _ = label.try_push(c);
         }
-        None => 7,
-    };
-    DateLabel { buf, len }
+    }
+    DateLabel(label)
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).

@@ -24,7 +24,7 @@
 use std::time::Duration;
 
 use halt_core::partition::Partition;
-use halt_core::store::{CounterSpec, ReserveOutcome, ReserveRequest, Window, key};
+use halt_core::store::{CounterSpec, ReserveOutcome, ReserveRequest, StoreKey, Window, key};
 use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Timestamp, TypedFactory, async_trait};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -135,7 +135,7 @@ impl RateLimitGuard {
         &self.config
     }
 
-    fn cooldown_key(&self, part: &str) -> String {
+    fn cooldown_key(&self, part: &str) -> StoreKey {
         key(&["rate", &self.name, part, "cooldown"])
     }
 

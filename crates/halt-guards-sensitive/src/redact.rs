@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use aho_corasick::AhoCorasick;
 use regex::{Regex, RegexSet, RegexSetBuilder};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -89,6 +90,21 @@ struct Compiled {
     check: fn(&str) -> bool,
 }
 
+/// Built-in detectors that assert the end of the text (`\z`), reviewed to find the same
+/// matches in a text joined with others by newlines: `private_key` runs on to the end of the
+/// joined text instead, `google_api_key` ends at the newline (a non-key character).
+const JOINABLE_AT_END: [&str; 2] = ["private_key", "google_api_key"];
+
+/// Whether a pattern asserts the start or end of the whole text, so that it may match a text
+/// alone and not the same text among others.
+fn anchored(pattern: &str) -> bool {
+    use regex_syntax::hir::Look;
+    regex_syntax::parse(pattern).map_or(true, |hir| {
+        let looks = hir.properties().look_set();
+        looks.contains(Look::Start) || looks.contains(Look::End)
+    })
+}
+
 /// A sensitive field name, as the sequence of its lower-case words.
 struct Field {
     name: String,
@@ -125,6 +141,12 @@ pub struct Redactor {
     set: RegexSet,
     patterns: Vec<Compiled>,
     fields: Vec<Field>,
+    /// Finds the last word of some field in an ASCII key (case-insensitively): most keys hold
+    /// none, and are then never split into words.
+    field_words: Option<AhoCorasick>,
+    /// Whether a pattern can tell the start or end of the whole text (`^`, `$`, `\A`, `\z`
+    /// outside multi-line mode): then texts are never joined for the pre-pass.
+    anchored: bool,
     max_depth: usize,
     max_bytes: usize,
 }
@@ -161,10 +183,39 @@ fn words(key: &str) -> Vec<String> {
     out
 }
 
-/// ASCII case-insensitive substring test.
-fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
-    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
-    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+/// The text of a number as it is scanned (the same as its JSON form), in `buf`.
+fn number_text<'b>(n: &serde_json::Number, buf: &'b mut NumberText) -> &'b str {
+    if let Some(u) = n.as_u64() {
+        buf.int.format(u)
+    } else if let Some(i) = n.as_i64() {
+        buf.int.format(i)
+    } else {
+        use std::fmt::Write;
+        buf.float.clear();
+        let _ = write!(buf.float, "{n}");
+        &buf.float
+    }
+}
+
+/// Room to write numbers' text without allocating each time.
+#[derive(Default)]
+struct NumberText {
+    int: itoa::Buffer,
+    float: String,
+}
+
+/// The path of the root, with room for a deep path.
+fn path_root() -> String {
+    let mut path = String::with_capacity(128);
+    path.push('$');
+    path
+}
+
+/// Appends `[i]` to a path.
+fn push_index(path: &mut String, i: usize) {
+    path.push('[');
+    path.push_str(itoa::Buffer::new().format(i));
+    path.push(']');
 }
 
 /// At most the last four characters, the rest masked (and never more than a third shown).
@@ -227,7 +278,26 @@ impl Redactor {
             }
             fields.push(Field { name: f.clone(), words: w });
         }
-        Ok(Self { set, patterns, fields, max_depth: config.max_depth, max_bytes: config.max_bytes })
+        let field_words = if fields.is_empty() {
+            None
+        } else {
+            let last = fields.iter().filter_map(|f| f.words.last());
+            let ac = AhoCorasick::builder().ascii_case_insensitive(true).build(last);
+            Some(ac.map_err(|e| err("sensitive_fields", e.to_string()))?)
+        };
+        let anchored = patterns.iter().any(|p| {
+            let reviewed = detectors::find(&p.name).is_some() && JOINABLE_AT_END.contains(&p.name.as_str());
+            !reviewed && anchored(p.regex.as_str())
+        });
+        Ok(Self {
+            set,
+            patterns,
+            fields,
+            field_words,
+            anchored,
+            max_depth: config.max_depth,
+            max_bytes: config.max_bytes,
+        })
     }
 
     /// Finds sensitive data in `value` (paths start at `$`).
@@ -235,8 +305,8 @@ impl Redactor {
     /// # Errors
     /// The value is deeper or larger than the limits.
     pub fn scan(&self, value: &Value) -> Result<Vec<Finding>, ScanError> {
-        let mut walk = Walk { redactor: self, bytes: 0, findings: Vec::new(), redact: false, active: None };
-        walk.value_ref(value, &mut String::from("$"), 0)?;
+        let mut walk = Walk::new(self, false);
+        walk.value_ref(value, &mut path_root(), 0)?;
         Ok(walk.findings)
     }
 
@@ -256,8 +326,8 @@ impl Redactor {
     /// # Errors
     /// The value is deeper or larger than the limits (then `value` may be partly redacted).
     pub fn redact_in_place(&self, value: &mut Value) -> Result<Vec<Finding>, ScanError> {
-        let mut walk = Walk { redactor: self, bytes: 0, findings: Vec::new(), redact: true, active: None };
-        walk.value(value, &mut String::from("$"), 0)?;
+        let mut walk = Walk::new(self, true);
+        walk.value(value, &mut path_root(), 0)?;
         Ok(walk.findings)
     }
 
@@ -266,42 +336,64 @@ impl Redactor {
     /// # Errors
     /// The value is deeper or larger than the limits.
     pub fn scan_object(&self, object: &Map<String, Value>) -> Result<Vec<Finding>, ScanError> {
-        let active = self.candidates(object);
-        let mut walk = Walk { redactor: self, bytes: 0, findings: Vec::new(), redact: false, active: Some(active) };
-        if walk.active.as_ref().is_some_and(|a| !a.is_empty()) {
-            walk.object_ref(object, &mut String::from("$"), 0)?;
+        if object.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut walk = Walk::new(self, false);
+        if !self.anchored {
+            let (active, suspects) = self.candidates(object);
+            walk.active = Some(active);
+            walk.suspects = suspects;
+        }
+        if walk.active.as_ref().is_none_or(|a| !a.is_empty()) {
+            walk.object_ref(object, &mut path_root(), 0)?;
         } else if !self.fields.is_empty() {
             // No pattern can match anywhere, and the limits hold: only field names are left.
-            walk.fields_only(&Value::Object(object.clone()), &mut String::from("$"))?;
+            walk.fields_only(object, &mut path_root())?;
         }
         Ok(walk.findings)
     }
 
     fn field(&self, key: &str) -> Option<&Field> {
-        // Most keys contain none of the fields' last words: skip splitting them.
-        if !self.fields.iter().any(|f| f.words.last().is_some_and(|w| contains_ignore_case(key, w))) {
+        // Most keys contain none of the fields' last words: skip splitting them. (A key that
+        // is not ASCII may lower-case into one: always split it.)
+        let ac = self.field_words.as_ref()?;
+        if key.is_ascii() && !ac.is_match(key) {
             return None;
         }
         let w = words(key);
         self.fields.iter().find(|f| w.len() >= f.words.len() && w[w.len() - f.words.len()..] == f.words[..])
     }
 
-    /// The patterns that could match some text of `object`: one pass of the pattern set over all
-    /// of its text at once, which finds a superset of the per-text matches. Every pattern when a
-    /// limit is passed, so the exact walk reports where.
-    fn candidates(&self, object: &Map<String, Value>) -> Vec<usize> {
-        fn gather(v: &Value, depth: usize, max_depth: usize, out: &mut String) -> bool {
+    /// The patterns that could match some text of `object`, and which of its texts (numbered
+    /// in walk order) may hold a match: one pass of the pattern set over all of its text joined
+    /// by newlines, then each matching pattern over it once. Every pattern and every text when a
+    /// limit is passed, so that the exact walk reports where.
+    ///
+    /// Exact because no pattern is anchored to the start or end of the text (the caller checks)
+    /// and a newline is a non-word character, as the edges of a lone text are: a match inside a
+    /// text alone is found in the joined text starting in that text, or overlapped by an earlier
+    /// match, which then overlaps that text too.
+    fn candidates(&self, object: &Map<String, Value>) -> (Vec<usize>, Option<Vec<bool>>) {
+        struct Joined {
+            text: String,
+            starts: Vec<usize>,
+            numbers: NumberText,
+        }
+        fn gather(v: &Value, depth: usize, max_depth: usize, out: &mut Joined) -> bool {
             if depth > max_depth {
                 return false;
             }
             match v {
                 Value::String(s) => {
-                    out.push_str(s);
-                    out.push('\n');
+                    out.starts.push(out.text.len());
+                    out.text.push_str(s);
+                    out.text.push('\n');
                 }
                 Value::Number(n) => {
-                    use std::fmt::Write;
-                    let _ = writeln!(out, "{n}");
+                    out.starts.push(out.text.len());
+                    out.text.push_str(number_text(n, &mut out.numbers));
+                    out.text.push('\n');
                 }
                 Value::Array(items) => return items.iter().all(|i| gather(i, depth + 1, max_depth, out)),
                 Value::Object(map) => return map.values().all(|i| gather(i, depth + 1, max_depth, out)),
@@ -309,13 +401,29 @@ impl Redactor {
             }
             true
         }
-        let mut text = String::with_capacity(2048);
+        let mut joined = Joined {
+            text: String::with_capacity(4096),
+            starts: Vec::with_capacity(128),
+            numbers: NumberText::default(),
+        };
         for v in object.values() {
-            if !gather(v, 1, self.max_depth, &mut text) || text.len() > self.max_bytes {
-                return (0..self.patterns.len()).collect();
+            if !gather(v, 1, self.max_depth, &mut joined) || joined.text.len() > self.max_bytes {
+                return ((0..self.patterns.len()).collect(), None);
             }
         }
-        self.set.matches(&text).into_iter().collect()
+        let Joined { text, starts, .. } = joined;
+        let active: Vec<usize> = self.set.matches(&text).into_iter().collect();
+        let mut suspects = vec![false; starts.len()];
+        for &i in &active {
+            for m in self.patterns[i].regex.find_iter(&text) {
+                let first = starts.partition_point(|&s| s <= m.start()).saturating_sub(1);
+                let last = starts.partition_point(|&s| s < m.end().max(m.start() + 1));
+                for s in &mut suspects[first..last.max(first + 1).min(starts.len())] {
+                    *s = true;
+                }
+            }
+        }
+        (active, Some(suspects))
     }
 
     /// The sensitive spans of a text: (start, end, pattern index), validated. `active` limits
@@ -325,11 +433,15 @@ impl Redactor {
         if text.len() < 3 {
             return out;
         }
-        let matched: Vec<usize> = match active {
-            Some(a) => a.to_vec(),
-            None => self.set.matches(text).into_iter().collect(),
+        let all;
+        let matched: &[usize] = match active {
+            Some(a) => a,
+            None => {
+                all = self.set.matches(text).into_iter().collect::<Vec<_>>();
+                &all
+            }
         };
-        for i in matched {
+        for &i in matched {
             let p = &self.patterns[i];
             if p.group == 0 {
                 for m in p.regex.find_iter(text) {
@@ -358,9 +470,34 @@ struct Walk<'a> {
     redact: bool,
     /// The only patterns worth running, when known (from [`Redactor::candidates`]).
     active: Option<Vec<usize>>,
+    /// Which texts, in walk order, may hold a match (all when unknown).
+    suspects: Option<Vec<bool>>,
+    /// The number of texts (strings and numbers) walked so far.
+    texts: usize,
+    numbers: NumberText,
 }
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
+    fn new(redactor: &'a Redactor, redact: bool) -> Self {
+        Walk {
+            redactor,
+            bytes: 0,
+            findings: Vec::new(),
+            redact,
+            active: None,
+            suspects: None,
+            texts: 0,
+            numbers: NumberText::default(),
+        }
+    }
+
+    /// Counts a text; whether it may hold a match.
+    fn next_text(&mut self) -> bool {
+        let i = self.texts;
+        self.texts += 1;
+        self.suspects.as_ref().is_none_or(|s| s.get(i).copied().unwrap_or(true))
+    }
+
     fn count(&mut self, n: usize) -> Result<(), ScanError> {
         self.bytes = self.bytes.saturating_add(n);
         if self.bytes > self.redactor.max_bytes {
@@ -406,7 +543,7 @@ impl Walk<'_> {
                 }
             }
             Value::Number(n) => {
-                let text = n.to_string();
+                let text = number_text(n, &mut self.numbers).to_owned();
                 self.count(text.len())?;
                 if let Some(new) = self.text(&text, path) {
                     *v = Value::String(new);
@@ -415,7 +552,7 @@ impl Walk<'_> {
             Value::Array(items) => {
                 for (i, item) in items.iter_mut().enumerate() {
                     let len = path.len();
-                    path.push_str(&format!("[{i}]"));
+                    push_index(path, i);
                     self.value(item, path, depth + 1)?;
                     path.truncate(len);
                 }
@@ -448,17 +585,23 @@ impl Walk<'_> {
         match v {
             Value::String(s) => {
                 self.count(s.len())?;
-                self.text(s, path);
+                if self.next_text() {
+                    self.text(s, path);
+                }
             }
             Value::Number(n) => {
-                let text = n.to_string();
+                let mut numbers = std::mem::take(&mut self.numbers);
+                let text = number_text(n, &mut numbers);
                 self.count(text.len())?;
-                self.text(&text, path);
+                if self.next_text() {
+                    self.text(text, path);
+                }
+                self.numbers = numbers;
             }
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let len = path.len();
-                    path.push_str(&format!("[{i}]"));
+                    push_index(path, i);
                     self.value_ref(item, path, depth + 1)?;
                     path.truncate(len);
                 }
@@ -471,24 +614,27 @@ impl Walk<'_> {
 
     /// Checks only field names, below `v` (used when no pattern can match anywhere and the
     /// limits are known to hold).
-    fn fields_only(&mut self, v: &Value, path: &mut String) -> Result<(), ScanError> {
-        match v {
-            Value::Object(map) => {
-                for (k, item) in map {
-                    let len = path.len();
-                    path.push('.');
-                    path.push_str(k);
-                    if !self.field(k, item, path)? {
-                        self.fields_only(item, path)?;
-                    }
-                    path.truncate(len);
-                }
+    fn fields_only(&mut self, map: &Map<String, Value>, path: &mut String) -> Result<(), ScanError> {
+        for (k, item) in map {
+            let len = path.len();
+            path.push('.');
+            path.push_str(k);
+            if !self.field(k, item, path)? {
+                self.fields_only_below(item, path)?;
             }
+            path.truncate(len);
+        }
+        Ok(())
+    }
+
+    fn fields_only_below(&mut self, v: &Value, path: &mut String) -> Result<(), ScanError> {
+        match v {
+            Value::Object(map) => self.fields_only(map, path)?,
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let len = path.len();
-                    path.push_str(&format!("[{i}]"));
-                    self.fields_only(item, path)?;
+                    push_index(path, i);
+                    self.fields_only_below(item, path)?;
                     path.truncate(len);
                 }
             }
@@ -503,7 +649,10 @@ impl Walk<'_> {
             let len = path.len();
             path.push('.');
             path.push_str(k);
-            if !self.field(k, item, path)? {
+            if self.field(k, item, path)? {
+                // A sensitive field's text is reported whole, not scanned; it still counts.
+                self.next_text();
+            } else {
                 self.value_ref(item, path, depth + 1)?;
             }
             path.truncate(len);
@@ -566,6 +715,14 @@ mod tests {
         assert_eq!(words("X-Api-Key"), ["x", "api", "key"]);
         assert_eq!(words("max_tokens"), ["max", "tokens"]);
         assert_eq!(words("userPassword2"), ["user", "password2"]);
+    }
+
+    #[test]
+    fn built_in_patterns_can_be_joined() {
+        for d in detectors::DETECTORS {
+            assert!(!anchored(d.pattern) || JOINABLE_AT_END.contains(&d.name), "{} needs a review", d.name);
+        }
+        assert!(anchored("^x") && anchored("x$") && anchored(r"\Ax") && !anchored("(?m)^x$") && !anchored("[^x]"));
     }
 
     #[test]

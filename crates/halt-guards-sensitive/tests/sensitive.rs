@@ -161,3 +161,62 @@ fn configuration_errors() {
     assert!(err(json!({"scan_depht": 3})).contains("unknown field `scan_depht`"));
     assert!(err(json!({"sensitive_fields": [" "]})).contains("sensitive_fields"));
 }
+
+#[test]
+fn a_finding_is_placed_in_its_own_text_among_many() {
+    // The scan joins all texts for one pre-pass; findings must still land on the right texts,
+    // with nothing missed after a sensitive field or a text matching another pattern.
+    let e = engine(json!({"sensitive_fields": ["password"], "blocked_patterns": ["email", "ssn", "credit_card"]}));
+    let args = json!({
+        "a": "contact ops@example.org",
+        "b": {"password": "hunter2hunter2", "n": 7, "list": ["x", 4_111_111_111_111_111u64, "y"]},
+        "c": ["plain", "plain", "SSN 123-45-6789"],
+    });
+    let o = run(&e, "process", args);
+    let paths: Vec<String> = o.final_decision().unwrap().details()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| format!("{} {}", f["pattern"].as_str().unwrap(), f["path"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        paths,
+        ["email $.a", "credit_card $.b.list[1]", "field:password $.b.password", "ssn $.c[2]"],
+        "{paths:?}"
+    );
+    // Patterns that run to the end of a text find it among others too.
+    let e2 = engine(json!({"blocked_patterns": ["private_key", "google_api_key"]}));
+    let key = format!("AIza{}", "b".repeat(35));
+    let o = run(&e2, "process", json!({"a": "-----BEGIN PRIVATE KEY-----\nMIIEvQ", "b": "plain", "c": key}));
+    let found: Vec<&str> = o.final_decision().unwrap().details()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(found, ["$.a", "$.c"]);
+    // Digits split across two texts are no card, although the joined text holds one.
+    let o = run(&e, "process", json!({"a": "4111 1111", "b": "1111 1111"}));
+    assert_eq!(o.decision(), DecisionKind::Allow, "{:?}", o.final_decision());
+}
+
+#[test]
+fn anchored_custom_patterns_match_every_text() {
+    let e = engine(json!({"custom_patterns": {"ticket": "^TKT-[0-9]{6}$"}, "blocked_patterns": ["ticket"]}));
+    for args in
+        [json!({"a": "TKT-123456"}), json!({"a": "first", "b": "TKT-123456"}), json!({"z": ["x", "TKT-123456"]})]
+    {
+        assert_eq!(run(&e, "process", args.clone()).decision(), DecisionKind::Deny, "{args}");
+    }
+    assert_eq!(run(&e, "process", json!({"a": "see TKT-123456"})).decision(), DecisionKind::Allow);
+}
+
+#[test]
+fn field_names_match_without_regard_to_case_beyond_ascii() {
+    let e = engine(json!({"sensitive_fields": ["contraseña"]}));
+    for key in ["contraseña", "CONTRASEÑA", "userContraseña", "user_CONTRASEÑA"] {
+        let o = run(&e, "login", json!({key: "abc123"}));
+        assert_eq!(o.decision(), DecisionKind::Deny, "{key}");
+    }
+    assert_eq!(run(&e, "login", json!({"contraseñas_count": "3"})).decision(), DecisionKind::Allow);
+}

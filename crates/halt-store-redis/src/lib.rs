@@ -105,7 +105,7 @@ fn push_counters(inv: &mut redis::ScriptInvocation<'_>, counters: &[CounterSpec]
             Window::Idle { idle } => ("i", i64::try_from(idle.as_micros()).unwrap_or(i64::MAX)),
             Window::Sliding { width } => ("s", i64::try_from(width.as_micros()).unwrap_or(i64::MAX)),
         };
-        inv.arg(&c.key).arg(w).arg(p).arg(c.amount).arg(c.limit.map(|l| l.to_string()).unwrap_or_default());
+        inv.arg(c.key.as_str()).arg(w).arg(p).arg(c.amount).arg(c.limit.map(|l| l.to_string()).unwrap_or_default());
     }
 }
 

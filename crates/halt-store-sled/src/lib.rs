@@ -456,7 +456,7 @@ impl SledStore {
                 }
                 let e = apply(e, c, id, now, self.max_events);
                 totals.push(total_of(Some(&e)));
-                parts.push((c.key.clone(), c.amount, e.generation));
+                parts.push((c.key.to_string(), c.amount, e.generation));
                 tx.insert(counter_key(&c.key), e.encode())?;
             }
             let pending = Pending { hold_until: req.hold_until, parts };

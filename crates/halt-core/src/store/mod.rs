@@ -6,6 +6,7 @@
 //!
 //! Time is passed in (`now`), never read by the store, so windows follow the engine's clock.
 
+mod key;
 mod memory;
 
 use std::future::Future;
@@ -17,24 +18,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 
+pub use key::StoreKey;
 pub use memory::{MemoryStore, MemoryStoreConfig};
 
-/// Joins key parts with `/` (without the formatting machinery: this is on every call's path).
+/// Joins key parts with `/` into a [`StoreKey`] (inline, without an allocation, when short).
 ///
 /// ```
 /// assert_eq!(halt_core::store::key(&["budget", "daily", "2026-11-24"]), "budget/daily/2026-11-24");
 /// ```
 #[must_use]
-pub fn key(parts: &[&str]) -> String {
-    let len = parts.iter().map(|p| p.len() + 1).sum();
-    let mut k = String::with_capacity(len);
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            k.push('/');
-        }
-        k.push_str(p);
-    }
-    k
+pub fn key(parts: &[&str]) -> StoreKey {
+    StoreKey::join(parts)
 }
 
 /// Checks what every store refuses: an empty key, a key named twice, and (for a reservation,
@@ -125,7 +119,7 @@ pub fn check_record_key(key: &str) -> Result<(), StoreError> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterSpec {
     /// The counter's key; the caller namespaces it (`budget/day/2026-11-24`).
-    pub key: String,
+    pub key: StoreKey,
     /// How the counter ages.
     pub window: Window,
     /// What to add: micro-units of money, or a count. Negative only in [`StateStore::add`].
@@ -137,7 +131,7 @@ pub struct CounterSpec {
 impl CounterSpec {
     /// A counter spec.
     #[must_use]
-    pub fn new(key: impl Into<String>, window: Window, amount: i64, limit: Option<i64>) -> Self {
+    pub fn new(key: impl Into<StoreKey>, window: Window, amount: i64, limit: Option<i64>) -> Self {
         Self { key: key.into(), window, amount, limit }
     }
 }

@@ -1,0 +1,198 @@
+//! [`StoreKey`]: the text of a store key, kept inline when short.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+
+use arrayvec::ArrayString;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The longest key kept inline (the whole type is 64 bytes).
+const INLINE: usize = 56;
+
+/// The key of a counter or record: text, compared and hashed as a `str`.
+///
+/// Keys are built on every call (`budget/daily/2026-11-24`), so a key up to 56 bytes long is
+/// kept inline and costs no allocation; a longer one lives on the heap.
+///
+/// ```
+/// use halt_core::store::StoreKey;
+///
+/// let k = StoreKey::join(&["rate", "calls", "minute"]);
+/// assert_eq!(k, "rate/calls/minute");
+/// assert_eq!(StoreKey::from("x".repeat(100)).len(), 100);
+/// ```
+#[derive(Clone)]
+pub struct StoreKey(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline(ArrayString<INLINE>),
+    Heap(Box<str>),
+}
+
+impl StoreKey {
+    /// A key holding `text`.
+    #[must_use]
+    pub fn new(text: &str) -> Self {
+        Self::join(&[text])
+    }
+
+    /// Joins key parts with `/` (without the formatting machinery: this is on every call's path).
+    #[must_use]
+    pub fn join(parts: &[&str]) -> Self {
+        let len = parts.iter().map(|p| p.len()).sum::<usize>() + parts.len().saturating_sub(1);
+        if len > INLINE {
+            return Self(Repr::Heap(parts.join("/").into_boxed_str()));
+        }
+        let mut text = ArrayString::new();
+        for (i, p) in parts.iter().enumerate() {
+            // Cannot fail: the length was checked above.
+            if i > 0 {
+                let _ = text.try_push('/');
+            }
+            let _ = text.try_push_str(p);
+        }
+        Self(Repr::Inline(text))
+    }
+
+    /// The key's text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Inline(text) => text,
+            Repr::Heap(text) => text,
+        }
+    }
+}
+
+impl Deref for StoreKey {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for StoreKey {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<str> for StoreKey {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for StoreKey {
+    fn from(text: &str) -> Self {
+        Self::new(text)
+    }
+}
+
+impl From<String> for StoreKey {
+    fn from(text: String) -> Self {
+        if text.len() > INLINE { Self(Repr::Heap(text.into_boxed_str())) } else { Self::new(&text) }
+    }
+}
+
+impl From<&String> for StoreKey {
+    fn from(text: &String) -> Self {
+        Self::new(text)
+    }
+}
+
+impl PartialEq for StoreKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for StoreKey {}
+
+impl PartialEq<str> for StoreKey {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for StoreKey {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Hash for StoreKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for StoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for StoreKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_and_long_keys_read_back() {
+        for len in [0, 1, 55, 56, 57, 200] {
+            let text = "k".repeat(len);
+            assert_eq!(StoreKey::new(&text).as_str(), text);
+            assert_eq!(StoreKey::from(text.clone()).as_str(), text);
+        }
+        let long = ["a".repeat(40), "b".repeat(40)];
+        assert_eq!(StoreKey::join(&[&long[0], &long[1]]).as_str(), format!("{}/{}", long[0], long[1]));
+        assert_eq!(StoreKey::join(&["é", "日本"]).as_str(), "é/日本");
+        assert_eq!(StoreKey::join(&[]).as_str(), "");
+    }
+
+    #[test]
+    fn inline_and_heap_keys_of_the_same_text_are_equal() {
+        let text = "x".repeat(INLINE);
+        let inline = StoreKey::new(&text);
+        let heap = StoreKey(Repr::Heap(text.clone().into_boxed_str()));
+        assert_eq!(inline, heap);
+        let hash = |k: &StoreKey| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            k.hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(hash(&inline), hash(&heap));
+        assert!(matches!(inline.0, Repr::Inline(_)));
+        assert_eq!(std::mem::size_of::<StoreKey>(), 64);
+    }
+
+    #[test]
+    fn serializes_as_text() {
+        let k = StoreKey::join(&["a", "b"]);
+        let json = serde_json::to_string(&k).unwrap_or_default();
+        assert_eq!(json, "\"a/b\"");
+        assert_eq!(serde_json::from_str::<StoreKey>(&json).ok(), Some(k));
+    }
+}
