@@ -91,26 +91,13 @@ impl Timestamp {
     /// The UTC calendar day holding this time.
     #[must_use]
     pub fn utc_day(self) -> CalendarWindow {
-        let day = self.0.div_euclid(MICROS_PER_SEC * SECS_PER_DAY);
-        let (y, m, d) = civil_from_days(day);
-        CalendarWindow {
-            label: date_label(y, m, Some(d)),
-            start: Self::from_secs(day * SECS_PER_DAY),
-            end: Self::from_secs((day + 1) * SECS_PER_DAY),
-        }
+        calendar(self.0.div_euclid(MICROS_PER_SEC * SECS_PER_DAY)).day
     }
 
     /// The UTC calendar month holding this time.
     #[must_use]
     pub fn utc_month(self) -> CalendarWindow {
-        let day = self.0.div_euclid(MICROS_PER_SEC * SECS_PER_DAY);
-        let (y, m, _) = civil_from_days(day);
-        let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-        CalendarWindow {
-            label: date_label(y, m, None),
-            start: Self::from_secs(days_from_civil(y, m, 1) * SECS_PER_DAY),
-            end: Self::from_secs(days_from_civil(ny, nm, 1) * SECS_PER_DAY),
-        }
+        calendar(self.0.div_euclid(MICROS_PER_SEC * SECS_PER_DAY)).month
     }
 }
 
@@ -126,7 +113,7 @@ impl fmt::Display for Timestamp {
 }
 
 /// A UTC calendar window (a day or a month): its label and its half-open span `[start, end)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CalendarWindow {
     /// `YYYY-MM-DD` for a day, `YYYY-MM` for a month; part of the store keys of the window.
     pub label: DateLabel,
@@ -190,6 +177,49 @@ fn date_label(y: i64, m: u32, d: Option<u32>) -> DateLabel {
         }
     }
     DateLabel(label)
+}
+
+/// The calendar windows of one day.
+#[derive(Clone, Copy)]
+struct Calendar {
+    day_number: i64,
+    day: CalendarWindow,
+    month: CalendarWindow,
+}
+
+impl Calendar {
+    fn of(day_number: i64) -> Self {
+        let (y, m, d) = civil_from_days(day_number);
+        let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+        let day = CalendarWindow {
+            label: date_label(y, m, Some(d)),
+            start: Timestamp::from_secs(day_number * SECS_PER_DAY),
+            end: Timestamp::from_secs((day_number + 1) * SECS_PER_DAY),
+        };
+        let month = CalendarWindow {
+            label: date_label(y, m, None),
+            start: Timestamp::from_secs(days_from_civil(y, m, 1) * SECS_PER_DAY),
+            end: Timestamp::from_secs(days_from_civil(ny, nm, 1) * SECS_PER_DAY),
+        };
+        Self { day_number, day, month }
+    }
+}
+
+/// The calendar windows of a day (days since 1970-01-01), remembered per thread: calls come in
+/// runs on the same day, and budgets ask on every call.
+fn calendar(day_number: i64) -> Calendar {
+    thread_local! {
+        static LAST: std::cell::Cell<Calendar> = std::cell::Cell::new(Calendar::of(0));
+    }
+    LAST.with(|last| {
+        let cached = last.get();
+        if cached.day_number == day_number {
+            return cached;
+        }
+        let fresh = Calendar::of(day_number);
+        last.set(fresh);
+        fresh
+    })
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).

@@ -76,6 +76,14 @@ fn normalize_once(name: &str) -> String {
 /// # Errors
 /// [`NameError::Empty`] or [`NameError::ControlCharacter`].
 pub fn validate(name: &str) -> Result<Cow<'_, str>, NameError> {
+    if name.is_ascii() {
+        // The common case, in one pass: ASCII normalises to ASCII, so one check suffices.
+        if let Some(b) = name.bytes().find(u8::is_ascii_control) {
+            return Err(NameError::ControlCharacter(u32::from(b)));
+        }
+        let n = normalize(name);
+        return if n.is_empty() { Err(NameError::Empty) } else { Ok(n) };
+    }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
         return Err(NameError::ControlCharacter(u32::from(c)));
     }
@@ -94,12 +102,12 @@ pub fn validate(name: &str) -> Result<Cow<'_, str>, NameError> {
 ///
 /// # Errors
 /// As [`validate`], and [`NameError::EscapesRoot`] for a path that climbs above its root.
-pub fn resolve_resource(id: &str) -> Result<String, NameError> {
+pub fn resolve_resource(id: &str) -> Result<Cow<'_, str>, NameError> {
     let n = validate(id)?;
-    let unified = n.replace('\\', "/");
-    if !unified.contains('/') {
-        return Ok(n.into_owned());
+    if !n.contains(['/', '\\']) {
+        return Ok(n);
     }
+    let unified = n.replace('\\', "/");
     let absolute = unified.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();
     for part in unified.split('/') {
@@ -117,7 +125,7 @@ pub fn resolve_resource(id: &str) -> Result<String, NameError> {
     if joined.is_empty() && !absolute {
         return Err(NameError::Empty);
     }
-    Ok(if absolute { format!("/{joined}") } else { joined })
+    Ok(Cow::Owned(if absolute { format!("/{joined}") } else { joined }))
 }
 
 /// True for Unicode's Default_Ignorable_Code_Point characters: invisible, and so a way to make

@@ -25,6 +25,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use halt_core::names::{NameFragments, NamePatterns, resolve_resource};
@@ -154,7 +155,7 @@ impl DeletionGuard {
     }
 
     /// The call's targets, resolved; or why one is unusable.
-    fn targets(&self, call: &Call<'_>) -> Result<Vec<String>, String> {
+    fn targets<'c>(&self, call: &Call<'c>) -> Result<Vec<Cow<'c, str>>, String> {
         let args = call.arguments();
         let mut raw: Vec<&Value> = Vec::new();
         if let Some(v) = args.get(&self.config.resource_field) {
@@ -193,20 +194,26 @@ fn is_truthy(v: &Value) -> bool {
     }
 }
 
+/// A target's text, resolved.
+fn resolve(text: &str) -> Result<Cow<'_, str>, String> {
+    resolve_resource(text).map_err(|e| format!("target `{}`: {e}", text.escape_debug()))
+}
+
 /// A target's resolved name: a string or number as itself, an object by its `id`, `name` or
 /// `path`.
-fn target_name(v: &Value) -> Result<String, String> {
-    let text = match v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
+fn target_name(v: &Value) -> Result<Cow<'_, str>, String> {
+    let named = match v {
         Value::Object(o) => match ["id", "name", "path"].iter().find_map(|k| o.get(*k)) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
+            Some(named @ (Value::String(_) | Value::Number(_))) => named,
             _ => return Err("a target object has no id, name or path".to_owned()),
         },
-        other => return Err(format!("a target is {other}, not a name")),
+        other => other,
     };
-    resolve_resource(&text).map_err(|e| format!("target `{}`: {e}", text.escape_debug()))
+    match named {
+        Value::String(s) => resolve(s),
+        Value::Number(n) => resolve(&n.to_string()).map(|t| Cow::Owned(t.into_owned())),
+        other => Err(format!("a target is {other}, not a name")),
+    }
 }
 
 #[async_trait]

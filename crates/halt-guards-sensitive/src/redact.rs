@@ -3,8 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use aho_corasick::AhoCorasick;
-use regex::{Regex, RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -138,12 +137,15 @@ struct Field {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Redactor {
+    /// Every pattern, to learn which match one text.
     set: RegexSet,
+    /// Every pattern as alternatives of one, to find quickly where any matches in a long text.
+    any: Regex,
     patterns: Vec<Compiled>,
     fields: Vec<Field>,
     /// Finds the last word of some field in an ASCII key (case-insensitively): most keys hold
-    /// none, and are then never split into words.
-    field_words: Option<AhoCorasick>,
+    /// none, and are then never split into words. (An ASCII key holds no other word.)
+    field_words: Option<WordFilter>,
     /// Whether a pattern can tell the start or end of the whole text (`^`, `$`, `\A`, `\z`
     /// outside multi-line mode): then texts are never joined for the pre-pass.
     anchored: bool,
@@ -181,6 +183,45 @@ fn words(key: &str) -> Vec<String> {
         out.push(cur);
     }
     out
+}
+
+/// Tells whether an ASCII key holds one of up to 64 ASCII words, ignoring case: for each byte
+/// of the key, the words starting with it are compared there.
+struct WordFilter {
+    /// For each byte, the words (as bits) that start with it, in either case.
+    starting: Box<[u64; 256]>,
+    words: Vec<Vec<u8>>,
+}
+
+impl WordFilter {
+    /// A filter for the ASCII words; `None` (split every key) when there are none, or too many.
+    fn new<'w>(words: impl Iterator<Item = &'w String>) -> Option<Self> {
+        let words: Vec<Vec<u8>> =
+            words.filter(|w| w.is_ascii() && !w.is_empty()).map(|w| w.as_bytes().to_vec()).collect();
+        if words.is_empty() || words.len() > 64 {
+            return None;
+        }
+        let mut starting = Box::new([0u64; 256]);
+        for (i, w) in words.iter().enumerate() {
+            starting[usize::from(w[0].to_ascii_lowercase())] |= 1 << i;
+            starting[usize::from(w[0].to_ascii_uppercase())] |= 1 << i;
+        }
+        Some(Self { starting, words })
+    }
+
+    fn any_in(&self, key: &[u8]) -> bool {
+        key.iter().enumerate().any(|(at, &b)| {
+            let mut bits = self.starting[usize::from(b)];
+            while bits != 0 {
+                let w = &self.words[bits.trailing_zeros() as usize];
+                bits &= bits - 1;
+                if key.get(at..at + w.len()).is_some_and(|k| k.eq_ignore_ascii_case(w)) {
+                    return true;
+                }
+            }
+            false
+        })
+    }
 }
 
 /// The text of a number as it is scanned (the same as its JSON form), in `buf`.
@@ -270,6 +311,10 @@ impl Redactor {
             .size_limit(1 << 24)
             .build()
             .map_err(|e| err("custom_patterns", e.to_string()))?;
+        let alternatives: Vec<String> = patterns.iter().map(|p| format!("(?:{})", p.regex.as_str())).collect();
+        let any = if alternatives.is_empty() { "[^\\s\\S]".to_owned() } else { alternatives.join("|") };
+        let any =
+            RegexBuilder::new(&any).size_limit(1 << 24).build().map_err(|e| err("custom_patterns", e.to_string()))?;
         let mut fields = Vec::new();
         for f in &config.sensitive_fields {
             let w = words(f);
@@ -278,19 +323,14 @@ impl Redactor {
             }
             fields.push(Field { name: f.clone(), words: w });
         }
-        let field_words = if fields.is_empty() {
-            None
-        } else {
-            let last = fields.iter().filter_map(|f| f.words.last());
-            let ac = AhoCorasick::builder().ascii_case_insensitive(true).build(last);
-            Some(ac.map_err(|e| err("sensitive_fields", e.to_string()))?)
-        };
+        let field_words = WordFilter::new(fields.iter().filter_map(|f| f.words.last()));
         let anchored = patterns.iter().any(|p| {
             let reviewed = detectors::find(&p.name).is_some() && JOINABLE_AT_END.contains(&p.name.as_str());
             !reviewed && anchored(p.regex.as_str())
         });
         Ok(Self {
             set,
+            any,
             patterns,
             fields,
             field_words,
@@ -341,11 +381,9 @@ impl Redactor {
         }
         let mut walk = Walk::new(self, false);
         if !self.anchored {
-            let (active, suspects) = self.candidates(object);
-            walk.active = Some(active);
-            walk.suspects = suspects;
+            walk.suspects = self.suspects(object);
         }
-        if walk.active.as_ref().is_none_or(|a| !a.is_empty()) {
+        if walk.suspects.as_ref().is_none_or(|s| s.contains(&true)) {
             walk.object_ref(object, &mut path_root(), 0)?;
         } else if !self.fields.is_empty() {
             // No pattern can match anywhere, and the limits hold: only field names are left.
@@ -357,8 +395,9 @@ impl Redactor {
     fn field(&self, key: &str) -> Option<&Field> {
         // Most keys contain none of the fields' last words: skip splitting them. (A key that
         // is not ASCII may lower-case into one: always split it.)
-        let ac = self.field_words.as_ref()?;
-        if key.is_ascii() && !ac.is_match(key) {
+        if self.fields.is_empty()
+            || (key.is_ascii() && self.field_words.as_ref().is_some_and(|f| !f.any_in(key.as_bytes())))
+        {
             return None;
         }
         let w = words(key);
@@ -374,11 +413,18 @@ impl Redactor {
     /// and a newline is a non-word character, as the edges of a lone text are: a match inside a
     /// text alone is found in the joined text starting in that text, or overlapped by an earlier
     /// match, which then overlaps that text too.
-    fn candidates(&self, object: &Map<String, Value>) -> (Vec<usize>, Option<Vec<bool>>) {
+    fn suspects(&self, object: &Map<String, Value>) -> Option<Vec<bool>> {
+        #[derive(Default)]
         struct Joined {
             text: String,
             starts: Vec<usize>,
             numbers: NumberText,
+            /// Bytes of keys seen (the text holds the rest).
+            key_bytes: usize,
+        }
+        thread_local! {
+            /// The last call's buffers, emptied, so that a scan seldom allocates.
+            static SPARE: std::cell::Cell<Joined> = std::cell::Cell::default();
         }
         fn gather(v: &Value, depth: usize, max_depth: usize, out: &mut Joined) -> bool {
             if depth > max_depth {
@@ -396,52 +442,53 @@ impl Redactor {
                     out.text.push('\n');
                 }
                 Value::Array(items) => return items.iter().all(|i| gather(i, depth + 1, max_depth, out)),
-                Value::Object(map) => return map.values().all(|i| gather(i, depth + 1, max_depth, out)),
+                Value::Object(map) => return gather_object(map, depth, max_depth, out),
                 Value::Null | Value::Bool(_) => {}
             }
             true
         }
-        let mut joined = Joined {
-            text: String::with_capacity(4096),
-            starts: Vec::with_capacity(128),
-            numbers: NumberText::default(),
-        };
-        for v in object.values() {
-            if !gather(v, 1, self.max_depth, &mut joined) || joined.text.len() > self.max_bytes {
-                return ((0..self.patterns.len()).collect(), None);
-            }
+        fn gather_object(map: &Map<String, Value>, depth: usize, max_depth: usize, out: &mut Joined) -> bool {
+            map.iter().all(|(k, v)| {
+                out.key_bytes += k.len();
+                gather(v, depth + 1, max_depth, out)
+            })
         }
-        let Joined { text, starts, .. } = joined;
-        let active: Vec<usize> = self.set.matches(&text).into_iter().collect();
-        let mut suspects = vec![false; starts.len()];
-        for &i in &active {
-            for m in self.patterns[i].regex.find_iter(&text) {
+        let mut joined = SPARE.take();
+        joined.key_bytes = 0;
+        // The same limits as the walk counts: keys and texts, below the depth limit.
+        let within_limits = object.iter().all(|(k, v)| {
+            joined.key_bytes += k.len();
+            gather(v, 1, self.max_depth, &mut joined)
+                && joined.text.len().saturating_sub(joined.starts.len()) + joined.key_bytes <= self.max_bytes
+        });
+        let suspects = within_limits.then(|| {
+            let (text, starts) = (&joined.text, &joined.starts);
+            let mut suspects = vec![false; starts.len()];
+            for m in self.any.find_iter(text) {
                 let first = starts.partition_point(|&s| s <= m.start()).saturating_sub(1);
                 let last = starts.partition_point(|&s| s < m.end().max(m.start() + 1));
                 for s in &mut suspects[first..last.max(first + 1).min(starts.len())] {
                     *s = true;
                 }
             }
+            suspects
+        });
+        // Keep the buffers for the next scan on this thread, unless a huge value grew them.
+        if joined.text.capacity() <= 1 << 16 {
+            joined.text.clear();
+            joined.starts.clear();
+            SPARE.set(joined);
         }
-        (active, Some(suspects))
+        suspects
     }
 
-    /// The sensitive spans of a text: (start, end, pattern index), validated. `active` limits
-    /// the patterns tried.
-    fn spans(&self, text: &str, active: Option<&[usize]>) -> Vec<(usize, usize, usize)> {
+    /// The sensitive spans of a text: (start, end, pattern index), validated.
+    fn spans(&self, text: &str) -> Vec<(usize, usize, usize)> {
         let mut out = Vec::new();
         if text.len() < 3 {
             return out;
         }
-        let all;
-        let matched: &[usize] = match active {
-            Some(a) => a,
-            None => {
-                all = self.set.matches(text).into_iter().collect::<Vec<_>>();
-                &all
-            }
-        };
-        for &i in matched {
+        for i in &self.set.matches(text) {
             let p = &self.patterns[i];
             if p.group == 0 {
                 for m in p.regex.find_iter(text) {
@@ -468,8 +515,6 @@ struct Walk<'a> {
     bytes: usize,
     findings: Vec<Finding>,
     redact: bool,
-    /// The only patterns worth running, when known (from [`Redactor::candidates`]).
-    active: Option<Vec<usize>>,
     /// Which texts, in walk order, may hold a match (all when unknown).
     suspects: Option<Vec<bool>>,
     /// The number of texts (strings and numbers) walked so far.
@@ -484,7 +529,6 @@ impl<'a> Walk<'a> {
             bytes: 0,
             findings: Vec::new(),
             redact,
-            active: None,
             suspects: None,
             texts: 0,
             numbers: NumberText::default(),
@@ -581,22 +625,33 @@ impl<'a> Walk<'a> {
 
     /// As [`Walk::value`], reading only.
     fn value_ref(&mut self, v: &Value, path: &mut String, depth: usize) -> Result<(), ScanError> {
-        self.check_depth(path, depth)?;
+        // With the pre-pass's verdict at hand, the limits are known to hold.
+        let verified = self.suspects.is_some();
+        if !verified {
+            self.check_depth(path, depth)?;
+        }
         match v {
             Value::String(s) => {
-                self.count(s.len())?;
+                if !verified {
+                    self.count(s.len())?;
+                }
                 if self.next_text() {
                     self.text(s, path);
                 }
             }
             Value::Number(n) => {
-                let mut numbers = std::mem::take(&mut self.numbers);
-                let text = number_text(n, &mut numbers);
-                self.count(text.len())?;
-                if self.next_text() {
-                    self.text(text, path);
+                let suspect = self.next_text();
+                if suspect || !verified {
+                    let mut numbers = std::mem::take(&mut self.numbers);
+                    let text = number_text(n, &mut numbers);
+                    if !verified {
+                        self.count(text.len())?;
+                    }
+                    if suspect {
+                        self.text(text, path);
+                    }
+                    self.numbers = numbers;
                 }
-                self.numbers = numbers;
             }
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
@@ -645,7 +700,9 @@ impl<'a> Walk<'a> {
 
     fn object_ref(&mut self, map: &Map<String, Value>, path: &mut String, depth: usize) -> Result<(), ScanError> {
         for (k, item) in map {
-            self.count(k.len())?;
+            if self.suspects.is_none() {
+                self.count(k.len())?;
+            }
             let len = path.len();
             path.push('.');
             path.push_str(k);
@@ -663,7 +720,7 @@ impl<'a> Walk<'a> {
     /// Records the findings of one text; returns its redacted form when redacting and something
     /// was found.
     fn text(&mut self, text: &str, path: &str) -> Option<String> {
-        let mut spans = self.redactor.spans(text, self.active.as_deref());
+        let mut spans = self.redactor.spans(text);
         if spans.is_empty() {
             return None;
         }

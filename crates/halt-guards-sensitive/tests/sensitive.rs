@@ -113,6 +113,16 @@ fn too_deep_or_too_large_is_denied_not_skipped() {
     assert!(o.denial_reasons()[0].contains("too deep to scan"));
     let o = run(&e, "f", json!({"text": "x".repeat(101)}));
     assert!(o.denial_reasons()[0].contains("too large to scan"), "{:?}", o.denial_reasons());
+    // Keys count too, texts or not, and numbers as their text.
+    let o = run(&e, "f", json!({"k".repeat(60): null, "j".repeat(60): true}));
+    assert!(o.denial_reasons()[0].contains("too large to scan"), "{:?}", o.denial_reasons());
+    let o = run(
+        &e,
+        "f",
+        json!({"n": [1_000_000_000_000u64, 2_000_000_000_000u64, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55]}),
+    );
+    assert!(o.denial_reasons()[0].contains("too large to scan"), "{:?}", o.denial_reasons());
+    assert_eq!(run(&e, "f", json!({"k".repeat(45): "v".repeat(45)})).decision(), DecisionKind::Allow);
 }
 
 #[test]
