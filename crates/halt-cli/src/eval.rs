@@ -81,6 +81,8 @@ pub(crate) fn run(args: &EvalArgs) -> ExitCode {
         .engine_builder()
         .clock_arc(clock)
         .approval_handler(Standing(args.approve_all))
+        // A dry run settles nothing: keep no receipts.
+        .settle_window(std::time::Duration::ZERO)
         .build()
         .and_then(|e| policy.apply_enabled(e));
     let engine = match engine {
@@ -90,8 +92,8 @@ pub(crate) fn run(args: &EvalArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let input: Box<dyn BufRead> = if args.input == "-" {
-        Box::new(BufReader::new(std::io::stdin().lock()))
+    let input: Box<dyn BufRead + Send> = if args.input == "-" {
+        Box::new(BufReader::with_capacity(1 << 16, std::io::stdin()))
     } else {
         match std::fs::File::open(&args.input) {
             Ok(f) => Box::new(BufReader::with_capacity(1 << 16, f)),
@@ -108,8 +110,7 @@ pub(crate) fn run(args: &EvalArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut summary = Summary::default();
-    let result = runtime.block_on(stream(&engine, input, &mut summary));
+    let (summary, result) = pipeline(&engine, &runtime, input);
     if args.summary {
         print_summary(&summary);
     }
@@ -122,12 +123,63 @@ pub(crate) fn run(args: &EvalArgs) -> ExitCode {
     }
 }
 
-/// Reads calls line by line and writes one answer per line, in order, in constant memory.
-async fn stream(engine: &Engine, mut input: Box<dyn BufRead>, summary: &mut Summary) -> std::io::Result<()> {
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+/// One input line, read and parsed.
+enum Parsed {
+    Call(CallContext),
+    Invalid { line: u64, error: String },
+}
+
+/// One output line, to write.
+enum Answer {
+    Outcome(Outcome),
+    Invalid { line: u64, error: String },
+}
+
+/// Lines travel between the stages in batches, so that handing them over costs little.
+const BATCH: usize = 256;
+
+/// Reads, evaluates and writes in three stages on their own threads, so that parsing and
+/// printing JSON overlap the evaluations; calls are still evaluated one by one, in order, and
+/// answered in order, in constant memory (a few batches in flight).
+fn pipeline(
+    engine: &Engine,
+    runtime: &tokio::runtime::Runtime,
+    input: Box<dyn BufRead + Send>,
+) -> (Summary, std::io::Result<()>) {
+    let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel::<Vec<Parsed>>(4);
+    let (answer_tx, answer_rx) = std::sync::mpsc::sync_channel::<Vec<Answer>>(4);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || read(input, &parsed_tx));
+        let writer = scope.spawn(move || write(&answer_rx));
+        // Nothing else runs on this runtime, so waiting for the next batch may block it.
+        runtime.block_on(async {
+            for batch in parsed_rx {
+                let mut answers = Vec::with_capacity(batch.len());
+                for item in batch {
+                    answers.push(match item {
+                        Parsed::Call(ctx) => Answer::Outcome(engine.evaluate(ctx).await),
+                        Parsed::Invalid { line, error } => Answer::Invalid { line, error },
+                    });
+                }
+                if answer_tx.send(answers).is_err() {
+                    // The writer stopped on an error: it reports it.
+                    break;
+                }
+            }
+        });
+        drop(answer_tx);
+        let read = reader.join().unwrap_or_else(|_| Err(std::io::Error::other("the reader failed")));
+        let (summary, written) =
+            writer.join().unwrap_or_else(|_| (Summary::default(), Err(std::io::Error::other("the writer failed"))));
+        (summary, read.and(written))
+    })
+}
+
+/// Reads and parses lines, in batches.
+fn read(mut input: Box<dyn BufRead + Send>, out: &std::sync::mpsc::SyncSender<Vec<Parsed>>) -> std::io::Result<()> {
     let mut buf = String::new();
     let mut line_no: u64 = 0;
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         buf.clear();
         if input.read_line(&mut buf)? == 0 {
@@ -141,19 +193,42 @@ async fn stream(engine: &Engine, mut input: Box<dyn BufRead>, summary: &mut Summ
         let call = serde_json::from_str::<serde_json::Value>(text)
             .map_err(|e| format!("invalid JSON: {e}"))
             .and_then(|v| CallContext::from_json(v).map_err(|e| e.to_string()));
-        match call {
-            Ok(ctx) => {
-                let outcome = engine.evaluate(ctx).await;
-                write_outcome(&mut out, &outcome, summary)?;
-            }
-            Err(error) => {
-                summary.errors += 1;
-                serde_json::to_writer(&mut out, &ErrorLine { line: line_no, error: &error })?;
-                out.write_all(b"\n")?;
-            }
+        batch.push(match call {
+            Ok(ctx) => Parsed::Call(ctx),
+            Err(error) => Parsed::Invalid { line: line_no, error },
+        });
+        if batch.len() == BATCH && out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_err() {
+            return Ok(());
         }
     }
-    out.flush()
+    if !batch.is_empty() {
+        let _ = out.send(batch);
+    }
+    Ok(())
+}
+
+/// Writes the answers, one line each, and counts them.
+fn write(answers: &std::sync::mpsc::Receiver<Vec<Answer>>) -> (Summary, std::io::Result<()>) {
+    let mut summary = Summary::default();
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut written = || -> std::io::Result<()> {
+        for batch in answers {
+            for answer in batch {
+                match answer {
+                    Answer::Outcome(o) => write_outcome(&mut out, &o, &mut summary)?,
+                    Answer::Invalid { line, error } => {
+                        summary.errors += 1;
+                        serde_json::to_writer(&mut out, &ErrorLine { line, error: &error })?;
+                        out.write_all(b"\n")?;
+                    }
+                }
+            }
+        }
+        out.flush()
+    };
+    let result = written();
+    (summary, result)
 }
 
 fn write_outcome(out: &mut impl Write, o: &Outcome, summary: &mut Summary) -> std::io::Result<()> {

@@ -314,7 +314,8 @@ impl EngineBuilder {
     }
 
     /// How long after a call its charged cost can still be settled (default one hour). The
-    /// engine keeps a small receipt per charged call for this long.
+    /// engine keeps a small receipt per charged call for this long; zero keeps none, and then no
+    /// call can be settled (a dry run such as `agenthalt eval`).
     #[must_use]
     pub fn settle_window(mut self, window: Duration) -> Self {
         self.settle_window = window;
@@ -681,7 +682,7 @@ impl Engine {
                 }
             }
         }
-        if !receipt.is_empty() {
+        if !receipt.is_empty() && !self.inner.settle_window.is_zero() {
             let expires_at = receipt_expiry(&receipt, now, self.inner.settle_window);
             let receipt = Receipt { expires_at, charged: receipt };
             let bytes = serde_json::to_vec(&receipt).map_err(|e| CommitError::Encode(e.to_string()))?;

@@ -322,8 +322,20 @@ impl NamePatterns {
 /// assert!(!f.is_in("read_file"));
 /// # Ok::<(), halt_core::names::PatternError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NameFragments(Vec<String>);
+#[derive(Debug, Clone, Default)]
+pub struct NameFragments {
+    fragments: Vec<String>,
+    /// All fragments at once, for [`NameFragments::is_in`] (on every call's path).
+    any: Option<aho_corasick::AhoCorasick>,
+}
+
+impl PartialEq for NameFragments {
+    fn eq(&self, other: &Self) -> bool {
+        self.fragments == other.fragments
+    }
+}
+
+impl Eq for NameFragments {}
 
 impl NameFragments {
     /// Normalises the fragments.
@@ -345,32 +357,40 @@ impl NameFragments {
                     Ok(n)
                 }
             })
-            .collect::<Result<_, _>>()
-            .map(Self)
+            .collect::<Result<Vec<String>, _>>()
+            .and_then(|fragments| {
+                let any = if fragments.is_empty() {
+                    None
+                } else {
+                    let ac = aho_corasick::AhoCorasick::new(&fragments);
+                    Some(ac.map_err(|e| PatternError { pattern: fragments.join(", "), reason: e.to_string() })?)
+                };
+                Ok(Self { fragments, any })
+            })
     }
 
     /// True when no fragment was given.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.fragments.is_empty()
     }
 
     /// The normalised fragments, in order.
     #[must_use]
     pub fn fragments(&self) -> &[String] {
-        &self.0
+        &self.fragments
     }
 
     /// The first fragment (in the order given) that an already-normalised name contains.
     #[must_use]
     pub fn first_in(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|f| name.contains(f.as_str())).map(String::as_str)
+        self.fragments.iter().find(|f| name.contains(f.as_str())).map(String::as_str)
     }
 
     /// Whether an already-normalised name contains any fragment.
     #[must_use]
     pub fn is_in(&self, name: &str) -> bool {
-        self.first_in(name).is_some()
+        self.any.as_ref().is_some_and(|ac| ac.is_match(name))
     }
 }
 

@@ -507,3 +507,19 @@ async fn receipts_expire_after_the_settle_window() {
         "receipts do not pile up"
     );
 }
+
+#[tokio::test]
+async fn a_zero_settle_window_keeps_no_receipts() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::builder()
+        .guard(ReservingGuard::new("spend", "k", 30 * CENT, ONE))
+        .clock(clock())
+        .store_arc(store.clone())
+        .settle_window(Duration::ZERO)
+        .build()
+        .unwrap();
+    assert!(engine.evaluate(call("llm").with_call_id("c1")).await.is_allowed());
+    assert_eq!(spent(&engine, "k").await, 30 * CENT, "the charge itself is kept");
+    assert_eq!(store.key_count(), 1, "only the counter, no receipt");
+    assert!(matches!(engine.settle("c1", Money::ZERO).await, Err(SettleError::UnknownCall(_))));
+}

@@ -67,12 +67,37 @@ type Map<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 /// A key, shared by its entry, the expiry queue and pending reservations without copying.
 type Key = Arc<str>;
 
+/// A key in the expiry queue, ordered by when it is due only (many keys fall due at once, and
+/// comparing their text would be wasted).
+#[derive(Debug)]
+struct Due(Timestamp, Key);
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     entries: Map<Key, Entry>,
     /// When keys may expire; at most one item per key (re-queued lazily when a key's expiry
     /// moved later).
-    expiry: BinaryHeap<Reverse<(Timestamp, Key)>>,
+    expiry: BinaryHeap<Reverse<Due>>,
     pending: Map<u64, Pending>,
     /// No pending reservation lapses before this time (it may be earlier than the true
     /// earliest, never later), so most operations skip looking for lapsed holds.
@@ -226,13 +251,13 @@ impl State {
         }
         let mut n = 0;
         while n < budget {
-            let Some(Reverse((at, _))) = self.expiry.peek() else {
+            let Some(Reverse(Due(at, _))) = self.expiry.peek() else {
                 break;
             };
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, key))) = self.expiry.pop() else {
+            let Some(Reverse(Due(_, key))) = self.expiry.pop() else {
                 break;
             };
             n += 1;
@@ -241,7 +266,7 @@ impl State {
                     self.entries.remove(&key);
                 } else if e.expires_at < Timestamp::MAX {
                     let at = e.expires_at;
-                    self.expiry.push(Reverse((at, key)));
+                    self.expiry.push(Reverse(Due(at, key)));
                 } else {
                     e.queued = false;
                 }
@@ -358,7 +383,7 @@ impl State {
             }
         };
         if let Some(at) = schedule {
-            self.expiry.push(Reverse((at, Arc::clone(&key))));
+            self.expiry.push(Reverse(Due(at, Arc::clone(&key))));
         }
         (total, generation, key)
     }
@@ -418,7 +443,7 @@ impl State {
             }
         };
         if schedule {
-            self.expiry.push(Reverse((expires_at, key)));
+            self.expiry.push(Reverse(Due(expires_at, key)));
         }
         Ok(())
     }
