@@ -174,3 +174,50 @@ fn summary_goes_to_stderr() {
         "{err}"
     );
 }
+
+#[test]
+fn a_long_run_is_answered_in_order_across_batches() {
+    // Many batches of lines pass between the reading, evaluating and writing threads: every
+    // answer must still come in input order, and the counts follow that order.
+    let policy = "guards:\n  budget:\n    max_daily_spend: 10\n    warn_threshold: 1.0\n    default_cost: 0.01\n";
+    let input: String = (1..=2000u32)
+        .map(|i| {
+            if i % 7 == 0 {
+                "{not json\n".to_owned()
+            } else {
+                format!("{{\"function_name\": \"x\", \"call_id\": \"c{i}\", \"timestamp\": 1795003200}}\n")
+            }
+        })
+        .collect();
+    let config = temp_file("long-run.yaml", policy);
+    let mut child = bin()
+        .args(["eval", "--config", config.to_str().unwrap(), "--clock", "replay"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Feed while the output is read, or both pipes fill up.
+    let feeder = std::thread::spawn(move || stdin.write_all(input.as_bytes()).unwrap());
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2000);
+    let mut allowed = 0;
+    for (n, line) in (1..=2000u32).zip(&lines) {
+        if n % 7 == 0 {
+            assert_eq!(line["line"], n, "{line}");
+        } else {
+            assert_eq!(line["call_id"], format!("c{n}"), "{line}");
+            if line["decision"] == "allow" {
+                allowed += 1;
+                assert!(allowed <= 1000, "{line}");
+            } else {
+                assert_eq!(allowed, 1000, "denied before the budget ran out: {line}");
+            }
+        }
+    }
+    assert_eq!(allowed, 1000);
+}
