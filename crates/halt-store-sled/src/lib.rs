@@ -103,6 +103,10 @@ pub struct SledStore {
     /// No pending reservation lapses before this (it may be earlier, never later).
     next_lapse: AtomicI64,
     flusher: Option<Flusher>,
+    /// Relaxed durability keeps pending reservations in memory, not on disk: a crash already
+    /// may lose the last commits, and a reservation in flight at a crash then stays counted
+    /// (stricter, never looser) until its window ends. Strict keeps them on disk.
+    held: Option<std::sync::Mutex<std::collections::HashMap<u64, Pending>>>,
 }
 
 /// Group commit: a caller takes a ticket after its write, and returns once a flush that began
@@ -293,7 +297,8 @@ impl SledStore {
         };
         let strict = config.durability == Durability::Strict;
         let flusher = strict.then(|| Flusher::new(db.clone()));
-        Ok(Self { db, strict, max_events: config.max_events_per_window, next_lapse: AtomicI64::new(0), flusher })
+        let held = (!strict).then(std::sync::Mutex::default);
+        Ok(Self { db, strict, max_events: config.max_events_per_window, next_lapse: AtomicI64::new(0), flusher, held })
     }
 
     /// Flushes everything to disk now.
@@ -317,6 +322,23 @@ impl SledStore {
             return Ok(());
         }
         let mut earliest = i64::MAX;
+        if let Some(held) = &self.held {
+            let lapsed: Vec<(u64, Pending)> = {
+                let mut held = held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let ids: Vec<u64> = held.iter().filter(|(_, p)| p.hold_until <= now).map(|(id, _)| *id).collect();
+                earliest = held
+                    .values()
+                    .map(|p| p.hold_until.as_micros())
+                    .filter(|&t| t > now.as_micros())
+                    .min()
+                    .unwrap_or(i64::MAX);
+                ids.into_iter().filter_map(|id| held.remove(&id).map(|p| (id, p))).collect()
+            };
+            for (id, p) in lapsed {
+                tx_result(self.db.transaction(|tx| undo(tx, id, &p, now)))?;
+            }
+        }
+        // Reservations on disk: strict ones, or left by a strict run before this one.
         for item in self.db.scan_prefix(b"p:") {
             let (k, raw) = item.map_err(unavailable)?;
             let p = Pending::decode(&raw).map_err(|r| corrupt(&k, r))?;
@@ -442,7 +464,7 @@ impl SledStore {
                         (Window::Bucket { .. }, Some(e)) => Some(e.expires_at),
                         _ => None,
                     };
-                    return Ok(ReserveOutcome::Rejected { index, current, limit, retry_at });
+                    return Ok((ReserveOutcome::Rejected { index, current, limit, retry_at }, None));
                 }
                 live_entries.push(e);
             }
@@ -460,9 +482,16 @@ impl SledStore {
                 tx.insert(counter_key(&c.key), e.encode())?;
             }
             let pending = Pending { hold_until: req.hold_until, parts };
+            if self.held.is_some() {
+                return Ok((ReserveOutcome::Reserved { id: ReservationId(id), totals }, Some(pending)));
+            }
             tx.insert(pending_key(id), pending.encode())?;
-            Ok(ReserveOutcome::Reserved { id: ReservationId(id), totals })
+            Ok((ReserveOutcome::Reserved { id: ReservationId(id), totals }, None))
         }))?;
+        let (outcome, pending) = outcome;
+        if let (Some(held), Some(pending), ReserveOutcome::Reserved { id, .. }) = (&self.held, pending, &outcome) {
+            held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.0, pending);
+        }
         if matches!(outcome, ReserveOutcome::Reserved { .. }) {
             self.next_lapse.fetch_min(req.hold_until.as_micros(), Ordering::SeqCst);
         }
@@ -470,8 +499,20 @@ impl SledStore {
         Ok((outcome, false))
     }
 
+    /// Takes a reservation held in memory (relaxed durability).
+    fn take_held(&self, id: ReservationId) -> Option<Pending> {
+        self.held.as_ref()?.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id.0)
+    }
+
     fn commit_now(&self, id: ReservationId, now: Timestamp) -> Result<(bool, bool), StoreError> {
         self.release_lapsed(now)?;
+        if let Some(p) = self.take_held(id) {
+            if p.hold_until <= now {
+                tx_result(self.db.transaction(|tx| undo(tx, id.0, &p, now)))?;
+                return Ok((false, false));
+            }
+            return Ok((true, false));
+        }
         let key = pending_key(id.0);
         // Committing only forgets the pending record: one atomic remove, no transaction.
         let Some(raw) = self.db.remove(&key).map_err(unavailable)? else { return Ok((false, false)) };
@@ -486,6 +527,10 @@ impl SledStore {
 
     fn release_now(&self, id: ReservationId, now: Timestamp) -> Result<(bool, bool), StoreError> {
         self.release_lapsed(now)?;
+        if let Some(p) = self.take_held(id) {
+            tx_result(self.db.transaction(|tx| undo(tx, id.0, &p, now)))?;
+            return Ok((true, false));
+        }
         let key = pending_key(id.0);
         let released = tx_result(self.db.transaction(|tx| {
             let Some(raw) = tx.remove(key.as_slice())? else { return Ok(false) };

@@ -112,6 +112,36 @@ async fn held_reservations_lapse_after_a_restart() {
 }
 
 #[tokio::test]
+async fn relaxed_reservations_in_flight_at_a_restart_stay_counted() {
+    // Relaxed durability holds pending reservations in memory: after a restart, an amount that
+    // was reserved and never settled still counts (stricter, never looser) until its window ends.
+    let dir = TempDir::new("relaxed-held");
+    let relaxed = || SledStoreConfig::new(&dir.0).durability(Durability::Relaxed { flush_every_ms: 10 });
+    let t0 = Timestamp::from_secs(1_800_000_000);
+    let req = ReserveRequest {
+        counters: vec![CounterSpec::new("k", day(), 7, None)],
+        now: t0,
+        hold_until: t0.saturating_add(Duration::from_secs(60)),
+    };
+    let id = {
+        let store = SledStore::open(&relaxed()).unwrap();
+        let ReserveOutcome::Reserved { id, .. } = store.reserve(&req).await.unwrap() else { panic!() };
+        // Settled before the restart, a reservation behaves as in strict mode.
+        let ReserveOutcome::Reserved { id: released, .. } = store.reserve(&req).await.unwrap() else { panic!() };
+        assert!(store.release(released, t0).await.unwrap());
+        assert!(!store.release(released, t0).await.unwrap(), "released once");
+        store.flush().await.unwrap();
+        id
+    };
+    let store = SledStore::open(&relaxed()).unwrap();
+    let later = t0.saturating_add(Duration::from_secs(61));
+    assert_eq!(store.total("k", day(), later).await.unwrap(), 7, "still counted after its hold");
+    assert!(!store.commit(id, t0).await.unwrap(), "unknown after the restart");
+    let next_day = t0.saturating_add(Duration::from_secs(86_401));
+    assert_eq!(store.total("k", day(), next_day).await.unwrap(), 0, "gone with its window");
+}
+
+#[tokio::test]
 async fn a_corrupted_value_is_an_error_not_a_panic() {
     let dir = TempDir::new("corrupt");
     {
