@@ -105,6 +105,8 @@ pub struct BudgetGuard {
     config: BudgetConfig,
     /// `cost_estimator` with normalised names.
     prices: BTreeMap<String, Money>,
+    /// `budget/<name>`, the start of every key (made once: keys are made on every call).
+    prefix: String,
 }
 
 /// The windows a call is charged to: the counters, and each one's label and limit (at most
@@ -138,7 +140,7 @@ impl BudgetGuard {
     pub fn named(name: &str, config: BudgetConfig) -> Result<Self, FactoryError> {
         config.validate()?;
         let prices = config.cost_estimator.iter().map(|(k, v)| (normalize(k).into_owned(), *v)).collect();
-        Ok(Self { name: name.to_owned(), config, prices })
+        Ok(Self { name: name.to_owned(), config, prices, prefix: key(&["budget", name]).to_string() })
     }
 
     /// The settings.
@@ -170,7 +172,7 @@ impl BudgetGuard {
         let ctx = call.context();
         let mut windows = Charges { specs: Vec::with_capacity(3), ..Charges::default() };
         if let (Some(limit), Some(session)) = (c.max_session_spend, ctx.session_id.as_deref()) {
-            let k = key(&["budget", &self.name, "session", session]);
+            let k = key(&[&self.prefix, "session", session]);
             let idle = Window::Idle { idle: SESSION_IDLE };
             windows.push("session", limit, CounterSpec::new(k, idle, cost.micros(), Some(limit.micros())));
         }
@@ -185,7 +187,7 @@ impl BudgetGuard {
         for (label, limit, span) in calendar {
             let Some(limit) = limit else { continue };
             let span = span(now);
-            let k = key(&["budget", &self.name, &part, label, &span.label]);
+            let k = key(&[&self.prefix, &part, label, &span.label]);
             let bucket = Window::Bucket { expires_at: span.end };
             windows.push(label, limit, CounterSpec::new(k, bucket, cost.micros(), Some(limit.micros())));
         }

@@ -100,6 +100,8 @@ impl Default for DeletionConfig {
 #[derive(Debug, Clone)]
 pub struct DeletionGuard {
     name: String,
+    /// `deletion/<name>`, the start of every key (made once: keys are made on every call).
+    prefix: String,
     config: DeletionConfig,
     allow: NamePatterns,
     deny: NamePatterns,
@@ -138,6 +140,7 @@ impl DeletionGuard {
         let functions = NameFragments::new(&config.deletion_functions)
             .map_err(|_| FactoryError::invalid("deletion_functions", "entries must not be empty"))?;
         Ok(Self {
+            prefix: key(&["deletion", name]).to_string(),
             name: name.to_owned(),
             allow: patterns("allow_patterns", &config.allow_patterns)?,
             deny: patterns("deny_patterns", &config.deny_patterns)?,
@@ -239,7 +242,7 @@ impl Guard for DeletionGuard {
             .with_details(json!({"rule": "soft_delete_only"})));
         }
         let now = call.now();
-        let cooldown_key = key(&["deletion", &self.name, "cooldown"]);
+        let cooldown_key = key(&[&self.prefix, "cooldown"]);
         let cooldown_window = Window::Sliding { width: self.cooldown };
         if !self.cooldown.is_zero() {
             // A probe that adds nothing: refused while a deletion that ran is inside the window,
@@ -268,13 +271,13 @@ impl Guard for DeletionGuard {
             labels.push("cooldown");
         }
         if let (Some(max), Some(session)) = (c.max_deletions_per_session, call.context().session_id.as_deref()) {
-            let k = key(&["deletion", &self.name, "session", session]);
+            let k = key(&[&self.prefix, "session", session]);
             counters.push(CounterSpec::new(k, Window::Idle { idle: SESSION_IDLE }, i64::from(n), Some(i64::from(max))));
             labels.push("session");
         }
         if let Some(max) = c.max_deletions_per_day {
             let day = now.utc_day();
-            let k = key(&["deletion", &self.name, "day", &day.label]);
+            let k = key(&[&self.prefix, "day", &day.label]);
             counters.push(CounterSpec::new(
                 k,
                 Window::Bucket { expires_at: day.end },

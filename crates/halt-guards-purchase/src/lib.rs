@@ -96,6 +96,8 @@ impl Default for PurchaseConfig {
 #[derive(Debug, Clone)]
 pub struct PurchaseGuard {
     name: String,
+    /// `purchase/<name>`, the start of every key (made once: keys are made on every call).
+    prefix: String,
     config: PurchaseConfig,
     functions: NameFragments,
     blocked: NameFragments,
@@ -136,6 +138,7 @@ impl PurchaseGuard {
             NameFragments::new(items).map_err(|_| FactoryError::invalid(field, "entries must not be empty"))
         };
         Ok(Self {
+            prefix: key(&["purchase", name]).to_string(),
             name: name.to_owned(),
             functions: list("purchase_functions", &config.purchase_functions)?,
             blocked: list("blocked_categories", &config.blocked_categories)?,
@@ -229,13 +232,13 @@ impl Guard for PurchaseGuard {
         let window = Window::Bucket { expires_at: day.end };
         let counters = vec![
             CounterSpec::new(
-                key(&["purchase", &self.name, "count", &day.label]),
+                key(&[&self.prefix, "count", &day.label]),
                 window,
                 1,
                 c.max_purchase_count_per_day.map(i64::from),
             ),
             CounterSpec::new(
-                key(&["purchase", &self.name, "total", &day.label]),
+                key(&[&self.prefix, "total", &day.label]),
                 window,
                 amount.micros(),
                 c.max_daily_purchases.map(Money::micros),

@@ -84,6 +84,8 @@ pub struct RateLimitGuard {
     config: RateLimitConfig,
     burst_window: Duration,
     cooldown: Duration,
+    /// `rate/<name>`, the start of every key (made once: keys are made on every call).
+    prefix: String,
 }
 
 /// Which limit a counter enforces.
@@ -126,7 +128,8 @@ impl RateLimitGuard {
         if matches!(config.partition_by, Partition::Metadata(_)) {
             return Err(FactoryError::invalid("partition_by", "rate limits split by global, agent or session"));
         }
-        Ok(Self { name: name.to_owned(), config, burst_window, cooldown })
+        let prefix = key(&["rate", name]).to_string();
+        Ok(Self { name: name.to_owned(), config, burst_window, cooldown, prefix })
     }
 
     /// The settings.
@@ -136,7 +139,7 @@ impl RateLimitGuard {
     }
 
     fn cooldown_key(&self, part: &str) -> StoreKey {
-        key(&["rate", &self.name, part, "cooldown"])
+        key(&[&self.prefix, part, "cooldown"])
     }
 
     /// Denies while a burst cooldown runs.
@@ -173,8 +176,7 @@ impl RateLimitGuard {
     async fn repeats(&self, call: &Call<'_>, max: u32, record: bool) -> Result<Option<u32>, GuardError> {
         let ctx = call.context();
         let k = key(&[
-            "rate",
-            &self.name,
+            &self.prefix,
             "last",
             ctx.agent_id.as_deref().unwrap_or("-"),
             ctx.session_id.as_deref().unwrap_or("-"),
@@ -275,7 +277,7 @@ impl Guard for RateLimitGuard {
         let mut limits = Vec::with_capacity(4);
         if let Some(max) = c.max_calls_per_minute {
             counters.push(CounterSpec::new(
-                key(&["rate", &self.name, &part, "minute"]),
+                key(&[&self.prefix, &part, "minute"]),
                 sliding(MINUTE),
                 1,
                 Some(i64::from(max)),
@@ -284,7 +286,7 @@ impl Guard for RateLimitGuard {
         }
         if let Some(max) = c.max_calls_per_minute_per_function {
             counters.push(CounterSpec::new(
-                key(&["rate", &self.name, &part, "fn", f]),
+                key(&[&self.prefix, &part, "fn", f]),
                 sliding(MINUTE),
                 1,
                 Some(i64::from(max)),
@@ -292,13 +294,13 @@ impl Guard for RateLimitGuard {
             limits.push(Limit::Function);
         }
         if let (Some(max), Some(session)) = (c.max_calls_per_session, ctx.session_id.as_deref()) {
-            let k = key(&["rate", &self.name, &part, "session", session]);
+            let k = key(&[&self.prefix, &part, "session", session]);
             counters.push(CounterSpec::new(k, Window::Idle { idle: SESSION_IDLE }, 1, Some(i64::from(max))));
             limits.push(Limit::Session);
         }
         if let Some(max) = c.burst_threshold {
             counters.push(CounterSpec::new(
-                key(&["rate", &self.name, &part, "burst"]),
+                key(&[&self.prefix, &part, "burst"]),
                 sliding(self.burst_window),
                 1,
                 Some(i64::from(max)),

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::{
-    CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture, Window,
+    CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture, StoreKey, Window,
     check_counters, check_record_key, sliding_retry_at,
 };
 use crate::clock::Timestamp;
@@ -110,7 +110,7 @@ struct State {
 }
 
 /// A reservation's parts: key, amount and the key's generation when reserved.
-type Parts = Vec<(Key, i64, u64)>;
+type Parts = Vec<(StoreKey, i64, u64)>;
 
 /// How many emptied `parts` buffers a store keeps for reuse.
 const SPARE_PARTS: usize = 64;
@@ -283,7 +283,7 @@ impl State {
     }
 
     /// Takes a reservation's amounts back.
-    fn undo(&mut self, id: u64, parts: &[(Key, i64, u64)], now: Timestamp) {
+    fn undo(&mut self, id: u64, parts: &[(StoreKey, i64, u64)], now: Timestamp) {
         for (key, amount, generation) in parts {
             let Some(e) = self.entries.get_mut(&**key) else {
                 continue;
@@ -338,16 +338,9 @@ impl State {
         })
     }
 
-    /// Adds `amount` to a counter, creating it. Returns the new total, the key's generation and
-    /// the key. The caller has called [`State::live`] on the key during this operation.
-    fn apply(
-        &mut self,
-        spec: &CounterSpec,
-        amount: i64,
-        reservation: u64,
-        now: Timestamp,
-        cap: usize,
-    ) -> (i64, u64, Key) {
+    /// Adds `amount` to a counter, creating it. Returns the new total and the key's generation.
+    /// The caller has called [`State::live`] on the key during this operation.
+    fn apply(&mut self, spec: &CounterSpec, amount: i64, reservation: u64, now: Timestamp, cap: usize) -> (i64, u64) {
         let expiry = spec.window.key_expiry(now);
         let update = |e: &mut Entry| {
             e.expires_at = e.expires_at.max(expiry);
@@ -367,8 +360,11 @@ impl State {
             (total, e.generation, schedule)
         };
         // One lookup for a key that exists (the common case), two for a new one.
-        let (key, (total, generation, schedule)) = match self.entries.get_key_value_mut(spec.key.as_str()) {
-            Some((key, e)) => (Arc::clone(key), update(e)),
+        let (total, generation, schedule) = match self.entries.get_key_value_mut(spec.key.as_str()) {
+            Some((key, e)) => {
+                let (total, generation, schedule) = update(e);
+                (total, generation, schedule.map(|at| (at, Arc::clone(key))))
+            }
             None => {
                 let value = match spec.window {
                     Window::Sliding { .. } => Value::Sliding(Sliding::default()),
@@ -376,16 +372,16 @@ impl State {
                 };
                 self.last_generation += 1;
                 let mut e = Entry { value, expires_at: expiry, queued: false, generation: self.last_generation };
-                let r = update(&mut e);
+                let (total, generation, schedule) = update(&mut e);
                 let key: Key = Arc::from(spec.key.as_str());
                 self.entries.insert(Arc::clone(&key), e);
-                (key, r)
+                (total, generation, schedule.map(|at| (at, key)))
             }
         };
-        if let Some(at) = schedule {
-            self.expiry.push(Reverse(Due(at, Arc::clone(&key))));
+        if let Some((at, key)) = schedule {
+            self.expiry.push(Reverse(Due(at, key)));
         }
-        (total, generation, key)
+        (total, generation)
     }
 
     /// Makes room for `new_keys` more keys, or refuses.
@@ -487,9 +483,9 @@ impl MemoryStore {
             if c.amount == 0 {
                 totals.push(st.current(&c.key, c.window, now)?.0);
             } else {
-                let (total, generation, key) = st.apply(c, c.amount, id, now, self.config.max_events_per_window);
+                let (total, generation) = st.apply(c, c.amount, id, now, self.config.max_events_per_window);
                 totals.push(total);
-                parts.push((key, c.amount, generation));
+                parts.push((c.key.clone(), c.amount, generation));
             }
         }
         st.pending.insert(id, Pending { parts, hold_until: req.hold_until });
