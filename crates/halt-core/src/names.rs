@@ -77,12 +77,7 @@ fn normalize_once(name: &str) -> String {
 /// [`NameError::Empty`] or [`NameError::ControlCharacter`].
 pub fn validate(name: &str) -> Result<Cow<'_, str>, NameError> {
     if name.is_ascii() {
-        // The common case, in one pass: ASCII normalises to ASCII, so one check suffices.
-        if let Some(b) = name.bytes().find(u8::is_ascii_control) {
-            return Err(NameError::ControlCharacter(u32::from(b)));
-        }
-        let n = normalize(name);
-        return if n.is_empty() { Err(NameError::Empty) } else { Ok(n) };
+        return validate_ascii(name).map(|(n, _)| n);
     }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
         return Err(NameError::ControlCharacter(u32::from(c)));
@@ -97,14 +92,58 @@ pub fn validate(name: &str) -> Result<Cow<'_, str>, NameError> {
     Ok(n)
 }
 
+/// [`validate`] for an ASCII name (the common case), in one pass over it; also says whether it
+/// holds a path separator.
+fn validate_ascii(name: &str) -> Result<(Cow<'_, str>, bool), NameError> {
+    const CONTROL: u8 = 1;
+    const UPPER: u8 = 2;
+    const SEPARATOR: u8 = 4;
+    /// What each ASCII byte is, looked up rather than tested (this runs on every target).
+    const CLASS: [u8; 128] = {
+        let mut class = [0; 128];
+        let mut b = 0;
+        while b < 128 {
+            class[b] = if b < 0x20 || b == 0x7f {
+                CONTROL
+            } else if b >= b'A' as usize && b <= b'Z' as usize {
+                UPPER
+            } else if b == b'/' as usize || b == b'\\' as usize {
+                SEPARATOR
+            } else {
+                0
+            };
+            b += 1;
+        }
+        class
+    };
+    let seen = name.bytes().fold(0, |seen, b| seen | CLASS[usize::from(b & 0x7f)]);
+    if seen & CONTROL != 0 {
+        let b = name.bytes().find(u8::is_ascii_control).unwrap_or_default();
+        return Err(NameError::ControlCharacter(u32::from(b)));
+    }
+    let (upper, separator) = (seen & UPPER != 0, seen & SEPARATOR != 0);
+    let trimmed = name.trim_ascii();
+    if trimmed.is_empty() {
+        return Err(NameError::Empty);
+    }
+    let n = if upper { Cow::Owned(trimmed.to_ascii_lowercase()) } else { Cow::Borrowed(trimmed) };
+    Ok((n, separator))
+}
+
 /// Normalises a resource id and, if it is a path (it holds `/`), resolves `.`, `..` and repeated
 /// separators, so `temp_/../inbox` is `inbox`.
 ///
 /// # Errors
 /// As [`validate`], and [`NameError::EscapesRoot`] for a path that climbs above its root.
 pub fn resolve_resource(id: &str) -> Result<Cow<'_, str>, NameError> {
-    let n = validate(id)?;
-    if !n.contains(['/', '\\']) {
+    let (n, separator) = if id.is_ascii() {
+        validate_ascii(id)?
+    } else {
+        let n = validate(id)?;
+        let separator = n.contains(['/', '\\']);
+        (n, separator)
+    };
+    if !separator {
         return Ok(n);
     }
     let unified = n.replace('\\', "/");

@@ -160,23 +160,14 @@ impl DeletionGuard {
     /// The call's targets, resolved; or why one is unusable.
     fn targets<'c>(&self, call: &Call<'c>) -> Result<Vec<Cow<'c, str>>, String> {
         let args = call.arguments();
-        let mut raw: Vec<&Value> = Vec::new();
-        if let Some(v) = args.get(&self.config.resource_field) {
-            raw.push(v);
-        }
-        for field in LIST_FIELDS {
-            match args.get(field) {
-                Some(Value::Array(items)) => raw.extend(items),
-                Some(Value::Null) | None => {}
-                Some(other) => raw.push(other),
-            }
-        }
-        if raw.is_empty()
-            && let Some(v) = SINGLE_FIELDS.iter().find_map(|f| args.get(*f))
-        {
-            raw.push(v);
-        }
-        raw.into_iter().filter(|v| !v.is_null()).map(target_name).collect()
+        let listed = LIST_FIELDS.iter().filter_map(|f| args.get(*f)).flat_map(|v| match v {
+            Value::Array(items) => items.as_slice(),
+            Value::Null => &[],
+            other => std::slice::from_ref(other),
+        });
+        let mut raw = args.get(&self.config.resource_field).into_iter().chain(listed).peekable();
+        let fallback = if raw.peek().is_none() { SINGLE_FIELDS.iter().find_map(|f| args.get(*f)) } else { None };
+        raw.chain(fallback).filter(|v| !v.is_null()).map(target_name).collect()
     }
 
     fn is_hard(&self, call: &Call<'_>) -> bool {
