@@ -89,6 +89,117 @@ struct Compiled {
     check: fn(&str) -> bool,
 }
 
+/// What the pre-pass over an object learned, in walk order: which texts may hold a match, each
+/// array or object below the root (how many texts and containers it holds, whether a sensitive
+/// field is inside), and whether there is any sensitive field at all. The walk then visits only
+/// what may hold a finding.
+struct Prescan {
+    suspects: Vec<bool>,
+    nodes: Vec<Node>,
+    fields: bool,
+}
+
+impl Prescan {
+    /// Gives the buffers back for the next scan on this thread.
+    fn recycle(mut self) {
+        let mut joined = SPARE.take();
+        self.suspects.clear();
+        self.nodes.clear();
+        joined.suspects = self.suspects;
+        joined.nodes = self.nodes;
+        SPARE.set(joined);
+    }
+}
+
+thread_local! {
+    /// A finished scan's buffers, emptied, so that a scan seldom allocates.
+    static SPARE: std::cell::Cell<Joined> = std::cell::Cell::default();
+}
+
+#[derive(Clone, Copy, Default)]
+struct Node {
+    texts: usize,
+    nodes: usize,
+    fields: bool,
+}
+
+/// The texts of an object joined by newlines, where each starts, and the bytes of its keys
+/// (and, between scans, the other buffers of a [`Prescan`]).
+#[derive(Default)]
+struct Joined {
+    text: String,
+    starts: Vec<usize>,
+    numbers: NumberText,
+    key_bytes: usize,
+    suspects: Vec<bool>,
+    nodes: Vec<Node>,
+}
+
+/// The pre-pass: joins the texts, checks the limits and the field names, records the containers.
+struct Gather<'a> {
+    redactor: &'a Redactor,
+    out: &'a mut Joined,
+    nodes: Vec<Node>,
+    fields: bool,
+}
+
+impl Gather<'_> {
+    /// Within the limits so far?
+    fn within(&self) -> bool {
+        let text = self.out.text.len().saturating_sub(self.out.starts.len());
+        text + self.out.key_bytes <= self.redactor.max_bytes
+    }
+
+    /// An object's entries, `depth` levels below the root; whether a sensitive field is among
+    /// them is recorded. False when a limit is passed.
+    fn entries(&mut self, map: &Map<String, Value>, depth: usize) -> bool {
+        map.iter().all(|(k, v)| {
+            self.out.key_bytes += k.len();
+            if matches!(v, Value::String(s) if !s.is_empty()) && self.redactor.field(k).is_some() {
+                self.fields = true;
+            }
+            self.value(v, depth + 1) && self.within()
+        })
+    }
+
+    fn value(&mut self, v: &Value, depth: usize) -> bool {
+        if depth > self.redactor.max_depth {
+            return false;
+        }
+        match v {
+            Value::String(s) => {
+                self.out.starts.push(self.out.text.len());
+                self.out.text.push_str(s);
+                self.out.text.push('\n');
+            }
+            Value::Number(n) => {
+                self.out.starts.push(self.out.text.len());
+                self.out.text.push_str(number_text(n, &mut self.out.numbers));
+                self.out.text.push('\n');
+            }
+            Value::Array(_) | Value::Object(_) => {
+                let (node, texts) = (self.nodes.len(), self.out.starts.len());
+                self.nodes.push(Node::default());
+                let fields_before = std::mem::take(&mut self.fields);
+                let within = match v {
+                    Value::Array(items) => items.iter().all(|i| self.value(i, depth + 1)),
+                    Value::Object(map) => self.entries(map, depth),
+                    _ => true,
+                };
+                self.nodes[node] = Node {
+                    texts: self.out.starts.len() - texts,
+                    nodes: self.nodes.len() - node - 1,
+                    fields: self.fields,
+                };
+                self.fields |= fields_before;
+                return within;
+            }
+            Value::Null | Value::Bool(_) => {}
+        }
+        true
+    }
+}
+
 /// Built-in detectors that assert the end of the text (`\z`), reviewed to find the same
 /// matches in a text joined with others by newlines: `private_key` runs on to the end of the
 /// joined text instead, `google_api_key` ends at the newline (a non-key character).
@@ -143,8 +254,8 @@ pub struct Redactor {
     any: Regex,
     patterns: Vec<Compiled>,
     fields: Vec<Field>,
-    /// Finds the last word of some field in an ASCII key (case-insensitively): most keys hold
-    /// none, and are then never split into words. (An ASCII key holds no other word.)
+    /// Tells whether an ASCII key may end with the last word of some field (case-insensitively):
+    /// most keys do not, and are then never split into words. (An ASCII key holds no other word.)
     field_words: Option<WordFilter>,
     /// Whether a pattern can tell the start or end of the whole text (`^`, `$`, `\A`, `\z`
     /// outside multi-line mode): then texts are never joined for the pre-pass.
@@ -185,11 +296,12 @@ fn words(key: &str) -> Vec<String> {
     out
 }
 
-/// Tells whether an ASCII key holds one of up to 64 ASCII words, ignoring case: for each byte
-/// of the key, the words starting with it are compared there.
+/// Tells whether an ASCII key may end with one of up to 64 ASCII words, ignoring case: a
+/// field matches only a key whose last word is the field's last word, so the key, without its
+/// trailing separators, must end with it. Words are looked up by their last byte.
 struct WordFilter {
-    /// For each byte, the words (as bits) that start with it, in either case.
-    starting: Box<[u64; 256]>,
+    /// For each byte, the words (as bits) that end with it, in either case.
+    ending: Box<[u64; 256]>,
     words: Vec<Vec<u8>>,
 }
 
@@ -201,26 +313,28 @@ impl WordFilter {
         if words.is_empty() || words.len() > 64 {
             return None;
         }
-        let mut starting = Box::new([0u64; 256]);
+        let mut ending = Box::new([0u64; 256]);
         for (i, w) in words.iter().enumerate() {
-            starting[usize::from(w[0].to_ascii_lowercase())] |= 1 << i;
-            starting[usize::from(w[0].to_ascii_uppercase())] |= 1 << i;
+            let last = w[w.len() - 1];
+            ending[usize::from(last.to_ascii_lowercase())] |= 1 << i;
+            ending[usize::from(last.to_ascii_uppercase())] |= 1 << i;
         }
-        Some(Self { starting, words })
+        Some(Self { ending, words })
     }
 
-    fn any_in(&self, key: &[u8]) -> bool {
-        key.iter().enumerate().any(|(at, &b)| {
-            let mut bits = self.starting[usize::from(b)];
-            while bits != 0 {
-                let w = &self.words[bits.trailing_zeros() as usize];
-                bits &= bits - 1;
-                if key.get(at..at + w.len()).is_some_and(|k| k.eq_ignore_ascii_case(w)) {
-                    return true;
-                }
+    fn may_end_with_one(&self, key: &[u8]) -> bool {
+        let end = key.iter().rposition(u8::is_ascii_alphanumeric).map_or(0, |i| i + 1);
+        let key = &key[..end];
+        let Some(&last) = key.last() else { return false };
+        let mut bits = self.ending[usize::from(last)];
+        while bits != 0 {
+            let w = &self.words[bits.trailing_zeros() as usize];
+            bits &= bits - 1;
+            if key.len() >= w.len() && key[key.len() - w.len()..].eq_ignore_ascii_case(w) {
+                return true;
             }
-            false
-        })
+        }
+        false
     }
 }
 
@@ -381,13 +495,13 @@ impl Redactor {
         }
         let mut walk = Walk::new(self, false);
         if !self.anchored {
-            walk.suspects = self.suspects(object);
+            walk.prescan = self.prescan(object);
         }
-        if walk.suspects.as_ref().is_none_or(|s| s.contains(&true)) {
+        if walk.prescan.as_ref().is_none_or(|p| p.fields || p.suspects.contains(&true)) {
             walk.object_ref(object, &mut path_root(), 0)?;
-        } else if !self.fields.is_empty() {
-            // No pattern can match anywhere, and the limits hold: only field names are left.
-            walk.fields_only(object, &mut path_root())?;
+        }
+        if let Some(p) = walk.prescan.take() {
+            p.recycle();
         }
         Ok(walk.findings)
     }
@@ -396,7 +510,7 @@ impl Redactor {
         // Most keys contain none of the fields' last words: skip splitting them. (A key that
         // is not ASCII may lower-case into one: always split it.)
         if self.fields.is_empty()
-            || (key.is_ascii() && self.field_words.as_ref().is_some_and(|f| !f.any_in(key.as_bytes())))
+            || (key.is_ascii() && self.field_words.as_ref().is_some_and(|f| !f.may_end_with_one(key.as_bytes())))
         {
             return None;
         }
@@ -413,57 +527,18 @@ impl Redactor {
     /// and a newline is a non-word character, as the edges of a lone text are: a match inside a
     /// text alone is found in the joined text starting in that text, or overlapped by an earlier
     /// match, which then overlaps that text too.
-    fn suspects(&self, object: &Map<String, Value>) -> Option<Vec<bool>> {
-        #[derive(Default)]
-        struct Joined {
-            text: String,
-            starts: Vec<usize>,
-            numbers: NumberText,
-            /// Bytes of keys seen (the text holds the rest).
-            key_bytes: usize,
-        }
-        thread_local! {
-            /// The last call's buffers, emptied, so that a scan seldom allocates.
-            static SPARE: std::cell::Cell<Joined> = std::cell::Cell::default();
-        }
-        fn gather(v: &Value, depth: usize, max_depth: usize, out: &mut Joined) -> bool {
-            if depth > max_depth {
-                return false;
-            }
-            match v {
-                Value::String(s) => {
-                    out.starts.push(out.text.len());
-                    out.text.push_str(s);
-                    out.text.push('\n');
-                }
-                Value::Number(n) => {
-                    out.starts.push(out.text.len());
-                    out.text.push_str(number_text(n, &mut out.numbers));
-                    out.text.push('\n');
-                }
-                Value::Array(items) => return items.iter().all(|i| gather(i, depth + 1, max_depth, out)),
-                Value::Object(map) => return gather_object(map, depth, max_depth, out),
-                Value::Null | Value::Bool(_) => {}
-            }
-            true
-        }
-        fn gather_object(map: &Map<String, Value>, depth: usize, max_depth: usize, out: &mut Joined) -> bool {
-            map.iter().all(|(k, v)| {
-                out.key_bytes += k.len();
-                gather(v, depth + 1, max_depth, out)
-            })
-        }
+    fn prescan(&self, object: &Map<String, Value>) -> Option<Prescan> {
         let mut joined = SPARE.take();
         joined.key_bytes = 0;
+        let nodes = std::mem::take(&mut joined.nodes);
+        let mut gather = Gather { redactor: self, out: &mut joined, nodes, fields: false };
         // The same limits as the walk counts: keys and texts, below the depth limit.
-        let within_limits = object.iter().all(|(k, v)| {
-            joined.key_bytes += k.len();
-            gather(v, 1, self.max_depth, &mut joined)
-                && joined.text.len().saturating_sub(joined.starts.len()) + joined.key_bytes <= self.max_bytes
-        });
-        let suspects = within_limits.then(|| {
+        let within_limits = gather.entries(object, 0);
+        let (nodes, fields) = (gather.nodes, gather.fields);
+        let mut suspects = std::mem::take(&mut joined.suspects);
+        let prescan = within_limits.then(|| {
             let (text, starts) = (&joined.text, &joined.starts);
-            let mut suspects = vec![false; starts.len()];
+            suspects.resize(starts.len(), false);
             for m in self.any.find_iter(text) {
                 let first = starts.partition_point(|&s| s <= m.start()).saturating_sub(1);
                 let last = starts.partition_point(|&s| s < m.end().max(m.start() + 1));
@@ -471,7 +546,7 @@ impl Redactor {
                     *s = true;
                 }
             }
-            suspects
+            Prescan { suspects, nodes, fields }
         });
         // Keep the buffers for the next scan on this thread, unless a huge value grew them.
         if joined.text.capacity() <= 1 << 16 {
@@ -479,7 +554,7 @@ impl Redactor {
             joined.starts.clear();
             SPARE.set(joined);
         }
-        suspects
+        prescan
     }
 
     /// The sensitive spans of a text: (start, end, pattern index), validated.
@@ -515,10 +590,12 @@ struct Walk<'a> {
     bytes: usize,
     findings: Vec<Finding>,
     redact: bool,
-    /// Which texts, in walk order, may hold a match (all when unknown).
-    suspects: Option<Vec<bool>>,
+    /// What the pre-pass learned (nothing is known without it).
+    prescan: Option<Prescan>,
     /// The number of texts (strings and numbers) walked so far.
     texts: usize,
+    /// The number of arrays and objects below the root walked (or skipped) so far.
+    containers: usize,
     numbers: NumberText,
 }
 
@@ -529,8 +606,9 @@ impl<'a> Walk<'a> {
             bytes: 0,
             findings: Vec::new(),
             redact,
-            suspects: None,
+            prescan: None,
             texts: 0,
+            containers: 0,
             numbers: NumberText::default(),
         }
     }
@@ -539,7 +617,22 @@ impl<'a> Walk<'a> {
     fn next_text(&mut self) -> bool {
         let i = self.texts;
         self.texts += 1;
-        self.suspects.as_ref().is_none_or(|s| s.get(i).copied().unwrap_or(true))
+        self.prescan.as_ref().is_none_or(|p| p.suspects.get(i).copied().unwrap_or(true))
+    }
+
+    /// Counts an array or object; true (having counted what is inside) when the pre-pass knows
+    /// it holds nothing to find.
+    fn skip_container(&mut self) -> bool {
+        let Some(p) = &self.prescan else { return false };
+        let Some(node) = p.nodes.get(self.containers).copied() else { return false };
+        self.containers += 1;
+        let suspect = p.suspects.get(self.texts..self.texts + node.texts).is_none_or(|s| s.contains(&true));
+        if node.fields || suspect {
+            return false;
+        }
+        self.texts += node.texts;
+        self.containers += node.nodes;
+        true
     }
 
     fn count(&mut self, n: usize) -> Result<(), ScanError> {
@@ -626,7 +719,7 @@ impl<'a> Walk<'a> {
     /// As [`Walk::value`], reading only.
     fn value_ref(&mut self, v: &Value, path: &mut String, depth: usize) -> Result<(), ScanError> {
         // With the pre-pass's verdict at hand, the limits are known to hold.
-        let verified = self.suspects.is_some();
+        let verified = self.prescan.is_some();
         if !verified {
             self.check_depth(path, depth)?;
         }
@@ -653,6 +746,7 @@ impl<'a> Walk<'a> {
                     self.numbers = numbers;
                 }
             }
+            Value::Array(_) | Value::Object(_) if self.skip_container() => {}
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let len = path.len();
@@ -667,40 +761,9 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    /// Checks only field names, below `v` (used when no pattern can match anywhere and the
-    /// limits are known to hold).
-    fn fields_only(&mut self, map: &Map<String, Value>, path: &mut String) -> Result<(), ScanError> {
-        for (k, item) in map {
-            let len = path.len();
-            path.push('.');
-            path.push_str(k);
-            if !self.field(k, item, path)? {
-                self.fields_only_below(item, path)?;
-            }
-            path.truncate(len);
-        }
-        Ok(())
-    }
-
-    fn fields_only_below(&mut self, v: &Value, path: &mut String) -> Result<(), ScanError> {
-        match v {
-            Value::Object(map) => self.fields_only(map, path)?,
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    let len = path.len();
-                    push_index(path, i);
-                    self.fields_only_below(item, path)?;
-                    path.truncate(len);
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
     fn object_ref(&mut self, map: &Map<String, Value>, path: &mut String, depth: usize) -> Result<(), ScanError> {
         for (k, item) in map {
-            if self.suspects.is_none() {
+            if self.prescan.is_none() {
                 self.count(k.len())?;
             }
             let len = path.len();

@@ -179,7 +179,9 @@ fn a_finding_is_placed_in_its_own_text_among_many() {
     let e = engine(json!({"sensitive_fields": ["password"], "blocked_patterns": ["email", "ssn", "credit_card"]}));
     let args = json!({
         "a": "contact ops@example.org",
-        "b": {"password": "hunter2hunter2", "n": 7, "list": ["x", 4_111_111_111_111_111u64, "y"]},
+        "a2": {"clean": ["p", "q", 5, {"deep": ["r", 6]}], "also": {"z": "w"}},
+        "b": {"password": "hunter2hunter2", "n": 7, "list": ["x", 4_111_111_111_111_111u64, "y"], "m": [[1], {}]},
+        "b2": [["s", "t"], {"u": 8}],
         "c": ["plain", "plain", "SSN 123-45-6789"],
     });
     let o = run(&e, "process", args);
