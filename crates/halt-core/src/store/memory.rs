@@ -318,8 +318,8 @@ impl State {
             e.generation = self.last_generation;
             return Ok(Some(e));
         }
-        let expected = if sliding { "sliding window" } else { "counter" };
-        if e.value.kind() != expected {
+        if !matches!((sliding, &e.value), (true, Value::Sliding(_)) | (false, Value::Counter(_))) {
+            let expected = if sliding { "sliding window" } else { "counter" };
             return Err(StoreError::WrongKind { key: key.to_owned(), expected, found: e.value.kind() });
         }
         if let (Window::Sliding { width }, Value::Sliding(s)) = (window, &mut e.value) {
