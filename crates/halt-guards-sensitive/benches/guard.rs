@@ -11,8 +11,9 @@ use halt_core::{CallContext, MemoryStore};
 use halt_guards_sensitive::{SensitiveConfig, SensitiveGuard, detector_names};
 use serde_json::{Value, json};
 
-/// About 2 KiB of nested, realistic arguments with nothing sensitive in them.
-fn two_kib() -> Value {
+/// About 2 KiB of nested, realistic arguments with nothing sensitive in them, or with one email
+/// address (a finding, so the call is denied with its details).
+fn two_kib(to: &str) -> Value {
     let item = |i: u32| {
         json!({
             "sku": format!("SKU-{i:05}"),
@@ -23,7 +24,7 @@ fn two_kib() -> Value {
         })
     };
     json!({
-        "to": "procurement@example.com",
+        "to": to,
         "subject": "Weekly order summary for the Lisbon office",
         "body": "Hello team, please find below the items ordered this week. Delivery is expected on Thursday \
                  between 9 and 11. Contact the front desk on arrival. Regards, the assistant.",
@@ -36,16 +37,31 @@ fn two_kib() -> Value {
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let all: Vec<String> = detector_names().into_iter().map(String::from).collect();
-    let guard = SensitiveGuard::new(SensitiveConfig { blocked_patterns: all, ..SensitiveConfig::default() }).unwrap();
+    let guard = std::sync::Arc::new(
+        SensitiveGuard::new(SensitiveConfig { blocked_patterns: all, ..SensitiveConfig::default() }).unwrap(),
+    );
     let store = MemoryStore::new();
-    let args = two_kib();
-    assert!((1800..2600).contains(&args.to_string().len()), "{}", args.to_string().len());
-    let ctx = CallContext::new("send_email").with_arguments(args).unwrap();
-    c.bench_function("sensitive_2kib_nested_all_detectors", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(halt_testing::bench::evaluate_and_commit(&guard, &store, &ctx, Duration::from_millis(1), iters))
+    for (name, to, denied) in [
+        ("sensitive_2kib_nested_all_detectors", "the procurement team", false),
+        ("sensitive_2kib_nested_all_detectors_one_finding", "procurement@example.com", true),
+    ] {
+        let args = two_kib(to);
+        assert!((1800..2600).contains(&args.to_string().len()), "{}", args.to_string().len());
+        let ctx = CallContext::new("send_email").with_arguments(args).unwrap();
+        let engine = halt_core::Engine::builder().guard_arc(guard.clone()).build().unwrap();
+        assert_eq!(engine.evaluate_blocking(ctx.clone()).is_denied(), denied, "{name}");
+        c.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(halt_testing::bench::evaluate_and_commit(
+                    &*guard,
+                    &store,
+                    &ctx,
+                    Duration::from_millis(1),
+                    iters,
+                ))
+            });
         });
-    });
+    }
     let text: String =
         "The quarterly figures were reviewed by the committee on Tuesday; totals rose 4.5% year on year. "
             .repeat(11_000)
@@ -61,7 +77,13 @@ fn bench(c: &mut Criterion) {
     assert!(outcome.is_allowed(), "the 1 MiB document is scanned, not refused: {:?}", outcome.denial_reasons());
     c.bench_function("sensitive_1mib_string_all_detectors", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(halt_testing::bench::evaluate_and_commit(&guard, &store, &big, Duration::from_millis(1), iters))
+            rt.block_on(halt_testing::bench::evaluate_and_commit(
+                &*guard,
+                &store,
+                &big,
+                Duration::from_millis(1),
+                iters,
+            ))
         });
     });
 }
