@@ -233,13 +233,13 @@ impl Guard for DeletionGuard {
             .with_details(json!({"rule": "soft_delete_only"})));
         }
         let now = call.now();
-        let cooldown_key = key(&[&self.prefix, "cooldown"]);
+        let cooldown_key = || key(&[&self.prefix, "cooldown"]);
         let cooldown_window = Window::Sliding { width: self.cooldown };
         if !self.cooldown.is_zero() {
             // A probe that adds nothing: refused while a deletion that ran is inside the window,
             // with the time it leaves it.
             let probe = ReserveRequest {
-                counters: vec![CounterSpec::new(cooldown_key.clone(), cooldown_window, 0, Some(0))],
+                counters: vec![CounterSpec::new(cooldown_key(), cooldown_window, 0, Some(0))],
                 now,
                 hold_until: now,
             };
@@ -256,26 +256,26 @@ impl Guard for DeletionGuard {
         }
         // Counts and the cooldown are reserved together, atomically, and kept only if the call runs.
         let mut counters = Vec::with_capacity(3);
-        let mut labels = Vec::with_capacity(3);
+        let mut labels = [""; 3];
         if !self.cooldown.is_zero() {
-            counters.push(CounterSpec::new(cooldown_key, cooldown_window, 1, Some(1)));
-            labels.push("cooldown");
+            labels[counters.len()] = "cooldown";
+            counters.push(CounterSpec::new(cooldown_key(), cooldown_window, 1, Some(1)));
         }
         if let (Some(max), Some(session)) = (c.max_deletions_per_session, call.context().session_id.as_deref()) {
             let k = key(&[&self.prefix, "session", session]);
+            labels[counters.len()] = "session";
             counters.push(CounterSpec::new(k, Window::Idle { idle: SESSION_IDLE }, i64::from(n), Some(i64::from(max))));
-            labels.push("session");
         }
         if let Some(max) = c.max_deletions_per_day {
             let day = now.utc_day();
             let k = key(&[&self.prefix, "day", &day.label]);
+            labels[counters.len()] = "daily";
             counters.push(CounterSpec::new(
                 k,
                 Window::Bucket { expires_at: day.end },
                 i64::from(n),
                 Some(i64::from(max)),
             ));
-            labels.push("daily");
         }
         if !counters.is_empty()
             && let ReserveOutcome::Rejected { index, current, limit, retry_at } = call.reserve(counters).await?

@@ -518,15 +518,15 @@ impl Redactor {
         self.fields.iter().find(|f| w.len() >= f.words.len() && w[w.len() - f.words.len()..] == f.words[..])
     }
 
-    /// The patterns that could match some text of `object`, and which of its texts (numbered
-    /// in walk order) may hold a match: one pass of the pattern set over all of its text joined
-    /// by newlines, then each matching pattern over it once. Every pattern and every text when a
-    /// limit is passed, so that the exact walk reports where.
+    /// Which texts of `object` (numbered in walk order) may hold a match: one pass of every
+    /// pattern, as alternatives of one expression, over all of its text joined by newlines,
+    /// marking each text a match touches; also where the sensitive field names and containers
+    /// are. `None` when a limit is passed, so that the full walk reports where.
     ///
     /// Exact because no pattern is anchored to the start or end of the text (the caller checks)
     /// and a newline is a non-word character, as the edges of a lone text are: a match inside a
-    /// text alone is found in the joined text starting in that text, or overlapped by an earlier
-    /// match, which then overlaps that text too.
+    /// text alone is found in the joined text starting in that text, or is overlapped by an
+    /// earlier (leftmost) match, which then touches that text too.
     fn prescan(&self, object: &Map<String, Value>) -> Option<Prescan> {
         let mut joined = SPARE.take();
         joined.key_bytes = 0;
