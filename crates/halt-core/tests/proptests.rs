@@ -1,9 +1,9 @@
-//! Invariants: priority, normalisation, money.
+//! Invariants: priority, normalisation, name validation, money.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use halt_core::decision::most_restrictive;
-use halt_core::names::{NamePatterns, normalize};
+use halt_core::names::{NameError, NamePatterns, normalize, resolve_resource, validate};
 use halt_core::{Decision, DecisionKind, JsonObject, Money};
 use proptest::prelude::*;
 
@@ -38,6 +38,22 @@ proptest! {
         let once = normalize(&s).into_owned();
         let twice = normalize(&once).into_owned();
         prop_assert_eq!(once, twice);
+    }
+
+    #[test]
+    fn ascii_names_validate_as_the_general_rules_say(s in "[\\x00-\\x7f]{0,24}") {
+        // The fast one-pass check for ASCII names must agree with the rules as written.
+        let expected = if let Some(c) = s.chars().find(|c| c.is_control()) {
+            Err(NameError::ControlCharacter(u32::from(c)))
+        } else if normalize(&s).is_empty() {
+            Err(NameError::Empty)
+        } else {
+            Ok(normalize(&s).into_owned())
+        };
+        prop_assert_eq!(validate(&s).map(|n| n.into_owned()), expected.clone());
+        if !s.contains(['/', '\\']) {
+            prop_assert_eq!(resolve_resource(&s).map(|n| n.into_owned()), expected);
+        }
     }
 
     #[test]
