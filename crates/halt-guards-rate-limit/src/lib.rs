@@ -91,6 +91,7 @@ pub struct RateLimitGuard {
 /// Which limit a counter enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Limit {
+    Cooldown,
     Minute,
     Function,
     Session,
@@ -138,25 +139,17 @@ impl RateLimitGuard {
         &self.config
     }
 
+    /// The cooldown of a partition: a counter that is 1 while it runs, in a bucket ending with it.
     fn cooldown_key(&self, part: &str) -> StoreKey {
-        key(&[&self.prefix, part, "cooldown"])
+        key(&[&self.prefix, part, "cooling"])
     }
 
-    /// Denies while a burst cooldown runs.
-    async fn cooling_down(&self, call: &Call<'_>, part: &str) -> Result<Option<Decision>, GuardError> {
-        let Some(bytes) = call.store().get_record(&self.cooldown_key(part), call.now()).await? else {
-            return Ok(None);
-        };
-        let until = decode_time(&bytes).unwrap_or(Timestamp::MAX);
-        if until <= call.now() {
-            return Ok(None);
-        }
-        let left = until.since(call.now()).as_secs_f64();
-        Ok(Some(
-            Decision::deny(format!("Cooling down after a burst: {left:.1}s left"))
-                .with_retry_after(left)
-                .with_details(json!({"rule": "cooldown", "seconds_left": left})),
-        ))
+    /// The denial while a cooldown runs, until `until`.
+    fn cooling_down(now: Timestamp, until: Option<Timestamp>) -> Decision {
+        let left = until.map_or(0.0, |t| t.since(now).as_secs_f64());
+        Decision::deny(format!("Cooling down after a burst: {left:.1}s left"))
+            .with_retry_after(left)
+            .with_details(json!({"rule": "cooldown", "seconds_left": left}))
     }
 
     /// Starts a cooldown after a burst.
@@ -165,8 +158,8 @@ impl RateLimitGuard {
             return Ok(());
         }
         let until = call.now().saturating_add(self.cooldown);
-        let bytes = until.as_micros().to_le_bytes();
-        call.store().put_record(&self.cooldown_key(part), Some(&bytes), Some(until), call.now()).await?;
+        let running = CounterSpec::new(self.cooldown_key(part), Window::Bucket { expires_at: until }, 1, None);
+        call.store().add(std::slice::from_ref(&running), call.now()).await?;
         Ok(())
     }
 
@@ -254,10 +247,6 @@ fn decode_last(bytes: &[u8]) -> Option<(u64, u32)> {
     Some((f, n))
 }
 
-fn decode_time(bytes: &[u8]) -> Option<Timestamp> {
-    Some(Timestamp::from_micros(i64::from_le_bytes(bytes.try_into().ok()?)))
-}
-
 #[async_trait]
 impl Guard for RateLimitGuard {
     fn name(&self) -> &str {
@@ -268,13 +257,17 @@ impl Guard for RateLimitGuard {
         let c = &self.config;
         let ctx = call.context();
         let part = c.partition_by.key(ctx);
-        if let Some(denial) = self.cooling_down(call, &part).await? {
-            return Ok(denial);
-        }
+        let now = call.now();
         let f = call.function();
         let sliding = |width| Window::Sliding { width };
-        let mut counters = Vec::with_capacity(4);
-        let mut limits = Vec::with_capacity(4);
+        let mut counters = Vec::with_capacity(5);
+        let mut limits = Vec::with_capacity(5);
+        if !self.cooldown.is_zero() {
+            // Checked first, in the same atomic step: while a cooldown runs, nothing counts.
+            let bucket = Window::Bucket { expires_at: now };
+            counters.push(CounterSpec::new(self.cooldown_key(&part), bucket, 0, Some(0)));
+            limits.push(Limit::Cooldown);
+        }
         if let Some(max) = c.max_calls_per_minute {
             counters.push(CounterSpec::new(
                 key(&[&self.prefix, &part, "minute"]),
@@ -308,7 +301,6 @@ impl Guard for RateLimitGuard {
             limits.push(Limit::Burst);
         }
         let store = call.store();
-        let now = call.now();
         let request = ReserveRequest { counters, now, hold_until: now.saturating_add(MINUTE) };
         let reservation = if request.counters.is_empty() {
             None
@@ -317,6 +309,9 @@ impl Guard for RateLimitGuard {
                 ReserveOutcome::Reserved { id, .. } => Some(id),
                 ReserveOutcome::Rejected { index, current, limit, retry_at } => {
                     let limit_kind = limits[index];
+                    if limit_kind == Limit::Cooldown {
+                        return Ok(Self::cooling_down(now, retry_at));
+                    }
                     // A loop is reported before a burst, and does not start a cooldown.
                     if limit_kind == Limit::Burst
                         && let Some(max) = c.max_identical_calls
@@ -336,7 +331,7 @@ impl Guard for RateLimitGuard {
                         Limit::Session => {
                             Decision::deny(format!("Session call limit reached: {current}/{limit} calls"))
                         }
-                        Limit::Burst => {
+                        Limit::Cooldown | Limit::Burst => {
                             self.start_cooldown(call, &part).await?;
                             Decision::deny(format!(
                                 "Burst detected: {current} calls in {}s; cooling down for {}s",
@@ -353,7 +348,7 @@ impl Guard for RateLimitGuard {
                         Limit::Minute => "max_calls_per_minute",
                         Limit::Function => "max_calls_per_minute_per_function",
                         Limit::Session => "max_calls_per_session",
-                        Limit::Burst => "burst_threshold",
+                        Limit::Cooldown | Limit::Burst => "burst_threshold",
                     };
                     return Ok(d.with_details(json!({"rule": rule, "calls": current, "limit": limit})));
                 }
