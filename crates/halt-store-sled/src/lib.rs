@@ -277,7 +277,8 @@ impl SledStore {
     /// # Errors
     /// The directory cannot be opened (permissions, another process holds it, corruption).
     pub fn open(config: &SledStoreConfig) -> Result<Self, StoreError> {
-        let mut c = sled::Config::new().path(&config.path);
+        // Counters are rewritten on every call: favour write throughput over compact files.
+        let mut c = sled::Config::new().path(&config.path).mode(sled::Mode::HighThroughput);
         c = match config.durability {
             Durability::Strict => c.flush_every_ms(None),
             Durability::Relaxed { flush_every_ms } => c.flush_every_ms(Some(flush_every_ms.max(1))),
