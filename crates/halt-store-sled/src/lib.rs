@@ -146,6 +146,12 @@ impl Flusher {
     }
 }
 
+/// Whether opening failed because another handle still holds the directory's lock (sled says
+/// so with an error of kind `Other` whose text names the lock, wrapping the `WouldBlock`).
+fn is_locked(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
 fn unavailable(e: sled::Error) -> StoreError {
     StoreError::Unavailable(format!("sled: {e}"))
 }
@@ -289,7 +295,7 @@ impl SledStore {
         let db = loop {
             match c.open() {
                 Ok(db) => break db,
-                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 500 => {
+                Err(sled::Error::Io(e)) if is_locked(&e) && attempts < 500 => {
                     attempts += 1;
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -660,5 +666,22 @@ impl StateStore for SledStore {
         now: Timestamp,
     ) -> StoreFuture<'a, ()> {
         self.answer(self.put_record_now(key, value, expires_at, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_is_recognised_as_sled_reports_it() {
+        let held = std::io::Error::other(format!(
+            "could not acquire lock on {:?}: {:?}",
+            "/tmp/x/db",
+            std::io::Error::from(std::io::ErrorKind::WouldBlock)
+        ));
+        assert!(is_locked(&held));
+        assert!(is_locked(&std::io::Error::from(std::io::ErrorKind::WouldBlock)));
+        assert!(!is_locked(&std::io::Error::from(std::io::ErrorKind::PermissionDenied)));
     }
 }
