@@ -309,9 +309,6 @@ impl Guard for RateLimitGuard {
                 ReserveOutcome::Reserved { id, .. } => Some(id),
                 ReserveOutcome::Rejected { index, current, limit, retry_at } => {
                     let limit_kind = limits[index];
-                    if limit_kind == Limit::Cooldown {
-                        return Ok(Self::cooling_down(now, retry_at));
-                    }
                     // A loop is reported before a burst, and does not start a cooldown.
                     if limit_kind == Limit::Burst
                         && let Some(max) = c.max_identical_calls
@@ -320,35 +317,36 @@ impl Guard for RateLimitGuard {
                         return Ok(loop_denial(n));
                     }
                     let retry = retry_at.map(|t| t.since(now).as_secs_f64());
-                    let d = match limit_kind {
-                        Limit::Minute => {
-                            Decision::deny(format!("Rate limit exceeded: {current}/{limit} calls in the last minute"))
-                        }
-                        Limit::Function => Decision::deny(format!(
-                            "Function rate limit exceeded for '{}': {current}/{limit} calls/min",
-                            ctx.function_name
-                        )),
-                        Limit::Session => {
-                            Decision::deny(format!("Session call limit reached: {current}/{limit} calls"))
-                        }
-                        Limit::Cooldown | Limit::Burst => {
-                            self.start_cooldown(call, &part).await?;
+                    let (d, rule) = match limit_kind {
+                        Limit::Cooldown => return Ok(Self::cooling_down(now, retry_at)),
+                        Limit::Minute => (
+                            Decision::deny(format!("Rate limit exceeded: {current}/{limit} calls in the last minute")),
+                            "max_calls_per_minute",
+                        ),
+                        Limit::Function => (
                             Decision::deny(format!(
+                                "Function rate limit exceeded for '{}': {current}/{limit} calls/min",
+                                ctx.function_name
+                            )),
+                            "max_calls_per_minute_per_function",
+                        ),
+                        Limit::Session => (
+                            Decision::deny(format!("Session call limit reached: {current}/{limit} calls")),
+                            "max_calls_per_session",
+                        ),
+                        Limit::Burst => {
+                            self.start_cooldown(call, &part).await?;
+                            let d = Decision::deny(format!(
                                 "Burst detected: {current} calls in {}s; cooling down for {}s",
                                 c.burst_window_seconds, c.cooldown_seconds
                             ))
-                            .with_retry_after(c.cooldown_seconds)
+                            .with_retry_after(c.cooldown_seconds);
+                            (d, "burst_threshold")
                         }
                     };
                     let d = match (limit_kind, retry) {
                         (Limit::Minute | Limit::Function, Some(r)) => d.with_retry_after(r),
                         _ => d,
-                    };
-                    let rule = match limit_kind {
-                        Limit::Minute => "max_calls_per_minute",
-                        Limit::Function => "max_calls_per_minute_per_function",
-                        Limit::Session => "max_calls_per_session",
-                        Limit::Cooldown | Limit::Burst => "burst_threshold",
                     };
                     return Ok(d.with_details(json!({"rule": rule, "calls": current, "limit": limit})));
                 }

@@ -328,6 +328,18 @@ impl SledStore {
         if now.as_micros() < self.next_lapse.load(Ordering::SeqCst) {
             return Ok(());
         }
+        // While this scan runs, other calls need not scan. A reservation made meanwhile lowers
+        // the mark again (after storing its hold), and the scan's result only ever lowers it, so
+        // no hold is forgotten. After a failure, the next operation scans again.
+        self.next_lapse.store(i64::MAX, Ordering::SeqCst);
+        let scanned = self.scan_lapsed(now);
+        let next = scanned.as_ref().map_or(now.as_micros(), |earliest| *earliest);
+        self.next_lapse.fetch_min(next, Ordering::SeqCst);
+        scanned.map(|_| ())
+    }
+
+    /// Releases the lapsed reservations; returns when the next one lapses.
+    fn scan_lapsed(&self, now: Timestamp) -> Result<i64, StoreError> {
         let mut earliest = i64::MAX;
         if let Some(held) = &self.held {
             let lapsed: Vec<(u64, Pending)> = {
@@ -361,8 +373,7 @@ impl SledStore {
                 Ok(())
             }))?;
         }
-        self.next_lapse.store(earliest, Ordering::SeqCst);
-        Ok(())
+        Ok(earliest)
     }
 
     /// How many counters, windows and records are stored (expired ones included until purged).
