@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use halt_config::PolicyLoader;
 use halt_core::{
-    ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, CallContext, Clock, DecisionKind, Engine,
-    JsonObject, Outcome, ReplayClock, SystemClock, Timestamp, async_trait,
+    ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, CallContext, Clock, Engine, Outcome,
+    ReplayClock, SystemClock, Timestamp, async_trait,
 };
 use serde::Serialize;
 
@@ -27,27 +27,6 @@ impl ApprovalHandler for Standing {
             ApprovalResponse::refuse("agenthalt eval")
         })
     }
-}
-
-#[derive(Serialize)]
-struct Line<'a> {
-    call_id: &'a str,
-    function_name: &'a str,
-    decision: DecisionKind,
-    executed: bool,
-    risk_score: f64,
-    reasons: Vec<&'a str>,
-    guards: Vec<GuardLine<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    modified_arguments: Option<&'a JsonObject>,
-}
-
-#[derive(Serialize)]
-struct GuardLine<'a> {
-    guard: &'a str,
-    decision: DecisionKind,
-    reason: &'a str,
-    risk_score: f64,
 }
 
 #[derive(Serialize)]
@@ -190,12 +169,9 @@ fn read(mut input: Box<dyn BufRead + Send>, out: &std::sync::mpsc::SyncSender<Ve
         if text.is_empty() {
             continue;
         }
-        let call = serde_json::from_str::<serde_json::Value>(text)
-            .map_err(|e| format!("invalid JSON: {e}"))
-            .and_then(|v| CallContext::from_json(v).map_err(|e| e.to_string()));
-        batch.push(match call {
+        batch.push(match CallContext::from_json_str(text) {
             Ok(ctx) => Parsed::Call(ctx),
-            Err(error) => Parsed::Invalid { line: line_no, error },
+            Err(e) => Parsed::Invalid { line: line_no, error: e.to_string() },
         });
         if batch.len() == BATCH && out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_err() {
             return Ok(());
@@ -212,18 +188,23 @@ fn write(answers: &std::sync::mpsc::Receiver<Vec<Answer>>) -> (Summary, std::io:
     let mut summary = Summary::default();
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    // A batch is formatted into memory first: many small writes to a `Vec` cost far less than
+    // the same writes through `io::Write` for stdout.
+    let mut text = Vec::with_capacity(1 << 16);
     let mut written = || -> std::io::Result<()> {
         for batch in answers {
+            text.clear();
             for answer in batch {
                 match answer {
-                    Answer::Outcome(o) => write_outcome(&mut out, &o, &mut summary)?,
+                    Answer::Outcome(o) => write_outcome(&mut text, &o, &mut summary)?,
                     Answer::Invalid { line, error } => {
                         summary.errors += 1;
-                        serde_json::to_writer(&mut out, &ErrorLine { line, error: &error })?;
-                        out.write_all(b"\n")?;
+                        serde_json::to_writer(&mut text, &ErrorLine { line, error: &error })?;
+                        text.push(b'\n');
                     }
                 }
             }
+            out.write_all(&text)?;
         }
         out.flush()
     };
@@ -231,30 +212,85 @@ fn write(answers: &std::sync::mpsc::Receiver<Vec<Answer>>) -> (Summary, std::io:
     (summary, result)
 }
 
-fn write_outcome(out: &mut impl Write, o: &Outcome, summary: &mut Summary) -> std::io::Result<()> {
+/// Writes one outcome line. The line is written by hand, field by field, because it is the
+/// bulk of `eval`'s output: field names are constant text, and strings are escaped by
+/// `serde_json` only when they hold a character that needs it (the output is byte for byte what
+/// serialising the same fields with `serde_json` gives).
+fn write_outcome(out: &mut Vec<u8>, o: &Outcome, summary: &mut Summary) -> std::io::Result<()> {
     let decision = o.decision();
     let executed = o.is_allowed();
-    let line = Line {
-        call_id: o.call_id(),
-        function_name: o.function_name(),
-        decision,
-        executed,
-        risk_score: o.max_risk_score(),
-        reasons: o.decisions().iter().filter(|d| d.kind() == decision).map(|d| d.reason()).collect(),
-        guards: o
-            .decisions()
-            .iter()
-            .map(|d| GuardLine { guard: d.guard(), decision: d.kind(), reason: d.reason(), risk_score: d.risk_score() })
-            .collect(),
-        modified_arguments: o.modified_arguments(),
-    };
-    serde_json::to_writer(&mut *out, &line)?;
-    out.write_all(b"\n")?;
+    out.extend_from_slice(b"{\"call_id\":");
+    json_str(out, o.call_id())?;
+    out.extend_from_slice(b",\"function_name\":");
+    json_str(out, o.function_name())?;
+    out.extend_from_slice(b",\"decision\":\"");
+    out.extend_from_slice(decision.as_str().as_bytes());
+    out.extend_from_slice(if executed {
+        b"\",\"executed\":true,\"risk_score\":"
+    } else {
+        b"\",\"executed\":false,\"risk_score\":"
+    });
+    json_f64(out, o.max_risk_score())?;
+    out.extend_from_slice(b",\"reasons\":[");
+    let mut first = true;
+    for d in o.decisions().iter().filter(|d| d.kind() == decision) {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        json_str(out, d.reason())?;
+    }
+    out.extend_from_slice(b"],\"guards\":[");
+    for (i, d) in o.decisions().iter().enumerate() {
+        out.extend_from_slice(if i == 0 { b"{\"guard\":" } else { b",{\"guard\":" });
+        json_str(out, d.guard())?;
+        out.extend_from_slice(b",\"decision\":\"");
+        out.extend_from_slice(d.kind().as_str().as_bytes());
+        out.extend_from_slice(b"\",\"reason\":");
+        json_str(out, d.reason())?;
+        out.extend_from_slice(b",\"risk_score\":");
+        json_f64(out, d.risk_score())?;
+        out.push(b'}');
+    }
+    out.push(b']');
+    if let Some(args) = o.modified_arguments() {
+        out.extend_from_slice(b",\"modified_arguments\":");
+        serde_json::to_writer(&mut *out, args)?;
+    }
+    out.extend_from_slice(b"}\n");
     summary.calls += 1;
     summary.executed += u64::from(executed);
     *summary.by_decision.entry(decision.as_str()).or_default() += 1;
     for d in o.decisions() {
-        *summary.by_guard.entry(d.guard().to_owned()).or_default().entry(d.kind().as_str()).or_default() += 1;
+        let counts = match summary.by_guard.get_mut(d.guard()) {
+            Some(counts) => counts,
+            None => summary.by_guard.entry(d.guard().to_owned()).or_default(),
+        };
+        *counts.entry(d.kind().as_str()).or_default() += 1;
+    }
+    Ok(())
+}
+
+/// Writes `s` as a JSON string.
+fn json_str(out: &mut Vec<u8>, s: &str) -> std::io::Result<()> {
+    // serde_json escapes exactly these bytes (quote, backslash, control characters). A fold
+    // without an early exit, so that the compiler vectorises it.
+    if s.bytes().fold(false, |found, b| found | (b < 0x20) | (b == b'"') | (b == b'\\')) {
+        serde_json::to_writer(out, s)?;
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+    Ok(())
+}
+
+/// Writes `v` as serde_json does (the common scores without formatting).
+fn json_f64(out: &mut Vec<u8>, v: f64) -> std::io::Result<()> {
+    #[allow(clippy::float_cmp, reason = "exact values, written as serde_json writes them")]
+    match v {
+        0.0 if v.is_sign_positive() => out.extend_from_slice(b"0.0"),
+        1.0 => out.extend_from_slice(b"1.0"),
+        _ => serde_json::to_writer(out, &v)?,
     }
     Ok(())
 }

@@ -120,6 +120,34 @@ fn output_lines_carry_the_contract_fields() {
 }
 
 #[test]
+fn text_that_needs_escaping_comes_back_unchanged() {
+    // The output line is written by hand: quotes, backslashes, control characters and
+    // non-ASCII text in ids, names and reasons must come back exactly.
+    let policy = "guards:\n  scope:\n    require_approval_functions: [\"send_*\"]\n  sensitive_data:\n    redact_on_modify: true\n";
+    let odd_id = "a\"b\\c\u{1}\n\t\u{2028}é";
+    let odd_name = "send_\u{e9}mail\"x\\";
+    let input = [
+        json!({"call_id": odd_id, "function_name": odd_name}).to_string(),
+        json!({"call_id": "r", "function_name": "save", "arguments": {"note": "a\"b", "ssn": "123-45-6789"}})
+            .to_string(),
+    ]
+    .join("\n");
+    let (out, lines) = eval(policy, &input, &[]);
+    assert!(out.status.success());
+    assert_eq!(lines[0]["call_id"], odd_id);
+    assert_eq!(lines[0]["function_name"], odd_name);
+    assert_eq!(lines[0]["risk_score"], 0.7);
+    assert_eq!(lines[0]["reasons"], json!([format!("Function '{odd_name}' needs approval (matches 'send_*')")]));
+    let scope = lines[0]["guards"].as_array().unwrap().iter().find(|g| g["guard"] == "scope").unwrap();
+    assert_eq!(scope["reason"], lines[0]["reasons"][0]);
+    assert!(lines[0].get("modified_arguments").is_none());
+    assert_eq!(lines[1]["decision"], "modify");
+    assert_eq!(lines[1]["modified_arguments"]["note"], "a\"b");
+    assert_ne!(lines[1]["modified_arguments"]["ssn"], "123-45-6789");
+    assert_eq!(lines[1]["guards"].as_array().unwrap().len(), 2);
+}
+
+#[test]
 fn effects_commit_before_the_next_line_and_only_for_calls_that_run() {
     let policy = "guards:\n  budget:\n    max_daily_spend: 1\n    warn_threshold: 0.5\n    default_cost: 0.4\n";
     let calls = (0..3)

@@ -147,13 +147,94 @@ impl CallContext {
         let Value::Object(mut obj) = value else {
             return Err(ContextError::NotAnObject(json_type(&value)));
         };
-        let mut take = |k: &str| obj.remove(k).filter(|v| !v.is_null());
-        let function_name = match take("function_name") {
+        let mut fields = Fields::default();
+        for (name, slot) in fields.slots() {
+            *slot = obj.remove(name).filter(|v| !v.is_null());
+        }
+        fields.build()
+    }
+
+    /// Builds a call from the text of its JSON wire form, as [`CallContext::from_json`] does
+    /// from a parsed value, without building the parts it does not keep (unknown fields are
+    /// skipped as they are read).
+    ///
+    /// ```
+    /// use halt_core::CallContext;
+    ///
+    /// let ctx = CallContext::from_json_str(r#"{"function_name": "search", "arguments": {"q": "x"}, "ui": [1]}"#)?;
+    /// assert_eq!(ctx.arguments["q"], "x");
+    /// assert!(CallContext::from_json_str("[]").is_err());
+    /// # Ok::<(), halt_core::ParseCallError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ParseCallError::Json`] for text that is not JSON, [`ParseCallError::Call`] for JSON
+    /// that is not a valid call.
+    pub fn from_json_str(text: &str) -> Result<Self, ParseCallError> {
+        match serde_json::from_str::<Fields>(text) {
+            Ok(fields) => Ok(fields.build()?),
+            // Not an object, or not JSON: the general path finds which, with its message.
+            Err(_) => Ok(Self::from_json(serde_json::from_str(text)?)?),
+        }
+    }
+
+    /// The timestamp the caller supplied, if it is a valid time.
+    #[must_use]
+    pub fn caller_time(&self) -> Option<Timestamp> {
+        self.timestamp.and_then(Timestamp::from_secs_f64)
+    }
+}
+
+/// Why the text of a call could not be read: see [`CallContext::from_json_str`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseCallError {
+    /// The text is not JSON.
+    #[error("invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The JSON is not a valid call.
+    #[error(transparent)]
+    Call(#[from] ContextError),
+}
+
+/// The fields of a call's wire form, each `None` when absent or `null`.
+#[derive(Default)]
+struct Fields {
+    function_name: Option<Value>,
+    call_id: Option<Value>,
+    agent_id: Option<Value>,
+    session_id: Option<Value>,
+    timestamp: Option<Value>,
+    arguments: Option<Value>,
+    metadata: Option<Value>,
+}
+
+impl Fields {
+    /// The wire names of the fields, in the order of [`Fields::slots`].
+    const NAMES: [&'static str; 7] =
+        ["function_name", "call_id", "agent_id", "session_id", "timestamp", "arguments", "metadata"];
+
+    /// Each field's wire name with its slot.
+    fn slots(&mut self) -> [(&'static str, &mut Option<Value>); 7] {
+        let [a, b, c, d, e, f, g] = Self::NAMES;
+        [
+            (a, &mut self.function_name),
+            (b, &mut self.call_id),
+            (c, &mut self.agent_id),
+            (d, &mut self.session_id),
+            (e, &mut self.timestamp),
+            (f, &mut self.arguments),
+            (g, &mut self.metadata),
+        ]
+    }
+
+    fn build(self) -> Result<CallContext, ContextError> {
+        let function_name = match self.function_name {
             Some(Value::String(s)) => s,
             Some(other) => return Err(wrong("function_name", "a string", &other)),
             None => return Err(ContextError::Missing("function_name")),
         };
-        let call_id = match take("call_id") {
+        let call_id = match self.call_id {
             Some(Value::String(s)) => s,
             Some(Value::Number(n)) => n.to_string(),
             Some(other) => return Err(wrong("call_id", "a string", &other)),
@@ -164,9 +245,9 @@ impl CallContext {
             Some(other) => Err(wrong(field, "a string", &other)),
             None => Ok(None),
         };
-        let agent_id = opt_string("agent_id", take("agent_id"))?;
-        let session_id = opt_string("session_id", take("session_id"))?;
-        let timestamp = match take("timestamp") {
+        let agent_id = opt_string("agent_id", self.agent_id)?;
+        let session_id = opt_string("session_id", self.session_id)?;
+        let timestamp = match self.timestamp {
             Some(Value::Number(n)) => {
                 let t = n.as_f64().ok_or(ContextError::BadTimestamp)?;
                 Timestamp::from_secs_f64(t).ok_or(ContextError::BadTimestamp)?;
@@ -175,15 +256,62 @@ impl CallContext {
             Some(other) => return Err(wrong("timestamp", "a number", &other)),
             None => None,
         };
-        let arguments = take("arguments").map_or(Ok(JsonObject::new()), |v| into_object("arguments", v))?;
-        let metadata = take("metadata").map_or(Ok(JsonObject::new()), |v| into_object("metadata", v))?;
-        Ok(Self { call_id, function_name, arguments, agent_id, session_id, timestamp, metadata })
+        let arguments = self.arguments.map_or(Ok(JsonObject::new()), |v| into_object("arguments", v))?;
+        let metadata = self.metadata.map_or(Ok(JsonObject::new()), |v| into_object("metadata", v))?;
+        Ok(CallContext { call_id, function_name, arguments, agent_id, session_id, timestamp, metadata })
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// Reads a call object's fields; as with a parsed map, the last of repeated keys wins.
+struct FieldsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a call object")
     }
 
-    /// The timestamp the caller supplied, if it is a valid time.
-    #[must_use]
-    pub fn caller_time(&self) -> Option<Timestamp> {
-        self.timestamp.and_then(Timestamp::from_secs_f64)
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(name) = map.next_key::<FieldName>()? {
+            let slot = match name.0.and_then(|i| fields.slots().into_iter().nth(i)) {
+                Some((_, slot)) => slot,
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value::<Value>()?).filter(|v| !v.is_null());
+        }
+        Ok(fields)
+    }
+}
+
+/// A key of a call object: the index of a known field in [`Fields::slots`], or `None`.
+struct FieldName(Option<usize>);
+
+impl<'de> Deserialize<'de> for FieldName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = FieldName;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<FieldName, E> {
+                Ok(FieldName(Fields::NAMES.iter().position(|n| *n == name)))
+            }
+        }
+        deserializer.deserialize_identifier(V)
     }
 }
 
@@ -277,5 +405,52 @@ mod tests {
         let a = CallContext::new("f");
         let b = CallContext::new("f");
         assert_ne!(a.call_id, b.call_id);
+    }
+
+    #[test]
+    fn from_json_str_reads_what_from_json_reads() {
+        // Every text: the same call or the same message either way (generated ids aside).
+        let texts = [
+            r#"{"function_name": "f", "call_id": "c", "arguments": {"a": [1, {"b": null}]}, "metadata": {"t": 1}}"#,
+            r#"{"function_name": "f", "agent_id": "a", "session_id": "s", "timestamp": 12.5, "ui": {"x": [1, 2]}}"#,
+            r#"{"function_name": "f", "call_id": 42, "timestamp": 3}"#,
+            r#"{"function_name": "f", "arguments": null, "metadata": null, "agent_id": null, "call_id": null}"#,
+            r#"{"function_name": 1, "function_name": "last wins"}"#,
+            r#"{"function_name": "first", "function_name": null}"#,
+            r#"{"function_name": "f", "arguments": {"a": 1}, "arguments": {"b": 2}}"#,
+            r#"{"function_name": "f", "arguments": [1]}"#,
+            r#"{"function_name": "f", "metadata": "m"}"#,
+            r#"{"function_name": "f", "timestamp": -1}"#,
+            r#"{"function_name": "f", "timestamp": "now"}"#,
+            r#"{"function_name": "f", "session_id": 7}"#,
+            r#"{"function_name": "f", "call_id": true}"#,
+            r#"{"arguments": {}}"#,
+            r#"{"function_name": "f", "x": [1, 2"#,
+            r#"{"function_name": "f"} trailing"#,
+            r#"{"function_name": "f", "arguments": {"escaped": "key"}}"#,
+            "[1, 2]",
+            "\"text\"",
+            "12",
+            "null",
+            "not json",
+            "",
+        ];
+        for text in texts {
+            let slow = serde_json::from_str::<Value>(text)
+                .map_err(|e| format!("invalid JSON: {e}"))
+                .and_then(|v| CallContext::from_json(v).map_err(|e| e.to_string()));
+            let fast = CallContext::from_json_str(text).map_err(|e| e.to_string());
+            match (slow, fast) {
+                (Ok(mut slow), Ok(fast)) => {
+                    if slow.call_id.starts_with("call-") {
+                        slow.call_id.clone_from(&fast.call_id);
+                    }
+                    assert_eq!(slow, fast, "{text}");
+                }
+                (slow, fast) => assert_eq!(slow.err(), fast.err(), "{text}"),
+            }
+        }
+        let escaped = CallContext::from_json_str(texts[16]).unwrap();
+        assert_eq!(escaped.arguments["escaped"], "key");
     }
 }

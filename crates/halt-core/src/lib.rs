@@ -62,7 +62,7 @@ pub mod store;
 pub use approval::{ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse};
 pub use async_trait::async_trait;
 pub use clock::{CalendarWindow, Clock, DateLabel, ManualClock, ReplayClock, SystemClock, Timestamp};
-pub use context::{CallContext, ContextError, JsonObject};
+pub use context::{CallContext, ContextError, JsonObject, ParseCallError};
 pub use decision::{Decision, DecisionKind, Outcome};
 pub use engine::{
     Engine, EngineBuilder, EngineError, EngineEvent, GuardInfo, HookError, Mode, ResolveError, SettleError, Settlement,
