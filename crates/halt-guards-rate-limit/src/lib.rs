@@ -23,6 +23,7 @@
 
 use std::time::Duration;
 
+use arrayvec::ArrayVec;
 use halt_core::partition::Partition;
 use halt_core::store::{CounterSpec, ReserveOutcome, ReserveRequest, StoreKey, Window, key};
 use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Timestamp, TypedFactory, async_trait};
@@ -86,6 +87,17 @@ pub struct RateLimitGuard {
     cooldown: Duration,
     /// `rate/<name>`, the start of every key (made once: keys are made on every call).
     prefix: String,
+    /// The partition's keys when there is only one partition (made once).
+    global: Option<PartKeys>,
+}
+
+/// The keys of one partition's counters that do not depend on the function.
+#[derive(Debug, Clone)]
+struct PartKeys {
+    /// The cooldown: a counter that is 1 while it runs, in a bucket ending with it.
+    cooling: StoreKey,
+    minute: StoreKey,
+    burst: StoreKey,
 }
 
 /// Which limit a counter enforces.
@@ -130,7 +142,11 @@ impl RateLimitGuard {
             return Err(FactoryError::invalid("partition_by", "rate limits split by global, agent or session"));
         }
         let prefix = key(&["rate", name]).to_string();
-        Ok(Self { name: name.to_owned(), config, burst_window, cooldown, prefix })
+        let mut guard = Self { name: name.to_owned(), config, burst_window, cooldown, prefix, global: None };
+        if guard.config.partition_by == Partition::Global {
+            guard.global = Some(guard.part_keys("global"));
+        }
+        Ok(guard)
     }
 
     /// The settings.
@@ -139,9 +155,12 @@ impl RateLimitGuard {
         &self.config
     }
 
-    /// The cooldown of a partition: a counter that is 1 while it runs, in a bucket ending with it.
-    fn cooldown_key(&self, part: &str) -> StoreKey {
-        key(&[&self.prefix, part, "cooling"])
+    fn part_keys(&self, part: &str) -> PartKeys {
+        PartKeys {
+            cooling: key(&[&self.prefix, part, "cooling"]),
+            minute: key(&[&self.prefix, part, "minute"]),
+            burst: key(&[&self.prefix, part, "burst"]),
+        }
     }
 
     /// The denial while a cooldown runs, until `until`.
@@ -153,19 +172,19 @@ impl RateLimitGuard {
     }
 
     /// Starts a cooldown after a burst.
-    async fn start_cooldown(&self, call: &Call<'_>, part: &str) -> Result<(), GuardError> {
+    async fn start_cooldown(&self, call: &Call<'_>, cooling: StoreKey) -> Result<(), GuardError> {
         if self.cooldown.is_zero() {
             return Ok(());
         }
         let until = call.now().saturating_add(self.cooldown);
-        let running = CounterSpec::new(self.cooldown_key(part), Window::Bucket { expires_at: until }, 1, None);
+        let running = CounterSpec::new(cooling, Window::Bucket { expires_at: until }, 1, None);
         call.store().add(std::slice::from_ref(&running), call.now()).await?;
         Ok(())
     }
 
     /// Says whether this call repeats the previous ones of its agent and session often enough to
-    /// be a loop (`Some(repeats)`); if not and `record` is set, records it as the latest.
-    /// Atomic: a compare-and-swap loop.
+    /// be a loop (`Some(repeats)`); if not and `record` is set, records it as the latest, in the
+    /// same atomic step.
     async fn repeats(&self, call: &Call<'_>, max: u32, record: bool) -> Result<Option<u32>, GuardError> {
         let ctx = call.context();
         let k = key(&[
@@ -175,29 +194,29 @@ impl RateLimitGuard {
             ctx.session_id.as_deref().unwrap_or("-"),
         ]);
         let fingerprint = fingerprint(call);
-        let store = call.store();
-        let now = call.now();
-        for _ in 0..16 {
-            let current = store.get_record(&k, now).await?;
-            let (same, count) = match current.as_deref().and_then(decode_last) {
-                Some((f, n)) if f == fingerprint => (true, n),
-                _ => (false, 0),
-            };
-            if same && count >= max {
-                return Ok(Some(count));
-            }
-            if !record {
-                return Ok(None);
-            }
-            let next = encode_last(fingerprint, if same { count + 1 } else { 1 });
-            if store
-                .swap_record(&k, current.as_deref(), Some(&next), Some(now.saturating_add(LOOP_MEMORY)), now)
-                .await?
-            {
-                return Ok(None);
-            }
+        let (store, now) = (call.store(), call.now());
+        // How many times in a row the last calls were this one, from the stored record.
+        let streak = |current: Option<&[u8]>| match current.and_then(decode_last) {
+            Some((f, n)) if f == fingerprint => n,
+            _ => 0,
+        };
+        if !record {
+            let n = streak(store.get_record(&k, now).await?.as_deref());
+            return Ok((n >= max).then_some(n));
         }
-        Err(GuardError::Other("loop detection kept conflicting with concurrent calls".into()))
+        let mut found = None;
+        let mut update = |current: Option<&[u8]>, next: &mut Vec<u8>| {
+            let n = streak(current);
+            found = (n >= max).then_some(n);
+            if found.is_some() {
+                return false;
+            }
+            next.extend_from_slice(&fingerprint.to_le_bytes());
+            next.extend_from_slice(&(n + 1).to_le_bytes());
+            true
+        };
+        store.update_record(&k, &mut update, Some(now.saturating_add(LOOP_MEMORY)), now).await?;
+        Ok(found)
     }
 }
 
@@ -235,12 +254,6 @@ impl std::io::Write for Fnv {
     }
 }
 
-fn encode_last(fingerprint: u64, count: u32) -> Vec<u8> {
-    let mut v = fingerprint.to_le_bytes().to_vec();
-    v.extend_from_slice(&count.to_le_bytes());
-    v
-}
-
 fn decode_last(bytes: &[u8]) -> Option<(u64, u32)> {
     let f = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
     let n = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?);
@@ -257,24 +270,23 @@ impl Guard for RateLimitGuard {
         let c = &self.config;
         let ctx = call.context();
         let part = c.partition_by.key(ctx);
+        let keys = match &self.global {
+            Some(keys) => keys.clone(),
+            None => self.part_keys(&part),
+        };
         let now = call.now();
         let f = call.function();
         let sliding = |width| Window::Sliding { width };
         let mut counters = Vec::with_capacity(5);
-        let mut limits = Vec::with_capacity(5);
+        let mut limits = ArrayVec::<Limit, 5>::new();
         if !self.cooldown.is_zero() {
             // Checked first, in the same atomic step: while a cooldown runs, nothing counts.
             let bucket = Window::Bucket { expires_at: now };
-            counters.push(CounterSpec::new(self.cooldown_key(&part), bucket, 0, Some(0)));
+            counters.push(CounterSpec::new(keys.cooling.clone(), bucket, 0, Some(0)));
             limits.push(Limit::Cooldown);
         }
         if let Some(max) = c.max_calls_per_minute {
-            counters.push(CounterSpec::new(
-                key(&[&self.prefix, &part, "minute"]),
-                sliding(MINUTE),
-                1,
-                Some(i64::from(max)),
-            ));
+            counters.push(CounterSpec::new(keys.minute, sliding(MINUTE), 1, Some(i64::from(max))));
             limits.push(Limit::Minute);
         }
         if let Some(max) = c.max_calls_per_minute_per_function {
@@ -292,12 +304,7 @@ impl Guard for RateLimitGuard {
             limits.push(Limit::Session);
         }
         if let Some(max) = c.burst_threshold {
-            counters.push(CounterSpec::new(
-                key(&[&self.prefix, &part, "burst"]),
-                sliding(self.burst_window),
-                1,
-                Some(i64::from(max)),
-            ));
+            counters.push(CounterSpec::new(keys.burst, sliding(self.burst_window), 1, Some(i64::from(max))));
             limits.push(Limit::Burst);
         }
         let store = call.store();
@@ -335,7 +342,7 @@ impl Guard for RateLimitGuard {
                             "max_calls_per_session",
                         ),
                         Limit::Burst => {
-                            self.start_cooldown(call, &part).await?;
+                            self.start_cooldown(call, keys.cooling).await?;
                             let d = Decision::deny(format!(
                                 "Burst detected: {current} calls in {}s; cooling down for {}s",
                                 c.burst_window_seconds, c.cooldown_seconds

@@ -44,6 +44,7 @@ where
     sliding_windows_slide(&*make().await).await;
     add_is_unconditional(&*make().await).await;
     records_compare_and_swap(&*make().await).await;
+    records_update_atomically(make().await).await;
     kinds_do_not_mix(&*make().await).await;
     bad_requests_are_errors(&*make().await).await;
     concurrent_reserves_never_pass_the_limit(make().await).await;
@@ -178,6 +179,51 @@ pub async fn records_compare_and_swap(store: &dyn StateStore) {
     assert_eq!(store.get_record("t/p", T0).await.unwrap().as_deref(), Some(&b"y"[..]), "records: put overwrites");
     assert_eq!(store.get_record("t/p", at(5)).await.unwrap(), None, "records: put expiry");
     store.put_record("t/p", None, None, T0).await.unwrap();
+}
+
+/// Records: read-and-rewrite in one step, even under concurrent updates.
+pub async fn records_update_atomically(store: Arc<dyn StateStore>) {
+    let mut seen = Vec::new();
+    let mut set = |current: Option<&[u8]>, next: &mut Vec<u8>| {
+        seen.push(current.map(<[u8]>::to_vec));
+        next.extend_from_slice(b"one");
+        true
+    };
+    store.update_record("t/u", &mut set, Some(at(10)), T0).await.unwrap();
+    assert_eq!(seen.last(), Some(&None), "update: absent reads as None");
+    let mut keep = |current: Option<&[u8]>, _: &mut Vec<u8>| {
+        assert_eq!(current, Some(&b"one"[..]), "update: reads the current value");
+        false
+    };
+    store.update_record("t/u", &mut keep, None, T0).await.unwrap();
+    assert_eq!(store.get_record("t/u", at(9)).await.unwrap().as_deref(), Some(&b"one"[..]), "update: kept");
+    assert_eq!(store.get_record("t/u", at(10)).await.unwrap(), None, "update: the new value's expiry");
+    store.add(&[CounterSpec::new("t/uc", day(), 1, None)], T0).await.unwrap();
+    let mut any = |_: Option<&[u8]>, next: &mut Vec<u8>| {
+        next.push(1);
+        true
+    };
+    let err = store.update_record("t/uc", &mut any, None, T0).await.unwrap_err();
+    assert!(matches!(err, StoreError::WrongKind { .. }), "update: a counter is not a record: {err:?}");
+    // 32 callers: a compare-and-swap fails only when another caller's succeeds, so none needs
+    // more tries than a store's default allows.
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut increment = |current: Option<&[u8]>, next: &mut Vec<u8>| {
+                let n = current.and_then(|c| c.try_into().ok()).map_or(0, u32::from_le_bytes);
+                next.extend_from_slice(&(n + 1).to_le_bytes());
+                true
+            };
+            store.update_record("t/count", &mut increment, None, T0).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let count = store.get_record("t/count", T0).await.unwrap().unwrap();
+    assert_eq!(count, 32_u32.to_le_bytes(), "update: no concurrent update is lost");
 }
 
 /// A key holds one kind of value.

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::{
-    CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture, StoreKey, Window,
-    check_counters, check_record_key, sliding_retry_at,
+    CounterSpec, RecordUpdate, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture,
+    StoreKey, Window, check_counters, check_record_key, sliding_retry_at,
 };
 use crate::clock::Timestamp;
 
@@ -107,6 +107,8 @@ struct State {
     last_generation: u64,
     /// Emptied `parts` of settled reservations, reused so a reservation seldom allocates.
     spare_parts: Vec<Parts>,
+    /// The buffer [`StateStore::update_record`] writes a new value into, reused.
+    scratch: Vec<u8>,
 }
 
 /// A reservation's parts: key, amount and the key's generation when reserved.
@@ -575,6 +577,34 @@ impl MemoryStore {
         Ok(true)
     }
 
+    fn update_record_now(
+        &self,
+        key: &str,
+        update: &mut RecordUpdate<'_>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        check_record_key(key)?;
+        let mut st = self.lock();
+        st.purge(now, PURGE_PER_OP);
+        let State { entries, scratch, .. } = &mut *st;
+        let current = match entries.get(key) {
+            Some(Entry { value: Value::Record(v), expires_at, .. }) if *expires_at > now => Some(v.as_slice()),
+            Some(Entry { value, expires_at, .. }) if *expires_at > now => {
+                return Err(StoreError::WrongKind { key: key.to_owned(), expected: "record", found: value.kind() });
+            }
+            _ => None,
+        };
+        scratch.clear();
+        if !update(current, scratch) {
+            return Ok(());
+        }
+        let next = std::mem::take(scratch);
+        let written = st.write_record(key, Some(&next), expires_at, self.config.max_keys, now);
+        st.scratch = next;
+        written
+    }
+
     fn put_record_now(
         &self,
         key: &str,
@@ -639,5 +669,15 @@ impl StateStore for MemoryStore {
         now: Timestamp,
     ) -> StoreFuture<'a, ()> {
         StoreFuture::ready(self.put_record_now(key, value, expires_at, now))
+    }
+
+    fn update_record<'a>(
+        &'a self,
+        key: &'a str,
+        update: &'a mut RecordUpdate<'_>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        StoreFuture::ready(self.update_record_now(key, update, expires_at, now))
     }
 }

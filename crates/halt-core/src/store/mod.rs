@@ -209,7 +209,19 @@ pub enum StoreError {
     /// The request itself is malformed (a negative amount to reserve, an empty key).
     #[error("invalid store request: {0}")]
     InvalidRequest(String),
+    /// A record kept changing under concurrent updates, past every retry.
+    #[error("record `{0}` kept changing under concurrent updates")]
+    Contended(String),
 }
+
+/// How [`StateStore::update_record`] changes a record: given its current value (absent or
+/// expired: `None`), either writes the new value into the buffer (empty when called) and returns
+/// `true`, or returns `false` to leave the record as it is.
+pub type RecordUpdate<'a> = dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> bool + Send + 'a;
+
+/// How often the default [`StateStore::update_record`] retries when the record changes between
+/// its read and its swap.
+const UPDATE_RETRIES: usize = 64;
 
 /// What a store operation returns: the answer at hand, or a future for it.
 ///
@@ -314,6 +326,36 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> StoreFuture<'a, ()>;
+
+    /// Reads and rewrites a record atomically, as one step: `update` decides from the current
+    /// value (see [`RecordUpdate`]); a new value expires at `expires_at`.
+    ///
+    /// `update` may run more than once: a store that retries a compare-and-swap runs it again on
+    /// the value that won, and only the last run counts. The default reads with
+    /// [`StateStore::get_record`] and writes with [`StateStore::swap_record`], retrying on
+    /// conflict ([`StoreError::Contended`] when it never settles); a store that can do it in one
+    /// step (the [`MemoryStore`] under its lock) overrides it.
+    fn update_record<'a>(
+        &'a self,
+        key: &'a str,
+        update: &'a mut RecordUpdate<'_>,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        StoreFuture::new(async move {
+            let mut next = Vec::new();
+            for _ in 0..UPDATE_RETRIES {
+                let current = self.get_record(key, now).await?;
+                next.clear();
+                if !update(current.as_deref(), &mut next)
+                    || self.swap_record(key, current.as_deref(), Some(&next), expires_at, now).await?
+                {
+                    return Ok(());
+                }
+            }
+            Err(StoreError::Contended(key.to_owned()))
+        })
+    }
 }
 
 mod duration_micros {
