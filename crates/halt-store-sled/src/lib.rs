@@ -1,15 +1,20 @@
 //! The embedded persistent state store of AgentHalt, on sled: counters, windows, cooldown stamps,
 //! pending approvals and receipts survive a restart.
 //!
-//! Every operation is one sled transaction, so a conditional reservation across several
-//! counters is atomic and all or nothing. Durability is a choice:
+//! Every operation is atomic, so a conditional reservation across several counters is all or
+//! nothing. Durability is a choice:
 //!
-//! - [`Durability::Strict`] (the server's default): an operation that makes something permanent
-//!   (a commit, an add, a record write) returns only once its data is flushed to disk. Concurrent
-//!   callers share one flush (group commit), so throughput grows with concurrency.
-//! - [`Durability::Relaxed`]: sled flushes every N milliseconds in the background. Much faster;
-//!   a crash may lose the last N milliseconds of commits (so a budget may be overspent by what
-//!   was committed in that window).
+//! - [`Durability::Strict`] (the server's default): each operation is one sled transaction, and
+//!   one that makes something permanent (a commit, an add, a record write) returns only once its
+//!   data is flushed to disk. Concurrent callers share one flush (group commit), so throughput
+//!   grows with concurrency.
+//! - [`Durability::Relaxed`]: operations work on an in-memory write-behind cache in front of
+//!   sled, each under one lock; every N milliseconds a background thread writes what changed to
+//!   sled as one atomic batch and flushes it. Much faster (a counter rewritten a thousand times
+//!   in that interval is written once); a crash may lose the last N milliseconds of changes (so a
+//!   budget may be overspent by what was committed in that window), and what is on disk is
+//!   always the state as of one write-behind, never half of one. Closing the store (dropping it)
+//!   writes everything.
 //!
 //! Reservations that were pending when the process stopped lapse at their hold time, as in
 //! memory. Expired counters are dropped by [`SledStore::purge_expired`], which
@@ -42,9 +47,10 @@
 
 mod codec;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use halt_core::store::{
@@ -52,6 +58,7 @@ use halt_core::store::{
     check_counters, check_record_key, sliding_retry_at,
 };
 use halt_core::{Clock, Timestamp};
+use sled::IVec;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use codec::{Entry, Event, Pending, Value};
@@ -106,7 +113,180 @@ pub struct SledStore {
     /// Relaxed durability keeps pending reservations in memory, not on disk: a crash already
     /// may lose the last commits, and a reservation in flight at a crash then stays counted
     /// (stricter, never looser) until its window ends. Strict keeps them on disk.
-    held: Option<std::sync::Mutex<std::collections::HashMap<u64, Pending>>>,
+    held: Option<Mutex<HashMap<u64, Pending>>>,
+    /// Relaxed durability's write-behind cache, and the thread that writes it out.
+    behind: Option<(Arc<WriteBehind>, std::thread::JoinHandle<()>)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No code path panics while holding these locks; the data stays consistent.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Where an operation reads and writes: a sled transaction (strict durability), or the
+/// write-behind cache in front of sled (relaxed). Operations read all they need before they
+/// write, so a failed read (sled failing under the cache) leaves nothing half done.
+trait Entries {
+    fn get(&mut self, key: &[u8]) -> Result<Option<IVec>, TxError>;
+    fn insert(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), TxError>;
+    fn remove(&mut self, key: &[u8]) -> Result<Option<IVec>, TxError>;
+    fn generate_id(&mut self) -> Result<u64, TxError>;
+}
+
+/// A sled transaction as [`Entries`].
+struct TxEntries<'a>(&'a TransactionalTree);
+
+impl Entries for TxEntries<'_> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<IVec>, TxError> {
+        Ok(self.0.get(key)?)
+    }
+
+    fn insert(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), TxError> {
+        self.0.insert(key, value)?;
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Result<Option<IVec>, TxError> {
+        Ok(self.0.remove(key)?)
+    }
+
+    fn generate_id(&mut self) -> Result<u64, TxError> {
+        Ok(self.0.generate_id()?)
+    }
+}
+
+/// Relaxed durability's cache: what operations read or wrote since the last write-behind.
+#[derive(Debug, Default)]
+struct Cache {
+    entries: HashMap<Vec<u8>, Cached>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    /// `None` once removed.
+    value: Option<IVec>,
+    /// Changed since sled last had it.
+    dirty: bool,
+}
+
+/// The cache as [`Entries`], under its lock; a miss reads sled.
+struct CacheEntries<'a> {
+    db: &'a sled::Db,
+    cache: &'a mut Cache,
+}
+
+impl Entries for CacheEntries<'_> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<IVec>, TxError> {
+        if let Some(c) = self.cache.entries.get(key) {
+            return Ok(c.value.clone());
+        }
+        let value = self.db.get(key).map_err(|e| abort(unavailable(e)))?;
+        self.cache.entries.insert(key.to_vec(), Cached { value: value.clone(), dirty: false });
+        Ok(value)
+    }
+
+    fn insert(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), TxError> {
+        let value = Some(IVec::from(value));
+        match self.cache.entries.get_mut(key) {
+            Some(c) => *c = Cached { value, dirty: true },
+            None => {
+                self.cache.entries.insert(key.to_vec(), Cached { value, dirty: true });
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Result<Option<IVec>, TxError> {
+        let old = self.get(key)?;
+        if old.is_some()
+            && let Some(c) = self.cache.entries.get_mut(key)
+        {
+            *c = Cached { value: None, dirty: true };
+        }
+        Ok(old)
+    }
+
+    fn generate_id(&mut self) -> Result<u64, TxError> {
+        self.db.generate_id().map_err(|e| abort(unavailable(e)))
+    }
+}
+
+/// The write-behind of relaxed durability: the cache, and how its writer thread is stopped.
+#[derive(Debug)]
+struct WriteBehind {
+    db: sled::Db,
+    cache: Mutex<Cache>,
+    /// One write-behind at a time.
+    writing: Mutex<()>,
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl WriteBehind {
+    /// Writes what changed to sled as one atomic batch and flushes it, then forgets what sled
+    /// now holds. On failure, what was not written stays to be written next time.
+    fn write(&self) -> Result<(), StoreError> {
+        let _one = lock(&self.writing);
+        let mut batch = sled::Batch::default();
+        let mut written = Vec::new();
+        for (k, c) in lock(&self.cache).entries.iter_mut().filter(|(_, c)| c.dirty) {
+            match &c.value {
+                Some(v) => batch.insert(k.as_slice(), v.clone()),
+                None => batch.remove(k.as_slice()),
+            }
+            c.dirty = false;
+            written.push(k.clone());
+        }
+        // Entries stay cached (so nobody reads sled's older value) until sled has the batch;
+        // then what sled holds is forgotten, what was only read included (the cache stays small).
+        let result = if written.is_empty() {
+            Ok(0)
+        } else {
+            self.db.apply_batch(batch).and_then(|()| self.db.flush()).map_err(unavailable)
+        };
+        let mut cache = lock(&self.cache);
+        match result {
+            Ok(_) => cache.entries.retain(|_, c| c.dirty),
+            Err(_) => {
+                for k in &written {
+                    if let Some(c) = cache.entries.get_mut(k) {
+                        c.dirty = true;
+                    }
+                }
+            }
+        }
+        result.map(|_| ())
+    }
+
+    /// Writes behind every `every` until told to stop, then once more.
+    fn run(&self, every: Duration) {
+        loop {
+            let stop = {
+                let stop = lock(&self.stop);
+                if *stop {
+                    true
+                } else {
+                    *self.wake.wait_timeout(stop, every).unwrap_or_else(PoisonError::into_inner).0
+                }
+            };
+            // A failure is retried at the next turn; `SledStore::flush` reports it.
+            let _ = self.write();
+            if stop {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        if let Some((behind, writer)) = self.behind.take() {
+            *lock(&behind.stop) = true;
+            behind.wake.notify_all();
+            // The writer writes everything once more before it returns.
+            let _ = writer.join();
+        }
+    }
 }
 
 /// Group commit: a caller takes a ticket after its write, and returns once a flush that began
@@ -192,7 +372,7 @@ fn micros(d: Duration) -> i64 {
 }
 
 /// Reads a live counter entry (expired ones read as absent), pruned to its window.
-fn live(tx: &TransactionalTree, key: &[u8], window: Window, now: Timestamp) -> Result<Option<Entry>, TxError> {
+fn live(tx: &mut dyn Entries, key: &[u8], window: Window, now: Timestamp) -> Result<Option<Entry>, TxError> {
     let Some(raw) = tx.get(key)? else { return Ok(None) };
     let mut e = Entry::decode(&raw).map_err(|r| abort(corrupt(key, r)))?;
     let sliding = matches!(window, Window::Sliding { .. });
@@ -254,8 +434,9 @@ fn apply(e: Option<Entry>, spec: &CounterSpec, reservation: u64, now: Timestamp,
     e
 }
 
-/// Takes a reservation's amounts back.
-fn undo(tx: &TransactionalTree, id: u64, p: &Pending, now: Timestamp) -> Result<(), TxError> {
+/// Takes a reservation's amounts back (reading every entry before writing any).
+fn undo(tx: &mut dyn Entries, id: u64, p: &Pending, now: Timestamp) -> Result<(), TxError> {
+    let mut changed = Vec::with_capacity(p.parts.len());
     for (key, amount, generation) in &p.parts {
         let k = counter_key(key);
         let Some(raw) = tx.get(&k)? else { continue };
@@ -272,7 +453,10 @@ fn undo(tx: &TransactionalTree, id: u64, p: &Pending, now: Timestamp) -> Result<
             }
             Value::Record(_) => continue,
         }
-        tx.insert(k, e.encode())?;
+        changed.push((k, e.encode()));
+    }
+    for (k, v) in changed {
+        tx.insert(&k, v)?;
     }
     Ok(())
 }
@@ -284,11 +468,9 @@ impl SledStore {
     /// The directory cannot be opened (permissions, another process holds it, corruption).
     pub fn open(config: &SledStoreConfig) -> Result<Self, StoreError> {
         // Counters are rewritten on every call: favour write throughput over compact files.
-        let mut c = sled::Config::new().path(&config.path).mode(sled::Mode::HighThroughput);
-        c = match config.durability {
-            Durability::Strict => c.flush_every_ms(None),
-            Durability::Relaxed { flush_every_ms } => c.flush_every_ms(Some(flush_every_ms.max(1))),
-        };
+        // Both durabilities flush sled themselves: strict after each write, relaxed after each
+        // write-behind.
+        let c = sled::Config::new().path(&config.path).mode(sled::Mode::HighThroughput).flush_every_ms(None);
         // sled releases its file lock from a background thread a moment after the last handle is
         // dropped: a quick reopen (a restart, a test) waits for it, briefly.
         let mut attempts = 0;
@@ -304,16 +486,55 @@ impl SledStore {
         };
         let strict = config.durability == Durability::Strict;
         let flusher = strict.then(|| Flusher::new(db.clone()));
-        let held = (!strict).then(std::sync::Mutex::default);
-        Ok(Self { db, strict, max_events: config.max_events_per_window, next_lapse: AtomicI64::new(0), flusher, held })
+        let held = (!strict).then(Mutex::default);
+        let behind = match config.durability {
+            Durability::Strict => None,
+            Durability::Relaxed { flush_every_ms } => {
+                let behind = Arc::new(WriteBehind {
+                    db: db.clone(),
+                    cache: Mutex::default(),
+                    writing: Mutex::new(()),
+                    stop: Mutex::new(false),
+                    wake: Condvar::new(),
+                });
+                let every = Duration::from_millis(flush_every_ms.max(1));
+                let writer = Arc::clone(&behind);
+                let thread = std::thread::Builder::new()
+                    .name("halt-sled-writer".into())
+                    .spawn(move || writer.run(every))
+                    .map_err(|e| StoreError::Unavailable(format!("cannot start the sled writer: {e}")))?;
+                Some((behind, thread))
+            }
+        };
+        let next_lapse = AtomicI64::new(0);
+        Ok(Self { db, strict, max_events: config.max_events_per_window, next_lapse, flusher, held, behind })
     }
 
-    /// Flushes everything to disk now.
+    /// Writes everything to disk now (in relaxed durability, what the cache holds too).
     ///
     /// # Errors
-    /// The flush failed.
+    /// The write or the flush failed.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        if let Some((behind, _)) = &self.behind {
+            behind.write()?;
+        }
         self.db.flush_async().await.map(|_| ()).map_err(unavailable)
+    }
+
+    /// Runs `f` atomically: in a sled transaction (strict), or on the cache under its lock
+    /// (relaxed).
+    fn with_entries<T>(&self, f: impl Fn(&mut dyn Entries) -> Result<T, TxError>) -> Result<T, StoreError> {
+        match &self.behind {
+            Some((behind, _)) => {
+                let mut cache = lock(&behind.cache);
+                f(&mut CacheEntries { db: &self.db, cache: &mut cache }).map_err(|e| match e {
+                    ConflictableTransactionError::Abort(e) => e,
+                    ConflictableTransactionError::Storage(e) => unavailable(e),
+                    ConflictableTransactionError::Conflict => StoreError::Unavailable("sled: conflict".into()),
+                })
+            }
+            None => tx_result(self.db.transaction(|tx| f(&mut TxEntries(tx)))),
+        }
     }
 
     async fn durable(&self) -> Result<(), StoreError> {
@@ -343,7 +564,7 @@ impl SledStore {
         let mut earliest = i64::MAX;
         if let Some(held) = &self.held {
             let lapsed: Vec<(u64, Pending)> = {
-                let mut held = held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut held = lock(held);
                 let ids: Vec<u64> = held.iter().filter(|(_, p)| p.hold_until <= now).map(|(id, _)| *id).collect();
                 earliest = held
                     .values()
@@ -354,7 +575,7 @@ impl SledStore {
                 ids.into_iter().filter_map(|id| held.remove(&id).map(|p| (id, p))).collect()
             };
             for (id, p) in lapsed {
-                tx_result(self.db.transaction(|tx| undo(tx, id, &p, now)))?;
+                self.with_entries(|tx| undo(tx, id, &p, now))?;
             }
         }
         // Reservations on disk: strict ones, or left by a strict run before this one.
@@ -366,12 +587,13 @@ impl SledStore {
                 continue;
             }
             let id = u64::from_be_bytes(k[2..].try_into().map_err(|_| corrupt(&k, "bad pending key"))?);
-            tx_result(self.db.transaction(|tx| {
-                if tx.remove(k.as_ref())?.is_some() {
+            self.with_entries(|tx| {
+                if tx.get(&k)?.is_some() {
                     undo(tx, id, &p, now)?;
+                    tx.remove(&k)?;
                 }
                 Ok(())
-            }))?;
+            })?;
         }
         Ok(earliest)
     }
@@ -379,7 +601,16 @@ impl SledStore {
     /// How many counters, windows and records are stored (expired ones included until purged).
     #[must_use]
     pub fn key_count(&self) -> usize {
+        self.write_behind();
         self.db.scan_prefix(b"c:").count()
+    }
+
+    /// In relaxed durability, writes the cache to sled (so a scan of sled sees everything).
+    fn write_behind(&self) {
+        if let Some((behind, _)) = &self.behind {
+            // On failure the cache keeps the changes; a scan then misses only what it holds.
+            let _ = behind.write();
+        }
     }
 
     /// Drops expired counters and records; returns how many. Also releases lapsed reservations.
@@ -389,16 +620,19 @@ impl SledStore {
     pub fn purge_expired(&self, now: Timestamp) -> Result<usize, StoreError> {
         self.next_lapse.store(0, Ordering::SeqCst);
         self.release_lapsed(now)?;
+        self.write_behind();
         let mut dropped = 0;
         for item in self.db.scan_prefix(b"c:") {
-            let (k, raw) = item.map_err(unavailable)?;
-            let Ok(e) = Entry::decode(&raw) else { continue };
-            if e.expires_at <= now {
-                // Only if unchanged since it was read.
-                if self.db.compare_and_swap(&k, Some(raw), None as Option<&[u8]>).map_err(unavailable)?.is_ok() {
-                    dropped += 1;
+            let (k, _) = item.map_err(unavailable)?;
+            // Read again in the operation: it may have changed since the scan.
+            let expired = |tx: &mut dyn Entries| {
+                let expired = tx.get(&k)?.is_some_and(|raw| Entry::decode(&raw).is_ok_and(|e| e.expires_at <= now));
+                if expired {
+                    tx.remove(&k)?;
                 }
-            }
+                Ok(expired)
+            };
+            dropped += usize::from(self.with_entries(expired)?);
         }
         Ok(dropped)
     }
@@ -417,7 +651,7 @@ impl SledStore {
         })
     }
 
-    fn record_of(&self, tx: &TransactionalTree, key: &str, now: Timestamp) -> Result<Option<Vec<u8>>, TxError> {
+    fn record_of(tx: &mut dyn Entries, key: &str, now: Timestamp) -> Result<Option<Vec<u8>>, TxError> {
         let k = counter_key(key);
         let Some(raw) = tx.get(&k)? else { return Ok(None) };
         let e = Entry::decode(&raw).map_err(|r| abort(corrupt(&k, r)))?;
@@ -431,7 +665,7 @@ impl SledStore {
     }
 
     fn write_record(
-        tx: &TransactionalTree,
+        tx: &mut dyn Entries,
         key: &str,
         value: Option<&[u8]>,
         expires_at: Option<Timestamp>,
@@ -439,7 +673,7 @@ impl SledStore {
         let k = counter_key(key);
         match value {
             None => {
-                tx.remove(k)?;
+                tx.remove(&k)?;
             }
             Some(bytes) => {
                 let e = Entry {
@@ -447,7 +681,7 @@ impl SledStore {
                     generation: 0,
                     value: Value::Record(bytes.to_vec()),
                 };
-                tx.insert(k, e.encode())?;
+                tx.insert(&k, e.encode())?;
             }
         }
         Ok(())
@@ -460,7 +694,7 @@ impl SledStore {
         check_counters(&req.counters, true)?;
         self.release_lapsed(req.now)?;
         let now = req.now;
-        let outcome = tx_result(self.db.transaction(|tx| {
+        let outcome = self.with_entries(|tx| {
             let mut live_entries = Vec::with_capacity(req.counters.len());
             for (index, c) in req.counters.iter().enumerate() {
                 let e = live(tx, &counter_key(&c.key), c.window, now)?;
@@ -497,18 +731,18 @@ impl SledStore {
                 let e = apply(e, c, id, now, self.max_events);
                 totals.push(total_of(Some(&e)));
                 parts.push((c.key.to_string(), c.amount, e.generation));
-                tx.insert(counter_key(&c.key), e.encode())?;
+                tx.insert(&counter_key(&c.key), e.encode())?;
             }
             let pending = Pending { hold_until: req.hold_until, parts };
             if self.held.is_some() {
                 return Ok((ReserveOutcome::Reserved { id: ReservationId(id), totals }, Some(pending)));
             }
-            tx.insert(pending_key(id), pending.encode())?;
+            tx.insert(&pending_key(id), pending.encode())?;
             Ok((ReserveOutcome::Reserved { id: ReservationId(id), totals }, None))
-        }))?;
+        })?;
         let (outcome, pending) = outcome;
         if let (Some(held), Some(pending), ReserveOutcome::Reserved { id, .. }) = (&self.held, pending, &outcome) {
-            held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.0, pending);
+            lock(held).insert(id.0, pending);
         }
         if matches!(outcome, ReserveOutcome::Reserved { .. }) {
             self.next_lapse.fetch_min(req.hold_until.as_micros(), Ordering::SeqCst);
@@ -519,25 +753,29 @@ impl SledStore {
 
     /// Takes a reservation held in memory (relaxed durability).
     fn take_held(&self, id: ReservationId) -> Option<Pending> {
-        self.held.as_ref()?.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id.0)
+        lock(self.held.as_ref()?).remove(&id.0)
     }
 
     fn commit_now(&self, id: ReservationId, now: Timestamp) -> Result<(bool, bool), StoreError> {
         self.release_lapsed(now)?;
         if let Some(p) = self.take_held(id) {
             if p.hold_until <= now {
-                tx_result(self.db.transaction(|tx| undo(tx, id.0, &p, now)))?;
+                self.with_entries(|tx| undo(tx, id.0, &p, now))?;
                 return Ok((false, false));
             }
             return Ok((true, false));
         }
         let key = pending_key(id.0);
-        // Committing only forgets the pending record: one atomic remove, no transaction.
-        let Some(raw) = self.db.remove(&key).map_err(unavailable)? else { return Ok((false, false)) };
+        // Committing only forgets the pending record: on disk, one atomic remove (no transaction).
+        let removed = match self.behind {
+            Some(_) => self.with_entries(|tx| tx.remove(&key))?,
+            None => self.db.remove(&key).map_err(unavailable)?,
+        };
+        let Some(raw) = removed else { return Ok((false, false)) };
         let p = Pending::decode(&raw).map_err(|r| corrupt(&key, r))?;
         if p.hold_until <= now {
             // It lapsed before anyone noticed: take its amounts back instead.
-            tx_result(self.db.transaction(|tx| undo(tx, id.0, &p, now)))?;
+            self.with_entries(|tx| undo(tx, id.0, &p, now))?;
             return Ok((false, false));
         }
         Ok((true, true))
@@ -546,44 +784,49 @@ impl SledStore {
     fn release_now(&self, id: ReservationId, now: Timestamp) -> Result<(bool, bool), StoreError> {
         self.release_lapsed(now)?;
         if let Some(p) = self.take_held(id) {
-            tx_result(self.db.transaction(|tx| undo(tx, id.0, &p, now)))?;
+            self.with_entries(|tx| undo(tx, id.0, &p, now))?;
             return Ok((true, false));
         }
         let key = pending_key(id.0);
-        let released = tx_result(self.db.transaction(|tx| {
-            let Some(raw) = tx.remove(key.as_slice())? else { return Ok(false) };
+        let released = self.with_entries(|tx| {
+            let Some(raw) = tx.get(&key)? else { return Ok(false) };
             let p = Pending::decode(&raw).map_err(|r| abort(corrupt(&key, r)))?;
             undo(tx, id.0, &p, now)?;
+            tx.remove(&key)?;
             Ok(true)
-        }))?;
+        })?;
         Ok((released, false))
     }
 
     fn add_now(&self, counters: &[CounterSpec], now: Timestamp) -> Result<(Vec<i64>, bool), StoreError> {
         check_counters(counters, false)?;
         self.release_lapsed(now)?;
-        let totals = tx_result(self.db.transaction(|tx| {
-            let mut totals = Vec::with_capacity(counters.len());
+        let totals = self.with_entries(|tx| {
+            let mut entries = Vec::with_capacity(counters.len());
             for c in counters {
                 let k = counter_key(&c.key);
-                let e = apply(live(tx, &k, c.window, now)?, c, 0, now, self.max_events);
+                let e = live(tx, &k, c.window, now)?;
+                entries.push((k, e));
+            }
+            let mut totals = Vec::with_capacity(counters.len());
+            for (c, (k, e)) in counters.iter().zip(entries) {
+                let e = apply(e, c, 0, now, self.max_events);
                 totals.push(total_of(Some(&e)));
-                tx.insert(k, e.encode())?;
+                tx.insert(&k, e.encode())?;
             }
             Ok(totals)
-        }))?;
+        })?;
         Ok((totals, true))
     }
 
     fn total_now(&self, key: &str, window: Window, now: Timestamp) -> Result<(i64, bool), StoreError> {
         self.release_lapsed(now)?;
-        let total =
-            tx_result(self.db.transaction(|tx| Ok(total_of(live(tx, &counter_key(key), window, now)?.as_ref()))))?;
+        let total = self.with_entries(|tx| Ok(total_of(live(tx, &counter_key(key), window, now)?.as_ref())))?;
         Ok((total, false))
     }
 
     fn get_record_now(&self, key: &str, now: Timestamp) -> Result<(Option<Vec<u8>>, bool), StoreError> {
-        Ok((tx_result(self.db.transaction(|tx| self.record_of(tx, key, now)))?, false))
+        Ok((self.with_entries(|tx| Self::record_of(tx, key, now))?, false))
     }
 
     fn swap_record_now(
@@ -595,13 +838,13 @@ impl SledStore {
         now: Timestamp,
     ) -> Result<(bool, bool), StoreError> {
         check_record_key(key)?;
-        let swapped = tx_result(self.db.transaction(|tx| {
-            if self.record_of(tx, key, now)?.as_deref() != expected {
+        let swapped = self.with_entries(|tx| {
+            if Self::record_of(tx, key, now)?.as_deref() != expected {
                 return Ok(false);
             }
             Self::write_record(tx, key, new, expires_at)?;
             Ok(true)
-        }))?;
+        })?;
         Ok((swapped, swapped))
     }
 
@@ -613,10 +856,10 @@ impl SledStore {
         now: Timestamp,
     ) -> Result<((), bool), StoreError> {
         check_record_key(key)?;
-        tx_result(self.db.transaction(|tx| {
-            self.record_of(tx, key, now)?;
+        self.with_entries(|tx| {
+            Self::record_of(tx, key, now)?;
             Self::write_record(tx, key, value, expires_at)
-        }))?;
+        })?;
         Ok(((), true))
     }
 }

@@ -150,80 +150,138 @@ async fn a_corrupted_value_is_an_error_not_a_panic() {
         db.insert(b"c:unknown", &[9u8; 30][..]).unwrap();
         db.flush().unwrap();
     }
-    let store = SledStore::open(&SledStoreConfig::new(&dir.0)).unwrap();
     let now = Timestamp::from_secs(1);
-    for key in ["broken", "unknown"] {
-        let err = store.total(key, day(), now).await.unwrap_err();
-        assert!(matches!(&err, StoreError::Corrupt { key: k, .. } if k == &format!("c:{key}")), "{err:?}");
-        let req = ReserveRequest { counters: vec![CounterSpec::new(key, day(), 1, Some(5))], now, hold_until: now };
-        assert!(matches!(store.reserve(&req).await, Err(StoreError::Corrupt { .. })));
+    for durability in [Durability::Relaxed { flush_every_ms: 10 }, Durability::Strict] {
+        let store = SledStore::open(&SledStoreConfig::new(&dir.0).durability(durability)).unwrap();
+        for key in ["broken", "unknown"] {
+            let err = store.total(key, day(), now).await.unwrap_err();
+            assert!(matches!(&err, StoreError::Corrupt { key: k, .. } if k == &format!("c:{key}")), "{err:?}");
+            let req = ReserveRequest { counters: vec![CounterSpec::new(key, day(), 1, Some(5))], now, hold_until: now };
+            assert!(matches!(store.reserve(&req).await, Err(StoreError::Corrupt { .. })), "{durability:?}");
+        }
     }
+    let store = SledStore::open(&SledStoreConfig::new(&dir.0)).unwrap();
     // An engine denies fail-safe rather than loosening.
     let engine = Engine::builder().guard(ReservingGuard::new("spend", "broken", 1, 100)).store(store).build().unwrap();
     let o = engine.evaluate(CallContext::new("f")).await;
     assert!(o.is_denied() && o.denial_reasons()[0].contains("fail-safe"), "{:?}", o.denial_reasons());
 }
 
-/// The child side of the crash test: spends in a loop on a strict store, printing each allowed
-/// call once `evaluate` has returned (so once its commit is on disk). Runs only when spawned.
+/// The child side of the crash tests: spends in a loop, printing each allowed call once
+/// `evaluate` has returned (in strict mode, once its commit is on disk). With
+/// `HALT_SLED_CRASH_CALLS`, relaxed durability, and after that many calls it prints `idle` and
+/// waits to be killed. Runs only when spawned.
 #[tokio::test]
-#[ignore = "spawned by crash_in_strict_mode_loses_no_committed_spend"]
+#[ignore = "spawned by the crash tests"]
 async fn crash_child() {
     let Ok(dir) = std::env::var("HALT_SLED_CRASH_DIR") else { return };
-    let store = SledStore::open(&SledStoreConfig::new(dir).durability(Durability::Strict)).unwrap();
+    let calls: Option<u64> = std::env::var("HALT_SLED_CRASH_CALLS").ok().map(|n| n.parse().unwrap());
+    let durability = if calls.is_some() { Durability::Relaxed { flush_every_ms: 20 } } else { Durability::Strict };
+    let store = SledStore::open(&SledStoreConfig::new(dir).durability(durability)).unwrap();
     let engine = Engine::builder()
         .guard(ReservingGuard::new("spend", "crash", CENT, i64::MAX / 2))
         .store(store)
         .build()
         .unwrap();
-    for i in 0.. {
+    for i in 0..calls.unwrap_or(u64::MAX) {
         if engine.evaluate(CallContext::new("llm").with_call_id(format!("c{i}"))).await.is_allowed() {
             println!("allowed {i}");
         }
     }
+    println!("idle");
+    std::future::pending::<()>().await;
+}
+
+/// Spawns [`crash_child`] on `dir`.
+fn spawn_child(dir: &TempDir, relaxed_calls: Option<u64>) -> (std::process::Child, impl Iterator<Item = String>) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads", "1"])
+        .env("HALT_SLED_CRASH_DIR", &dir.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(n) = relaxed_calls {
+        cmd.env("HALT_SLED_CRASH_CALLS", n.to_string());
+    }
+    let mut child = cmd.spawn().unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
+    (child, lines)
+}
+
+/// The spend committed in `dir`, past the hold of any reservation in flight at a kill (the
+/// engine's default 900 s) and within the counter's idle day, in calls.
+fn committed_calls(dir: &TempDir) -> u64 {
+    let store = SledStore::open(&SledStoreConfig::new(&dir.0)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let later = SystemClock.now().saturating_add(Duration::from_secs(901));
+    u64::try_from(rt.block_on(store.total("crash", day(), later)).unwrap() / CENT).unwrap()
 }
 
 #[test]
 fn crash_in_strict_mode_loses_no_committed_spend() {
     let dir = TempDir::new("crash");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads", "1"])
-        .env("HALT_SLED_CRASH_DIR", &dir.0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = spawn_child(&dir, None);
     let mut reported = 0u64;
     while reported < 300 {
         match lines.next() {
             // The test harness may print its own text before ours on the same line.
-            Some(Ok(line)) if line.contains("allowed ") => reported += 1,
-            Some(Ok(_)) => {}
-            _ => panic!("the child stopped early after {reported} calls"),
+            Some(line) if line.contains("allowed ") => reported += 1,
+            Some(_) => {}
+            None => panic!("the child stopped early after {reported} calls"),
         }
     }
     // SIGKILL in the middle of the load.
     child.kill().unwrap();
     child.wait().unwrap();
     // Lines the child printed before it died may still be in the pipe.
-    for line in lines.map_while(Result::ok) {
-        if line.contains("allowed ") {
-            reported += 1;
-        }
-    }
-    let store = SledStore::open(&SledStoreConfig::new(&dir.0)).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    // Past the hold of any reservation in flight at the kill (the engine's default 900 s), within
-    // the counter's idle day: only committed spend is left.
-    let later = SystemClock.now().saturating_add(Duration::from_secs(901));
-    let committed = rt.block_on(store.total("crash", day(), later)).unwrap() / CENT;
-    let committed = u64::try_from(committed).unwrap();
+    reported += u64::try_from(lines.filter(|l| l.contains("allowed ")).count()).unwrap();
+    let committed = committed_calls(&dir);
     // The child prints after `evaluate` returns, so one call may have committed and not printed.
     assert!(
         committed == reported || committed == reported + 1,
         "committed {committed} calls, the child reported {reported}"
     );
+}
+
+#[test]
+fn relaxed_mode_writes_behind_by_itself() {
+    // Relaxed durability keeps changes in memory and writes them behind every 20 ms: killed a
+    // while after its last call, with nobody flushing or closing it, the child lost nothing.
+    let dir = TempDir::new("behind");
+    let (mut child, lines) = spawn_child(&dir, Some(200));
+    let mut reported = 0u64;
+    for line in lines {
+        if line.contains("allowed ") {
+            reported += 1;
+        }
+        if line.contains("idle") {
+            break;
+        }
+    }
+    assert_eq!(reported, 200, "the child stopped early");
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(committed_calls(&dir), 200);
+}
+
+#[tokio::test]
+async fn relaxed_changes_are_written_when_the_store_is_closed() {
+    let dir = TempDir::new("relaxed-close");
+    // A write-behind interval far longer than the test: only closing writes.
+    let relaxed = || SledStoreConfig::new(&dir.0).durability(Durability::Relaxed { flush_every_ms: 600_000 });
+    let t0 = Timestamp::from_secs(1_800_000_000);
+    {
+        let store = SledStore::open(&relaxed()).unwrap();
+        store.add(&[CounterSpec::new("k", day(), 5, None)], t0).await.unwrap();
+        store.put_record("r", Some(b"kept"), None, t0).await.unwrap();
+        store.put_record("gone", Some(b"x"), None, t0).await.unwrap();
+        store.put_record("gone", None, None, t0).await.unwrap();
+    }
+    let store = SledStore::open(&relaxed()).unwrap();
+    assert_eq!(store.total("k", day(), t0).await.unwrap(), 5);
+    assert_eq!(store.get_record("r", t0).await.unwrap().as_deref(), Some(&b"kept"[..]));
+    assert_eq!(store.get_record("gone", t0).await.unwrap(), None);
+    assert_eq!(store.key_count(), 2, "the removed record is not on disk");
 }
 
 #[tokio::test]
