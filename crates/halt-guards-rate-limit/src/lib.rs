@@ -182,41 +182,135 @@ impl RateLimitGuard {
         Ok(())
     }
 
-    /// Says whether this call repeats the previous ones of its agent and session often enough to
-    /// be a loop (`Some(repeats)`); if not and `record` is set, records it as the latest, in the
-    /// same atomic step.
-    async fn repeats(&self, call: &Call<'_>, max: u32, record: bool) -> Result<Option<u32>, GuardError> {
+    /// The key of the last call of this call's agent and session.
+    fn last_key(&self, call: &Call<'_>) -> StoreKey {
         let ctx = call.context();
-        let k = key(&[
-            &self.prefix,
-            "last",
-            ctx.agent_id.as_deref().unwrap_or("-"),
-            ctx.session_id.as_deref().unwrap_or("-"),
-        ]);
+        key(&[&self.prefix, "last", ctx.agent_id.as_deref().unwrap_or("-"), ctx.session_id.as_deref().unwrap_or("-")])
+    }
+
+    /// Records this call as the latest of its agent and session, in one atomic step, unless it
+    /// repeats the last ones `max` times or more: then it is a loop and nothing is recorded.
+    async fn record(&self, call: &Call<'_>, max: u32) -> Result<Streak, GuardError> {
+        let k = self.last_key(call);
         let fingerprint = fingerprint(call);
-        let (store, now) = (call.store(), call.now());
-        // How many times in a row the last calls were this one, from the stored record.
-        let streak = |current: Option<&[u8]>| match current.and_then(decode_last) {
-            Some((f, n)) if f == fingerprint => n,
-            _ => 0,
-        };
-        if !record {
-            let n = streak(store.get_record(&k, now).await?.as_deref());
-            return Ok((n >= max).then_some(n));
-        }
-        let mut found = None;
+        let now = call.now();
+        let mut streak = Streak::Loop(0);
         let mut update = |current: Option<&[u8]>, next: &mut Vec<u8>| {
-            let n = streak(current);
-            found = (n >= max).then_some(n);
-            if found.is_some() {
+            let previous = current.and_then(decode_last);
+            let n = match previous {
+                Some((f, n)) if f == fingerprint => n,
+                _ => 0,
+            };
+            if n >= max {
+                streak = Streak::Loop(n);
                 return false;
             }
-            next.extend_from_slice(&fingerprint.to_le_bytes());
-            next.extend_from_slice(&(n + 1).to_le_bytes());
+            let ours = encode_last(fingerprint, n + 1);
+            next.extend_from_slice(&ours);
+            streak = Streak::Recorded(Undo { key: k.clone(), ours, previous });
             true
         };
-        store.update_record(&k, &mut update, Some(now.saturating_add(LOOP_MEMORY)), now).await?;
-        Ok(found)
+        call.store().update_record(&k, &mut update, Some(now.saturating_add(LOOP_MEMORY)), now).await?;
+        Ok(streak)
+    }
+
+    /// The denial of a call that repeats the last ones `n` times: unless a limit that ranks
+    /// before a loop (cooldown, minute, function, session) denies it first. A loop ranks before a
+    /// burst, and starts no cooldown.
+    async fn loop_or_limit(
+        &self,
+        call: &Call<'_>,
+        request: &ReserveRequest,
+        limits: &[Limit],
+        cooling: StoreKey,
+        n: u32,
+    ) -> Result<Decision, GuardError> {
+        if request.counters.is_empty() {
+            return Ok(loop_denial(n));
+        }
+        let store = call.store();
+        match store.reserve(request).await? {
+            ReserveOutcome::Reserved { id, .. } => {
+                store.release(id, call.now()).await?;
+                Ok(loop_denial(n))
+            }
+            ReserveOutcome::Rejected { index, .. } if limits[index] == Limit::Burst => Ok(loop_denial(n)),
+            ReserveOutcome::Rejected { index, current, limit, retry_at } => {
+                self.limit_denial(call, limits[index], cooling, current, limit, retry_at).await
+            }
+        }
+    }
+
+    /// The denial of a call that `kind` refuses (a burst starts the cooldown).
+    async fn limit_denial(
+        &self,
+        call: &Call<'_>,
+        kind: Limit,
+        cooling: StoreKey,
+        current: i64,
+        limit: i64,
+        retry_at: Option<Timestamp>,
+    ) -> Result<Decision, GuardError> {
+        let (c, now) = (&self.config, call.now());
+        let retry = retry_at.map(|t| t.since(now).as_secs_f64());
+        let (d, rule) = match kind {
+            Limit::Cooldown => return Ok(Self::cooling_down(now, retry_at)),
+            Limit::Minute => (
+                Decision::deny(format!("Rate limit exceeded: {current}/{limit} calls in the last minute")),
+                "max_calls_per_minute",
+            ),
+            Limit::Function => (
+                Decision::deny(format!(
+                    "Function rate limit exceeded for '{}': {current}/{limit} calls/min",
+                    call.context().function_name
+                )),
+                "max_calls_per_minute_per_function",
+            ),
+            Limit::Session => (
+                Decision::deny(format!("Session call limit reached: {current}/{limit} calls")),
+                "max_calls_per_session",
+            ),
+            Limit::Burst => {
+                self.start_cooldown(call, cooling).await?;
+                let d = Decision::deny(format!(
+                    "Burst detected: {current} calls in {}s; cooling down for {}s",
+                    c.burst_window_seconds, c.cooldown_seconds
+                ))
+                .with_retry_after(c.cooldown_seconds);
+                (d, "burst_threshold")
+            }
+        };
+        let d = match (kind, retry) {
+            (Limit::Minute | Limit::Function, Some(r)) => d.with_retry_after(r),
+            _ => d,
+        };
+        Ok(d.with_details(json!({"rule": rule, "calls": current, "limit": limit})))
+    }
+}
+
+/// What loop detection found.
+enum Streak {
+    /// The call repeats the last ones this many times: nothing was recorded.
+    Loop(u32),
+    /// The call was recorded; how to take that back.
+    Recorded(Undo),
+}
+
+/// Puts a loop record back as it was before this call, unless another call changed it since.
+struct Undo {
+    key: StoreKey,
+    ours: [u8; 12],
+    previous: Option<(u64, u32)>,
+}
+
+impl Undo {
+    async fn apply(self, call: &Call<'_>) -> Result<(), GuardError> {
+        let previous = self.previous.map(|(f, n)| encode_last(f, n));
+        let expires_at = Some(call.now().saturating_add(LOOP_MEMORY));
+        call.store()
+            .swap_record(&self.key, Some(&self.ours), previous.as_ref().map(|p| &p[..]), expires_at, call.now())
+            .await?;
+        Ok(())
     }
 }
 
@@ -252,6 +346,13 @@ impl std::io::Write for Fnv {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+fn encode_last(fingerprint: u64, count: u32) -> [u8; 12] {
+    let mut v = [0; 12];
+    v[..8].copy_from_slice(&fingerprint.to_le_bytes());
+    v[8..].copy_from_slice(&count.to_le_bytes());
+    v
 }
 
 fn decode_last(bytes: &[u8]) -> Option<(u64, u32)> {
@@ -307,75 +408,35 @@ impl Guard for RateLimitGuard {
             counters.push(CounterSpec::new(keys.burst, sliding(self.burst_window), 1, Some(i64::from(max))));
             limits.push(Limit::Burst);
         }
-        let store = call.store();
         let request = ReserveRequest { counters, now, hold_until: now.saturating_add(MINUTE) };
-        let reservation = if request.counters.is_empty() {
-            None
-        } else {
-            match store.reserve(&request).await? {
-                ReserveOutcome::Reserved { id, .. } => Some(id),
-                ReserveOutcome::Rejected { index, current, limit, retry_at } => {
-                    let limit_kind = limits[index];
-                    // A loop is reported before a burst, and does not start a cooldown.
-                    if limit_kind == Limit::Burst
-                        && let Some(max) = c.max_identical_calls
-                        && let Some(n) = self.repeats(call, max, false).await?
-                    {
-                        return Ok(loop_denial(n));
-                    }
-                    let retry = retry_at.map(|t| t.since(now).as_secs_f64());
-                    let (d, rule) = match limit_kind {
-                        Limit::Cooldown => return Ok(Self::cooling_down(now, retry_at)),
-                        Limit::Minute => (
-                            Decision::deny(format!("Rate limit exceeded: {current}/{limit} calls in the last minute")),
-                            "max_calls_per_minute",
-                        ),
-                        Limit::Function => (
-                            Decision::deny(format!(
-                                "Function rate limit exceeded for '{}': {current}/{limit} calls/min",
-                                ctx.function_name
-                            )),
-                            "max_calls_per_minute_per_function",
-                        ),
-                        Limit::Session => (
-                            Decision::deny(format!("Session call limit reached: {current}/{limit} calls")),
-                            "max_calls_per_session",
-                        ),
-                        Limit::Burst => {
-                            self.start_cooldown(call, keys.cooling).await?;
-                            let d = Decision::deny(format!(
-                                "Burst detected: {current} calls in {}s; cooling down for {}s",
-                                c.burst_window_seconds, c.cooldown_seconds
-                            ))
-                            .with_retry_after(c.cooldown_seconds);
-                            (d, "burst_threshold")
-                        }
-                    };
-                    let d = match (limit_kind, retry) {
-                        (Limit::Minute | Limit::Function, Some(r)) => d.with_retry_after(r),
-                        _ => d,
-                    };
-                    return Ok(d.with_details(json!({"rule": rule, "calls": current, "limit": limit})));
-                }
-            }
+        // Loop detection first: it records this call as the latest of its agent and session.
+        let recorded = match c.max_identical_calls {
+            Some(max) => match self.record(call, max).await? {
+                Streak::Loop(n) => return self.loop_or_limit(call, &request, &limits, keys.cooling, n).await,
+                Streak::Recorded(undo) => Some(undo),
+            },
+            None => None,
         };
-        if let Some(max) = c.max_identical_calls {
-            let repeats = self.repeats(call, max, true).await;
-            if !matches!(repeats, Ok(None))
-                && let Some(id) = reservation
-            {
-                // Denied (or failed): this call must not count.
-                store.release(id, now).await?;
-            }
-            if let Some(n) = repeats? {
-                return Ok(loop_denial(n));
-            }
+        if request.counters.is_empty() {
+            return Ok(Decision::allow("Within rate limits"));
         }
         // An attempt counts at once, whatever the other guards decide.
-        if let Some(id) = reservation {
-            store.commit(id, now).await?;
+        let (index, current, limit, retry_at) = match call.store().add_within(&request).await {
+            Ok(ReserveOutcome::Reserved { .. }) => return Ok(Decision::allow("Within rate limits")),
+            Ok(ReserveOutcome::Rejected { index, current, limit, retry_at }) => (index, current, limit, retry_at),
+            Err(e) => {
+                if let Some(undo) = recorded {
+                    // Best effort: the call is denied fail-safe either way.
+                    let _ = undo.apply(call).await;
+                }
+                return Err(e.into());
+            }
+        };
+        // A call this guard denies is no attempt: the loop record goes back to what it was.
+        if let Some(undo) = recorded {
+            undo.apply(call).await?;
         }
-        Ok(Decision::allow("Within rate limits"))
+        self.limit_denial(call, limits[index], keys.cooling, current, limit, retry_at).await
     }
 
     fn describe(&self) -> Value {

@@ -113,6 +113,35 @@ fn identical_calls_are_a_loop_per_agent_and_session() {
 }
 
 #[test]
+fn a_call_a_limit_denies_does_not_join_the_loop() {
+    let (e, clock) = setup(json!({
+        "max_calls_per_minute": 2, "max_calls_per_minute_per_function": null, "max_identical_calls": 2,
+        "burst_threshold": null,
+    }));
+    let q = |v: &str| call("q", json!({"v": v}));
+    at(&clock, 0.0);
+    assert_eq!(decide(&e, q("x")).0, DecisionKind::Allow);
+    assert_eq!(decide(&e, q("y")).0, DecisionKind::Allow);
+    at(&clock, 1.0);
+    assert_eq!(decide(&e, q("y")).1, "Rate limit exceeded: 2/2 calls in the last minute");
+    at(&clock, 61.0);
+    // Had the denied call counted, `y` would now be its third in a row.
+    assert_eq!(decide(&e, q("y")).0, DecisionKind::Allow);
+    assert!(decide(&e, q("y")).1.starts_with("Possible loop"));
+}
+
+#[test]
+fn a_limit_ranks_before_a_loop() {
+    let (e, _) = setup(json!({
+        "max_calls_per_minute": 1, "max_calls_per_minute_per_function": null, "max_identical_calls": 1,
+        "burst_threshold": null,
+    }));
+    assert_eq!(decide(&e, call("a", json!({}))).0, DecisionKind::Allow);
+    assert_eq!(decide(&e, call("a", json!({}))).1, "Rate limit exceeded: 1/1 calls in the last minute");
+    assert_eq!(decide(&e, call("b", json!({}))).1, "Rate limit exceeded: 1/1 calls in the last minute");
+}
+
+#[test]
 fn bursts_start_a_cooldown_that_ends() {
     let (e, clock) = setup(json!({
         "max_calls_per_minute": 1000, "max_calls_per_minute_per_function": null, "max_identical_calls": 100,

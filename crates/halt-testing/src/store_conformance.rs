@@ -43,6 +43,7 @@ where
     buckets_and_idle_counters_expire(&*make().await).await;
     sliding_windows_slide(&*make().await).await;
     add_is_unconditional(&*make().await).await;
+    add_within_is_conditional_and_final(make().await).await;
     records_compare_and_swap(&*make().await).await;
     records_update_atomically(make().await).await;
     kinds_do_not_mix(&*make().await).await;
@@ -158,6 +159,43 @@ pub async fn add_is_unconditional(store: &dyn StateStore) {
     assert_eq!(store.add(&[c(5)], T0).await.unwrap(), [5], "add: over the limit");
     assert_eq!(store.add(&[c(-3)], T0).await.unwrap(), [2], "add: negative");
     assert_eq!(store.add(&[c(-10)], T0).await.unwrap(), [0], "add: floor at zero");
+}
+
+/// `add_within`: all or nothing like a reservation, final like an add, exact under concurrency.
+pub async fn add_within_is_conditional_and_final(store: Arc<dyn StateStore>) {
+    let window = Window::Sliding { width: Duration::from_secs(60) };
+    let two = req(vec![CounterSpec::new("t/aw", window, 1, Some(2)), CounterSpec::new("t/aw2", day(), 5, Some(5))], T0);
+    let id = match store.add_within(&two).await.unwrap() {
+        ReserveOutcome::Reserved { id, totals } => {
+            assert_eq!(totals, [1, 5], "add_within: totals");
+            id
+        }
+        other => panic!("add_within: expected success, got {other:?}"),
+    };
+    assert!(!store.release(id, T0).await.unwrap(), "add_within: nothing left to release");
+    assert!(!store.commit(id, T0).await.unwrap(), "add_within: nothing left to commit");
+    match store.add_within(&two).await.unwrap() {
+        ReserveOutcome::Rejected { index: 1, current: 5, limit: 5, .. } => {}
+        other => panic!("add_within: expected the second counter to refuse, got {other:?}"),
+    }
+    assert_eq!(store.total("t/aw", window, T0).await.unwrap(), 1, "add_within: all or nothing");
+    assert_eq!(store.total("t/aw", window, at(60)).await.unwrap(), 1, "add_within: a window's edge");
+    assert_eq!(store.total("t/aw", window, at(61)).await.unwrap(), 0, "add_within: slides out");
+    let mut tasks = Vec::new();
+    for _ in 0..1_000 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let r = req(vec![CounterSpec::new("t/awc", day(), 1, Some(100))], T0);
+            matches!(store.add_within(&r).await.unwrap(), ReserveOutcome::Reserved { .. })
+        }));
+    }
+    let mut added = 0;
+    for t in tasks {
+        added += usize::from(t.await.unwrap());
+    }
+    assert_eq!(added, 100, "add_within: exactly 100 fit");
+    // Past every hold: nothing was left pending to lapse.
+    assert_eq!(store.total("t/awc", day(), at(3_600)).await.unwrap(), 100, "add_within: final");
 }
 
 /// Records: get, put, compare-and-swap, expiry.

@@ -451,7 +451,8 @@ impl State {
 const PURGE_PER_OP: usize = 64;
 
 impl MemoryStore {
-    fn reserve_now(&self, req: &ReserveRequest) -> Result<ReserveOutcome, StoreError> {
+    /// Reserves (`hold`), or adds for good at once.
+    fn reserve_now(&self, req: &ReserveRequest, hold: bool) -> Result<ReserveOutcome, StoreError> {
         check_counters(&req.counters, true)?;
         let mut st = self.lock();
         let now = req.now;
@@ -479,19 +480,25 @@ impl MemoryStore {
         st.make_room(new_keys, self.config.max_keys, now)?;
         st.next_id += 1;
         let id = st.next_id;
+        // Events of an amount added for good belong to no reservation.
+        let owner = if hold { id } else { 0 };
         let mut totals = Vec::with_capacity(req.counters.len());
-        let mut parts = st.spare_parts.pop().unwrap_or_default();
+        let mut parts = if hold { st.spare_parts.pop().unwrap_or_default() } else { Vec::new() };
         for c in &req.counters {
             if c.amount == 0 {
                 totals.push(st.current(&c.key, c.window, now)?.0);
             } else {
-                let (total, generation) = st.apply(c, c.amount, id, now, self.config.max_events_per_window);
+                let (total, generation) = st.apply(c, c.amount, owner, now, self.config.max_events_per_window);
                 totals.push(total);
-                parts.push((c.key.clone(), c.amount, generation));
+                if hold {
+                    parts.push((c.key.clone(), c.amount, generation));
+                }
             }
         }
-        st.pending.insert(id, Pending { parts, hold_until: req.hold_until });
-        st.next_lapse = st.next_lapse.min(req.hold_until);
+        if hold {
+            st.pending.insert(id, Pending { parts, hold_until: req.hold_until });
+            st.next_lapse = st.next_lapse.min(req.hold_until);
+        }
         Ok(ReserveOutcome::Reserved { id: ReservationId(id), totals })
     }
 
@@ -627,7 +634,11 @@ impl MemoryStore {
 
 impl StateStore for MemoryStore {
     fn reserve<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome> {
-        StoreFuture::ready(self.reserve_now(request))
+        StoreFuture::ready(self.reserve_now(request, true))
+    }
+
+    fn add_within<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome> {
+        StoreFuture::ready(self.reserve_now(request, false))
     }
 
     fn commit(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {

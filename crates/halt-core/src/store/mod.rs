@@ -296,6 +296,23 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
     /// Takes a pending reservation's amounts back. Returns false if it is unknown or settled.
     fn release(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool>;
 
+    /// Adds each counter's amount if every counter stays within its limit, all or nothing, and
+    /// for good at once: a [`StateStore::reserve`] that needs no commit (the returned id is
+    /// already settled). For what counts whatever happens next, such as a rate limit's
+    /// attempts. The default reserves, then commits; the request's `hold_until` must be later
+    /// than its `now`.
+    fn add_within<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome> {
+        StoreFuture::new(async move {
+            let outcome = self.reserve(request).await?;
+            if let ReserveOutcome::Reserved { id, .. } = &outcome
+                && !self.commit(*id, request.now).await?
+            {
+                return Err(StoreError::Unavailable(format!("reservation {} lapsed at once", id.0)));
+            }
+            Ok(outcome)
+        })
+    }
+
     /// Adds amounts unconditionally and at once (limits are ignored; a negative amount
     /// subtracts, and a total never drops below zero). Returns the new totals.
     fn add<'a>(&'a self, counters: &'a [CounterSpec], now: Timestamp) -> StoreFuture<'a, Vec<i64>>;
