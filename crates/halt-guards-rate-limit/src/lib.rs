@@ -207,7 +207,7 @@ impl RateLimitGuard {
             }
             let ours = encode_last(fingerprint, n + 1);
             next.extend_from_slice(&ours);
-            streak = Streak::Recorded(Undo { key: k.clone(), ours, previous });
+            streak = Streak::Recorded(Undo { ours, previous });
             true
         };
         call.store().update_record(&k, &mut update, Some(now.saturating_add(LOOP_MEMORY)), now).await?;
@@ -298,53 +298,113 @@ enum Streak {
 
 /// Puts a loop record back as it was before this call, unless another call changed it since.
 struct Undo {
-    key: StoreKey,
     ours: [u8; 12],
     previous: Option<(u64, u32)>,
 }
 
 impl Undo {
-    async fn apply(self, call: &Call<'_>) -> Result<(), GuardError> {
+    async fn apply(self, guard: &RateLimitGuard, call: &Call<'_>) -> Result<(), GuardError> {
         let previous = self.previous.map(|(f, n)| encode_last(f, n));
         let expires_at = Some(call.now().saturating_add(LOOP_MEMORY));
         call.store()
-            .swap_record(&self.key, Some(&self.ours), previous.as_ref().map(|p| &p[..]), expires_at, call.now())
+            .swap_record(
+                &guard.last_key(call),
+                Some(&self.ours),
+                previous.as_ref().map(|p| &p[..]),
+                expires_at,
+                call.now(),
+            )
             .await?;
         Ok(())
     }
 }
 
-/// A stable 64-bit fingerprint (FNV-1a) of the normalised function name and the canonical
-/// arguments (keys sorted), the same in every process.
+/// A stable 64-bit fingerprint of the normalised function name and the arguments, the same in
+/// every process and on every platform. The arguments are walked as a tree, object keys in
+/// their sorted order (so key order does not matter), every value tagged with its type and every
+/// text and list with its length (so different arguments never run together).
 fn fingerprint(call: &Call<'_>) -> u64 {
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    h.eat(call.function().as_bytes());
-    h.eat(&[0]);
-    // serde_json maps keep keys sorted, so this text is canonical; hashed as it is written.
-    let _ = serde_json::to_writer(&mut h, call.arguments());
-    h.0
+    let mut h = Mix(0x243f_6a88_85a3_08d3);
+    h.bytes(call.function().as_bytes());
+    h.object(call.arguments(), 0);
+    h.finish()
 }
 
-/// FNV-1a, fed as a writer.
-struct Fnv(u64);
+/// Deeper than this, values are not told apart (only a caller building its own value can nest
+/// so deep: parsed JSON stops at 128 levels).
+const MAX_DEPTH: usize = 256;
 
-impl Fnv {
-    fn eat(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+/// A 64-bit mix of words (multiply and rotate per word, `fmix64` of MurmurHash3 at the end).
+struct Mix(u64);
+
+impl Mix {
+    fn word(&mut self, w: u64) {
+        self.0 = (self.0 ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31);
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.word(b.len() as u64);
+        let mut chunks = b.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0; 8];
+            w.copy_from_slice(c);
+            self.word(u64::from_le_bytes(w));
+        }
+        let mut w = [0; 8];
+        w[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        self.word(u64::from_le_bytes(w));
+    }
+
+    fn value(&mut self, v: &Value, depth: usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        match v {
+            Value::Null => self.word(1),
+            Value::Bool(b) => self.word(2 + u64::from(*b)),
+            Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    self.word(4);
+                    self.word(u);
+                } else if let Some(i) = n.as_i64() {
+                    self.word(5);
+                    self.word(i.cast_unsigned());
+                } else {
+                    self.word(6);
+                    self.word(n.as_f64().unwrap_or(f64::NAN).to_bits());
+                }
+            }
+            Value::String(s) => {
+                self.word(7);
+                self.bytes(s.as_bytes());
+            }
+            Value::Array(items) => {
+                self.word(8);
+                self.word(items.len() as u64);
+                for item in items {
+                    self.value(item, depth + 1);
+                }
+            }
+            Value::Object(o) => self.object(o, depth + 1),
         }
     }
-}
 
-impl std::io::Write for Fnv {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.eat(buf);
-        Ok(buf.len())
+    fn object(&mut self, o: &serde_json::Map<String, Value>, depth: usize) {
+        self.word(9);
+        self.word(o.len() as u64);
+        for (k, v) in o {
+            self.bytes(k.as_bytes());
+            self.value(v, depth);
+        }
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    fn finish(&self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
     }
 }
 
@@ -412,7 +472,10 @@ impl Guard for RateLimitGuard {
         // Loop detection first: it records this call as the latest of its agent and session.
         let recorded = match c.max_identical_calls {
             Some(max) => match self.record(call, max).await? {
-                Streak::Loop(n) => return self.loop_or_limit(call, &request, &limits, keys.cooling, n).await,
+                // Denials are boxed, so that their state does not weigh on every call's future.
+                Streak::Loop(n) => {
+                    return Box::pin(self.loop_or_limit(call, &request, &limits, keys.cooling, n)).await;
+                }
                 Streak::Recorded(undo) => Some(undo),
             },
             None => None,
@@ -427,16 +490,16 @@ impl Guard for RateLimitGuard {
             Err(e) => {
                 if let Some(undo) = recorded {
                     // Best effort: the call is denied fail-safe either way.
-                    let _ = undo.apply(call).await;
+                    let _ = Box::pin(undo.apply(self, call)).await;
                 }
                 return Err(e.into());
             }
         };
         // A call this guard denies is no attempt: the loop record goes back to what it was.
         if let Some(undo) = recorded {
-            undo.apply(call).await?;
+            Box::pin(undo.apply(self, call)).await?;
         }
-        self.limit_denial(call, limits[index], keys.cooling, current, limit, retry_at).await
+        Box::pin(self.limit_denial(call, limits[index], keys.cooling, current, limit, retry_at)).await
     }
 
     fn describe(&self) -> Value {
@@ -453,4 +516,50 @@ fn loop_denial(n: u32) -> Decision {
 #[must_use]
 pub fn factory() -> impl halt_core::GuardFactory {
     TypedFactory::new(KIND, |name: &str, config: RateLimitConfig| RateLimitGuard::named(name, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use halt_core::{CallContext, MemoryStore};
+
+    use super::*;
+
+    fn print(function: &str, args: Value) -> u64 {
+        let ctx = CallContext::new(function).with_arguments(args).unwrap_or_else(|e| panic!("{e}"));
+        let store = MemoryStore::new();
+        let now = Timestamp::from_secs(1);
+        fingerprint(&Call::new(&ctx, function, now, &store, now))
+    }
+
+    #[test]
+    fn fingerprints_tell_arguments_apart_but_not_key_order() {
+        assert_eq!(print("f", json!({"a": 1, "b": [true, null]})), print("f", json!({"b": [true, null], "a": 1})));
+        let distinct = [
+            print("f", json!({})),
+            print("g", json!({})),
+            print("f", json!({"a": "bc"})),
+            print("f", json!({"ab": "c"})),
+            print("f", json!({"a": [1, 2]})),
+            print("f", json!({"a": [[1], 2]})),
+            print("f", json!({"a": "1"})),
+            print("f", json!({"a": 1})),
+            print("f", json!({"a": 1.5})),
+            print("f", json!({"a": -1})),
+            print("f", json!({"a": null})),
+            print("f", json!({"a": {}})),
+            print("f", json!({"a": "x".repeat(8)})),
+            print("f", json!({"a": "x".repeat(9)})),
+        ];
+        for (i, a) in distinct.iter().enumerate() {
+            for b in &distinct[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // Nesting past the walked depth is allowed (and not told apart).
+        let mut deep = json!(0);
+        for _ in 0..300 {
+            deep = json!([deep]);
+        }
+        print("f", json!({ "deep": deep }));
+    }
 }

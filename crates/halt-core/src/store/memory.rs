@@ -458,8 +458,11 @@ impl MemoryStore {
         let now = req.now;
         st.purge(now, PURGE_PER_OP);
         let mut new_keys = 0;
+        // Each counter's total now; then, once all fit, after the reservation.
+        let mut totals = Vec::with_capacity(req.counters.len());
         for (index, c) in req.counters.iter().enumerate() {
             let (current, exists) = st.current(&c.key, c.window, now)?;
+            totals.push(current);
             if !exists && c.amount > 0 {
                 new_keys += 1;
             }
@@ -482,14 +485,13 @@ impl MemoryStore {
         let id = st.next_id;
         // Events of an amount added for good belong to no reservation.
         let owner = if hold { id } else { 0 };
-        let mut totals = Vec::with_capacity(req.counters.len());
         let mut parts = if hold { st.spare_parts.pop().unwrap_or_default() } else { Vec::new() };
-        for c in &req.counters {
-            if c.amount == 0 {
-                totals.push(st.current(&c.key, c.window, now)?.0);
-            } else {
-                let (total, generation) = st.apply(c, c.amount, owner, now, self.config.max_events_per_window);
-                totals.push(total);
+        // A zero amount (a check) leaves its total as it was: keys are distinct, so no other
+        // counter of the request changes it.
+        for (c, total) in req.counters.iter().zip(&mut totals) {
+            if c.amount != 0 {
+                let generation;
+                (*total, generation) = st.apply(c, c.amount, owner, now, self.config.max_events_per_window);
                 if hold {
                     parts.push((c.key.clone(), c.amount, generation));
                 }
