@@ -160,14 +160,31 @@ impl DeletionGuard {
     /// The call's targets, resolved; or why one is unusable.
     fn targets<'c>(&self, call: &Call<'c>) -> Result<Vec<Cow<'c, str>>, String> {
         let args = call.arguments();
-        let listed = LIST_FIELDS.iter().filter_map(|f| args.get(*f)).flat_map(|v| match v {
-            Value::Array(items) => items.as_slice(),
-            Value::Null => &[],
-            other => std::slice::from_ref(other),
-        });
-        let mut raw = args.get(&self.config.resource_field).into_iter().chain(listed).peekable();
-        let fallback = if raw.peek().is_none() { SINGLE_FIELDS.iter().find_map(|f| args.get(*f)) } else { None };
-        raw.chain(fallback).filter(|v| !v.is_null()).map(target_name).collect()
+        let mut targets = Vec::new();
+        // Whether any target value is present, even `null` (then there is no fallback).
+        let mut present = false;
+        let mut take = |v: &'c Value| -> Result<(), String> {
+            present = true;
+            if !v.is_null() {
+                targets.push(target_name(v)?);
+            }
+            Ok(())
+        };
+        if let Some(v) = args.get(&self.config.resource_field) {
+            take(v)?;
+        }
+        for field in LIST_FIELDS {
+            match args.get(field) {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(items)) => items.iter().try_for_each(&mut take)?,
+                Some(other) => take(other)?,
+            }
+        }
+        let fallback = if present { None } else { SINGLE_FIELDS.iter().find_map(|f| args.get(*f)) };
+        if let Some(v) = fallback.filter(|v| !v.is_null()) {
+            targets.push(target_name(v)?);
+        }
+        Ok(targets)
     }
 
     fn is_hard(&self, call: &Call<'_>) -> bool {

@@ -145,6 +145,26 @@ fn no_target_needs_approval() {
 }
 
 #[test]
+fn which_arguments_are_targets() {
+    // `protected` names the first protected target, so it shows which targets were found.
+    let (e, _) = setup(json!({"protected_resources": ["a", "b", "c", "z"], "require_approval_always": true}));
+    let t = |args: Value| decide(&e, "delete_x", args).1;
+    assert_eq!(t(json!({"resource_id": "a", "ids": ["b"]})), "'a' is protected ('a')");
+    assert_eq!(t(json!({"targets": ["c"], "ids": ["x", "b"]})), "'b' is protected ('b')", "lists in their order");
+    assert_eq!(t(json!({"resource_ids": [null, "x"], "items": "c"})), "'c' is protected ('c')", "a lone item");
+    // The single fields are a fallback only when no target field is present.
+    assert_eq!(t(json!({"id": "z", "name": "a"})), "'z' is protected ('z')");
+    assert_eq!(t(json!({"path": "z"})), "'z' is protected ('z')");
+    assert_eq!(t(json!({"ids": ["x"], "id": "z"})), "Deletion of 1 resource(s) needs approval");
+    assert_eq!(t(json!({"resource_id": null, "id": "z"})), "Deletion with no identifiable target needs approval");
+    assert_eq!(t(json!({"ids": [], "id": "z"})), "'z' is protected ('z')", "an empty list is no target");
+    assert_eq!(t(json!({"ids": null, "id": "z"})), "'z' is protected ('z')");
+    assert_eq!(t(json!({"id": null, "name": "a"})), "Deletion with no identifiable target needs approval");
+    assert_eq!(t(json!({"ids": [{"name": "b"}]})), "'b' is protected ('b')", "an object by its name");
+    assert_eq!(decide(&e, "delete_x", json!({"ids": [true]})).0, DecisionKind::Deny, "not a name");
+}
+
+#[test]
 fn patterns_protection_and_evasions() {
     let (e, _) = setup(json!({
         "allow_patterns": ["temp_*", "draft_*", "cache_*"],
