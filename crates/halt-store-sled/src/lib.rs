@@ -14,7 +14,7 @@
 //!   in that interval is written once); a crash may lose the last N milliseconds of changes (so a
 //!   budget may be overspent by what was committed in that window), and what is on disk is
 //!   always the state as of one write-behind, never half of one. Closing the store (dropping it)
-//!   writes everything.
+//!   writes everything. If a write-behind fails, every operation fails until one succeeds.
 //!
 //! Reservations that were pending when the process stopped lapse at their hold time, as in
 //! memory. Expired counters are dropped by [`SledStore::purge_expired`], which
@@ -159,6 +159,9 @@ impl Entries for TxEntries<'_> {
 #[derive(Debug, Default)]
 struct Cache {
     entries: HashMap<Vec<u8>, Cached>,
+    /// Why the last write-behind failed, until one succeeds: meanwhile every operation fails
+    /// (fail closed: nothing is counted that might never reach the disk).
+    failure: Option<StoreError>,
 }
 
 #[derive(Debug)]
@@ -220,6 +223,9 @@ struct WriteBehind {
     writing: Mutex<()>,
     stop: Mutex<bool>,
     wake: Condvar,
+    /// Tests make the next write-behinds fail with this.
+    #[cfg(test)]
+    fail_writes: std::sync::atomic::AtomicBool,
 }
 
 impl WriteBehind {
@@ -239,23 +245,32 @@ impl WriteBehind {
         }
         // Entries stay cached (so nobody reads sled's older value) until sled has the batch;
         // then what sled holds is forgotten, what was only read included (the cache stays small).
-        let result = if written.is_empty() {
-            Ok(0)
-        } else {
-            self.db.apply_batch(batch).and_then(|()| self.db.flush()).map_err(unavailable)
-        };
+        #[cfg(test)]
+        if self.fail_writes.load(Ordering::SeqCst) {
+            return self.failed(&written, StoreError::Unavailable("sled: injected failure".into()));
+        }
+        if !written.is_empty()
+            && let Err(e) = self.db.apply_batch(batch).and_then(|()| self.db.flush())
+        {
+            return self.failed(&written, unavailable(e));
+        }
         let mut cache = lock(&self.cache);
-        match result {
-            Ok(_) => cache.entries.retain(|_, c| c.dirty),
-            Err(_) => {
-                for k in &written {
-                    if let Some(c) = cache.entries.get_mut(k) {
-                        c.dirty = true;
-                    }
-                }
+        cache.entries.retain(|_, c| c.dirty);
+        cache.failure = None;
+        Ok(())
+    }
+
+    /// A write-behind failed: what it took is to be written again, and operations fail until
+    /// one succeeds.
+    fn failed(&self, written: &[Vec<u8>], error: StoreError) -> Result<(), StoreError> {
+        let mut cache = lock(&self.cache);
+        for k in written {
+            if let Some(c) = cache.entries.get_mut(k) {
+                c.dirty = true;
             }
         }
-        result.map(|_| ())
+        cache.failure = Some(error.clone());
+        Err(error)
     }
 
     /// Writes behind every `every` until told to stop, then once more.
@@ -496,6 +511,8 @@ impl SledStore {
                     writing: Mutex::new(()),
                     stop: Mutex::new(false),
                     wake: Condvar::new(),
+                    #[cfg(test)]
+                    fail_writes: std::sync::atomic::AtomicBool::new(false),
                 });
                 let every = Duration::from_millis(flush_every_ms.max(1));
                 let writer = Arc::clone(&behind);
@@ -527,6 +544,9 @@ impl SledStore {
         match &self.behind {
             Some((behind, _)) => {
                 let mut cache = lock(&behind.cache);
+                if let Some(e) = &cache.failure {
+                    return Err(StoreError::Unavailable(format!("the last write to disk failed: {e}")));
+                }
                 f(&mut CacheEntries { db: &self.db, cache: &mut cache }).map_err(|e| match e {
                     ConflictableTransactionError::Abort(e) => e,
                     ConflictableTransactionError::Storage(e) => unavailable(e),
@@ -926,6 +946,31 @@ impl StateStore for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_write_behind_fails_operations_until_one_succeeds() {
+        let dir = std::env::temp_dir().join(format!("halt-sled-unit-failure-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = SledStoreConfig::new(&dir).durability(Durability::Relaxed { flush_every_ms: 600_000 });
+        let day = Window::Bucket { expires_at: Timestamp::from_secs(86_400) };
+        let now = Timestamp::from_secs(1);
+        {
+            let store = SledStore::open(&config).unwrap_or_else(|e| panic!("{e}"));
+            store.add(&[CounterSpec::new("k", day, 5, None)], now).await.unwrap_or_else(|e| panic!("{e}"));
+            let Some((behind, _)) = &store.behind else { panic!("relaxed has a write-behind") };
+            behind.fail_writes.store(true, Ordering::SeqCst);
+            assert!(store.flush().await.is_err());
+            let refused = store.total("k", day, now).await;
+            assert!(matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("write to disk")), "{refused:?}");
+            behind.fail_writes.store(false, Ordering::SeqCst);
+            store.flush().await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(store.total("k", day, now).await.ok(), Some(5), "recovered, nothing lost");
+        }
+        let store = SledStore::open(&config).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.total("k", day, now).await.ok(), Some(5), "written once the disk took it");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_held_lock_is_recognised_as_sled_reports_it() {
