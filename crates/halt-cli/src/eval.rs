@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use halt_config::PolicyLoader;
 use halt_core::{
-    ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, CallContext, Clock, Engine, Outcome,
+    ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, CallContext, Clock, Engine, Outcome, Prepared,
     ReplayClock, SystemClock, Timestamp, async_trait,
 };
 use serde::Serialize;
@@ -102,9 +102,9 @@ pub(crate) fn run(args: &EvalArgs) -> ExitCode {
     }
 }
 
-/// One input line, read and parsed.
+/// One input line, read, parsed and prepared.
 enum Parsed {
-    Call(CallContext),
+    Call(Prepared),
     Invalid { line: u64, error: String },
 }
 
@@ -117,9 +117,10 @@ enum Answer {
 /// Lines travel between the stages in batches, so that handing them over costs little.
 const BATCH: usize = 256;
 
-/// Reads, evaluates and writes in three stages on their own threads, so that parsing and
-/// printing JSON overlap the evaluations; calls are still evaluated one by one, in order, and
-/// answered in order, in constant memory (a few batches in flight).
+/// Reads, evaluates and writes in three stages on their own threads, so that parsing (with the
+/// part of each evaluation that may run ahead: pre-hooks and pure guards, see
+/// `Engine::prepare`) and printing JSON overlap the evaluations; calls are still evaluated one
+/// by one, in order, and answered in order, in constant memory (a few batches in flight).
 fn pipeline(
     engine: &Engine,
     runtime: &tokio::runtime::Runtime,
@@ -128,7 +129,7 @@ fn pipeline(
     let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel::<Vec<Parsed>>(4);
     let (answer_tx, answer_rx) = std::sync::mpsc::sync_channel::<Vec<Answer>>(4);
     std::thread::scope(|scope| {
-        let reader = scope.spawn(move || read(input, &parsed_tx));
+        let reader = scope.spawn(move || read(engine, input, &parsed_tx));
         let writer = scope.spawn(move || write(&answer_rx));
         // Nothing else runs on this runtime, so waiting for the next batch may block it.
         runtime.block_on(async {
@@ -136,7 +137,7 @@ fn pipeline(
                 let mut answers = Vec::with_capacity(batch.len());
                 for item in batch {
                     answers.push(match item {
-                        Parsed::Call(ctx) => Answer::Outcome(engine.evaluate(ctx).await),
+                        Parsed::Call(call) => Answer::Outcome(engine.evaluate_prepared(call).await),
                         Parsed::Invalid { line, error } => Answer::Invalid { line, error },
                     });
                 }
@@ -154,8 +155,12 @@ fn pipeline(
     })
 }
 
-/// Reads and parses lines, in batches.
-fn read(mut input: Box<dyn BufRead + Send>, out: &std::sync::mpsc::SyncSender<Vec<Parsed>>) -> std::io::Result<()> {
+/// Reads, parses and prepares lines, in batches.
+fn read(
+    engine: &Engine,
+    mut input: Box<dyn BufRead + Send>,
+    out: &std::sync::mpsc::SyncSender<Vec<Parsed>>,
+) -> std::io::Result<()> {
     let mut buf = String::new();
     let mut line_no: u64 = 0;
     let mut batch = Vec::with_capacity(BATCH);
@@ -170,7 +175,7 @@ fn read(mut input: Box<dyn BufRead + Send>, out: &std::sync::mpsc::SyncSender<Ve
             continue;
         }
         batch.push(match CallContext::from_json_str(text) {
-            Ok(ctx) => Parsed::Call(ctx),
+            Ok(ctx) => Parsed::Call(engine.prepare(ctx)),
             Err(e) => Parsed::Invalid { line: line_no, error: e.to_string() },
         });
         if batch.len() == BATCH && out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_err() {

@@ -158,6 +158,49 @@ struct Snapshot {
     post: Vec<PostHook>,
 }
 
+/// A call made ready by [`Engine::prepare`], for [`Engine::evaluate_prepared`].
+pub struct Prepared {
+    ctx: CallContext,
+    snapshot: Arc<Snapshot>,
+    stage: Stage,
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared").field("call_id", &self.ctx.call_id).field("stage", &self.stage).finish()
+    }
+}
+
+impl Prepared {
+    /// The call (after the pre-hooks).
+    #[must_use]
+    pub fn context(&self) -> &CallContext {
+        &self.ctx
+    }
+}
+
+/// How far preparing a call went.
+#[derive(Debug)]
+enum Stage {
+    /// A pre-hook refused it.
+    Refused(String),
+    /// Its names are invalid.
+    Invalid(String),
+    /// Checked; the pure guards' decisions by their place in the snapshot.
+    Checked { function: String, early: Vec<Early> },
+}
+
+/// What a guard decided ahead of the call's turn.
+#[derive(Debug, Default)]
+enum Early {
+    /// Nothing: it decides in turn.
+    #[default]
+    InTurn,
+    /// It does not apply.
+    Skipped,
+    Decided(Decision),
+}
+
 struct Inner {
     snapshot: RwLock<Arc<Snapshot>>,
     clock: Arc<dyn Clock>,
@@ -564,19 +607,133 @@ impl Engine {
         if let Err(reason) = run_pre_hooks(&snapshot.pre, &mut ctx) {
             return self.finish(ctx, engine_deny(&reason), &snapshot);
         }
+        self.decide(ctx, &snapshot, None).await
+    }
+
+    /// Does the part of an evaluation that does not depend on the call's turn: runs the
+    /// pre-hooks, checks the call, and lets the pure guards ([`Guard::is_pure`]) decide. Any
+    /// thread may do this ahead; [`Engine::evaluate_prepared`] then does the rest in turn, with
+    /// the same outcome as [`Engine::evaluate`]. (If the guards or hooks change in between, the
+    /// guards decide again in turn.)
+    ///
+    /// ```
+    /// use halt_core::{CallContext, Engine};
+    ///
+    /// let engine = Engine::new();
+    /// let prepared = engine.prepare(CallContext::new("search"));
+    /// let outcome = std::thread::spawn(move || {
+    ///     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(engine.evaluate_prepared(prepared))
+    /// });
+    /// assert!(outcome.join().unwrap().is_allowed());
+    /// ```
+    #[must_use]
+    pub fn prepare(&self, mut ctx: CallContext) -> Prepared {
+        let snapshot = self.snapshot();
+        let stage = match run_pre_hooks(&snapshot.pre, &mut ctx) {
+            Err(reason) => Stage::Refused(reason),
+            Ok(()) => match check_call(&ctx) {
+                Err(reason) => Stage::Invalid(reason),
+                Ok(function) => {
+                    let function = function.into_owned();
+                    let early = self.decide_pure(&ctx, &function, &snapshot);
+                    Stage::Checked { function, early }
+                }
+            },
+        };
+        Prepared { ctx, snapshot, stage }
+    }
+
+    /// Evaluates a call [`Engine::prepare`] made ready: as [`Engine::evaluate`], with the pure
+    /// guards' decisions already made.
+    pub async fn evaluate_prepared(&self, prepared: Prepared) -> Outcome {
+        let Prepared { ctx, snapshot, stage } = prepared;
+        match stage {
+            Stage::Refused(reason) => self.finish(ctx, engine_deny(&reason), &snapshot),
+            Stage::Invalid(reason) => self.decide(ctx, &snapshot, Some(Err(reason))).await,
+            Stage::Checked { function, early } => {
+                let now = self.snapshot();
+                // Guards or hooks changed since: every guard decides in turn.
+                let early = if Arc::ptr_eq(&now, &snapshot) { early } else { Vec::new() };
+                self.decide(ctx, &now, Some(Ok((function, early)))).await
+            }
+        }
+    }
+
+    /// The pure guards' decisions, by their place in `snapshot` (those that did not decide at
+    /// once, failed or panicked are left to decide in turn, as any guard).
+    fn decide_pure(&self, ctx: &CallContext, function: &str, snapshot: &Snapshot) -> Vec<Early> {
+        if !snapshot.guards.iter().any(|g| g.guard.is_pure()) {
+            return Vec::new();
+        }
+        let now = self.inner.clock.now();
+        let call = Call::new(ctx, function, now, &*self.inner.store, now.saturating_add(self.inner.approval_timeout));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let early = snapshot
+            .guards
+            .iter()
+            .map(|g| {
+                if !g.guard.is_pure() || !g.enabled.load(Ordering::Relaxed) {
+                    return Early::InTurn;
+                }
+                let decided = catch_unwind(AssertUnwindSafe(|| {
+                    if !g.guard.applies(&call) {
+                        return Early::Skipped;
+                    }
+                    match g.guard.evaluate(&call).as_mut().poll(&mut cx) {
+                        std::task::Poll::Ready(Ok(d)) => Early::Decided(d),
+                        _ => Early::InTurn,
+                    }
+                }));
+                decided.unwrap_or(Early::InTurn)
+            })
+            .collect();
+        // A guard that called itself pure and reserved anyway broke its word: its decisions are
+        // not kept, and what it reserved is released (or lapses at its hold).
+        let effects = call.into_effects();
+        if effects.is_empty() {
+            return early;
+        }
+        for effect in effects {
+            if let Effect::Reservation { id, .. } = effect {
+                let _ = std::pin::pin!(self.inner.store.release(id, now)).poll(&mut cx);
+            }
+        }
+        Vec::new()
+    }
+
+    /// Decides a call whose pre-hooks ran: checks it (unless `checked` says how that went, with
+    /// the decisions made ahead), runs the guards, settles the effects.
+    async fn decide(
+        &self,
+        mut ctx: CallContext,
+        snapshot: &Snapshot,
+        checked: Option<Result<(String, Vec<Early>), String>>,
+    ) -> Outcome {
         let clock = &self.inner.clock;
         clock.observe(ctx.caller_time());
         let now = clock.now();
         ctx.timestamp = Some(now.as_secs_f64());
-        let function = match check_call(&ctx) {
-            Ok(f) => f,
-            Err(reason) => return self.finish(ctx, engine_deny(&format!("invalid call: {reason}")), &snapshot),
+        let checked = match checked {
+            Some(checked) => checked.map(|(f, early)| (std::borrow::Cow::Owned(f), early)),
+            None => check_call(&ctx).map(|f| (f, Vec::new())),
+        };
+        let (function, mut early) = match checked {
+            Ok(checked) => checked,
+            Err(reason) => return self.finish(ctx, engine_deny(&format!("invalid call: {reason}")), snapshot),
         };
         let hold_until = now.saturating_add(self.inner.approval_timeout);
         let call = Call::new(&ctx, &function, now, &*self.inner.store, hold_until);
         let mut slots = Vec::with_capacity(snapshot.guards.len());
-        for g in snapshot.guards.iter().filter(|g| g.enabled.load(Ordering::Relaxed)) {
+        for (i, g) in snapshot.guards.iter().enumerate().filter(|(_, g)| g.enabled.load(Ordering::Relaxed)) {
             let name = Arc::clone(&g.name);
+            match early.get_mut(i).map(std::mem::take) {
+                Some(Early::Decided(d)) => {
+                    slots.push(Slot::done(name, d));
+                    continue;
+                }
+                Some(Early::Skipped) => continue,
+                Some(Early::InTurn) | None => {}
+            }
             match catch_unwind(AssertUnwindSafe(|| g.guard.applies(&call))) {
                 Ok(false) => {}
                 Ok(true) => slots.push(Slot::running(name, g.guard.evaluate(&call))),
@@ -597,7 +754,7 @@ impl Engine {
         if !effects.is_empty() || (!monitor && outcome.decision() == DecisionKind::RequireApproval) {
             Box::pin(self.settle_effects(&ctx, &mut outcome, effects, now)).await;
         }
-        self.finish_outcome(ctx, outcome, &snapshot)
+        self.finish_outcome(ctx, outcome, snapshot)
     }
 
     /// Commits, releases or holds the call's effects according to its outcome.

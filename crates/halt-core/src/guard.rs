@@ -51,6 +51,14 @@ pub trait Guard: Send + Sync + std::fmt::Debug + 'static {
     /// Decides about the call. Counting guards reserve through [`Call::reserve`].
     async fn evaluate(&self, call: &Call<'_>) -> Result<Decision, GuardError>;
 
+    /// Whether the guard decides from the call alone: its context and normalised function name,
+    /// without the store, the clock ([`Call::now`] is then only roughly the time) or effects,
+    /// and without waiting. Such a guard may decide ahead of the call's turn, on another thread
+    /// ([`crate::Engine::prepare`]). Defaults to false.
+    fn is_pure(&self) -> bool {
+        false
+    }
+
     /// A short JSON summary of the guard's settings (its key limits), for `agenthalt check` and
     /// the dashboard.
     fn describe(&self) -> Value {

@@ -56,6 +56,10 @@ impl<'a> Slot<'a> {
     }
 
     /// A guard that failed before it could be evaluated (its `applies` panicked).
+    pub(crate) fn done(guard: Arc<str>, decision: Decision) -> Self {
+        Self { guard, state: State::Done(decision) }
+    }
+
     pub(crate) fn failed(guard: Arc<str>, error: GuardError) -> Self {
         let decision = fail_safe(&guard, &Failure::Error(error));
         Self { guard, state: State::Done(decision) }

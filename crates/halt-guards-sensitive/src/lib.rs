@@ -193,6 +193,11 @@ impl Guard for SensitiveGuard {
             .with_details(details(&in_args, &in_meta)))
     }
 
+    /// It decides from the call alone, so it may decide ahead of the call's turn.
+    fn is_pure(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> Value {
         serde_json::to_value(&self.config).unwrap_or(Value::Null)
     }

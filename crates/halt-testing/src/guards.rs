@@ -15,6 +15,7 @@ pub struct StaticGuard {
     name: String,
     decision: Decision,
     only: Option<String>,
+    pure: bool,
     evaluations: Arc<AtomicUsize>,
 }
 
@@ -22,7 +23,14 @@ impl StaticGuard {
     /// A guard named `name` that always decides `decision`.
     #[must_use]
     pub fn new(name: &str, decision: Decision) -> Self {
-        Self { name: name.to_owned(), decision, only: None, evaluations: Arc::default() }
+        Self { name: name.to_owned(), decision, only: None, pure: false, evaluations: Arc::default() }
+    }
+
+    /// Says it decides from the call alone ([`Guard::is_pure`]), as it does.
+    #[must_use]
+    pub fn pure(mut self) -> Self {
+        self.pure = true;
+        self
     }
 
     /// Applies only to the (normalised) function `function`.
@@ -52,6 +60,10 @@ impl Guard for StaticGuard {
     async fn evaluate(&self, _call: &Call<'_>) -> Result<Decision, GuardError> {
         self.evaluations.fetch_add(1, Ordering::SeqCst);
         Ok(self.decision.clone())
+    }
+
+    fn is_pure(&self) -> bool {
+        self.pure
     }
 }
 
