@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use halt_config::PolicyLoader;
 use halt_core::{
-    ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, CallContext, Clock, Engine, Outcome, Prepared,
-    ReplayClock, SystemClock, Timestamp, async_trait,
+    ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, CallContext, Clock, DecisionKind, Engine,
+    Outcome, Prepared, ReplayClock, SystemClock, Timestamp, async_trait,
 };
 use serde::Serialize;
 
@@ -35,13 +35,27 @@ struct ErrorLine<'a> {
     error: &'a str,
 }
 
+/// Every kind of decision, for counting by kind.
+const KINDS: [DecisionKind; 4] =
+    [DecisionKind::Allow, DecisionKind::Modify, DecisionKind::RequireApproval, DecisionKind::Deny];
+
+/// Counts by decision kind, in the order of [`KINDS`].
+type KindCounts = [u64; 4];
+
+fn count(counts: &mut KindCounts, kind: DecisionKind) {
+    if let Some(i) = KINDS.iter().position(|k| *k == kind) {
+        counts[i] += 1;
+    }
+}
+
 #[derive(Default)]
 struct Summary {
     calls: u64,
     errors: u64,
     executed: u64,
-    by_decision: BTreeMap<&'static str, u64>,
-    by_guard: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    by_decision: KindCounts,
+    /// By guard, in the order first seen (sorted when printed).
+    by_guard: Vec<(String, KindCounts)>,
 }
 
 pub(crate) fn run(args: &EvalArgs) -> ExitCode {
@@ -264,13 +278,18 @@ fn write_outcome(out: &mut Vec<u8>, o: &Outcome, summary: &mut Summary) -> std::
     out.extend_from_slice(b"}\n");
     summary.calls += 1;
     summary.executed += u64::from(executed);
-    *summary.by_decision.entry(decision.as_str()).or_default() += 1;
-    for d in o.decisions() {
-        let counts = match summary.by_guard.get_mut(d.guard()) {
-            Some(counts) => counts,
-            None => summary.by_guard.entry(d.guard().to_owned()).or_default(),
+    count(&mut summary.by_decision, decision);
+    for (i, d) in o.decisions().iter().enumerate() {
+        // Guards mostly decide in the same order on every call: try the same place first.
+        let found = match summary.by_guard.get(i) {
+            Some((g, _)) if g == d.guard() => Some(i),
+            _ => summary.by_guard.iter().position(|(g, _)| g == d.guard()),
         };
-        *counts.entry(d.kind().as_str()).or_default() += 1;
+        let at = found.unwrap_or_else(|| {
+            summary.by_guard.push((d.guard().to_owned(), KindCounts::default()));
+            summary.by_guard.len() - 1
+        });
+        count(&mut summary.by_guard[at].1, d.kind());
     }
     Ok(())
 }
@@ -282,6 +301,7 @@ fn json_str(out: &mut Vec<u8>, s: &str) -> std::io::Result<()> {
     if s.bytes().fold(false, |found, b| found | (b < 0x20) | (b == b'"') | (b == b'\\')) {
         serde_json::to_writer(out, s)?;
     } else {
+        out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -302,12 +322,18 @@ fn json_f64(out: &mut Vec<u8>, v: f64) -> std::io::Result<()> {
 
 #[allow(clippy::print_stderr, reason = "the summary goes to stderr, results to stdout")]
 fn print_summary(s: &Summary) {
+    // Kinds and guards by name, kinds only when they occurred.
+    let named = |counts: &KindCounts| -> BTreeMap<&'static str, u64> {
+        KINDS.iter().zip(counts).filter(|(_, n)| **n > 0).map(|(k, n)| (k.as_str(), *n)).collect()
+    };
     eprintln!("calls: {}, executed: {}, invalid lines: {}", s.calls, s.executed, s.errors);
-    for (decision, n) in &s.by_decision {
+    for (decision, n) in named(&s.by_decision) {
         eprintln!("  {decision}: {n}");
     }
-    for (guard, counts) in &s.by_guard {
-        let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let mut guards: Vec<&(String, KindCounts)> = s.by_guard.iter().collect();
+    guards.sort_by(|a, b| a.0.cmp(&b.0));
+    for (guard, counts) in guards {
+        let parts: Vec<String> = named(counts).iter().map(|(k, n)| format!("{k} {n}")).collect();
         eprintln!("  guard {guard}: {}", parts.join(", "));
     }
 }
