@@ -4,6 +4,7 @@
 //! commit: it is what one call through this guard costs.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use halt_core::names::normalize;
@@ -19,7 +20,7 @@ pub async fn evaluate_and_commit(
     iters: u64,
 ) -> Duration {
     let name = normalize(&ctx.function_name).into_owned();
-    let mut now = Timestamp::from_secs(1_800_000_000);
+    let mut now = Timestamp::from_micros(BENCH_TIME.load(Ordering::Relaxed));
     let start = Instant::now();
     for _ in 0..iters {
         now = now.saturating_add(step);
@@ -37,8 +38,16 @@ pub async fn evaluate_and_commit(
         }
         black_box(decision);
     }
-    start.elapsed()
+    let elapsed = start.elapsed();
+    BENCH_TIME.fetch_max(now.as_micros(), Ordering::Relaxed);
+    elapsed
 }
+
+/// Where the benches' clock stands, in microseconds: each run goes on from where the last one
+/// stopped. Criterion runs a bench many times on one store; were time to start over each time,
+/// sliding windows would hold calls "from the future" that never age out, and fill up until the
+/// bench measured denials instead of the typical call.
+static BENCH_TIME: AtomicI64 = AtomicI64::new(1_800_000_000_000_000);
 
 /// One reserve of 1 on counter `key` followed by its commit: the unit of the store benches.
 pub async fn reserve_commit(store: &dyn StateStore, key: &str, now: Timestamp) {
@@ -77,4 +86,40 @@ pub async fn reserve_commit_concurrently(store: &std::sync::Arc<dyn StateStore>,
     #[allow(clippy::cast_precision_loss, reason = "a ratio of counts")]
     let scale = iters as f64 / (per * callers.max(1)) as f64;
     start.elapsed().mul_f64(scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use halt_core::{Decision, GuardError, async_trait};
+
+    use super::*;
+
+    /// Allows everything and notes when it was asked.
+    #[derive(Debug, Default)]
+    struct Times(Mutex<Vec<Timestamp>>);
+
+    #[async_trait]
+    impl Guard for Times {
+        fn name(&self) -> &str {
+            "times"
+        }
+
+        async fn evaluate(&self, call: &Call<'_>) -> Result<Decision, GuardError> {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(call.now());
+            Ok(Decision::allow("noted"))
+        }
+    }
+
+    #[tokio::test]
+    async fn runs_on_one_store_go_on_in_time() {
+        let (guard, store, ctx) = (Times::default(), MemoryStore::new(), CallContext::new("f"));
+        let step = Duration::from_millis(1);
+        evaluate_and_commit(&guard, &store, &ctx, step, 3).await;
+        evaluate_and_commit(&guard, &store, &ctx, step, 3).await;
+        let times = guard.0.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        assert_eq!(times.len(), 6);
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "time never goes back: {times:?}");
+    }
 }
