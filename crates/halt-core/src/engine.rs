@@ -646,15 +646,15 @@ impl Engine {
     /// Evaluates a call [`Engine::prepare`] made ready: as [`Engine::evaluate`], with the pure
     /// guards' decisions already made.
     pub async fn evaluate_prepared(&self, prepared: Prepared) -> Outcome {
-        let Prepared { ctx, snapshot, stage } = prepared;
+        let Prepared { ctx, snapshot: then, stage } = prepared;
+        let snapshot = self.snapshot();
         match stage {
             Stage::Refused(reason) => self.finish(ctx, engine_deny(&reason), &snapshot),
             Stage::Invalid(reason) => self.decide(ctx, &snapshot, Some(Err(reason))).await,
             Stage::Checked { function, early } => {
-                let now = self.snapshot();
                 // Guards or hooks changed since: every guard decides in turn.
-                let early = if Arc::ptr_eq(&now, &snapshot) { early } else { Vec::new() };
-                self.decide(ctx, &now, Some(Ok((function, early)))).await
+                let early = if Arc::ptr_eq(&snapshot, &then) { early } else { Vec::new() };
+                self.decide(ctx, &snapshot, Some(Ok((function, early)))).await
             }
         }
     }

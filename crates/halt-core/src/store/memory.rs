@@ -447,6 +447,18 @@ impl State {
     }
 }
 
+/// The live record at `key`, if any (expired ones read as absent); another kind of value there is
+/// an error.
+fn record<'a>(entries: &'a Map<Key, Entry>, key: &str, now: Timestamp) -> Result<Option<&'a [u8]>, StoreError> {
+    match entries.get(key) {
+        Some(Entry { value: Value::Record(v), expires_at, .. }) if *expires_at > now => Ok(Some(v)),
+        Some(Entry { value, expires_at, .. }) if *expires_at > now => {
+            Err(StoreError::WrongKind { key: key.to_owned(), expected: "record", found: value.kind() })
+        }
+        _ => Ok(None),
+    }
+}
+
 /// How many expired keys one operation drops, so no single call pays for a large sweep.
 const PURGE_PER_OP: usize = 64;
 
@@ -552,13 +564,7 @@ impl MemoryStore {
     fn get_record_now(&self, key: &str, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
-        match st.entries.get(key) {
-            Some(Entry { value: Value::Record(v), expires_at, .. }) if *expires_at > now => Ok(Some(v.clone())),
-            Some(Entry { value, expires_at, .. }) if *expires_at > now => {
-                Err(StoreError::WrongKind { key: key.to_owned(), expected: "record", found: value.kind() })
-            }
-            _ => Ok(None),
-        }
+        Ok(record(&st.entries, key, now)?.map(<[u8]>::to_vec))
     }
 
     fn swap_record_now(
@@ -572,14 +578,7 @@ impl MemoryStore {
         check_record_key(key)?;
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
-        let current = match st.entries.get(key) {
-            Some(Entry { value: Value::Record(v), expires_at, .. }) if *expires_at > now => Some(v.as_slice()),
-            Some(Entry { value, expires_at, .. }) if *expires_at > now => {
-                return Err(StoreError::WrongKind { key: key.to_owned(), expected: "record", found: value.kind() });
-            }
-            _ => None,
-        };
-        if current != expected {
+        if record(&st.entries, key, now)? != expected {
             return Ok(false);
         }
         st.write_record(key, new, expires_at, self.config.max_keys, now)?;
@@ -597,15 +596,8 @@ impl MemoryStore {
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
         let State { entries, scratch, .. } = &mut *st;
-        let current = match entries.get(key) {
-            Some(Entry { value: Value::Record(v), expires_at, .. }) if *expires_at > now => Some(v.as_slice()),
-            Some(Entry { value, expires_at, .. }) if *expires_at > now => {
-                return Err(StoreError::WrongKind { key: key.to_owned(), expected: "record", found: value.kind() });
-            }
-            _ => None,
-        };
         scratch.clear();
-        if !update(current, scratch) {
+        if !update(record(entries, key, now)?, scratch) {
             return Ok(());
         }
         let next = std::mem::take(scratch);
@@ -624,12 +616,8 @@ impl MemoryStore {
         check_record_key(key)?;
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
-        if let Some(Entry { value, expires_at, .. }) = st.entries.get(key)
-            && *expires_at > now
-            && !matches!(value, Value::Record(_))
-        {
-            return Err(StoreError::WrongKind { key: key.to_owned(), expected: "record", found: value.kind() });
-        }
+        // Only over a record (or nothing): another kind of value is an error.
+        record(&st.entries, key, now)?;
         st.write_record(key, value, expires_at, self.config.max_keys, now)
     }
 }
