@@ -64,3 +64,127 @@ async fn holds_and_pending_reservations_are_cleaned_up() {
     store.total("c", Window::Idle { idle: Duration::from_secs(3600) }, Timestamp::from_secs(1_010)).await.unwrap();
     assert_eq!(store.pending_count(), 0);
 }
+
+mod model {
+    //! Random sequences of operations: limits always hold, a refusal changes nothing, a
+    //! zero-amount check changes nothing, and `add_within` counts exactly as `reserve` then
+    //! `commit` (two stores in lockstep).
+
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
+    use halt_core::store::{CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StoreFuture, Window};
+    use halt_core::{MemoryStore, StateStore, StoreError, Timestamp};
+    use proptest::prelude::*;
+
+    const T0: i64 = 1_800_000_000;
+
+    /// The memory store answers at once.
+    fn ready<T: Unpin>(f: StoreFuture<'_, T>) -> Result<T, StoreError> {
+        match std::pin::pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(r) => r,
+            Poll::Pending => panic!("the memory store never waits"),
+        }
+    }
+
+    /// Three counters of the three kinds, each with its limit.
+    fn counter(i: usize, amount: i64) -> CounterSpec {
+        let (key, window, limit) = match i {
+            0 => ("sliding", Window::Sliding { width: Duration::from_secs(10) }, 5),
+            1 => ("bucket", Window::Bucket { expires_at: Timestamp::from_secs(T0 + 30) }, 8),
+            _ => ("idle", Window::Idle { idle: Duration::from_secs(20) }, 6),
+        };
+        CounterSpec::new(key, window, amount, Some(limit))
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Amounts for a subset of the counters; held, or added at once.
+        Count {
+            amounts: Vec<(usize, i64)>,
+            hold: bool,
+        },
+        Commit(usize),
+        Release(usize),
+        /// Milliseconds.
+        Wait(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (prop::collection::btree_map(0usize..3, 0i64..4, 1..=3), any::<bool>())
+                .prop_map(|(m, hold)| Op::Count { amounts: m.into_iter().collect(), hold }),
+            2 => (0usize..8).prop_map(Op::Commit),
+            2 => (0usize..8).prop_map(Op::Release),
+            2 => (0u64..6_000).prop_map(Op::Wait),
+        ]
+    }
+
+    fn totals(store: &MemoryStore, now: Timestamp) -> Vec<i64> {
+        (0..3).map(|i| ready(store.total(&counter(i, 0).key, counter(i, 0).window, now)).unwrap()).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn limits_hold_and_add_within_is_reserve_then_commit(ops in prop::collection::vec(op(), 1..60)) {
+            // `a` adds at once with add_within; `b` reserves and commits the same amounts.
+            let (a, b) = (MemoryStore::new(), MemoryStore::new());
+            let mut now = Timestamp::from_secs(T0);
+            let mut held: Vec<(ReservationId, ReservationId)> = Vec::new();
+            for op in ops {
+                let before = totals(&a, now);
+                match op {
+                    Op::Count { amounts, hold } => {
+                        let counters: Vec<CounterSpec> = amounts.iter().map(|&(i, n)| counter(i, n)).collect();
+                        let request = ReserveRequest { counters, now, hold_until: now.saturating_add(Duration::from_secs(2)) };
+                        let (x, y) = if hold {
+                            (ready(a.reserve(&request)).unwrap(), ready(b.reserve(&request)).unwrap())
+                        } else {
+                            let y = ready(b.reserve(&request)).unwrap();
+                            if let ReserveOutcome::Reserved { id, .. } = &y {
+                                prop_assert!(ready(b.commit(*id, now)).unwrap());
+                            }
+                            (ready(a.add_within(&request)).unwrap(), y)
+                        };
+                        match (x, y) {
+                            (ReserveOutcome::Reserved { id: ia, totals: ta }, ReserveOutcome::Reserved { id: ib, totals: tb }) => {
+                                prop_assert_eq!(ta, tb);
+                                if hold {
+                                    held.push((ia, ib));
+                                }
+                                if amounts.iter().all(|&(_, n)| n == 0) {
+                                    prop_assert_eq!(totals(&a, now), before.clone(), "a check changes nothing");
+                                }
+                            }
+                            (ReserveOutcome::Rejected { index: xa, current: ca, .. }, ReserveOutcome::Rejected { index: xb, current: cb, .. }) => {
+                                prop_assert_eq!((xa, ca), (xb, cb));
+                                prop_assert_eq!(totals(&a, now), before.clone(), "a refusal changes nothing");
+                            }
+                            (x, y) => prop_assert!(false, "the stores disagree: {:?} / {:?}", x, y),
+                        }
+                    }
+                    Op::Commit(i) | Op::Release(i) if i < held.len() => {
+                        let (ia, ib) = held.remove(i);
+                        let commit = matches!(op, Op::Commit(_));
+                        let (x, y) = if commit {
+                            (ready(a.commit(ia, now)).unwrap(), ready(b.commit(ib, now)).unwrap())
+                        } else {
+                            (ready(a.release(ia, now)).unwrap(), ready(b.release(ib, now)).unwrap())
+                        };
+                        prop_assert_eq!(x, y);
+                    }
+                    Op::Commit(_) | Op::Release(_) => {}
+                    Op::Wait(ms) => now = now.saturating_add(Duration::from_millis(ms)),
+                }
+                let (ta, tb) = (totals(&a, now), totals(&b, now));
+                prop_assert_eq!(&ta, &tb, "add_within counts as reserve then commit");
+                for (i, t) in ta.iter().enumerate() {
+                    prop_assert!(*t <= counter(i, 0).limit.unwrap_or(i64::MAX), "counter {} at {} passed its limit", i, t);
+                }
+            }
+        }
+    }
+}
