@@ -153,16 +153,17 @@ fn bad_reply(what: &str) -> StoreError {
 
 /// The operations, each one script call.
 impl RedisStore {
-    async fn reserve_op(&self, req: &ReserveRequest) -> Result<ReserveOutcome, StoreError> {
+    /// `reserve`, or `add_within` (the same, added for good: no hold).
+    async fn reserve_op(&self, req: &ReserveRequest, op: &str) -> Result<ReserveOutcome, StoreError> {
         check(&req.counters, true)?;
         let reply = self
-            .run("reserve", req.now, |inv| {
+            .run(op, req.now, |inv| {
                 inv.arg(req.hold_until.as_micros()).arg(MAX_EVENTS).arg(req.counters.len());
                 push_counters(inv, &req.counters);
             })
             .await?;
-        let RedisValue::Array(items) = reply else { return Err(bad_reply("reserve")) };
-        let nums: Vec<i64> = items.iter().map(int).collect::<Option<_>>().ok_or_else(|| bad_reply("reserve"))?;
+        let RedisValue::Array(items) = reply else { return Err(bad_reply(op)) };
+        let nums: Vec<i64> = items.iter().map(int).collect::<Option<_>>().ok_or_else(|| bad_reply(op))?;
         match nums.as_slice() {
             [1, id, totals @ ..] => Ok(ReserveOutcome::Reserved {
                 id: ReservationId(u64::try_from(*id).unwrap_or(0)),
@@ -174,7 +175,7 @@ impl RedisStore {
                 limit: *limit,
                 retry_at: (*retry >= 0).then(|| Timestamp::from_micros(*retry)),
             }),
-            _ => Err(bad_reply("reserve")),
+            _ => Err(bad_reply(op)),
         }
     }
 
@@ -268,7 +269,11 @@ impl RedisStore {
 
 impl StateStore for RedisStore {
     fn reserve<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome> {
-        StoreFuture::new(self.reserve_op(request))
+        StoreFuture::new(self.reserve_op(request, "reserve"))
+    }
+
+    fn add_within<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome> {
+        StoreFuture::new(self.reserve_op(request, "add_within"))
     }
 
     fn commit(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {

@@ -150,8 +150,9 @@ end
 local OP = ARGV[3]
 release_lapsed()
 
-if OP == 'reserve' then
+if OP == 'reserve' or OP == 'add_within' then
   -- ARGV: prefix, now, op, hold_until, cap, n, counters...
+  -- 'add_within' adds for good at once: no hold, and no reservation on its events.
   local hold, cap, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
   local cs, es = {}, {}
   for i = 1, n do
@@ -178,7 +179,8 @@ if OP == 'reserve' then
     cs[i], es[i] = c, e
   end
   local id = redis.call('INCR', P .. 'next_id')
-  local res = tostring(id)
+  local held = OP == 'reserve'
+  local res = held and tostring(id) or '0'
   local out, parts = {1, id}, {}
   for i = 1, n do
     local c, e = cs[i], es[i]
@@ -189,8 +191,10 @@ if OP == 'reserve' then
     end
     out[#out + 1] = total(e)
   end
-  redis.call('HSET', P .. 'p:' .. res, 'h', string.format('%d', hold), 'parts', table.concat(parts, '\30'))
-  redis.call('ZADD', P .. 'holds', hold, res)
+  if held then
+    redis.call('HSET', P .. 'p:' .. res, 'h', string.format('%d', hold), 'parts', table.concat(parts, '\30'))
+    redis.call('ZADD', P .. 'holds', hold, res)
+  end
   return out
 elseif OP == 'commit' or OP == 'release' then
   local id = ARGV[4]

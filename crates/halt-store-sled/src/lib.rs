@@ -710,7 +710,8 @@ impl SledStore {
 
 /// The operations, done at once; each says whether it wrote (and so must be made durable).
 impl SledStore {
-    fn reserve_now(&self, req: &ReserveRequest) -> Result<(ReserveOutcome, bool), StoreError> {
+    /// Reserves (`hold`), or adds for good at once.
+    fn reserve_now(&self, req: &ReserveRequest, hold: bool) -> Result<(ReserveOutcome, bool), StoreError> {
         check_counters(&req.counters, true)?;
         self.release_lapsed(req.now)?;
         let now = req.now;
@@ -741,6 +742,8 @@ impl SledStore {
                 live_entries.push(e);
             }
             let id = tx.generate_id()?;
+            // Events of an amount added for good belong to no reservation.
+            let owner = if hold { id } else { 0 };
             let mut totals = Vec::with_capacity(req.counters.len());
             let mut parts = Vec::with_capacity(req.counters.len());
             for (c, e) in req.counters.iter().zip(live_entries) {
@@ -748,10 +751,15 @@ impl SledStore {
                     totals.push(total_of(e.as_ref()));
                     continue;
                 }
-                let e = apply(e, c, id, now, self.max_events);
+                let e = apply(e, c, owner, now, self.max_events);
                 totals.push(total_of(Some(&e)));
-                parts.push((c.key.to_string(), c.amount, e.generation));
+                if hold {
+                    parts.push((c.key.to_string(), c.amount, e.generation));
+                }
                 tx.insert(&counter_key(&c.key), e.encode())?;
+            }
+            if !hold {
+                return Ok((ReserveOutcome::Reserved { id: ReservationId(id), totals }, None));
             }
             let pending = Pending { hold_until: req.hold_until, parts };
             if self.held.is_some() {
@@ -764,11 +772,13 @@ impl SledStore {
         if let (Some(held), Some(pending), ReserveOutcome::Reserved { id, .. }) = (&self.held, pending, &outcome) {
             lock(held).insert(id.0, pending);
         }
-        if matches!(outcome, ReserveOutcome::Reserved { .. }) {
+        let added = matches!(outcome, ReserveOutcome::Reserved { .. });
+        if added && hold {
             self.next_lapse.fetch_min(req.hold_until.as_micros(), Ordering::SeqCst);
         }
-        // A pending reservation lost in a crash would have been released anyway.
-        Ok((outcome, false))
+        // A pending reservation lost in a crash would have been released anyway; what is added
+        // for good must reach the disk (strict durability).
+        Ok((outcome, added && !hold))
     }
 
     /// Takes a reservation held in memory (relaxed durability).
@@ -898,7 +908,11 @@ impl SledStore {
 
 impl StateStore for SledStore {
     fn reserve<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome> {
-        self.answer(self.reserve_now(request))
+        self.answer(self.reserve_now(request, true))
+    }
+
+    fn add_within<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome> {
+        self.answer(self.reserve_now(request, false))
     }
 
     fn commit(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {
