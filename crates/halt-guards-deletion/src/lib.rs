@@ -28,6 +28,8 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use arrayvec::ArrayVec;
+
 use halt_core::names::{NameFragments, NamePatterns, resolve_resource};
 use halt_core::store::{CounterSpec, ReserveOutcome, ReserveRequest, Window, key};
 use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Timestamp, TypedFactory, async_trait};
@@ -158,9 +160,9 @@ impl DeletionGuard {
     }
 
     /// The call's targets, resolved; or why one is unusable.
-    fn targets<'c>(&self, call: &Call<'c>) -> Result<Vec<Cow<'c, str>>, String> {
+    fn targets<'c>(&self, call: &Call<'c>) -> Result<Targets<'c>, String> {
         let args = call.arguments();
-        let mut targets = Vec::new();
+        let mut targets = Targets::default();
         // Whether any target value is present, even `null` (then there is no fallback).
         let mut present = false;
         let mut take = |v: &'c Value| -> Result<(), String> {
@@ -192,6 +194,33 @@ impl DeletionGuard {
         let args = call.arguments();
         HARD_WORDS.iter().any(|w| f.contains(w))
             || ["permanent", "hard_delete"].iter().any(|k| args.get(*k).is_some_and(is_truthy))
+    }
+}
+
+/// A call's targets: the first few inline (most deletions name one or two), the rest on the heap.
+#[derive(Default)]
+struct Targets<'c> {
+    few: ArrayVec<Cow<'c, str>, 2>,
+    more: Vec<Cow<'c, str>>,
+}
+
+impl<'c> Targets<'c> {
+    fn push(&mut self, target: Cow<'c, str>) {
+        if let Err(full) = self.few.try_push(target) {
+            self.more.push(full.element());
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.few.len() + self.more.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.few.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Cow<'c, str>> {
+        self.few.iter().chain(&self.more)
     }
 }
 
@@ -310,7 +339,7 @@ impl Guard for DeletionGuard {
             return Ok(Decision::require_approval("Deletion with no identifiable target needs approval")
                 .with_details(json!({"rule": "no_target"})));
         }
-        for t in &targets {
+        for t in targets.iter() {
             if let Some(p) = self.protected.first_match_normalized(t) {
                 return Ok(Decision::deny(format!("'{t}' is protected ('{p}')"))
                     .with_details(json!({"rule": "protected_resources", "target": t})));
@@ -325,8 +354,9 @@ impl Guard for DeletionGuard {
             }
         }
         if c.require_approval_always {
-            return Ok(Decision::require_approval(format!("Deletion of {n} resource(s) needs approval"))
-                .with_details(json!({"rule": "require_approval_always", "targets": targets})));
+            return Ok(Decision::require_approval(format!("Deletion of {n} resource(s) needs approval")).with_details(
+                json!({"rule": "require_approval_always", "targets": targets.iter().collect::<Vec<_>>()}),
+            ));
         }
         Ok(Decision::allow("Deletion within policy"))
     }
