@@ -158,11 +158,89 @@ struct Pending {
 }
 
 impl Value {
+    /// A counter's or window's total (a record counts nothing).
+    fn total(&self) -> i64 {
+        match self {
+            Self::Counter(t) => (*t).max(0),
+            Self::Sliding(s) => s.total(),
+            Self::Record(_) => 0,
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Self::Counter(_) => "counter",
             Self::Sliding(_) => "sliding window",
             Self::Record(_) => "record",
+        }
+    }
+}
+
+/// Makes an existing entry live for a counter of `window`: an expired one starts over as an
+/// empty value of the right kind (a new generation); a live one of another kind is an error; a
+/// window drops the events that aged out.
+fn refresh(
+    e: &mut Entry,
+    key: &str,
+    window: Window,
+    now: Timestamp,
+    last_generation: &mut u64,
+) -> Result<(), StoreError> {
+    let sliding = matches!(window, Window::Sliding { .. });
+    if e.expires_at <= now {
+        e.value = if sliding { Value::Sliding(Sliding::default()) } else { Value::Counter(0) };
+        *last_generation += 1;
+        e.generation = *last_generation;
+        return Ok(());
+    }
+    if !matches!((sliding, &e.value), (true, Value::Sliding(_)) | (false, Value::Counter(_))) {
+        let expected = if sliding { "sliding window" } else { "counter" };
+        return Err(StoreError::WrongKind { key: key.to_owned(), expected, found: e.value.kind() });
+    }
+    if let (Window::Sliding { width }, Value::Sliding(s)) = (window, &mut e.value) {
+        s.prune(now, width);
+    }
+    Ok(())
+}
+
+/// An amount being added to a live entry.
+struct Added {
+    /// When the key may expire after this addition.
+    expiry: Timestamp,
+    amount: i64,
+    /// The reservation adding it (0: none).
+    reservation: u64,
+    now: Timestamp,
+    /// The most events a window keeps.
+    cap: usize,
+}
+
+impl Added {
+    /// Adds to `e`; returns its new total, its generation, and when to queue it for expiry if
+    /// it was not queued.
+    fn to(&self, e: &mut Entry) -> (i64, u64, Option<Timestamp>) {
+        e.expires_at = e.expires_at.max(self.expiry);
+        let schedule = (!e.queued).then_some(e.expires_at);
+        e.queued = true;
+        match &mut e.value {
+            Value::Counter(t) => *t = t.saturating_add(self.amount).max(0),
+            Value::Sliding(s) => {
+                s.push(Event { at: self.now, amount: self.amount, reservation: self.reservation }, self.cap);
+            }
+            Value::Record(_) => {}
+        }
+        (e.value.total(), e.generation, schedule)
+    }
+}
+
+impl Entry {
+    /// When `c`'s amount could fit under `limit`: for a window, when enough of it ages out; for
+    /// a bucket, when it ends.
+    fn retry_at(&self, c: &CounterSpec, limit: i64) -> Option<Timestamp> {
+        match (c.window, &self.value) {
+            (Window::Sliding { width }, Value::Sliding(s)) => s.retry_at(width, c.amount, limit),
+            (Window::Bucket { .. }, _) => Some(self.expires_at),
+            _ => None,
         }
     }
 }
@@ -313,20 +391,7 @@ impl State {
         let Some(e) = self.entries.get_mut(key) else {
             return Ok(None);
         };
-        let sliding = matches!(window, Window::Sliding { .. });
-        if e.expires_at <= now {
-            e.value = if sliding { Value::Sliding(Sliding::default()) } else { Value::Counter(0) };
-            self.last_generation += 1;
-            e.generation = self.last_generation;
-            return Ok(Some(e));
-        }
-        if !matches!((sliding, &e.value), (true, Value::Sliding(_)) | (false, Value::Counter(_))) {
-            let expected = if sliding { "sliding window" } else { "counter" };
-            return Err(StoreError::WrongKind { key: key.to_owned(), expected, found: e.value.kind() });
-        }
-        if let (Window::Sliding { width }, Value::Sliding(s)) = (window, &mut e.value) {
-            s.prune(now, width);
-        }
+        refresh(e, key, window, now, &mut self.last_generation)?;
         Ok(Some(e))
     }
 
@@ -334,37 +399,18 @@ impl State {
     fn current(&mut self, key: &str, window: Window, now: Timestamp) -> Result<(i64, bool), StoreError> {
         Ok(match self.live(key, window, now)? {
             None => (0, false),
-            Some(Entry { value: Value::Counter(t), .. }) => ((*t).max(0), true),
-            Some(Entry { value: Value::Sliding(s), .. }) => (s.total(), true),
-            Some(_) => (0, true),
+            Some(e) => (e.value.total(), true),
         })
     }
 
     /// Adds `amount` to a counter, creating it. Returns the new total and the key's generation.
     /// The caller has called [`State::live`] on the key during this operation.
     fn apply(&mut self, spec: &CounterSpec, amount: i64, reservation: u64, now: Timestamp, cap: usize) -> (i64, u64) {
-        let expiry = spec.window.key_expiry(now);
-        let update = |e: &mut Entry| {
-            e.expires_at = e.expires_at.max(expiry);
-            let schedule = (!e.queued).then_some(e.expires_at);
-            e.queued = true;
-            let total = match &mut e.value {
-                Value::Counter(t) => {
-                    *t = t.saturating_add(amount).max(0);
-                    *t
-                }
-                Value::Sliding(s) => {
-                    s.push(Event { at: now, amount, reservation }, cap);
-                    s.total()
-                }
-                Value::Record(_) => 0,
-            };
-            (total, e.generation, schedule)
-        };
+        let added = Added { expiry: spec.window.key_expiry(now), amount, reservation, now, cap };
         // One lookup for a key that exists (the common case), two for a new one.
         let (total, generation, schedule) = match self.entries.get_key_value_mut(spec.key.as_str()) {
             Some((key, e)) => {
-                let (total, generation, schedule) = update(e);
+                let (total, generation, schedule) = added.to(e);
                 (total, generation, schedule.map(|at| (at, Arc::clone(key))))
             }
             None => {
@@ -373,8 +419,8 @@ impl State {
                     _ => Value::Counter(0),
                 };
                 self.last_generation += 1;
-                let mut e = Entry { value, expires_at: expiry, queued: false, generation: self.last_generation };
-                let (total, generation, schedule) = update(&mut e);
+                let mut e = Entry { value, expires_at: added.expiry, queued: false, generation: self.last_generation };
+                let (total, generation, schedule) = added.to(&mut e);
                 let key: Key = Arc::from(spec.key.as_str());
                 self.entries.insert(Arc::clone(&key), e);
                 (total, generation, schedule.map(|at| (at, key)))
@@ -384,6 +430,64 @@ impl State {
             self.expiry.push(Reverse(Due(at, key)));
         }
         (total, generation)
+    }
+
+    /// [`MemoryStore::reserve_now`] for `N` counters whose keys all exist (or only check), with
+    /// one lookup per key; `None` when a key must be created (the general path does that).
+    fn reserve_existing<const N: usize>(
+        &mut self,
+        req: &ReserveRequest,
+        hold: bool,
+        cap: usize,
+    ) -> Option<Result<ReserveOutcome, StoreError>> {
+        let now = req.now;
+        let keys: [&str; N] = std::array::from_fn(|i| req.counters[i].key.as_str());
+        let Self { entries, expiry, pending, next_lapse, next_id, last_generation, spare_parts, .. } = self;
+        // Keys are distinct (checked before), as this lookup requires.
+        let mut found = entries.get_disjoint_key_value_mut(keys);
+        if req.counters.iter().zip(&found).any(|(c, f)| f.is_none() && c.amount > 0) {
+            return None;
+        }
+        let mut totals = Vec::with_capacity(N);
+        for (index, (c, f)) in req.counters.iter().zip(&mut found).enumerate() {
+            let current = match f {
+                None => 0,
+                Some((_, e)) => match refresh(e, &c.key, c.window, now, last_generation) {
+                    Ok(()) => e.value.total(),
+                    Err(error) => return Some(Err(error)),
+                },
+            };
+            totals.push(current);
+            if let Some(limit) = c.limit
+                && current.saturating_add(c.amount) > limit
+            {
+                let retry_at = f.as_ref().and_then(|(_, e)| e.retry_at(c, limit));
+                return Some(Ok(ReserveOutcome::Rejected { index, current, limit, retry_at }));
+            }
+        }
+        *next_id += 1;
+        let id = *next_id;
+        // Events of an amount added for good belong to no reservation.
+        let reservation = if hold { id } else { 0 };
+        let mut parts = if hold { spare_parts.pop().unwrap_or_default() } else { Vec::new() };
+        for ((c, f), total) in req.counters.iter().zip(&mut found).zip(&mut totals) {
+            // A missing key only had a check (amount 0), which leaves its total as it was.
+            let (Some((key, e)), true) = (f, c.amount != 0) else { continue };
+            let added = Added { expiry: c.window.key_expiry(now), amount: c.amount, reservation, now, cap };
+            let (t, generation, schedule) = added.to(e);
+            *total = t;
+            if let Some(at) = schedule {
+                expiry.push(Reverse(Due(at, Arc::clone(key))));
+            }
+            if hold {
+                parts.push((c.key.clone(), c.amount, generation));
+            }
+        }
+        if hold {
+            pending.insert(id, Pending { parts, hold_until: req.hold_until });
+            *next_lapse = (*next_lapse).min(req.hold_until);
+        }
+        Some(Ok(ReserveOutcome::Reserved { id: ReservationId(id), totals }))
     }
 
     /// Makes room for `new_keys` more keys, or refuses.
@@ -469,6 +573,17 @@ impl MemoryStore {
         let mut st = self.lock();
         let now = req.now;
         st.purge(now, PURGE_PER_OP);
+        let cap = self.config.max_events_per_window;
+        let existing = match req.counters.len() {
+            1 => st.reserve_existing::<1>(req, hold, cap),
+            2 => st.reserve_existing::<2>(req, hold, cap),
+            3 => st.reserve_existing::<3>(req, hold, cap),
+            4 => st.reserve_existing::<4>(req, hold, cap),
+            _ => None,
+        };
+        if let Some(outcome) = existing {
+            return outcome;
+        }
         let mut new_keys = 0;
         // Each counter's total now; then, once all fit, after the reservation.
         let mut totals = Vec::with_capacity(req.counters.len());
@@ -481,14 +596,7 @@ impl MemoryStore {
             if let Some(limit) = c.limit
                 && current.saturating_add(c.amount) > limit
             {
-                let retry_at = match (c.window, st.entries.get(c.key.as_str())) {
-                    (Window::Sliding { width }, Some(Entry { value: Value::Sliding(s), .. })) => {
-                        s.retry_at(width, c.amount, limit)
-                    }
-                    // A bucket frees up when it ends.
-                    (Window::Bucket { .. }, Some(e)) => Some(e.expires_at),
-                    _ => None,
-                };
+                let retry_at = st.entries.get(c.key.as_str()).and_then(|e| e.retry_at(c, limit));
                 return Ok(ReserveOutcome::Rejected { index, current, limit, retry_at });
             }
         }
