@@ -172,11 +172,29 @@ impl DeletionGuard {
             }
             Ok(())
         };
-        if let Some(v) = args.get(&self.config.resource_field) {
+        // The resource field's value, then the lists', in this order: found in one pass over a
+        // small map of arguments (most are), by lookups in a large one.
+        let mut fields: [Option<&'c Value>; 1 + LIST_FIELDS.len()] = [None; 1 + LIST_FIELDS.len()];
+        if args.len() <= 16 {
+            for (k, v) in args {
+                if *k == self.config.resource_field {
+                    fields[0] = Some(v);
+                }
+                if let Some(i) = LIST_FIELDS.iter().position(|f| f == k) {
+                    fields[1 + i] = Some(v);
+                }
+            }
+        } else {
+            fields[0] = args.get(&self.config.resource_field);
+            for (slot, f) in fields[1..].iter_mut().zip(LIST_FIELDS) {
+                *slot = args.get(f);
+            }
+        }
+        if let Some(v) = fields[0] {
             take(v)?;
         }
-        for field in LIST_FIELDS {
-            match args.get(field) {
+        for list in &fields[1..] {
+            match list {
                 None | Some(Value::Null) => {}
                 Some(Value::Array(items)) => items.iter().try_for_each(&mut take)?,
                 Some(other) => take(other)?,

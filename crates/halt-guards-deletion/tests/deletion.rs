@@ -162,6 +162,16 @@ fn which_arguments_are_targets() {
     assert_eq!(t(json!({"id": null, "name": "a"})), "Deletion with no identifiable target needs approval");
     assert_eq!(t(json!({"ids": [{"name": "b"}]})), "'b' is protected ('b')", "an object by its name");
     assert_eq!(decide(&e, "delete_x", json!({"ids": [true]})).0, DecisionKind::Deny, "not a name");
+    // Many arguments are looked up rather than walked: the same targets.
+    let mut many: serde_json::Map<String, Value> = (0..40).map(|i| (format!("x{i}"), json!(i))).collect();
+    many.insert("targets".into(), json!(["x", "c"]));
+    many.insert("id".into(), json!("z"));
+    assert_eq!(t(Value::Object(many)), "'c' is protected ('c')");
+    // A resource field that is also a list's name is read as both.
+    let (e, _) = setup(json!({"protected_resources": ["a"], "resource_field": "ids"}));
+    let (k, r) = decide(&e, "delete_x", json!({"ids": "a"}));
+    assert_eq!((k, r.as_str()), (DecisionKind::Deny, "'a' is protected ('a')"));
+    assert!(decide(&e, "delete_x", json!({"ids": ["a"]})).1.starts_with("Deletion refused"), "a list is not a name");
 }
 
 #[test]
