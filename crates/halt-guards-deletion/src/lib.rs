@@ -31,7 +31,7 @@ use std::time::Duration;
 use arrayvec::ArrayVec;
 
 use halt_core::names::{NameFragments, NamePatterns, resolve_resource};
-use halt_core::store::{CounterSpec, ReserveOutcome, ReserveRequest, Window, key};
+use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, ReserveRequest, Window, key};
 use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Timestamp, TypedFactory, async_trait};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -104,6 +104,8 @@ pub struct DeletionGuard {
     name: String,
     /// `deletion/<name>`, the start of every key (made once: keys are made on every call).
     prefix: String,
+    /// `deletion/<name>/day/<date>`.
+    daily: CalendarKey,
     config: DeletionConfig,
     allow: NamePatterns,
     deny: NamePatterns,
@@ -143,6 +145,7 @@ impl DeletionGuard {
             .map_err(|_| FactoryError::invalid("deletion_functions", "entries must not be empty"))?;
         Ok(Self {
             prefix: key(&["deletion", name]).to_string(),
+            daily: CalendarKey::new(key(&["deletion", name, "day"]).to_string()),
             name: name.to_owned(),
             allow: patterns("allow_patterns", &config.allow_patterns)?,
             deny: patterns("deny_patterns", &config.deny_patterns)?,
@@ -332,7 +335,7 @@ impl Guard for DeletionGuard {
         }
         if let Some(max) = c.max_deletions_per_day {
             let day = now.utc_day();
-            let k = key(&[&self.prefix, "day", &day.label]);
+            let k = self.daily.key(&day);
             labels[counters.len()] = "daily";
             counters.push(CounterSpec::new(
                 k,

@@ -26,7 +26,7 @@
 //! ```
 
 use halt_core::names::{NameFragments, normalize};
-use halt_core::store::{CounterSpec, ReserveOutcome, Window, key};
+use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, Window, key};
 use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Money, MoneyError, TypedFactory, async_trait};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -96,8 +96,10 @@ impl Default for PurchaseConfig {
 #[derive(Debug, Clone)]
 pub struct PurchaseGuard {
     name: String,
-    /// `purchase/<name>`, the start of every key (made once: keys are made on every call).
-    prefix: String,
+    /// `purchase/<name>/count/<date>` and `purchase/<name>/total/<date>` (made once a day: keys
+    /// are made on every call).
+    daily_count: CalendarKey,
+    daily_total: CalendarKey,
     config: PurchaseConfig,
     functions: NameFragments,
     blocked: NameFragments,
@@ -138,7 +140,8 @@ impl PurchaseGuard {
             NameFragments::new(items).map_err(|_| FactoryError::invalid(field, "entries must not be empty"))
         };
         Ok(Self {
-            prefix: key(&["purchase", name]).to_string(),
+            daily_count: CalendarKey::new(key(&["purchase", name, "count"]).to_string()),
+            daily_total: CalendarKey::new(key(&["purchase", name, "total"]).to_string()),
             name: name.to_owned(),
             functions: list("purchase_functions", &config.purchase_functions)?,
             blocked: list("blocked_categories", &config.blocked_categories)?,
@@ -231,14 +234,9 @@ impl Guard for PurchaseGuard {
         let day = call.now().utc_day();
         let window = Window::Bucket { expires_at: day.end };
         let counters = vec![
+            CounterSpec::new(self.daily_count.key(&day), window, 1, c.max_purchase_count_per_day.map(i64::from)),
             CounterSpec::new(
-                key(&[&self.prefix, "count", &day.label]),
-                window,
-                1,
-                c.max_purchase_count_per_day.map(i64::from),
-            ),
-            CounterSpec::new(
-                key(&[&self.prefix, "total", &day.label]),
+                self.daily_total.key(&day),
                 window,
                 amount.micros(),
                 c.max_daily_purchases.map(Money::micros),

@@ -8,6 +8,8 @@ use std::ops::Deref;
 use arrayvec::ArrayString;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::clock::{CalendarWindow, DateLabel};
+
 /// The longest key kept inline (the whole type is 64 bytes).
 const INLINE: usize = 56;
 
@@ -155,6 +157,51 @@ impl<'de> Deserialize<'de> for StoreKey {
     }
 }
 
+/// The key of a calendar window under a fixed prefix (`<prefix>/<label>`), made once per window:
+/// a guard counting per day asks for the same day's key on every call of that day.
+///
+/// ```
+/// use halt_core::Timestamp;
+/// use halt_core::store::CalendarKey;
+///
+/// let daily = CalendarKey::new("deletion/deletion/day");
+/// let day = Timestamp::from_secs(1_795_521_600).utc_day();
+/// assert_eq!(daily.key(&day), "deletion/deletion/day/2026-11-24");
+/// ```
+#[derive(Debug)]
+pub struct CalendarKey {
+    prefix: String,
+    last: std::sync::Mutex<Option<(DateLabel, StoreKey)>>,
+}
+
+impl CalendarKey {
+    /// Keys under `prefix`.
+    #[must_use]
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into(), last: std::sync::Mutex::default() }
+    }
+
+    /// The key of `window`.
+    #[must_use]
+    pub fn key(&self, window: &CalendarWindow) -> StoreKey {
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*last {
+            Some((label, key)) if *label == window.label => key.clone(),
+            _ => {
+                let key = StoreKey::join(&[&self.prefix, &window.label]);
+                *last = Some((window.label, key.clone()));
+                key
+            }
+        }
+    }
+}
+
+impl Clone for CalendarKey {
+    fn clone(&self) -> Self {
+        Self::new(self.prefix.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +241,18 @@ mod tests {
         let json = serde_json::to_string(&k).unwrap_or_default();
         assert_eq!(json, "\"a/b\"");
         assert_eq!(serde_json::from_str::<StoreKey>(&json).ok(), Some(k));
+    }
+
+    #[test]
+    fn calendar_keys_follow_the_window_asked_for() {
+        use crate::clock::Timestamp;
+        let daily = CalendarKey::new("p/day");
+        let monday = Timestamp::from_secs(1_795_521_600);
+        let tuesday = Timestamp::from_secs(1_795_521_600 + 86_400);
+        assert_eq!(daily.key(&monday.utc_day()), "p/day/2026-11-24");
+        assert_eq!(daily.key(&tuesday.utc_day()), "p/day/2026-11-25");
+        // Back to a day asked for before (a replayed or skewed clock): its own key, not the last.
+        assert_eq!(daily.key(&monday.utc_day()), "p/day/2026-11-24");
+        assert_eq!(daily.clone().key(&monday.utc_month()), "p/day/2026-11");
     }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 
-pub use key::StoreKey;
+pub use key::{CalendarKey, StoreKey};
 pub use memory::{MemoryStore, MemoryStoreConfig};
 
 /// Joins key parts with `/` into a [`StoreKey`] (inline, without an allocation, when short).
