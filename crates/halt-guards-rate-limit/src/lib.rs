@@ -89,6 +89,8 @@ pub struct RateLimitGuard {
     prefix: String,
     /// The partition's keys when there is only one partition (made once).
     global: Option<PartKeys>,
+    /// `rate/<name>/last`, the start of the loop records' keys.
+    last_prefix: String,
 }
 
 /// The keys of one partition's counters that do not depend on the function.
@@ -98,6 +100,8 @@ struct PartKeys {
     cooling: StoreKey,
     minute: StoreKey,
     burst: StoreKey,
+    /// The start of the per-function windows' keys (`…/<part>/fn`).
+    functions: StoreKey,
 }
 
 /// Which limit a counter enforces.
@@ -142,7 +146,9 @@ impl RateLimitGuard {
             return Err(FactoryError::invalid("partition_by", "rate limits split by global, agent or session"));
         }
         let prefix = key(&["rate", name]).to_string();
-        let mut guard = Self { name: name.to_owned(), config, burst_window, cooldown, prefix, global: None };
+        let last_prefix = key(&[&prefix, "last"]).to_string();
+        let mut guard =
+            Self { name: name.to_owned(), config, burst_window, cooldown, prefix, global: None, last_prefix };
         if guard.config.partition_by == Partition::Global {
             guard.global = Some(guard.part_keys("global"));
         }
@@ -160,6 +166,7 @@ impl RateLimitGuard {
             cooling: key(&[&self.prefix, part, "cooling"]),
             minute: key(&[&self.prefix, part, "minute"]),
             burst: key(&[&self.prefix, part, "burst"]),
+            functions: key(&[&self.prefix, part, "fn"]),
         }
     }
 
@@ -185,7 +192,7 @@ impl RateLimitGuard {
     /// The key of the last call of this call's agent and session.
     fn last_key(&self, call: &Call<'_>) -> StoreKey {
         let ctx = call.context();
-        key(&[&self.prefix, "last", ctx.agent_id.as_deref().unwrap_or("-"), ctx.session_id.as_deref().unwrap_or("-")])
+        key(&[&self.last_prefix, ctx.agent_id.as_deref().unwrap_or("-"), ctx.session_id.as_deref().unwrap_or("-")])
     }
 
     /// Records this call as the latest of its agent and session, in one atomic step, unless it
@@ -451,12 +458,7 @@ impl Guard for RateLimitGuard {
             limits.push(Limit::Minute);
         }
         if let Some(max) = c.max_calls_per_minute_per_function {
-            counters.push(CounterSpec::new(
-                key(&[&self.prefix, &part, "fn", f]),
-                sliding(MINUTE),
-                1,
-                Some(i64::from(max)),
-            ));
+            counters.push(CounterSpec::new(key(&[&keys.functions, f]), sliding(MINUTE), 1, Some(i64::from(max))));
             limits.push(Limit::Function);
         }
         if let (Some(max), Some(session)) = (c.max_calls_per_session, ctx.session_id.as_deref()) {

@@ -234,6 +234,31 @@ impl Added {
 }
 
 impl Entry {
+    /// Makes this entry the record `bytes`, in place (the old buffer when it fits), expiring at
+    /// `expires_at`; says whether to queue it for expiry.
+    fn rewrite(&mut self, bytes: &[u8], expires_at: Timestamp) -> bool {
+        match &mut self.value {
+            Value::Record(v) => {
+                v.clear();
+                v.extend_from_slice(bytes);
+            }
+            other => *other = Value::Record(bytes.to_vec()),
+        }
+        self.expires_at = expires_at;
+        let schedule = !self.queued && expires_at < Timestamp::MAX;
+        self.queued |= schedule;
+        schedule
+    }
+
+    /// The live record here, if any (expired: none); another kind of value is an error.
+    fn record(&self, key: &str, now: Timestamp) -> Result<Option<&[u8]>, StoreError> {
+        match &self.value {
+            _ if self.expires_at <= now => Ok(None),
+            Value::Record(v) => Ok(Some(v)),
+            value => Err(StoreError::WrongKind { key: key.to_owned(), expected: "record", found: value.kind() }),
+        }
+    }
+
     /// When `c`'s amount could fit under `limit`: for a window, when enough of it ages out; for
     /// a bucket, when it ends.
     fn retry_at(&self, c: &CounterSpec, limit: i64) -> Option<Timestamp> {
@@ -519,20 +544,7 @@ impl State {
         };
         let expires_at = expires_at.unwrap_or(Timestamp::MAX);
         let (key, schedule) = match self.entries.get_key_value_mut(key) {
-            Some((key, e)) => {
-                // Rewrite in place: no new key, and the old buffer when it fits.
-                match &mut e.value {
-                    Value::Record(v) => {
-                        v.clear();
-                        v.extend_from_slice(bytes);
-                    }
-                    other => *other = Value::Record(bytes.to_vec()),
-                }
-                e.expires_at = expires_at;
-                let schedule = !e.queued && expires_at < Timestamp::MAX;
-                e.queued |= schedule;
-                (Arc::clone(key), schedule)
-            }
+            Some((key, e)) => (Arc::clone(key), e.rewrite(bytes, expires_at)),
             None => {
                 self.make_room(1, max_keys, now)?;
                 let key: Key = Arc::from(key);
@@ -554,13 +566,7 @@ impl State {
 /// The live record at `key`, if any (expired ones read as absent); another kind of value there is
 /// an error.
 fn record<'a>(entries: &'a Map<Key, Entry>, key: &str, now: Timestamp) -> Result<Option<&'a [u8]>, StoreError> {
-    match entries.get(key) {
-        Some(Entry { value: Value::Record(v), expires_at, .. }) if *expires_at > now => Ok(Some(v)),
-        Some(Entry { value, expires_at, .. }) if *expires_at > now => {
-            Err(StoreError::WrongKind { key: key.to_owned(), expected: "record", found: value.kind() })
-        }
-        _ => Ok(None),
-    }
+    entries.get(key).map_or(Ok(None), |e| e.record(key, now))
 }
 
 /// How many expired keys one operation drops, so no single call pays for a large sweep.
@@ -703,9 +709,19 @@ impl MemoryStore {
         check_record_key(key)?;
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
-        let State { entries, scratch, .. } = &mut *st;
+        let State { entries, scratch, expiry, .. } = &mut *st;
         scratch.clear();
-        if !update(record(entries, key, now)?, scratch) {
+        // An existing key: read and rewritten in place, with one lookup.
+        if let Some((k, e)) = entries.get_key_value_mut(key) {
+            if update(e.record(key, now)?, scratch) {
+                let at = expires_at.unwrap_or(Timestamp::MAX);
+                if e.rewrite(scratch, at) {
+                    expiry.push(Reverse(Due(at, Arc::clone(k))));
+                }
+            }
+            return Ok(());
+        }
+        if !update(None, scratch) {
             return Ok(());
         }
         let next = std::mem::take(scratch);
