@@ -188,3 +188,176 @@ mod model {
         }
     }
 }
+
+mod recent_model {
+    //! A window with a recent limit against a plain model that counts the recent part again on
+    //! every call: the store's running count of the recent part stays exact through additions,
+    //! events aging out, merges past the cap, releases and lapsed holds.
+
+    use std::collections::VecDeque;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
+    use halt_core::store::{CounterSpec, MemoryStoreConfig, ReserveOutcome, ReserveRequest, StoreFuture, Window};
+    use halt_core::{MemoryStore, StateStore, StoreError, Timestamp};
+    use proptest::prelude::*;
+
+    const WIDTH: i64 = 10_000_000;
+    const RECENT: i64 = 3_000_000;
+    const HOLD: i64 = 2_000_000;
+    /// Fewer than the recent limit, so that merges happen inside the recent part too.
+    const CAP: usize = 3;
+    const LIMIT: i64 = 8;
+    const RECENT_LIMIT: i64 = 5;
+
+    fn ready<T: Unpin>(f: StoreFuture<'_, T>) -> Result<T, StoreError> {
+        match std::pin::pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(r) => r,
+            Poll::Pending => panic!("the memory store never waits"),
+        }
+    }
+
+    fn window() -> Window {
+        Window::Sliding { width: Duration::from_micros(WIDTH.cast_unsigned()) }
+    }
+
+    fn spec(amount: i64) -> CounterSpec {
+        CounterSpec::new("w", window(), amount, Some(LIMIT))
+            .with_recent(Duration::from_micros(RECENT.cast_unsigned()), RECENT_LIMIT)
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add {
+            amount: i64,
+            hold: bool,
+        },
+        Release(usize),
+        Commit(usize),
+        /// Microseconds.
+        Wait(i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            5 => (0i64..3, any::<bool>()).prop_map(|(amount, hold)| Op::Add { amount, hold }),
+            1 => (0usize..4).prop_map(Op::Release),
+            1 => (0usize..4).prop_map(Op::Commit),
+            3 => prop_oneof![Just(0i64), Just(1), Just(RECENT), 0i64..4_000_000].prop_map(Op::Wait),
+        ]
+    }
+
+    /// The window as a list of (time, amount, reservation), and the holds.
+    #[derive(Default)]
+    struct Model {
+        events: VecDeque<(i64, i64, u64)>,
+        holds: Vec<(u64, i64)>,
+    }
+
+    impl Model {
+        fn lapse(&mut self, now: i64) {
+            let lapsed: Vec<u64> = self.holds.iter().filter(|(_, until)| *until <= now).map(|(id, _)| *id).collect();
+            for id in lapsed {
+                self.release(id);
+            }
+        }
+
+        fn release(&mut self, id: u64) -> bool {
+            let Some(i) = self.holds.iter().position(|(h, _)| *h == id) else { return false };
+            self.holds.remove(i);
+            if let Some(pos) = self.events.iter().position(|e| e.2 == id) {
+                self.events.remove(pos);
+            }
+            true
+        }
+
+        fn prune(&mut self, now: i64) {
+            while self.events.front().is_some_and(|e| e.0 < now - WIDTH) {
+                self.events.pop_front();
+            }
+        }
+
+        fn total(&self) -> i64 {
+            self.events.iter().map(|e| e.1).sum::<i64>().max(0)
+        }
+
+        /// (refused, by the recent limit, current) or `None` when added.
+        fn add(&mut self, now: i64, amount: i64, id: u64, hold: bool) -> Option<(bool, i64)> {
+            self.prune(now);
+            let total = self.total();
+            if total + amount > LIMIT {
+                return Some((false, total));
+            }
+            let recent: i64 = self.events.iter().rev().take_while(|e| e.0 >= now - RECENT).map(|e| e.1).sum();
+            if recent + amount > RECENT_LIMIT {
+                return Some((true, recent));
+            }
+            if amount != 0 {
+                self.events.push_back((now, amount, if hold { id } else { 0 }));
+                while self.events.len() > CAP {
+                    let (_, a, _) = self.events.pop_front().unwrap_or_default();
+                    if let Some(b) = self.events.front_mut() {
+                        b.1 += a;
+                        b.2 = 0;
+                    }
+                }
+            }
+            if hold {
+                self.holds.push((id, now + HOLD));
+            }
+            None
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn the_recent_part_is_counted_exactly(ops in prop::collection::vec(op(), 1..80)) {
+            let store = MemoryStore::with_config(MemoryStoreConfig { max_events_per_window: CAP, ..MemoryStoreConfig::default() });
+            let mut model = Model::default();
+            let mut now = 1_800_000_000_000_000_i64;
+            let mut held = Vec::new();
+            for op in ops {
+                model.lapse(now);
+                let t = Timestamp::from_micros(now);
+                match op {
+                    Op::Add { amount, hold } => {
+                        let request = ReserveRequest {
+                            counters: vec![spec(amount)],
+                            now: t,
+                            hold_until: Timestamp::from_micros(now + HOLD),
+                        };
+                        let outcome = if hold { ready(store.reserve(&request)) } else { ready(store.add_within(&request)) };
+                        match outcome.unwrap() {
+                            ReserveOutcome::Reserved { id, .. } => {
+                                prop_assert_eq!(model.add(now, amount, id.0, hold), None);
+                                if hold {
+                                    held.push(id);
+                                }
+                            }
+                            ReserveOutcome::Rejected { current, recent, .. } => {
+                                prop_assert_eq!(model.add(now, amount, 0, false), Some((recent, current)));
+                            }
+                        }
+                    }
+                    Op::Release(i) | Op::Commit(i) if i < held.len() => {
+                        let id = held.remove(i);
+                        if matches!(op, Op::Release(_)) {
+                            prop_assert_eq!(ready(store.release(id, t)).unwrap(), model.release(id.0));
+                        } else {
+                            let known = model.holds.iter().position(|(h, _)| *h == id.0).map(|i| model.holds.remove(i));
+                            prop_assert_eq!(ready(store.commit(id, t)).unwrap(), known.is_some());
+                        }
+                    }
+                    Op::Release(_) | Op::Commit(_) => {}
+                    Op::Wait(us) => now += us,
+                }
+                model.lapse(now);
+                model.prune(now);
+                prop_assert_eq!(ready(store.total("w", window(), Timestamp::from_micros(now))).unwrap(), model.total());
+            }
+        }
+    }
+}

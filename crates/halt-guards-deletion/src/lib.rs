@@ -345,7 +345,7 @@ impl Guard for DeletionGuard {
             ));
         }
         if !counters.is_empty()
-            && let ReserveOutcome::Rejected { index, current, limit, retry_at } = call.reserve(counters).await?
+            && let ReserveOutcome::Rejected { index, current, limit, retry_at, .. } = call.reserve(counters).await?
         {
             return Ok(match labels[index] {
                 "cooldown" => self.cooldown_denial(now, retry_at),

@@ -179,12 +179,12 @@ impl RateLimitGuard {
     }
 
     /// Starts a cooldown after a burst.
-    async fn start_cooldown(&self, call: &Call<'_>, cooling: StoreKey) -> Result<(), GuardError> {
+    async fn start_cooldown(&self, call: &Call<'_>, cooling: &StoreKey) -> Result<(), GuardError> {
         if self.cooldown.is_zero() {
             return Ok(());
         }
         let until = call.now().saturating_add(self.cooldown);
-        let running = CounterSpec::new(cooling, Window::Bucket { expires_at: until }, 1, None);
+        let running = CounterSpec::new(cooling.clone(), Window::Bucket { expires_at: until }, 1, None);
         call.store().add(std::slice::from_ref(&running), call.now()).await?;
         Ok(())
     }
@@ -229,7 +229,7 @@ impl RateLimitGuard {
         call: &Call<'_>,
         request: &ReserveRequest,
         limits: &[Limit],
-        cooling: StoreKey,
+        cooling: &StoreKey,
         n: u32,
     ) -> Result<Decision, GuardError> {
         if request.counters.is_empty() {
@@ -241,8 +241,10 @@ impl RateLimitGuard {
                 store.release(id, call.now()).await?;
                 Ok(loop_denial(n))
             }
-            ReserveOutcome::Rejected { index, .. } if limits[index] == Limit::Burst => Ok(loop_denial(n)),
-            ReserveOutcome::Rejected { index, current, limit, retry_at } => {
+            ReserveOutcome::Rejected { index, recent, .. } if recent || limits[index] == Limit::Burst => {
+                Ok(loop_denial(n))
+            }
+            ReserveOutcome::Rejected { index, current, limit, retry_at, .. } => {
                 self.limit_denial(call, limits[index], cooling, current, limit, retry_at).await
             }
         }
@@ -253,7 +255,7 @@ impl RateLimitGuard {
         &self,
         call: &Call<'_>,
         kind: Limit,
-        cooling: StoreKey,
+        cooling: &StoreKey,
         current: i64,
         limit: i64,
         retry_at: Option<Timestamp>,
@@ -438,9 +440,14 @@ impl Guard for RateLimitGuard {
         let c = &self.config;
         let ctx = call.context();
         let part = c.partition_by.key(ctx);
+        // Boxed when made for this call, so they do not weigh on every call's future.
+        let owned;
         let keys = match &self.global {
-            Some(keys) => keys.clone(),
-            None => self.part_keys(&part),
+            Some(keys) => keys,
+            None => {
+                owned = Box::new(self.part_keys(&part));
+                &*owned
+            }
         };
         let now = call.now();
         let f = call.function();
@@ -453,8 +460,16 @@ impl Guard for RateLimitGuard {
             counters.push(CounterSpec::new(keys.cooling.clone(), bucket, 0, Some(0)));
             limits.push(Limit::Cooldown);
         }
+        // A burst window within the minute is the recent part of the minute's window: one key
+        // counts both (see `RecentLimit`).
+        let mut burst = c.burst_threshold.map(|max| (self.burst_window, i64::from(max)));
         if let Some(max) = c.max_calls_per_minute {
-            counters.push(CounterSpec::new(keys.minute, sliding(MINUTE), 1, Some(i64::from(max))));
+            let mut minute = CounterSpec::new(keys.minute.clone(), sliding(MINUTE), 1, Some(i64::from(max)));
+            if let Some((width, max)) = burst.filter(|(width, _)| *width <= MINUTE) {
+                minute = minute.with_recent(width, max);
+                burst = None;
+            }
+            counters.push(minute);
             limits.push(Limit::Minute);
         }
         if let Some(max) = c.max_calls_per_minute_per_function {
@@ -466,8 +481,8 @@ impl Guard for RateLimitGuard {
             counters.push(CounterSpec::new(k, Window::Idle { idle: SESSION_IDLE }, 1, Some(i64::from(max))));
             limits.push(Limit::Session);
         }
-        if let Some(max) = c.burst_threshold {
-            counters.push(CounterSpec::new(keys.burst, sliding(self.burst_window), 1, Some(i64::from(max))));
+        if let Some((width, max)) = burst {
+            counters.push(CounterSpec::new(keys.burst.clone(), sliding(width), 1, Some(max)));
             limits.push(Limit::Burst);
         }
         let request = ReserveRequest { counters, now, hold_until: now.saturating_add(MINUTE) };
@@ -476,7 +491,7 @@ impl Guard for RateLimitGuard {
             Some(max) => match self.record(call, max).await? {
                 // Denials are boxed, so that their state does not weigh on every call's future.
                 Streak::Loop(n) => {
-                    return Box::pin(self.loop_or_limit(call, &request, &limits, keys.cooling, n)).await;
+                    return Box::pin(self.loop_or_limit(call, &request, &limits, &keys.cooling, n)).await;
                 }
                 Streak::Recorded(undo) => Some(undo),
             },
@@ -486,9 +501,11 @@ impl Guard for RateLimitGuard {
             return Ok(Decision::allow("Within rate limits"));
         }
         // An attempt counts at once, whatever the other guards decide.
-        let (index, current, limit, retry_at) = match call.store().add_within(&request).await {
+        let (kind, current, limit, retry_at) = match call.store().add_within(&request).await {
             Ok(ReserveOutcome::Reserved { .. }) => return Ok(Decision::allow("Within rate limits")),
-            Ok(ReserveOutcome::Rejected { index, current, limit, retry_at }) => (index, current, limit, retry_at),
+            Ok(ReserveOutcome::Rejected { index, current, limit, retry_at, recent }) => {
+                (if recent { Limit::Burst } else { limits[index] }, current, limit, retry_at)
+            }
             Err(e) => {
                 if let Some(undo) = recorded {
                     // Best effort: the call is denied fail-safe either way.
@@ -501,7 +518,7 @@ impl Guard for RateLimitGuard {
         if let Some(undo) = recorded {
             Box::pin(undo.apply(self, call)).await?;
         }
-        Box::pin(self.limit_denial(call, limits[index], keys.cooling, current, limit, retry_at)).await
+        Box::pin(self.limit_denial(call, kind, &keys.cooling, current, limit, retry_at)).await
     }
 
     fn describe(&self) -> Value {

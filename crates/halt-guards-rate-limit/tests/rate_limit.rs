@@ -160,6 +160,47 @@ fn bursts_start_a_cooldown_that_ends() {
     assert_eq!(results[5].1, "Cooling down after a burst: 0.1s left");
 }
 
+/// A burst window within the minute shares the minute's window (as its recent part); a wider one,
+/// or one without a minute limit, has its own: the rules are the same either way.
+#[test]
+fn a_burst_ranks_after_the_function_limit_and_its_window_edge_counts() {
+    for (minute, window) in [(json!(1000), 5.0), (json!(null), 5.0), (json!(1000), 90.0)] {
+        let config = |per_function: Value| {
+            json!({
+                "max_calls_per_minute": minute, "max_calls_per_minute_per_function": per_function,
+                "max_identical_calls": 100, "burst_threshold": 2, "burst_window_seconds": window,
+                "cooldown_seconds": 10.0,
+            })
+        };
+        let case = format!("minute {minute}, burst window {window}");
+        let (e, clock) = setup(config(json!(2)));
+        at(&clock, 0.0);
+        assert_eq!(decide(&e, call("a", json!({"i": 0}))).0, DecisionKind::Allow, "{case}");
+        assert_eq!(decide(&e, call("a", json!({"i": 1}))).0, DecisionKind::Allow, "{case}");
+        at(&clock, 1.0);
+        let (_, r) = decide(&e, call("a", json!({"i": 2})));
+        assert_eq!(r, "Function rate limit exceeded for 'a': 2/2 calls/min", "{case}");
+        let (_, r) = decide(&e, call("b", json!({})));
+        assert_eq!(r, format!("Burst detected: 2 calls in {window}s; cooling down for 10s"), "{case}");
+        at(&clock, 2.0);
+        assert!(decide(&e, call("c", json!({}))).1.starts_with("Cooling down"), "{case}");
+
+        let (e, clock) = setup(config(json!(null)));
+        at(&clock, 0.0);
+        decide(&e, call("a", json!({})));
+        decide(&e, call("b", json!({})));
+        at(&clock, window);
+        let (_, r) = decide(&e, call("c", json!({})));
+        assert!(r.starts_with("Burst detected: 2 calls"), "{case}: a call exactly {window}s old counts: {r}");
+        let (e, clock) = setup(config(json!(null)));
+        at(&clock, 0.0);
+        decide(&e, call("a", json!({})));
+        decide(&e, call("b", json!({})));
+        at(&clock, window + 0.000_001);
+        assert_eq!(decide(&e, call("c", json!({}))).0, DecisionKind::Allow, "{case}: past the edge");
+    }
+}
+
 #[test]
 fn a_loop_is_reported_before_a_burst_and_starts_no_cooldown() {
     let (e, clock) = setup(json!({"max_identical_calls": 2, "burst_threshold": 2, "burst_window_seconds": 5.0}));

@@ -88,7 +88,8 @@ fn check(counters: &[CounterSpec], reserve: bool) -> Result<(), StoreError> {
         if c.key.contains(['\u{1e}', '\u{1f}']) {
             return Err(StoreError::InvalidRequest(format!("unusable key `{}`", c.key.escape_debug())));
         }
-        if c.amount.abs() >= MAX_EXACT || c.limit.is_some_and(|l| l.abs() >= MAX_EXACT) {
+        let limits = [c.limit, c.recent.map(|r| r.limit)];
+        if c.amount.abs() >= MAX_EXACT || limits.iter().flatten().any(|l| l.abs() >= MAX_EXACT) {
             return Err(StoreError::InvalidRequest(format!(
                 "amounts and limits must stay below 2^53 on Redis (`{}`)",
                 c.key
@@ -105,7 +106,10 @@ fn push_counters(inv: &mut redis::ScriptInvocation<'_>, counters: &[CounterSpec]
             Window::Idle { idle } => ("i", i64::try_from(idle.as_micros()).unwrap_or(i64::MAX)),
             Window::Sliding { width } => ("s", i64::try_from(width.as_micros()).unwrap_or(i64::MAX)),
         };
-        inv.arg(c.key.as_str()).arg(w).arg(p).arg(c.amount).arg(c.limit.map(|l| l.to_string()).unwrap_or_default());
+        let text = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let recent_width = c.recent.map(|r| i64::try_from(r.width.as_micros()).unwrap_or(i64::MAX));
+        inv.arg(c.key.as_str()).arg(w).arg(p).arg(c.amount).arg(text(c.limit));
+        inv.arg(text(recent_width)).arg(text(c.recent.map(|r| r.limit)));
     }
 }
 
@@ -169,11 +173,12 @@ impl RedisStore {
                 id: ReservationId(u64::try_from(*id).unwrap_or(0)),
                 totals: totals.to_vec(),
             }),
-            [0, index, current, limit, retry] => Ok(ReserveOutcome::Rejected {
+            [0, index, current, limit, retry, recent] => Ok(ReserveOutcome::Rejected {
                 index: usize::try_from(*index).unwrap_or(0),
                 current: *current,
                 limit: *limit,
                 retry_at: (*retry >= 0).then(|| Timestamp::from_micros(*retry)),
+                recent: *recent == 1,
             }),
             _ => Err(bad_reply(op)),
         }

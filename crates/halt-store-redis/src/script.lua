@@ -126,11 +126,36 @@ local function release_lapsed()
   end
 end
 
--- Reads counter i of the request: ARGV from `base` on are key, window kind, parameter, amount, limit.
+-- Reads counter i of the request: ARGV from `base` on are key, window kind, parameter, amount,
+-- limit, recent width and recent limit (both '' without a recent limit).
 local function counter_arg(i, base)
-  local b = base + (i - 1) * 5
+  local b = base + (i - 1) * 7
   return {raw = ARGV[b], key = P .. 'c:' .. ARGV[b], w = ARGV[b + 1], p = tonumber(ARGV[b + 2]),
-          a = tonumber(ARGV[b + 3]), l = tonumber(ARGV[b + 4])}
+          a = tonumber(ARGV[b + 3]), l = tonumber(ARGV[b + 4]), rw = tonumber(ARGV[b + 5]),
+          rl = tonumber(ARGV[b + 6])}
+end
+
+-- When a window's recent part (the last `c.rw`) refuses `c.a` more: {current, retry}; else nil.
+-- Walks the recent events only, newest first.
+local function recent_refusal(e, c)
+  local cutoff = NOW - c.rw
+  local cur, first = 0, #e.ev + 1
+  for j = #e.ev, 1, -1 do
+    if e.ev[j][1] < cutoff then break end
+    cur = cur + e.ev[j][2]
+    first = j
+  end
+  if cur < 0 then cur = 0 end
+  if cur + c.a <= c.rl then return nil end
+  local retry, t = -1, cur
+  for j = first, #e.ev do
+    t = t - e.ev[j][2]
+    if t + c.a <= c.rl then
+      retry = e.ev[j][1] + c.rw + 1
+      break
+    end
+  end
+  return {cur, retry}
 end
 
 local function add_to(e, c, res, cap)
@@ -174,9 +199,17 @@ if OP == 'reserve' or OP == 'add_within' then
       elseif c.w == 'b' and e.live then
         retry = e.x
       end
-      return {0, i - 1, cur, c.l, retry}
+      return {0, i - 1, cur, c.l, retry, 0}
     end
     cs[i], es[i] = c, e
+  end
+  -- Recent limits rank after every plain limit.
+  for i = 1, n do
+    local c = cs[i]
+    if c.rw then
+      local refused = recent_refusal(es[i], c)
+      if refused then return {0, i - 1, refused[1], c.rl, refused[2], 1} end
+    end
   end
   local id = redis.call('INCR', P .. 'next_id')
   local held = OP == 'reserve'

@@ -55,7 +55,7 @@ use std::time::Duration;
 
 use halt_core::store::{
     CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture, Window,
-    check_counters, check_record_key, sliding_retry_at,
+    check_counters, check_record_key, recent_refusal, sliding_retry_at,
 };
 use halt_core::{Clock, Timestamp};
 use sled::IVec;
@@ -737,9 +737,23 @@ impl SledStore {
                         (Window::Bucket { .. }, Some(e)) => Some(e.expires_at),
                         _ => None,
                     };
-                    return Ok((ReserveOutcome::Rejected { index, current, limit, retry_at }, None));
+                    return Ok((ReserveOutcome::Rejected { index, current, limit, retry_at, recent: false }, None));
                 }
                 live_entries.push(e);
+            }
+            // Recent limits rank after every plain limit.
+            for (index, (c, e)) in req.counters.iter().zip(&live_entries).enumerate() {
+                let Some(recent) = c.recent else { continue };
+                let refusal = match e {
+                    Some(Entry { value: Value::Sliding(events), .. }) => {
+                        recent_refusal(events.iter().map(|ev| (ev.at, ev.amount)), now, recent, c.amount)
+                    }
+                    _ => (c.amount > recent.limit).then_some((0, None)),
+                };
+                if let Some((current, retry_at)) = refusal {
+                    let limit = recent.limit;
+                    return Ok((ReserveOutcome::Rejected { index, current, limit, retry_at, recent: true }, None));
+                }
             }
             let id = tx.generate_id()?;
             // Events of an amount added for good belong to no reservation.

@@ -42,6 +42,7 @@ where
     holds_lapse(&*make().await).await;
     buckets_and_idle_counters_expire(&*make().await).await;
     sliding_windows_slide(&*make().await).await;
+    recent_limits_rank_last(&*make().await).await;
     add_is_unconditional(&*make().await).await;
     add_within_is_conditional_and_final(make().await).await;
     records_compare_and_swap(&*make().await).await;
@@ -151,6 +152,71 @@ pub async fn sliding_windows_slide(store: &dyn StateStore) {
     let (c, _) = reserved(store, &req(vec![CounterSpec::new("t/w2", w, 1, None)], T0)).await;
     store.release(c, T0).await.unwrap();
     assert_eq!(store.total("t/w2", w, T0).await.unwrap(), 0, "sliding: released event");
+}
+
+/// A window's recent limit: its edge, its retry time, its rank after every plain limit, and a
+/// refusal that changes nothing.
+pub async fn recent_limits_rank_last(store: &dyn StateStore) {
+    let w = Window::Sliding { width: Duration::from_secs(60) };
+    // At most 5 a minute, and 2 within any 10 s.
+    let hit = |key: &str| CounterSpec::new(key, w, 1, Some(5)).with_recent(Duration::from_secs(10), 2);
+    for s in [0, 5] {
+        let outcome = store.add_within(&req(vec![hit("t/r")], at(s))).await.unwrap();
+        assert!(matches!(outcome, ReserveOutcome::Reserved { .. }), "recent: call at {s} s: {outcome:?}");
+    }
+    let edge = Timestamp::from_micros(at(10).as_micros() + 1);
+    match store.add_within(&req(vec![hit("t/r")], at(10))).await.unwrap() {
+        ReserveOutcome::Rejected { index: 0, current: 2, limit: 2, retry_at, recent: true } => {
+            assert_eq!(retry_at, Some(edge), "recent: retry once the oldest recent event leaves");
+        }
+        other => panic!("recent: an event exactly 10 s old still counts, got {other:?}"),
+    }
+    assert_eq!(store.total("t/r", w, at(10)).await.unwrap(), 2, "recent: a refusal adds nothing");
+    let outcome = store.add_within(&req(vec![hit("t/r")], edge)).await.unwrap();
+    assert!(matches!(outcome, ReserveOutcome::Reserved { .. }), "recent: past the edge: {outcome:?}");
+    // Every plain limit ranks first, wherever it is in the request.
+    let full_day = CounterSpec::new("t/rd", day(), 1, Some(0));
+    match store.add_within(&req(vec![hit("t/r"), full_day], at(11))).await.unwrap() {
+        ReserveOutcome::Rejected { index: 1, recent: false, .. } => {}
+        other => panic!("recent: the plain limit of a later counter ranks first, got {other:?}"),
+    }
+    // A window at its plain limit says so, even when its recent part is full too.
+    for s in [20, 40] {
+        store.add(&[hit("t/r")], at(s)).await.unwrap();
+    }
+    store.add(&[hit("t/r")], at(41)).await.unwrap();
+    match store.add_within(&req(vec![hit("t/r")], at(42))).await.unwrap() {
+        ReserveOutcome::Rejected { current: 6, limit: 5, recent: false, .. } => {}
+        other => panic!("recent: the window's own limit ranks first, got {other:?}"),
+    }
+    // A held amount counts in the recent part until released; an absent window is empty.
+    let (id, _) = reserved(store, &req(vec![hit("t/r2")], T0)).await;
+    match store
+        .reserve(&req(vec![CounterSpec::new("t/r2", w, 2, None).with_recent(Duration::from_secs(10), 2)], T0))
+        .await
+        .unwrap()
+    {
+        ReserveOutcome::Rejected { current: 1, limit: 2, recent: true, .. } => {}
+        other => panic!("recent: a held amount counts, got {other:?}"),
+    }
+    store.release(id, T0).await.unwrap();
+    let two = CounterSpec::new("t/r2", w, 2, None).with_recent(Duration::from_secs(10), 2);
+    assert!(matches!(store.reserve(&req(vec![two.clone()], T0)).await.unwrap(), ReserveOutcome::Reserved { .. }));
+    let three = CounterSpec::new("t/r3", w, 3, None).with_recent(Duration::from_secs(10), 2);
+    match store.reserve(&req(vec![three], T0)).await.unwrap() {
+        ReserveOutcome::Rejected { current: 0, limit: 2, recent: true, .. } => {}
+        other => panic!("recent: more than the recent limit at once, got {other:?}"),
+    }
+    // Only a sliding window at least as wide has a recent part.
+    let bad = [
+        CounterSpec::new("t/rb", day(), 1, None).with_recent(Duration::from_secs(10), 2),
+        CounterSpec::new("t/rb", w, 1, None).with_recent(Duration::from_secs(61), 2),
+        CounterSpec::new("t/rb", w, 1, None).with_recent(Duration::ZERO, 2),
+    ];
+    for c in bad {
+        let outcome = store.reserve(&req(vec![c.clone()], T0)).await;
+        assert!(matches!(outcome, Err(StoreError::InvalidRequest(_))), "recent: {c:?} must be refused: {outcome:?}");
+    }
 }
 
 /// `add` ignores limits, subtracts with negative amounts, and never goes below zero.

@@ -139,6 +139,18 @@ enum Value {
 struct Sliding {
     events: VecDeque<Event>,
     sum: i64,
+    /// The recent part last asked for (see [`RecentLimit`](super::RecentLimit)), kept up to date
+    /// as events come and go, so that asking again costs only the events that left it since.
+    recent: Option<RecentPart>,
+}
+
+/// The events of a window within `width` of `at`: from index `start` on, summing to `sum`.
+#[derive(Debug, Clone, Copy)]
+struct RecentPart {
+    width: Duration,
+    at: Timestamp,
+    start: usize,
+    sum: i64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -279,10 +291,21 @@ impl Sliding {
     fn prune(&mut self, now: Timestamp, width: Duration) {
         let cutoff = now.as_micros().saturating_sub(micros(width));
         while self.events.front().is_some_and(|e| e.at.as_micros() < cutoff) {
-            if let Some(e) = self.events.pop_front() {
-                self.sum -= e.amount;
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Event> {
+        let e = self.events.pop_front()?;
+        self.sum -= e.amount;
+        if let Some(r) = &mut self.recent {
+            if r.start > 0 {
+                r.start -= 1;
+            } else {
+                r.sum -= e.amount;
             }
         }
+        Some(e)
     }
 
     fn total(&self) -> i64 {
@@ -291,12 +314,40 @@ impl Sliding {
 
     fn push(&mut self, event: Event, cap: usize) {
         self.sum = self.sum.saturating_add(event.amount);
+        match &mut self.recent {
+            // A new event falls in the recent part unless time went back.
+            Some(r) if event.at >= r.at => r.sum = r.sum.saturating_add(event.amount),
+            _ => self.recent = None,
+        }
         self.events.push_back(event);
         while self.events.len() > cap.max(2) {
-            // Merge the two oldest: the sum is unchanged and the merged event ages out later.
-            if let (Some(a), Some(b)) = (self.events.pop_front(), self.events.front_mut()) {
+            // Merge the two oldest: the sum is unchanged and the merged event ages out later
+            // (into the recent part, when the second one is in it).
+            if let Some(a) = self.pop_front()
+                && let Some(b) = self.events.front_mut()
+            {
                 b.amount = b.amount.saturating_add(a.amount);
                 b.reservation = 0;
+                self.sum = self.sum.saturating_add(a.amount);
+                if let Some(r) = &mut self.recent
+                    && r.start == 0
+                {
+                    r.sum = r.sum.saturating_add(a.amount);
+                }
+            }
+        }
+    }
+
+    /// Takes back the event a reservation added, if still here.
+    fn remove_reservation(&mut self, id: u64) {
+        let Some(pos) = self.events.iter().position(|ev| ev.reservation == id) else { return };
+        let Some(ev) = self.events.remove(pos) else { return };
+        self.sum -= ev.amount;
+        if let Some(r) = &mut self.recent {
+            if pos < r.start {
+                r.start -= 1;
+            } else {
+                r.sum -= ev.amount;
             }
         }
     }
@@ -305,6 +356,48 @@ impl Sliding {
     fn retry_at(&self, width: Duration, amount: i64, limit: i64) -> Option<Timestamp> {
         sliding_retry_at(self.events.iter().map(|e| (e.at, e.amount)), self.total(), width, amount, limit)
     }
+
+    /// The part within `width` of `now`: brought up to date from the last one asked for when it
+    /// has the same width and is not later, counted again otherwise.
+    fn recent(&mut self, now: Timestamp, width: Duration) -> RecentPart {
+        let cutoff = now.as_micros().saturating_sub(micros(width));
+        let r = match self.recent {
+            Some(mut r) if r.width == width && r.at <= now => {
+                while let Some(e) = self.events.get(r.start).filter(|e| e.at.as_micros() < cutoff) {
+                    r.sum -= e.amount;
+                    r.start += 1;
+                }
+                r.at = now;
+                r
+            }
+            _ => {
+                let inside = self.events.iter().rev().take_while(|e| e.at.as_micros() >= cutoff);
+                let (n, sum) = inside.fold((0, 0_i64), |(n, t), e| (n + 1, t.saturating_add(e.amount)));
+                RecentPart { width, at: now, start: self.events.len() - n, sum }
+            }
+        };
+        self.recent = Some(r);
+        r
+    }
+}
+
+/// How `c`'s recent limit refuses it, over the live entry `e` (`None`: an empty window): the
+/// refusal to answer at `index`, or `None` when it fits.
+fn refused_recently(c: &CounterSpec, e: Option<&mut Entry>, index: usize, now: Timestamp) -> Option<ReserveOutcome> {
+    let recent = c.recent?;
+    let (current, retry_at) = match e.map(|e| &mut e.value) {
+        Some(Value::Sliding(s)) => {
+            let part = s.recent(now, recent.width);
+            let current = part.sum.max(0);
+            if current.saturating_add(c.amount) <= recent.limit {
+                return None;
+            }
+            let events = s.events.range(part.start..).map(|e| (e.at, e.amount));
+            (current, sliding_retry_at(events, current, recent.width, c.amount, recent.limit))
+        }
+        _ => (c.amount > recent.limit).then_some((0, None))?,
+    };
+    Some(ReserveOutcome::Rejected { index, current, limit: recent.limit, retry_at, recent: true })
 }
 
 impl MemoryStore {
@@ -398,13 +491,7 @@ impl State {
             }
             match &mut e.value {
                 Value::Counter(total) => *total = total.saturating_sub(*amount).max(0),
-                Value::Sliding(s) => {
-                    if let Some(pos) = s.events.iter().position(|ev| ev.reservation == id)
-                        && let Some(ev) = s.events.remove(pos)
-                    {
-                        s.sum -= ev.amount;
-                    }
-                }
+                Value::Sliding(s) => s.remove_reservation(id),
                 Value::Record(_) => {}
             }
         }
@@ -487,7 +574,13 @@ impl State {
                 && current.saturating_add(c.amount) > limit
             {
                 let retry_at = f.as_ref().and_then(|(_, e)| e.retry_at(c, limit));
-                return Some(Ok(ReserveOutcome::Rejected { index, current, limit, retry_at }));
+                return Some(Ok(ReserveOutcome::Rejected { index, current, limit, retry_at, recent: false }));
+            }
+        }
+        // Recent limits rank after every plain limit.
+        for (index, (c, f)) in req.counters.iter().zip(&mut found).enumerate() {
+            if let Some(refusal) = refused_recently(c, f.as_mut().map(|(_, e)| &mut **e), index, now) {
+                return Some(Ok(refusal));
             }
         }
         *next_id += 1;
@@ -603,7 +696,13 @@ impl MemoryStore {
                 && current.saturating_add(c.amount) > limit
             {
                 let retry_at = st.entries.get(c.key.as_str()).and_then(|e| e.retry_at(c, limit));
-                return Ok(ReserveOutcome::Rejected { index, current, limit, retry_at });
+                return Ok(ReserveOutcome::Rejected { index, current, limit, retry_at, recent: false });
+            }
+        }
+        // Recent limits rank after every plain limit (entries were made live above).
+        for (index, c) in req.counters.iter().enumerate() {
+            if let Some(refusal) = refused_recently(c, st.entries.get_mut(c.key.as_str()), index, now) {
+                return Ok(refusal);
             }
         }
         st.make_room(new_keys, self.config.max_keys, now)?;

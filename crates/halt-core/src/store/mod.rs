@@ -31,9 +31,9 @@ pub fn key(parts: &[&str]) -> StoreKey {
     StoreKey::join(parts)
 }
 
-/// Checks what every store refuses: an empty key, a key named twice, and (for a reservation,
-/// `reserving`) a negative amount. Stores call it first; an error is
-/// [`StoreError::InvalidRequest`].
+/// Checks what every store refuses: an empty key, a key named twice, (for a reservation,
+/// `reserving`) a negative amount, and a [`RecentLimit`] on anything but a sliding window at
+/// least as wide as it. Stores call it first; an error is [`StoreError::InvalidRequest`].
 ///
 /// # Errors
 /// The first problem found.
@@ -47,6 +47,17 @@ pub fn check_counters(counters: &[CounterSpec], reserving: bool) -> Result<(), S
         }
         if reserving && c.amount < 0 {
             return Err(StoreError::InvalidRequest(format!("negative amount {} for `{}`", c.amount, c.key)));
+        }
+        if let Some(recent) = c.recent {
+            match c.window {
+                Window::Sliding { width } if !recent.width.is_zero() && recent.width <= width => {}
+                _ => {
+                    return Err(StoreError::InvalidRequest(format!(
+                        "the recent limit of `{}` needs a sliding window at least as wide as it",
+                        c.key
+                    )));
+                }
+            }
         }
     }
     Ok(())
@@ -107,6 +118,32 @@ pub fn sliding_retry_at(
     })
 }
 
+/// The recent part of a sliding window holding `events` (time, amount; oldest first, as a
+/// double-ended iterator): when `amount` more passes `recent`'s limit, its total now and when
+/// enough of it ages out; `None` when it fits. Walks only the recent events, newest first, so
+/// its cost follows the recent limit, not the window.
+#[must_use]
+pub fn recent_refusal<I>(
+    events: I,
+    now: Timestamp,
+    recent: RecentLimit,
+    amount: i64,
+) -> Option<(i64, Option<Timestamp>)>
+where
+    I: DoubleEndedIterator<Item = (Timestamp, i64)> + ExactSizeIterator + Clone,
+{
+    let cutoff = now.as_micros().saturating_sub(i64::try_from(recent.width.as_micros()).unwrap_or(i64::MAX));
+    let inside = events.clone().rev().take_while(|(at, _)| at.as_micros() >= cutoff);
+    let (count, current) = inside.fold((0, 0_i64), |(n, t), (_, a)| (n + 1, t.saturating_add(a)));
+    let current = current.max(0);
+    if current.saturating_add(amount) <= recent.limit {
+        return None;
+    }
+    let skip = events.len() - count;
+    let retry_at = sliding_retry_at(events.skip(skip), current, recent.width, amount, recent.limit);
+    Some((current, retry_at))
+}
+
 /// Checks a record's key: it must not be empty.
 ///
 /// # Errors
@@ -126,14 +163,41 @@ pub struct CounterSpec {
     pub amount: i64,
     /// The largest total allowed after adding; `None` for no limit.
     pub limit: Option<i64>,
+    /// A second limit, on the most recent part of a sliding window (see [`RecentLimit`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent: Option<RecentLimit>,
 }
 
 impl CounterSpec {
     /// A counter spec.
     #[must_use]
     pub fn new(key: impl Into<StoreKey>, window: Window, amount: i64, limit: Option<i64>) -> Self {
-        Self { key: key.into(), window, amount, limit }
+        Self { key: key.into(), window, amount, limit, recent: None }
     }
+
+    /// The same spec, with a limit on the window's most recent `width` too.
+    #[must_use]
+    pub fn with_recent(self, width: Duration, limit: i64) -> Self {
+        Self { recent: Some(RecentLimit { width, limit }), ..self }
+    }
+}
+
+/// A second, narrower limit on a sliding window: the amounts of its most recent `width` (an
+/// event exactly `width` old included), plus the amount being added, must stay within `limit`.
+/// One window then enforces two rates with one key, such as calls per minute and calls per
+/// five-second burst.
+///
+/// In a request, recent limits rank after every plain limit: a request is refused by the first
+/// counter over its limit, and only when none is, by the first one over its recent limit. A
+/// store that merges old events to bound a window may count its recent part high, never low.
+/// Only [`StateStore::reserve`] and [`StateStore::add_within`] enforce it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentLimit {
+    /// How far back the recent part reaches; at most the window's width.
+    #[serde(with = "duration_micros")]
+    pub width: Duration,
+    /// The largest recent total allowed after adding.
+    pub limit: i64,
 }
 
 /// A conditional reservation across several counters.
@@ -175,6 +239,9 @@ pub enum ReserveOutcome {
         /// When the amount could fit: for a sliding window, when enough of it ages out; for a
         /// bucket, when it ends.
         retry_at: Option<Timestamp>,
+        /// Whether the counter's [`RecentLimit`] refused it (then `current` and `limit` are
+        /// those of the recent part).
+        recent: bool,
     },
 }
 
