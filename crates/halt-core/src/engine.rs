@@ -1040,7 +1040,7 @@ fn receipt_expiry(counters: &[CounterSpec], now: Timestamp, settle_window: Durat
         .iter()
         .map(|c| match c.window {
             Window::Bucket { expires_at } => expires_at,
-            Window::Idle { idle } => now.saturating_add(idle),
+            Window::Idle { idle } | Window::Streak { idle, .. } => now.saturating_add(idle),
             Window::Sliding { width } => now.saturating_add(width),
         })
         .fold(now, Timestamp::max);

@@ -36,8 +36,9 @@ pub const KIND: &str = "rate_limit";
 const MINUTE: Duration = Duration::from_secs(60);
 /// How long a session's call count is remembered after its last call.
 const SESSION_IDLE: Duration = Duration::from_secs(86_400);
-/// How long the last call of an (agent, session) is remembered for loop detection: a runaway
-/// loop repeats within seconds, so two minutes is ample and keeps memory bounded by the call rate.
+/// How long the run of identical calls of an (agent, session) is remembered for loop detection:
+/// a runaway loop repeats within seconds, so two minutes is ample and keeps memory bounded by the
+/// call rate.
 const LOOP_MEMORY: Duration = Duration::from_secs(120);
 
 /// Settings of a [`RateLimitGuard`]. A limit set to `null` is off.
@@ -111,6 +112,7 @@ enum Limit {
     Minute,
     Function,
     Session,
+    Loop,
     Burst,
 }
 
@@ -189,65 +191,10 @@ impl RateLimitGuard {
         Ok(())
     }
 
-    /// The key of the last call of this call's agent and session.
+    /// The key of the run of identical calls of this call's agent and session.
     fn last_key(&self, call: &Call<'_>) -> StoreKey {
         let ctx = call.context();
         key(&[&self.last_prefix, ctx.agent_id.as_deref().unwrap_or("-"), ctx.session_id.as_deref().unwrap_or("-")])
-    }
-
-    /// Records this call as the latest of its agent and session, in one atomic step, unless it
-    /// repeats the last ones `max` times or more: then it is a loop and nothing is recorded.
-    async fn record(&self, call: &Call<'_>, max: u32) -> Result<Streak, GuardError> {
-        let k = self.last_key(call);
-        let fingerprint = fingerprint(call);
-        let now = call.now();
-        let mut streak = Streak::Loop(0);
-        let mut update = |current: Option<&[u8]>, next: &mut Vec<u8>| {
-            let previous = current.and_then(decode_last);
-            let n = match previous {
-                Some((f, n)) if f == fingerprint => n,
-                _ => 0,
-            };
-            if n >= max {
-                streak = Streak::Loop(n);
-                return false;
-            }
-            let ours = encode_last(fingerprint, n + 1);
-            next.extend_from_slice(&ours);
-            streak = Streak::Recorded(Undo { ours, previous });
-            true
-        };
-        call.store().update_record(&k, &mut update, Some(now.saturating_add(LOOP_MEMORY)), now).await?;
-        Ok(streak)
-    }
-
-    /// The denial of a call that repeats the last ones `n` times: unless a limit that ranks
-    /// before a loop (cooldown, minute, function, session) denies it first. A loop ranks before a
-    /// burst, and starts no cooldown.
-    async fn loop_or_limit(
-        &self,
-        call: &Call<'_>,
-        request: &ReserveRequest,
-        limits: &[Limit],
-        cooling: &StoreKey,
-        n: u32,
-    ) -> Result<Decision, GuardError> {
-        if request.counters.is_empty() {
-            return Ok(loop_denial(n));
-        }
-        let store = call.store();
-        match store.reserve(request).await? {
-            ReserveOutcome::Reserved { id, .. } => {
-                store.release(id, call.now()).await?;
-                Ok(loop_denial(n))
-            }
-            ReserveOutcome::Rejected { index, recent, .. } if recent || limits[index] == Limit::Burst => {
-                Ok(loop_denial(n))
-            }
-            ReserveOutcome::Rejected { index, current, limit, retry_at, .. } => {
-                self.limit_denial(call, limits[index], cooling, current, limit, retry_at).await
-            }
-        }
     }
 
     /// The denial of a call that `kind` refuses (a burst starts the cooldown).
@@ -264,6 +211,7 @@ impl RateLimitGuard {
         let retry = retry_at.map(|t| t.since(now).as_secs_f64());
         let (d, rule) = match kind {
             Limit::Cooldown => return Ok(Self::cooling_down(now, retry_at)),
+            Limit::Loop => return Ok(loop_denial(current)),
             Limit::Minute => (
                 Decision::deny(format!("Rate limit exceeded: {current}/{limit} calls in the last minute")),
                 "max_calls_per_minute",
@@ -294,37 +242,6 @@ impl RateLimitGuard {
             _ => d,
         };
         Ok(d.with_details(json!({"rule": rule, "calls": current, "limit": limit})))
-    }
-}
-
-/// What loop detection found.
-enum Streak {
-    /// The call repeats the last ones this many times: nothing was recorded.
-    Loop(u32),
-    /// The call was recorded; how to take that back.
-    Recorded(Undo),
-}
-
-/// Puts a loop record back as it was before this call, unless another call changed it since.
-struct Undo {
-    ours: [u8; 12],
-    previous: Option<(u64, u32)>,
-}
-
-impl Undo {
-    async fn apply(self, guard: &RateLimitGuard, call: &Call<'_>) -> Result<(), GuardError> {
-        let previous = self.previous.map(|(f, n)| encode_last(f, n));
-        let expires_at = Some(call.now().saturating_add(LOOP_MEMORY));
-        call.store()
-            .swap_record(
-                &guard.last_key(call),
-                Some(&self.ours),
-                previous.as_ref().map(|p| &p[..]),
-                expires_at,
-                call.now(),
-            )
-            .await?;
-        Ok(())
     }
 }
 
@@ -417,19 +334,6 @@ impl Mix {
     }
 }
 
-fn encode_last(fingerprint: u64, count: u32) -> [u8; 12] {
-    let mut v = [0; 12];
-    v[..8].copy_from_slice(&fingerprint.to_le_bytes());
-    v[8..].copy_from_slice(&count.to_le_bytes());
-    v
-}
-
-fn decode_last(bytes: &[u8]) -> Option<(u64, u32)> {
-    let f = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-    let n = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?);
-    Some((f, n))
-}
-
 #[async_trait]
 impl Guard for RateLimitGuard {
     fn name(&self) -> &str {
@@ -481,44 +385,31 @@ impl Guard for RateLimitGuard {
             counters.push(CounterSpec::new(k, Window::Idle { idle: SESSION_IDLE }, 1, Some(i64::from(max))));
             limits.push(Limit::Session);
         }
+        if let Some(max) = c.max_identical_calls {
+            // The run of identical calls of this agent and session: another call starts over.
+            let run = Window::Streak { mark: fingerprint(call), idle: LOOP_MEMORY };
+            counters.push(CounterSpec::new(self.last_key(call), run, 1, Some(i64::from(max))));
+            limits.push(Limit::Loop);
+        }
         if let Some((width, max)) = burst {
             counters.push(CounterSpec::new(keys.burst.clone(), sliding(width), 1, Some(max)));
             limits.push(Limit::Burst);
         }
-        let request = ReserveRequest { counters, now, hold_until: now.saturating_add(MINUTE) };
-        // Loop detection first: it records this call as the latest of its agent and session.
-        let recorded = match c.max_identical_calls {
-            Some(max) => match self.record(call, max).await? {
-                // Denials are boxed, so that their state does not weigh on every call's future.
-                Streak::Loop(n) => {
-                    return Box::pin(self.loop_or_limit(call, &request, &limits, &keys.cooling, n)).await;
-                }
-                Streak::Recorded(undo) => Some(undo),
-            },
-            None => None,
-        };
-        if request.counters.is_empty() {
+        if counters.is_empty() {
             return Ok(Decision::allow("Within rate limits"));
         }
-        // An attempt counts at once, whatever the other guards decide.
-        let (kind, current, limit, retry_at) = match call.store().add_within(&request).await {
-            Ok(ReserveOutcome::Reserved { .. }) => return Ok(Decision::allow("Within rate limits")),
-            Ok(ReserveOutcome::Rejected { index, current, limit, retry_at, recent }) => {
-                (if recent { Limit::Burst } else { limits[index] }, current, limit, retry_at)
+        // Every rule in one atomic step, ranked in the order of the rules: the plain limits in
+        // the order above, then a burst counted as the minute's recent part. An attempt counts
+        // at once, whatever the other guards decide; a call this guard denies counts nowhere.
+        let request = ReserveRequest { counters, now, hold_until: now.saturating_add(MINUTE) };
+        match call.store().add_within(&request).await? {
+            ReserveOutcome::Reserved { .. } => Ok(Decision::allow("Within rate limits")),
+            ReserveOutcome::Rejected { index, current, limit, retry_at, recent } => {
+                let kind = if recent { Limit::Burst } else { limits[index] };
+                // Boxed, so that a denial's state does not weigh on every call's future.
+                Box::pin(self.limit_denial(call, kind, &keys.cooling, current, limit, retry_at)).await
             }
-            Err(e) => {
-                if let Some(undo) = recorded {
-                    // Best effort: the call is denied fail-safe either way.
-                    let _ = Box::pin(undo.apply(self, call)).await;
-                }
-                return Err(e.into());
-            }
-        };
-        // A call this guard denies is no attempt: the loop record goes back to what it was.
-        if let Some(undo) = recorded {
-            Box::pin(undo.apply(self, call)).await?;
         }
-        Box::pin(self.limit_denial(call, kind, &keys.cooling, current, limit, retry_at)).await
     }
 
     fn describe(&self) -> Value {
@@ -526,7 +417,7 @@ impl Guard for RateLimitGuard {
     }
 }
 
-fn loop_denial(n: u32) -> Decision {
+fn loop_denial(n: i64) -> Decision {
     Decision::deny(format!("Possible loop: the same call was made {n} times in a row"))
         .with_details(json!({"rule": "max_identical_calls", "repeats": n}))
 }

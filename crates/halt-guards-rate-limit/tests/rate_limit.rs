@@ -203,14 +203,20 @@ fn a_burst_ranks_after_the_function_limit_and_its_window_edge_counts() {
 
 #[test]
 fn a_loop_is_reported_before_a_burst_and_starts_no_cooldown() {
-    let (e, clock) = setup(json!({"max_identical_calls": 2, "burst_threshold": 2, "burst_window_seconds": 5.0}));
-    at(&clock, 0.0);
-    assert_eq!(decide(&e, call("a", json!({}))).0, DecisionKind::Allow);
-    assert_eq!(decide(&e, call("a", json!({}))).0, DecisionKind::Allow);
-    let (_, r) = decide(&e, call("a", json!({})));
-    assert!(r.starts_with("Possible loop"), "{r}");
-    at(&clock, 5.000_001);
-    assert_eq!(decide(&e, call("b", json!({}))).0, DecisionKind::Allow, "no cooldown was started");
+    // The burst as the minute's recent part, and as a window of its own.
+    for minute in [json!(60), json!(null)] {
+        let (e, clock) = setup(json!({
+            "max_calls_per_minute": minute, "max_identical_calls": 2, "burst_threshold": 2,
+            "burst_window_seconds": 5.0,
+        }));
+        at(&clock, 0.0);
+        assert_eq!(decide(&e, call("a", json!({}))).0, DecisionKind::Allow);
+        assert_eq!(decide(&e, call("a", json!({}))).0, DecisionKind::Allow);
+        let (_, r) = decide(&e, call("a", json!({})));
+        assert_eq!(r, "Possible loop: the same call was made 2 times in a row", "minute {minute}");
+        at(&clock, 5.000_001);
+        assert_eq!(decide(&e, call("b", json!({}))).0, DecisionKind::Allow, "minute {minute}: no cooldown");
+    }
 }
 
 #[test]

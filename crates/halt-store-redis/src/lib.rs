@@ -63,6 +63,7 @@ fn script_error(e: &RedisError, prefix: &str) -> StoreError {
             match n {
                 Some("counter") => "counter",
                 Some("sliding window") => "sliding window",
+                Some("streak") => "streak",
                 _ => "record",
             }
         };
@@ -101,15 +102,19 @@ fn check(counters: &[CounterSpec], reserve: bool) -> Result<(), StoreError> {
 
 fn push_counters(inv: &mut redis::ScriptInvocation<'_>, counters: &[CounterSpec]) {
     for c in counters {
-        let (w, p) = match c.window {
-            Window::Bucket { expires_at } => ("b", expires_at.as_micros()),
-            Window::Idle { idle } => ("i", i64::try_from(idle.as_micros()).unwrap_or(i64::MAX)),
-            Window::Sliding { width } => ("s", i64::try_from(width.as_micros()).unwrap_or(i64::MAX)),
+        let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        let (w, p, mark) = match c.window {
+            Window::Bucket { expires_at } => ("b", expires_at.as_micros(), None),
+            Window::Idle { idle } => ("i", micros(idle), None),
+            Window::Sliding { width } => ("s", micros(width), None),
+            // A mark is text to the script: a Lua number would round it.
+            Window::Streak { mark, idle } => ("m", micros(idle), Some(mark)),
         };
         let text = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
         let recent_width = c.recent.map(|r| i64::try_from(r.width.as_micros()).unwrap_or(i64::MAX));
         inv.arg(c.key.as_str()).arg(w).arg(p).arg(c.amount).arg(text(c.limit));
         inv.arg(text(recent_width)).arg(text(c.recent.map(|r| r.limit)));
+        inv.arg(mark.map(|m| m.to_string()).unwrap_or_default());
     }
 }
 

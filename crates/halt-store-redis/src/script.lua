@@ -1,8 +1,9 @@
 -- Shared by every operation of the AgentHalt Redis store. ARGV[1] is the key prefix, ARGV[2] the
 -- engine's time in microseconds. Each counter, window or record is one hash:
---   k: kind (c counter, s sliding window, r record), x: expiry (microseconds, engine time),
---   g: generation (unique per creation, so an old reservation never undoes into a new value),
---   t: total (counters), e: events "at:amount:reservation,..." (windows), v: value (records).
+--   k: kind (c counter, s sliding window, m streak, r record), x: expiry (microseconds, engine
+--   time), g: generation (unique per creation, so an old reservation never undoes into a new
+--   value), t: total (counters, streaks), e: events "at:amount:reservation,..." (windows),
+--   m: mark (streaks, as text), v: value (records).
 -- Redis TTLs only collect garbage (an hour after the engine-time expiry); expiry itself is
 -- judged against the engine's clock, like every other store.
 local P = ARGV[1]
@@ -27,11 +28,11 @@ local function format_events(ev)
   return table.concat(parts, ',')
 end
 
-local KIND_NAMES = {c = 'counter', s = 'sliding window', r = 'record'}
+local KIND_NAMES = {c = 'counter', s = 'sliding window', m = 'streak', r = 'record'}
 
 -- The live entry at a key, wanted as `want`; an expired one comes back empty, one generation on.
 local function load(key, want)
-  local h = redis.call('HMGET', key, 'k', 'x', 'g', 't', 'e', 'v')
+  local h = redis.call('HMGET', key, 'k', 'x', 'g', 't', 'e', 'v', 'm')
   if not h[1] then
     return {k = want, x = 0, g = nil, t = 0, ev = {}, live = false}
   end
@@ -45,7 +46,7 @@ local function load(key, want)
   if h[1] ~= want then
     error({err = 'WRONGKIND ' .. KIND_NAMES[want] .. '|' .. KIND_NAMES[h[1]] .. '|' .. key .. '|'})
   end
-  return {k = want, x = x, g = g, t = tonumber(h[4]) or 0, ev = parse_events(h[5]), v = h[6], live = true}
+  return {k = want, x = x, g = g, t = tonumber(h[4]) or 0, ev = parse_events(h[5]), v = h[6], m = h[7], live = true}
 end
 
 local function prune(e, width)
@@ -57,10 +58,13 @@ local function prune(e, width)
   e.ev = kept
 end
 
-local function total(e)
+-- An entry's total as read by counter `c` (a run read with another mark is empty).
+local function total(e, c)
   local t = 0
   if e.k == 's' then
     for _, ev in ipairs(e.ev) do t = t + ev[2] end
+  elseif e.k == 'm' then
+    if e.m == c.mk then t = e.t end
   else
     t = e.t
   end
@@ -68,14 +72,17 @@ local function total(e)
   return t
 end
 
--- Writes an entry; `w` is the window kind (b bucket, i idle, s sliding) and `p` its parameter.
+-- Writes an entry; `w` is the window kind (b bucket, i idle, s sliding, m streak) and `p` its
+-- parameter.
 local function save(key, e, w, p)
   local x
-  if w == 'b' then x = p elseif w == 'i' then x = NOW + p else x = NOW + p + 1 end
+  if w == 'b' then x = p elseif w == 'i' or w == 'm' then x = NOW + p else x = NOW + p + 1 end
   if e.live and e.x > x then x = e.x end
   if not e.g then e.g = redis.call('INCR', P .. 'gen') end
   if e.k == 's' then
     redis.call('HSET', key, 'k', 's', 'x', string.format('%d', x), 'g', e.g, 'e', format_events(e.ev))
+  elseif e.k == 'm' then
+    redis.call('HSET', key, 'k', 'm', 'x', string.format('%d', x), 'g', e.g, 't', string.format('%d', e.t), 'm', e.m)
   else
     redis.call('HSET', key, 'k', 'c', 'x', string.format('%d', x), 'g', e.g, 't', string.format('%d', e.t))
   end
@@ -94,7 +101,7 @@ local function undo(id, parts)
       local key = P .. 'c:' .. raw
       local h = redis.call('HMGET', key, 'k', 'x', 'g', 't', 'e')
       if h[1] and tonumber(h[2]) and tonumber(h[2]) > NOW and tonumber(h[3]) == tonumber(gen) then
-        if h[1] == 'c' then
+        if h[1] == 'c' or h[1] == 'm' then
           local t = (tonumber(h[4]) or 0) - tonumber(amount)
           if t < 0 then t = 0 end
           redis.call('HSET', key, 't', string.format('%d', t))
@@ -127,12 +134,18 @@ local function release_lapsed()
 end
 
 -- Reads counter i of the request: ARGV from `base` on are key, window kind, parameter, amount,
--- limit, recent width and recent limit (both '' without a recent limit).
+-- limit, recent width and recent limit (both '' without a recent limit), and a streak's mark.
 local function counter_arg(i, base)
-  local b = base + (i - 1) * 7
+  local b = base + (i - 1) * 8
   return {raw = ARGV[b], key = P .. 'c:' .. ARGV[b], w = ARGV[b + 1], p = tonumber(ARGV[b + 2]),
           a = tonumber(ARGV[b + 3]), l = tonumber(ARGV[b + 4]), rw = tonumber(ARGV[b + 5]),
-          rl = tonumber(ARGV[b + 6])}
+          rl = tonumber(ARGV[b + 6]), mk = ARGV[b + 7]}
+end
+
+-- The kind of value a counter's window keeps.
+local function kind_of(c)
+  if c.w == 's' or c.w == 'm' then return c.w end
+  return 'c'
 end
 
 -- When a window's recent part (the last `c.rw`) refuses `c.a` more: {current, retry}; else nil.
@@ -159,7 +172,10 @@ local function recent_refusal(e, c)
 end
 
 local function add_to(e, c, res, cap)
-  if c.w == 's' then
+  if c.w == 'm' and e.m ~= c.mk then
+    -- Another mark starts a new run: a new value, with a new generation.
+    e.m, e.t, e.g = c.mk, math.max(c.a, 0), nil
+  elseif c.w == 's' then
     e.ev[#e.ev + 1] = {NOW, c.a, res}
     while #e.ev > cap do
       local first = table.remove(e.ev, 1)
@@ -182,9 +198,9 @@ if OP == 'reserve' or OP == 'add_within' then
   local cs, es = {}, {}
   for i = 1, n do
     local c = counter_arg(i, 7)
-    local e = load(c.key, c.w == 's' and 's' or 'c')
+    local e = load(c.key, kind_of(c))
     if c.w == 's' then prune(e, c.p) end
-    local cur = total(e)
+    local cur = total(e, c)
     if c.l and cur + c.a > c.l then
       local retry = -1
       if c.w == 's' then
@@ -222,7 +238,7 @@ if OP == 'reserve' or OP == 'add_within' then
       save(c.key, e, c.w, c.p)
       parts[#parts + 1] = c.raw .. '\31' .. string.format('%d', c.a) .. '\31' .. string.format('%d', e.g)
     end
-    out[#out + 1] = total(e)
+    out[#out + 1] = total(e, c)
   end
   if held then
     redis.call('HSET', P .. 'p:' .. res, 'h', string.format('%d', hold), 'parts', table.concat(parts, '\30'))
@@ -243,18 +259,18 @@ elseif OP == 'add' then
   local out = {}
   for i = 1, n do
     local c = counter_arg(i, 6)
-    local e = load(c.key, c.w == 's' and 's' or 'c')
+    local e = load(c.key, kind_of(c))
     if c.w == 's' then prune(e, c.p) end
     add_to(e, c, '0', cap)
     save(c.key, e, c.w, c.p)
-    out[i] = total(e)
+    out[i] = total(e, c)
   end
   return out
 elseif OP == 'total' then
   local c = counter_arg(1, 4)
-  local e = load(c.key, c.w == 's' and 's' or 'c')
+  local e = load(c.key, kind_of(c))
   if c.w == 's' then prune(e, c.p) end
-  return total(e)
+  return total(e, c)
 elseif OP == 'get' then
   local e = load(P .. 'c:' .. ARGV[4], 'r')
   if not e.live then return false end

@@ -18,6 +18,11 @@ pub(crate) enum Value {
     Counter(i64),
     Sliding(Vec<Event>),
     Record(Vec<u8>),
+    /// A run: its mark and total.
+    Streak {
+        mark: u64,
+        total: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +46,7 @@ impl Value {
             Self::Counter(_) => "counter",
             Self::Sliding(_) => "sliding window",
             Self::Record(_) => "record",
+            Self::Streak { .. } => "streak",
         }
     }
 }
@@ -78,6 +84,7 @@ impl Reader<'_> {
 const COUNTER: u8 = 1;
 const SLIDING: u8 = 2;
 const RECORD: u8 = 3;
+const STREAK: u8 = 4;
 
 impl Entry {
     pub(crate) fn encode(&self) -> Vec<u8> {
@@ -86,6 +93,7 @@ impl Entry {
             Value::Counter(_) => COUNTER,
             Value::Sliding(_) => SLIDING,
             Value::Record(_) => RECORD,
+            Value::Streak { .. } => STREAK,
         };
         out.push(kind);
         out.extend_from_slice(&self.expires_at.as_micros().to_be_bytes());
@@ -101,6 +109,10 @@ impl Entry {
                 }
             }
             Value::Record(bytes) => out.extend_from_slice(bytes),
+            Value::Streak { mark, total } => {
+                out.extend_from_slice(&mark.to_be_bytes());
+                out.extend_from_slice(&total.to_be_bytes());
+            }
         }
         out
     }
@@ -128,9 +140,10 @@ impl Entry {
                 Value::Sliding(events)
             }
             RECORD => Value::Record(r.0.to_vec()),
+            STREAK => Value::Streak { mark: r.u64()?, total: r.i64()? },
             _ => return Err("unknown value kind"),
         };
-        if kind == COUNTER && !r.0.is_empty() {
+        if matches!(kind, COUNTER | STREAK) && !r.0.is_empty() {
             return Err("trailing bytes after a counter");
         }
         Ok(Self { expires_at, generation, value })
@@ -178,6 +191,7 @@ mod tests {
             Value::Counter(-3),
             Value::Sliding(vec![Event { at: Timestamp::from_secs(5), amount: 2, reservation: 9 }]),
             Value::Record(b"abc".to_vec()),
+            Value::Streak { mark: u64::MAX, total: 4 },
         ] {
             let e = Entry { expires_at: Timestamp::from_secs(7), generation: 3, value };
             assert_eq!(Entry::decode(&e.encode()), Ok(e));

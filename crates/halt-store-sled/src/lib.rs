@@ -386,18 +386,26 @@ fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// An empty value for counters of `window`.
+fn empty(window: Window) -> Value {
+    match window {
+        Window::Sliding { .. } => Value::Sliding(Vec::new()),
+        Window::Streak { mark, .. } => Value::Streak { mark, total: 0 },
+        Window::Bucket { .. } | Window::Idle { .. } => Value::Counter(0),
+    }
+}
+
 /// Reads a live counter entry (expired ones read as absent), pruned to its window.
 fn live(tx: &mut dyn Entries, key: &[u8], window: Window, now: Timestamp) -> Result<Option<Entry>, TxError> {
     let Some(raw) = tx.get(key)? else { return Ok(None) };
     let mut e = Entry::decode(&raw).map_err(|r| abort(corrupt(key, r)))?;
-    let sliding = matches!(window, Window::Sliding { .. });
     if e.expires_at <= now {
         // Expired: a fresh value of the right kind, one generation on.
         e.generation += 1;
-        e.value = if sliding { Value::Sliding(Vec::new()) } else { Value::Counter(0) };
+        e.value = empty(window);
         return Ok(Some(e));
     }
-    let expected = if sliding { "sliding window" } else { "counter" };
+    let expected = empty(window).kind();
     if e.value.kind() != expected {
         return Err(abort(StoreError::WrongKind {
             key: String::from_utf8_lossy(&key[2..]).into_owned(),
@@ -412,10 +420,12 @@ fn live(tx: &mut dyn Entries, key: &[u8], window: Window, now: Timestamp) -> Res
     Ok(Some(e))
 }
 
-fn total_of(e: Option<&Entry>) -> i64 {
-    match e.map(|e| &e.value) {
-        Some(Value::Counter(t)) => (*t).max(0),
-        Some(Value::Sliding(events)) => events.iter().map(|ev| ev.amount).sum::<i64>().max(0),
+/// An entry's total as read through `window` (a run read with another mark is empty).
+fn total_of(e: Option<&Entry>, window: Window) -> i64 {
+    match (e.map(|e| &e.value), window) {
+        (Some(Value::Counter(t)), _) => (*t).max(0),
+        (Some(Value::Sliding(events)), _) => events.iter().map(|ev| ev.amount).sum::<i64>().max(0),
+        (Some(Value::Streak { mark, total }), Window::Streak { mark: m, .. }) if *mark == m => (*total).max(0),
         _ => 0,
     }
 }
@@ -423,15 +433,7 @@ fn total_of(e: Option<&Entry>) -> i64 {
 /// Adds `amount` to a (live) entry, creating it; returns the new total.
 fn apply(e: Option<Entry>, spec: &CounterSpec, reservation: u64, now: Timestamp, cap: usize) -> Entry {
     let expiry = spec.window.key_expiry(now);
-    let mut e = e.unwrap_or_else(|| Entry {
-        expires_at: expiry,
-        generation: 0,
-        value: if matches!(spec.window, Window::Sliding { .. }) {
-            Value::Sliding(Vec::new())
-        } else {
-            Value::Counter(0)
-        },
-    });
+    let mut e = e.unwrap_or_else(|| Entry { expires_at: expiry, generation: 0, value: empty(spec.window) });
     e.expires_at = e.expires_at.max(expiry);
     match &mut e.value {
         Value::Counter(t) => *t = t.saturating_add(spec.amount).max(0),
@@ -444,6 +446,14 @@ fn apply(e: Option<Entry>, spec: &CounterSpec, reservation: u64, now: Timestamp,
                 events[0].reservation = 0;
             }
         }
+        Value::Streak { mark, total } => match spec.window {
+            Window::Streak { mark: m, .. } if m != *mark => {
+                // Another mark starts a new run: a new value, one generation on.
+                (*mark, *total) = (m, spec.amount.max(0));
+                e.generation += 1;
+            }
+            _ => *total = total.saturating_add(spec.amount).max(0),
+        },
         Value::Record(_) => {}
     }
     e
@@ -460,7 +470,7 @@ fn undo(tx: &mut dyn Entries, id: u64, p: &Pending, now: Timestamp) -> Result<()
             continue;
         }
         match &mut e.value {
-            Value::Counter(t) => *t = t.saturating_sub(*amount).max(0),
+            Value::Counter(t) | Value::Streak { total: t, .. } => *t = t.saturating_sub(*amount).max(0),
             Value::Sliding(events) => {
                 if let Some(pos) = events.iter().position(|ev| ev.reservation == id) {
                     events.remove(pos);
@@ -719,7 +729,7 @@ impl SledStore {
             let mut live_entries = Vec::with_capacity(req.counters.len());
             for (index, c) in req.counters.iter().enumerate() {
                 let e = live(tx, &counter_key(&c.key), c.window, now)?;
-                let current = total_of(e.as_ref());
+                let current = total_of(e.as_ref(), c.window);
                 if let Some(limit) = c.limit
                     && current.saturating_add(c.amount) > limit
                 {
@@ -762,11 +772,11 @@ impl SledStore {
             let mut parts = Vec::with_capacity(req.counters.len());
             for (c, e) in req.counters.iter().zip(live_entries) {
                 if c.amount == 0 {
-                    totals.push(total_of(e.as_ref()));
+                    totals.push(total_of(e.as_ref(), c.window));
                     continue;
                 }
                 let e = apply(e, c, owner, now, self.max_events);
-                totals.push(total_of(Some(&e)));
+                totals.push(total_of(Some(&e), c.window));
                 if hold {
                     parts.push((c.key.to_string(), c.amount, e.generation));
                 }
@@ -855,7 +865,7 @@ impl SledStore {
             let mut totals = Vec::with_capacity(counters.len());
             for (c, (k, e)) in counters.iter().zip(entries) {
                 let e = apply(e, c, 0, now, self.max_events);
-                totals.push(total_of(Some(&e)));
+                totals.push(total_of(Some(&e), c.window));
                 tx.insert(&k, e.encode())?;
             }
             Ok(totals)
@@ -865,7 +875,7 @@ impl SledStore {
 
     fn total_now(&self, key: &str, window: Window, now: Timestamp) -> Result<(i64, bool), StoreError> {
         self.release_lapsed(now)?;
-        let total = self.with_entries(|tx| Ok(total_of(live(tx, &counter_key(key), window, now)?.as_ref())))?;
+        let total = self.with_entries(|tx| Ok(total_of(live(tx, &counter_key(key), window, now)?.as_ref(), window)))?;
         Ok((total, false))
     }
 

@@ -43,6 +43,7 @@ where
     buckets_and_idle_counters_expire(&*make().await).await;
     sliding_windows_slide(&*make().await).await;
     recent_limits_rank_last(&*make().await).await;
+    streaks_count_repeats(&*make().await).await;
     add_is_unconditional(&*make().await).await;
     add_within_is_conditional_and_final(make().await).await;
     records_compare_and_swap(&*make().await).await;
@@ -217,6 +218,46 @@ pub async fn recent_limits_rank_last(store: &dyn StateStore) {
         let outcome = store.reserve(&req(vec![c.clone()], T0)).await;
         assert!(matches!(outcome, Err(StoreError::InvalidRequest(_))), "recent: {c:?} must be refused: {outcome:?}");
     }
+}
+
+/// A streak counts the additions of one mark in a row; another mark starts over; a check
+/// changes nothing; a run is forgotten when idle; a released addition is taken back.
+pub async fn streaks_count_repeats(store: &dyn StateStore) {
+    let run = |mark| Window::Streak { mark, idle: Duration::from_secs(30) };
+    // Marks that differ only past 2^53: a store that rounded them to a float would mix them up.
+    let (a, b) = (u64::MAX, u64::MAX - 1);
+    let hit = |mark, now| req(vec![CounterSpec::new("t/s", run(mark), 1, Some(3))], now);
+    for n in 1..=3 {
+        match store.add_within(&hit(a, at(n))).await.unwrap() {
+            ReserveOutcome::Reserved { totals, .. } => assert_eq!(totals, [n], "streak: repeat {n}"),
+            other => panic!("streak: repeat {n} refused: {other:?}"),
+        }
+    }
+    match store.add_within(&hit(a, at(4))).await.unwrap() {
+        ReserveOutcome::Rejected { index: 0, current: 3, limit: 3, .. } => {}
+        other => panic!("streak: a fourth repeat passes the limit, got {other:?}"),
+    }
+    assert_eq!(store.total("t/s", run(a), at(4)).await.unwrap(), 3, "streak: the run");
+    assert_eq!(store.total("t/s", run(b), at(4)).await.unwrap(), 0, "streak: read with another mark");
+    let check = req(vec![CounterSpec::new("t/s", run(b), 0, Some(3))], at(5));
+    assert!(matches!(store.add_within(&check).await.unwrap(), ReserveOutcome::Reserved { .. }), "streak: check");
+    assert_eq!(store.total("t/s", run(a), at(5)).await.unwrap(), 3, "streak: a check starts no run");
+    match store.add_within(&hit(b, at(6))).await.unwrap() {
+        ReserveOutcome::Reserved { totals, .. } => assert_eq!(totals, [1], "streak: another mark starts over"),
+        other => panic!("streak: another mark refused: {other:?}"),
+    }
+    assert_eq!(store.total("t/s", run(a), at(6)).await.unwrap(), 0, "streak: the old run ended");
+    assert_eq!(store.total("t/s", run(b), at(35)).await.unwrap(), 1, "streak: alive until idle");
+    assert_eq!(store.total("t/s", run(b), at(37)).await.unwrap(), 0, "streak: forgotten when idle");
+    // A held addition counts until released.
+    let (id, totals) = reserved(store, &hit(a, at(40))).await;
+    assert_eq!(totals, [1], "streak: held");
+    store.release(id, at(40)).await.unwrap();
+    assert_eq!(store.total("t/s", run(a), at(40)).await.unwrap(), 0, "streak: released");
+    store.add(&[CounterSpec::new("t/s", run(a), 2, None)], at(41)).await.unwrap();
+    assert_eq!(store.total("t/s", run(a), at(41)).await.unwrap(), 2, "streak: add");
+    let err = store.add(&[CounterSpec::new("t/s", day(), 1, None)], at(41)).await.unwrap_err();
+    assert!(matches!(err, StoreError::WrongKind { found: "streak", .. }), "streak: a counter over it: {err:?}");
 }
 
 /// `add` ignores limits, subtracts with negative amounts, and never goes below zero.

@@ -133,6 +133,7 @@ enum Value {
     Counter(i64),
     Sliding(Sliding),
     Record(Vec<u8>),
+    Streak { mark: u64, total: i64 },
 }
 
 #[derive(Debug, Default)]
@@ -170,11 +171,16 @@ struct Pending {
 }
 
 impl Value {
-    /// A counter's or window's total (a record counts nothing).
-    fn total(&self) -> i64 {
+    /// A counter's or window's total as read through `window` (a record counts nothing; a run
+    /// read with another mark is empty).
+    fn total(&self, window: Window) -> i64 {
         match self {
             Self::Counter(t) => (*t).max(0),
             Self::Sliding(s) => s.total(),
+            Self::Streak { mark, total } => match window {
+                Window::Streak { mark: m, .. } if m == *mark => (*total).max(0),
+                _ => 0,
+            },
             Self::Record(_) => 0,
         }
     }
@@ -184,6 +190,16 @@ impl Value {
             Self::Counter(_) => "counter",
             Self::Sliding(_) => "sliding window",
             Self::Record(_) => "record",
+            Self::Streak { .. } => "streak",
+        }
+    }
+
+    /// An empty value for counters of `window`.
+    fn empty(window: Window) -> Self {
+        match window {
+            Window::Sliding { .. } => Self::Sliding(Sliding::default()),
+            Window::Streak { mark, .. } => Self::Streak { mark, total: 0 },
+            Window::Bucket { .. } | Window::Idle { .. } => Self::Counter(0),
         }
     }
 }
@@ -198,16 +214,15 @@ fn refresh(
     now: Timestamp,
     last_generation: &mut u64,
 ) -> Result<(), StoreError> {
-    let sliding = matches!(window, Window::Sliding { .. });
     if e.expires_at <= now {
-        e.value = if sliding { Value::Sliding(Sliding::default()) } else { Value::Counter(0) };
+        e.value = Value::empty(window);
         *last_generation += 1;
         e.generation = *last_generation;
         return Ok(());
     }
-    if !matches!((sliding, &e.value), (true, Value::Sliding(_)) | (false, Value::Counter(_))) {
-        let expected = if sliding { "sliding window" } else { "counter" };
-        return Err(StoreError::WrongKind { key: key.to_owned(), expected, found: e.value.kind() });
+    let expected = Value::empty(window);
+    if std::mem::discriminant(&expected) != std::mem::discriminant(&e.value) {
+        return Err(StoreError::WrongKind { key: key.to_owned(), expected: expected.kind(), found: e.value.kind() });
     }
     if let (Window::Sliding { width }, Value::Sliding(s)) = (window, &mut e.value) {
         s.prune(now, width);
@@ -217,6 +232,8 @@ fn refresh(
 
 /// An amount being added to a live entry.
 struct Added {
+    /// Through which window.
+    window: Window,
     /// When the key may expire after this addition.
     expiry: Timestamp,
     amount: i64,
@@ -230,7 +247,7 @@ struct Added {
 impl Added {
     /// Adds to `e`; returns its new total, its generation, and when to queue it for expiry if
     /// it was not queued.
-    fn to(&self, e: &mut Entry) -> (i64, u64, Option<Timestamp>) {
+    fn to(&self, e: &mut Entry, last_generation: &mut u64) -> (i64, u64, Option<Timestamp>) {
         e.expires_at = e.expires_at.max(self.expiry);
         let schedule = (!e.queued).then_some(e.expires_at);
         e.queued = true;
@@ -239,9 +256,19 @@ impl Added {
             Value::Sliding(s) => {
                 s.push(Event { at: self.now, amount: self.amount, reservation: self.reservation }, self.cap);
             }
+            Value::Streak { mark, total } => match self.window {
+                Window::Streak { mark: m, .. } if m != *mark => {
+                    // Another mark starts a new run: a new value, which no older reservation
+                    // takes anything back from.
+                    (*mark, *total) = (m, self.amount.max(0));
+                    *last_generation += 1;
+                    e.generation = *last_generation;
+                }
+                _ => *total = total.saturating_add(self.amount).max(0),
+            },
             Value::Record(_) => {}
         }
-        (e.value.total(), e.generation, schedule)
+        (e.value.total(self.window), e.generation, schedule)
     }
 }
 
@@ -490,7 +517,7 @@ impl State {
                 continue;
             }
             match &mut e.value {
-                Value::Counter(total) => *total = total.saturating_sub(*amount).max(0),
+                Value::Counter(total) | Value::Streak { total, .. } => *total = total.saturating_sub(*amount).max(0),
                 Value::Sliding(s) => s.remove_reservation(id),
                 Value::Record(_) => {}
             }
@@ -511,28 +538,26 @@ impl State {
     fn current(&mut self, key: &str, window: Window, now: Timestamp) -> Result<(i64, bool), StoreError> {
         Ok(match self.live(key, window, now)? {
             None => (0, false),
-            Some(e) => (e.value.total(), true),
+            Some(e) => (e.value.total(window), true),
         })
     }
 
     /// Adds `amount` to a counter, creating it. Returns the new total and the key's generation.
     /// The caller has called [`State::live`] on the key during this operation.
     fn apply(&mut self, spec: &CounterSpec, amount: i64, reservation: u64, now: Timestamp, cap: usize) -> (i64, u64) {
-        let added = Added { expiry: spec.window.key_expiry(now), amount, reservation, now, cap };
+        let window = spec.window;
+        let added = Added { window, expiry: window.key_expiry(now), amount, reservation, now, cap };
         // One lookup for a key that exists (the common case), two for a new one.
         let (total, generation, schedule) = match self.entries.get_key_value_mut(spec.key.as_str()) {
             Some((key, e)) => {
-                let (total, generation, schedule) = added.to(e);
+                let (total, generation, schedule) = added.to(e, &mut self.last_generation);
                 (total, generation, schedule.map(|at| (at, Arc::clone(key))))
             }
             None => {
-                let value = match spec.window {
-                    Window::Sliding { .. } => Value::Sliding(Sliding::default()),
-                    _ => Value::Counter(0),
-                };
                 self.last_generation += 1;
-                let mut e = Entry { value, expires_at: added.expiry, queued: false, generation: self.last_generation };
-                let (total, generation, schedule) = added.to(&mut e);
+                let generation = self.last_generation;
+                let mut e = Entry { value: Value::empty(window), expires_at: added.expiry, queued: false, generation };
+                let (total, generation, schedule) = added.to(&mut e, &mut self.last_generation);
                 let key: Key = Arc::from(spec.key.as_str());
                 self.entries.insert(Arc::clone(&key), e);
                 (total, generation, schedule.map(|at| (at, key)))
@@ -565,7 +590,7 @@ impl State {
             let current = match f {
                 None => 0,
                 Some((_, e)) => match refresh(e, &c.key, c.window, now, last_generation) {
-                    Ok(()) => e.value.total(),
+                    Ok(()) => e.value.total(c.window),
                     Err(error) => return Some(Err(error)),
                 },
             };
@@ -591,8 +616,9 @@ impl State {
         for ((c, f), total) in req.counters.iter().zip(&mut found).zip(&mut totals) {
             // A missing key only had a check (amount 0), which leaves its total as it was.
             let (Some((key, e)), true) = (f, c.amount != 0) else { continue };
-            let added = Added { expiry: c.window.key_expiry(now), amount: c.amount, reservation, now, cap };
-            let (t, generation, schedule) = added.to(e);
+            let window = c.window;
+            let added = Added { window, expiry: window.key_expiry(now), amount: c.amount, reservation, now, cap };
+            let (t, generation, schedule) = added.to(e, last_generation);
             *total = t;
             if let Some(at) = schedule {
                 expiry.push(Reverse(Due(at, Arc::clone(key))));

@@ -85,6 +85,20 @@ pub enum Window {
         #[serde(with = "duration_micros")]
         width: Duration,
     },
+    /// A run of like additions: the total added with this `mark` since the last addition with
+    /// another mark (which starts a new run; a check, of amount zero, starts none). Read with
+    /// another mark, the total is zero. Dropped once nothing touched it for `idle`. It counts
+    /// repeats: the same call made N times in a row.
+    ///
+    /// Releasing a reserved addition takes its amount back from its run, but cannot bring back
+    /// the run it ended.
+    Streak {
+        /// What the additions of a run have in common (a fingerprint of the call).
+        mark: u64,
+        /// Idle time after which the run is forgotten.
+        #[serde(with = "duration_micros")]
+        idle: Duration,
+    },
 }
 
 impl Window {
@@ -95,7 +109,7 @@ impl Window {
     pub fn key_expiry(self, now: Timestamp) -> Timestamp {
         match self {
             Self::Bucket { expires_at } => expires_at,
-            Self::Idle { idle } => now.saturating_add(idle),
+            Self::Idle { idle } | Self::Streak { idle, .. } => now.saturating_add(idle),
             Self::Sliding { width } => now.saturating_add(width).saturating_add(Duration::from_micros(1)),
         }
     }
