@@ -199,7 +199,9 @@ mod recent_model {
     use std::task::{Context, Poll, Waker};
     use std::time::Duration;
 
-    use halt_core::store::{CounterSpec, MemoryStoreConfig, ReserveOutcome, ReserveRequest, StoreFuture, Window};
+    use halt_core::store::{
+        CounterSpec, MemoryStoreConfig, Refusal, ReserveOutcome, ReserveRequest, StoreFuture, Window,
+    };
     use halt_core::{MemoryStore, StateStore, StoreError, Timestamp};
     use proptest::prelude::*;
 
@@ -223,8 +225,11 @@ mod recent_model {
     }
 
     fn spec(amount: i64) -> CounterSpec {
-        CounterSpec::new("w", window(), amount, Some(LIMIT))
-            .with_recent(Duration::from_micros(RECENT.cast_unsigned()), RECENT_LIMIT)
+        CounterSpec::new("w", window(), amount, Some(LIMIT)).with_recent(
+            Duration::from_micros(RECENT.cast_unsigned()),
+            RECENT_LIMIT,
+            Duration::ZERO,
+        )
     }
 
     #[derive(Debug, Clone)]
@@ -337,8 +342,8 @@ mod recent_model {
                                     held.push(id);
                                 }
                             }
-                            ReserveOutcome::Rejected { current, recent, .. } => {
-                                prop_assert_eq!(model.add(now, amount, 0, false), Some((recent, current)));
+                            ReserveOutcome::Rejected { current, by, .. } => {
+                                prop_assert_eq!(model.add(now, amount, 0, false), Some((by == Refusal::Recent, current)));
                             }
                         }
                     }

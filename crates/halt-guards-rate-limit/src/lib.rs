@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use arrayvec::ArrayVec;
 use halt_core::partition::Partition;
-use halt_core::store::{CounterSpec, ReserveOutcome, ReserveRequest, StoreKey, Window, key};
+use halt_core::store::{CounterSpec, Refusal, ReserveOutcome, ReserveRequest, StoreKey, Window, key};
 use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Timestamp, TypedFactory, async_trait};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -97,8 +97,6 @@ pub struct RateLimitGuard {
 /// The keys of one partition's counters that do not depend on the function.
 #[derive(Debug, Clone)]
 struct PartKeys {
-    /// The cooldown: a counter that is 1 while it runs, in a bucket ending with it.
-    cooling: StoreKey,
     minute: StoreKey,
     burst: StoreKey,
     /// The start of the per-function windows' keys (`…/<part>/fn`).
@@ -165,7 +163,6 @@ impl RateLimitGuard {
 
     fn part_keys(&self, part: &str) -> PartKeys {
         PartKeys {
-            cooling: key(&[&self.prefix, part, "cooling"]),
             minute: key(&[&self.prefix, part, "minute"]),
             burst: key(&[&self.prefix, part, "burst"]),
             functions: key(&[&self.prefix, part, "fn"]),
@@ -180,38 +177,26 @@ impl RateLimitGuard {
             .with_details(json!({"rule": "cooldown", "seconds_left": left}))
     }
 
-    /// Starts a cooldown after a burst.
-    async fn start_cooldown(&self, call: &Call<'_>, cooling: &StoreKey) -> Result<(), GuardError> {
-        if self.cooldown.is_zero() {
-            return Ok(());
-        }
-        let until = call.now().saturating_add(self.cooldown);
-        let running = CounterSpec::new(cooling.clone(), Window::Bucket { expires_at: until }, 1, None);
-        call.store().add(std::slice::from_ref(&running), call.now()).await?;
-        Ok(())
-    }
-
     /// The key of the run of identical calls of this call's agent and session.
     fn last_key(&self, call: &Call<'_>) -> StoreKey {
         let ctx = call.context();
         key(&[&self.last_prefix, ctx.agent_id.as_deref().unwrap_or("-"), ctx.session_id.as_deref().unwrap_or("-")])
     }
 
-    /// The denial of a call that `kind` refuses (a burst starts the cooldown).
-    async fn limit_denial(
+    /// The denial of a call that `kind` refuses.
+    fn limit_denial(
         &self,
         call: &Call<'_>,
         kind: Limit,
-        cooling: &StoreKey,
         current: i64,
         limit: i64,
         retry_at: Option<Timestamp>,
-    ) -> Result<Decision, GuardError> {
+    ) -> Decision {
         let (c, now) = (&self.config, call.now());
         let retry = retry_at.map(|t| t.since(now).as_secs_f64());
         let (d, rule) = match kind {
-            Limit::Cooldown => return Ok(Self::cooling_down(now, retry_at)),
-            Limit::Loop => return Ok(loop_denial(current)),
+            Limit::Cooldown => return Self::cooling_down(now, retry_at),
+            Limit::Loop => return loop_denial(current),
             Limit::Minute => (
                 Decision::deny(format!("Rate limit exceeded: {current}/{limit} calls in the last minute")),
                 "max_calls_per_minute",
@@ -228,7 +213,6 @@ impl RateLimitGuard {
                 "max_calls_per_session",
             ),
             Limit::Burst => {
-                self.start_cooldown(call, cooling).await?;
                 let d = Decision::deny(format!(
                     "Burst detected: {current} calls in {}s; cooling down for {}s",
                     c.burst_window_seconds, c.cooldown_seconds
@@ -241,7 +225,7 @@ impl RateLimitGuard {
             (Limit::Minute | Limit::Function, Some(r)) => d.with_retry_after(r),
             _ => d,
         };
-        Ok(d.with_details(json!({"rule": rule, "calls": current, "limit": limit})))
+        d.with_details(json!({"rule": rule, "calls": current, "limit": limit}))
     }
 }
 
@@ -358,19 +342,13 @@ impl Guard for RateLimitGuard {
         let sliding = |width| Window::Sliding { width };
         let mut counters = Vec::with_capacity(5);
         let mut limits = ArrayVec::<Limit, 5>::new();
-        if !self.cooldown.is_zero() {
-            // Checked first, in the same atomic step: while a cooldown runs, nothing counts.
-            let bucket = Window::Bucket { expires_at: now };
-            counters.push(CounterSpec::new(keys.cooling.clone(), bucket, 0, Some(0)));
-            limits.push(Limit::Cooldown);
-        }
         // A burst window within the minute is the recent part of the minute's window: one key
-        // counts both (see `RecentLimit`).
+        // counts both (see `RecentLimit`), and the window keeps the cooldown a burst starts.
         let mut burst = c.burst_threshold.map(|max| (self.burst_window, i64::from(max)));
         if let Some(max) = c.max_calls_per_minute {
             let mut minute = CounterSpec::new(keys.minute.clone(), sliding(MINUTE), 1, Some(i64::from(max)));
             if let Some((width, max)) = burst.filter(|(width, _)| *width <= MINUTE) {
-                minute = minute.with_recent(width, max);
+                minute = minute.with_recent(width, max, self.cooldown);
                 burst = None;
             }
             counters.push(minute);
@@ -392,22 +370,31 @@ impl Guard for RateLimitGuard {
             limits.push(Limit::Loop);
         }
         if let Some((width, max)) = burst {
-            counters.push(CounterSpec::new(keys.burst.clone(), sliding(width), 1, Some(max)));
+            // A burst window of its own: all of it is its recent part.
+            counters.push(CounterSpec::new(keys.burst.clone(), sliding(width), 1, None).with_recent(
+                width,
+                max,
+                self.cooldown,
+            ));
             limits.push(Limit::Burst);
         }
         if counters.is_empty() {
             return Ok(Decision::allow("Within rate limits"));
         }
-        // Every rule in one atomic step, ranked in the order of the rules: the plain limits in
-        // the order above, then a burst counted as the minute's recent part. An attempt counts
-        // at once, whatever the other guards decide; a call this guard denies counts nowhere.
+        // Every rule in one atomic step, ranked in the order of the rules: a cooldown, the plain
+        // limits in the order above, then a burst (a recent limit). An attempt counts at once,
+        // whatever the other guards decide; a call this guard denies counts nowhere (a burst
+        // starts the cooldown).
         let request = ReserveRequest { counters, now, hold_until: now.saturating_add(MINUTE) };
         match call.store().add_within(&request).await? {
             ReserveOutcome::Reserved { .. } => Ok(Decision::allow("Within rate limits")),
-            ReserveOutcome::Rejected { index, current, limit, retry_at, recent } => {
-                let kind = if recent { Limit::Burst } else { limits[index] };
-                // Boxed, so that a denial's state does not weigh on every call's future.
-                Box::pin(self.limit_denial(call, kind, &keys.cooling, current, limit, retry_at)).await
+            ReserveOutcome::Rejected { index, current, limit, retry_at, by } => {
+                let kind = match by {
+                    Refusal::Limit => limits[index],
+                    Refusal::Recent => Limit::Burst,
+                    Refusal::Cooldown => Limit::Cooldown,
+                };
+                Ok(self.limit_denial(call, kind, current, limit, retry_at))
             }
         }
     }

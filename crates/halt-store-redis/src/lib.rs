@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use halt_core::Timestamp;
 use halt_core::store::{
-    CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture, Window,
+    CounterSpec, Refusal, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture, Window,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value as RedisValue};
@@ -113,7 +113,8 @@ fn push_counters(inv: &mut redis::ScriptInvocation<'_>, counters: &[CounterSpec]
         let text = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
         let recent_width = c.recent.map(|r| i64::try_from(r.width.as_micros()).unwrap_or(i64::MAX));
         inv.arg(c.key.as_str()).arg(w).arg(p).arg(c.amount).arg(text(c.limit));
-        inv.arg(text(recent_width)).arg(text(c.recent.map(|r| r.limit)));
+        let recent_cooldown = c.recent.map(|r| i64::try_from(r.cooldown.as_micros()).unwrap_or(i64::MAX));
+        inv.arg(text(recent_width)).arg(text(c.recent.map(|r| r.limit))).arg(text(recent_cooldown));
         inv.arg(mark.map(|m| m.to_string()).unwrap_or_default());
     }
 }
@@ -178,12 +179,17 @@ impl RedisStore {
                 id: ReservationId(u64::try_from(*id).unwrap_or(0)),
                 totals: totals.to_vec(),
             }),
-            [0, index, current, limit, retry, recent] => Ok(ReserveOutcome::Rejected {
+            [0, index, current, limit, retry, by] => Ok(ReserveOutcome::Rejected {
                 index: usize::try_from(*index).unwrap_or(0),
                 current: *current,
                 limit: *limit,
                 retry_at: (*retry >= 0).then(|| Timestamp::from_micros(*retry)),
-                recent: *recent == 1,
+                by: match by {
+                    0 => Refusal::Limit,
+                    1 => Refusal::Recent,
+                    2 => Refusal::Cooldown,
+                    _ => return Err(bad_reply(op)),
+                },
             }),
             _ => Err(bad_reply(op)),
         }

@@ -3,7 +3,8 @@
 --   k: kind (c counter, s sliding window, m streak, r record), x: expiry (microseconds, engine
 --   time), g: generation (unique per creation, so an old reservation never undoes into a new
 --   value), t: total (counters, streaks), e: events "at:amount:reservation,..." (windows),
---   m: mark (streaks, as text), v: value (records).
+--   m: mark (streaks, as text), cu: until when a window refuses everything (its cooldown; 0:
+--   none), v: value (records).
 -- Redis TTLs only collect garbage (an hour after the engine-time expiry); expiry itself is
 -- judged against the engine's clock, like every other store.
 local P = ARGV[1]
@@ -32,7 +33,7 @@ local KIND_NAMES = {c = 'counter', s = 'sliding window', m = 'streak', r = 'reco
 
 -- The live entry at a key, wanted as `want`; an expired one comes back empty, one generation on.
 local function load(key, want)
-  local h = redis.call('HMGET', key, 'k', 'x', 'g', 't', 'e', 'v', 'm')
+  local h = redis.call('HMGET', key, 'k', 'x', 'g', 't', 'e', 'v', 'm', 'cu')
   if not h[1] then
     return {k = want, x = 0, g = nil, t = 0, ev = {}, live = false}
   end
@@ -46,7 +47,8 @@ local function load(key, want)
   if h[1] ~= want then
     error({err = 'WRONGKIND ' .. KIND_NAMES[want] .. '|' .. KIND_NAMES[h[1]] .. '|' .. key .. '|'})
   end
-  return {k = want, x = x, g = g, t = tonumber(h[4]) or 0, ev = parse_events(h[5]), v = h[6], m = h[7], live = true}
+  return {k = want, x = x, g = g, t = tonumber(h[4]) or 0, ev = parse_events(h[5]), v = h[6], m = h[7],
+          cu = tonumber(h[8]) or 0, live = true}
 end
 
 local function prune(e, width)
@@ -78,9 +80,11 @@ local function save(key, e, w, p)
   local x
   if w == 'b' then x = p elseif w == 'i' or w == 'm' then x = NOW + p else x = NOW + p + 1 end
   if e.live and e.x > x then x = e.x end
+  if e.cu and e.cu > x then x = e.cu end
   if not e.g then e.g = redis.call('INCR', P .. 'gen') end
   if e.k == 's' then
-    redis.call('HSET', key, 'k', 's', 'x', string.format('%d', x), 'g', e.g, 'e', format_events(e.ev))
+    redis.call('HSET', key, 'k', 's', 'x', string.format('%d', x), 'g', e.g, 'e', format_events(e.ev),
+               'cu', string.format('%d', e.cu or 0))
   elseif e.k == 'm' then
     redis.call('HSET', key, 'k', 'm', 'x', string.format('%d', x), 'g', e.g, 't', string.format('%d', e.t), 'm', e.m)
   else
@@ -134,12 +138,13 @@ local function release_lapsed()
 end
 
 -- Reads counter i of the request: ARGV from `base` on are key, window kind, parameter, amount,
--- limit, recent width and recent limit (both '' without a recent limit), and a streak's mark.
+-- limit, recent width, recent limit and recent cooldown (all '' without a recent limit), and a
+-- streak's mark.
 local function counter_arg(i, base)
-  local b = base + (i - 1) * 8
+  local b = base + (i - 1) * 9
   return {raw = ARGV[b], key = P .. 'c:' .. ARGV[b], w = ARGV[b + 1], p = tonumber(ARGV[b + 2]),
           a = tonumber(ARGV[b + 3]), l = tonumber(ARGV[b + 4]), rw = tonumber(ARGV[b + 5]),
-          rl = tonumber(ARGV[b + 6]), mk = ARGV[b + 7]}
+          rl = tonumber(ARGV[b + 6]), rc = tonumber(ARGV[b + 7]), mk = ARGV[b + 8]}
 end
 
 -- The kind of value a counter's window keeps.
@@ -195,13 +200,16 @@ if OP == 'reserve' or OP == 'add_within' then
   -- ARGV: prefix, now, op, hold_until, cap, n, counters...
   -- 'add_within' adds for good at once: no hold, and no reservation on its events.
   local hold, cap, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-  local cs, es = {}, {}
+  -- Cooldowns refuse first, then plain limits, then recent limits. The reply to a refusal is
+  -- {0, index, current, limit, retry, by} with by 0 for a limit, 1 a recent limit, 2 a cooldown.
+  local cs, es, over = {}, {}, nil
   for i = 1, n do
     local c = counter_arg(i, 7)
     local e = load(c.key, kind_of(c))
     if c.w == 's' then prune(e, c.p) end
+    if e.live and e.cu and NOW < e.cu then return {0, i - 1, 0, 0, e.cu, 2} end
     local cur = total(e, c)
-    if c.l and cur + c.a > c.l then
+    if not over and c.l and cur + c.a > c.l then
       local retry = -1
       if c.w == 's' then
         local t = cur
@@ -215,16 +223,23 @@ if OP == 'reserve' or OP == 'add_within' then
       elseif c.w == 'b' and e.live then
         retry = e.x
       end
-      return {0, i - 1, cur, c.l, retry, 0}
+      over = {0, i - 1, cur, c.l, retry, 0}
     end
     cs[i], es[i] = c, e
   end
-  -- Recent limits rank after every plain limit.
+  if over then return over end
   for i = 1, n do
     local c = cs[i]
     if c.rw then
       local refused = recent_refusal(es[i], c)
-      if refused then return {0, i - 1, refused[1], c.rl, refused[2], 1} end
+      if refused then
+        if c.rc and c.rc > 0 then
+          -- The one change a refusal makes: the window's cooldown starts.
+          es[i].cu = NOW + c.rc
+          save(c.key, es[i], c.w, c.p)
+        end
+        return {0, i - 1, refused[1], c.rl, refused[2], 1}
+      end
     end
   end
   local id = redis.call('INCR', P .. 'next_id')

@@ -16,7 +16,8 @@ pub(crate) struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Value {
     Counter(i64),
-    Sliding(Vec<Event>),
+    /// A window's events, and until when it refuses every reservation (its cooldown).
+    Sliding(Vec<Event>, Option<Timestamp>),
     Record(Vec<u8>),
     /// A run: its mark and total.
     Streak {
@@ -44,7 +45,7 @@ impl Value {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Counter(_) => "counter",
-            Self::Sliding(_) => "sliding window",
+            Self::Sliding(..) => "sliding window",
             Self::Record(_) => "record",
             Self::Streak { .. } => "streak",
         }
@@ -85,13 +86,16 @@ const COUNTER: u8 = 1;
 const SLIDING: u8 = 2;
 const RECORD: u8 = 3;
 const STREAK: u8 = 4;
+/// A sliding window in its cooldown: the cooldown's end, then the events as for `SLIDING`.
+const COOLING: u8 = 5;
 
 impl Entry {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32);
         let kind = match self.value {
             Value::Counter(_) => COUNTER,
-            Value::Sliding(_) => SLIDING,
+            Value::Sliding(_, None) => SLIDING,
+            Value::Sliding(_, Some(_)) => COOLING,
             Value::Record(_) => RECORD,
             Value::Streak { .. } => STREAK,
         };
@@ -100,7 +104,10 @@ impl Entry {
         out.extend_from_slice(&self.generation.to_be_bytes());
         match &self.value {
             Value::Counter(t) => out.extend_from_slice(&t.to_be_bytes()),
-            Value::Sliding(events) => {
+            Value::Sliding(events, cooling) => {
+                if let Some(until) = cooling {
+                    out.extend_from_slice(&until.as_micros().to_be_bytes());
+                }
                 out.extend_from_slice(&u32::try_from(events.len()).unwrap_or(u32::MAX).to_be_bytes());
                 for e in events {
                     out.extend_from_slice(&e.at.as_micros().to_be_bytes());
@@ -124,7 +131,8 @@ impl Entry {
         let generation = r.u64()?;
         let value = match kind {
             COUNTER => Value::Counter(r.i64()?),
-            SLIDING => {
+            SLIDING | COOLING => {
+                let cooling = if kind == COOLING { Some(Timestamp::from_micros(r.i64()?)) } else { None };
                 let n = r.u32()? as usize;
                 if r.0.len() != n.saturating_mul(24) {
                     return Err("sliding window length does not match its events");
@@ -137,7 +145,7 @@ impl Entry {
                         reservation: r.u64()?,
                     });
                 }
-                Value::Sliding(events)
+                Value::Sliding(events, cooling)
             }
             RECORD => Value::Record(r.0.to_vec()),
             STREAK => Value::Streak { mark: r.u64()?, total: r.i64()? },
@@ -189,7 +197,11 @@ mod tests {
     fn round_trips() {
         for value in [
             Value::Counter(-3),
-            Value::Sliding(vec![Event { at: Timestamp::from_secs(5), amount: 2, reservation: 9 }]),
+            Value::Sliding(vec![Event { at: Timestamp::from_secs(5), amount: 2, reservation: 9 }], None),
+            Value::Sliding(
+                vec![Event { at: Timestamp::from_secs(5), amount: 2, reservation: 9 }],
+                Some(Timestamp::from_secs(9)),
+            ),
             Value::Record(b"abc".to_vec()),
             Value::Streak { mark: u64::MAX, total: 4 },
         ] {

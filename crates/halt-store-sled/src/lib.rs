@@ -54,7 +54,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use halt_core::store::{
-    CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture, Window,
+    CounterSpec, Refusal, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture, Window,
     check_counters, check_record_key, recent_refusal, sliding_retry_at,
 };
 use halt_core::{Clock, Timestamp};
@@ -389,7 +389,7 @@ fn micros(d: Duration) -> i64 {
 /// An empty value for counters of `window`.
 fn empty(window: Window) -> Value {
     match window {
-        Window::Sliding { .. } => Value::Sliding(Vec::new()),
+        Window::Sliding { .. } => Value::Sliding(Vec::new(), None),
         Window::Streak { mark, .. } => Value::Streak { mark, total: 0 },
         Window::Bucket { .. } | Window::Idle { .. } => Value::Counter(0),
     }
@@ -413,9 +413,12 @@ fn live(tx: &mut dyn Entries, key: &[u8], window: Window, now: Timestamp) -> Res
             found: e.value.kind(),
         }));
     }
-    if let (Window::Sliding { width }, Value::Sliding(events)) = (window, &mut e.value) {
+    if let (Window::Sliding { width }, Value::Sliding(events, cooling)) = (window, &mut e.value) {
         let cutoff = now.as_micros().saturating_sub(micros(width));
         events.retain(|ev| ev.at.as_micros() >= cutoff);
+        if cooling.is_some_and(|until| until <= now) {
+            *cooling = None;
+        }
     }
     Ok(Some(e))
 }
@@ -424,7 +427,7 @@ fn live(tx: &mut dyn Entries, key: &[u8], window: Window, now: Timestamp) -> Res
 fn total_of(e: Option<&Entry>, window: Window) -> i64 {
     match (e.map(|e| &e.value), window) {
         (Some(Value::Counter(t)), _) => (*t).max(0),
-        (Some(Value::Sliding(events)), _) => events.iter().map(|ev| ev.amount).sum::<i64>().max(0),
+        (Some(Value::Sliding(events, _)), _) => events.iter().map(|ev| ev.amount).sum::<i64>().max(0),
         (Some(Value::Streak { mark, total }), Window::Streak { mark: m, .. }) if *mark == m => (*total).max(0),
         _ => 0,
     }
@@ -437,7 +440,7 @@ fn apply(e: Option<Entry>, spec: &CounterSpec, reservation: u64, now: Timestamp,
     e.expires_at = e.expires_at.max(expiry);
     match &mut e.value {
         Value::Counter(t) => *t = t.saturating_add(spec.amount).max(0),
-        Value::Sliding(events) => {
+        Value::Sliding(events, _) => {
             events.push(Event { at: now, amount: spec.amount, reservation });
             while events.len() > cap.max(2) {
                 // The two oldest merge: the sum stays, and the merged event ages out later.
@@ -471,7 +474,7 @@ fn undo(tx: &mut dyn Entries, id: u64, p: &Pending, now: Timestamp) -> Result<()
         }
         match &mut e.value {
             Value::Counter(t) | Value::Streak { total: t, .. } => *t = t.saturating_sub(*amount).max(0),
-            Value::Sliding(events) => {
+            Value::Sliding(events, _) => {
                 if let Some(pos) = events.iter().position(|ev| ev.reservation == id) {
                     events.remove(pos);
                 }
@@ -726,15 +729,25 @@ impl SledStore {
         self.release_lapsed(req.now)?;
         let now = req.now;
         let outcome = self.with_entries(|tx| {
+            // Cooldowns rank first, then plain limits, then recent limits.
             let mut live_entries = Vec::with_capacity(req.counters.len());
+            let mut over = None;
             for (index, c) in req.counters.iter().enumerate() {
                 let e = live(tx, &counter_key(&c.key), c.window, now)?;
+                if let Some(Entry { value: Value::Sliding(_, Some(until)), .. }) = e
+                    && now < until
+                {
+                    let by = Refusal::Cooldown;
+                    let refusal = ReserveOutcome::Rejected { index, current: 0, limit: 0, retry_at: Some(until), by };
+                    return Ok((refusal, None));
+                }
                 let current = total_of(e.as_ref(), c.window);
-                if let Some(limit) = c.limit
+                if over.is_none()
+                    && let Some(limit) = c.limit
                     && current.saturating_add(c.amount) > limit
                 {
                     let retry_at = match (c.window, e.as_ref()) {
-                        (Window::Sliding { width }, Some(Entry { value: Value::Sliding(events), .. })) => {
+                        (Window::Sliding { width }, Some(Entry { value: Value::Sliding(events, _), .. })) => {
                             sliding_retry_at(
                                 events.iter().map(|ev| (ev.at, ev.amount)),
                                 current,
@@ -747,23 +760,39 @@ impl SledStore {
                         (Window::Bucket { .. }, Some(e)) => Some(e.expires_at),
                         _ => None,
                     };
-                    return Ok((ReserveOutcome::Rejected { index, current, limit, retry_at, recent: false }, None));
+                    over = Some(ReserveOutcome::Rejected { index, current, limit, retry_at, by: Refusal::Limit });
                 }
                 live_entries.push(e);
             }
-            // Recent limits rank after every plain limit.
-            for (index, (c, e)) in req.counters.iter().zip(&live_entries).enumerate() {
+            if let Some(refusal) = over {
+                return Ok((refusal, None));
+            }
+            for (index, (c, e)) in req.counters.iter().zip(&mut live_entries).enumerate() {
                 let Some(recent) = c.recent else { continue };
                 let refusal = match e {
-                    Some(Entry { value: Value::Sliding(events), .. }) => {
+                    Some(Entry { value: Value::Sliding(events, _), .. }) => {
                         recent_refusal(events.iter().map(|ev| (ev.at, ev.amount)), now, recent, c.amount)
                     }
                     _ => (c.amount > recent.limit).then_some((0, None)),
                 };
-                if let Some((current, retry_at)) = refusal {
-                    let limit = recent.limit;
-                    return Ok((ReserveOutcome::Rejected { index, current, limit, retry_at, recent: true }, None));
+                let Some((current, retry_at)) = refusal else { continue };
+                if !recent.cooldown.is_zero() {
+                    // The one change a refusal makes: the window's cooldown starts (the window
+                    // lives at least as long).
+                    let until = now.saturating_add(recent.cooldown);
+                    let mut cooled = e.take().unwrap_or_else(|| Entry {
+                        expires_at: c.window.key_expiry(now),
+                        generation: 0,
+                        value: empty(c.window),
+                    });
+                    if let Value::Sliding(_, cooling) = &mut cooled.value {
+                        *cooling = Some(until);
+                    }
+                    cooled.expires_at = cooled.expires_at.max(until);
+                    tx.insert(&counter_key(&c.key), cooled.encode())?;
                 }
+                let limit = recent.limit;
+                return Ok((ReserveOutcome::Rejected { index, current, limit, retry_at, by: Refusal::Recent }, None));
             }
             let id = tx.generate_id()?;
             // Events of an amount added for good belong to no reservation.
@@ -800,9 +829,15 @@ impl SledStore {
         if added && hold {
             self.next_lapse.fetch_min(req.hold_until.as_micros(), Ordering::SeqCst);
         }
+        let cooled = match outcome {
+            ReserveOutcome::Rejected { index, by: Refusal::Recent, .. } => {
+                req.counters[index].recent.is_some_and(|r| !r.cooldown.is_zero())
+            }
+            _ => false,
+        };
         // A pending reservation lost in a crash would have been released anyway; what is added
-        // for good must reach the disk (strict durability).
-        Ok((outcome, added && !hold))
+        // for good, and a cooldown started, must reach the disk (strict durability).
+        Ok((outcome, (added && !hold) || cooled))
     }
 
     /// Takes a reservation held in memory (relaxed durability).

@@ -12,6 +12,10 @@ use halt_core::{Call, CallContext, Effect, Guard, MemoryStore, StateStore, Times
 
 /// Evaluates `guard` on `ctx` `iters` times, each at a time `step` after the last, committing
 /// its effects; returns the time taken.
+///
+/// # Panics
+/// When the guard fails, or decides differently from one call to the next: a bench measures one
+/// path, and a limit that fills up mid-run would have it measure another.
 pub async fn evaluate_and_commit(
     guard: &dyn Guard,
     store: &MemoryStore,
@@ -21,6 +25,7 @@ pub async fn evaluate_and_commit(
 ) -> Duration {
     let name = normalize(&ctx.function_name).into_owned();
     let mut now = Timestamp::from_micros(BENCH_TIME.load(Ordering::Relaxed));
+    let mut kind = None;
     let start = Instant::now();
     for _ in 0..iters {
         now = now.saturating_add(step);
@@ -36,6 +41,8 @@ pub async fn evaluate_and_commit(
                 }
             }
         }
+        let first = *kind.get_or_insert(decision.kind());
+        assert_eq!(decision.kind(), first, "the decision changed mid-run: {}", decision.reason());
         black_box(decision);
     }
     let elapsed = start.elapsed();

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use halt_core::Timestamp;
-use halt_core::store::{CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, Window};
+use halt_core::store::{
+    CounterSpec, Refusal, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, Window,
+};
 
 const T0: Timestamp = Timestamp::from_secs(1_800_000_000);
 
@@ -43,6 +45,7 @@ where
     buckets_and_idle_counters_expire(&*make().await).await;
     sliding_windows_slide(&*make().await).await;
     recent_limits_rank_last(&*make().await).await;
+    recent_limits_start_cooldowns(&*make().await).await;
     streaks_count_repeats(&*make().await).await;
     add_is_unconditional(&*make().await).await;
     add_within_is_conditional_and_final(make().await).await;
@@ -160,14 +163,14 @@ pub async fn sliding_windows_slide(store: &dyn StateStore) {
 pub async fn recent_limits_rank_last(store: &dyn StateStore) {
     let w = Window::Sliding { width: Duration::from_secs(60) };
     // At most 5 a minute, and 2 within any 10 s.
-    let hit = |key: &str| CounterSpec::new(key, w, 1, Some(5)).with_recent(Duration::from_secs(10), 2);
+    let hit = |key: &str| CounterSpec::new(key, w, 1, Some(5)).with_recent(Duration::from_secs(10), 2, Duration::ZERO);
     for s in [0, 5] {
         let outcome = store.add_within(&req(vec![hit("t/r")], at(s))).await.unwrap();
         assert!(matches!(outcome, ReserveOutcome::Reserved { .. }), "recent: call at {s} s: {outcome:?}");
     }
     let edge = Timestamp::from_micros(at(10).as_micros() + 1);
     match store.add_within(&req(vec![hit("t/r")], at(10))).await.unwrap() {
-        ReserveOutcome::Rejected { index: 0, current: 2, limit: 2, retry_at, recent: true } => {
+        ReserveOutcome::Rejected { index: 0, current: 2, limit: 2, retry_at, by: Refusal::Recent } => {
             assert_eq!(retry_at, Some(edge), "recent: retry once the oldest recent event leaves");
         }
         other => panic!("recent: an event exactly 10 s old still counts, got {other:?}"),
@@ -178,7 +181,7 @@ pub async fn recent_limits_rank_last(store: &dyn StateStore) {
     // Every plain limit ranks first, wherever it is in the request.
     let full_day = CounterSpec::new("t/rd", day(), 1, Some(0));
     match store.add_within(&req(vec![hit("t/r"), full_day], at(11))).await.unwrap() {
-        ReserveOutcome::Rejected { index: 1, recent: false, .. } => {}
+        ReserveOutcome::Rejected { index: 1, by: Refusal::Limit, .. } => {}
         other => panic!("recent: the plain limit of a later counter ranks first, got {other:?}"),
     }
     // A window at its plain limit says so, even when its recent part is full too.
@@ -187,37 +190,86 @@ pub async fn recent_limits_rank_last(store: &dyn StateStore) {
     }
     store.add(&[hit("t/r")], at(41)).await.unwrap();
     match store.add_within(&req(vec![hit("t/r")], at(42))).await.unwrap() {
-        ReserveOutcome::Rejected { current: 6, limit: 5, recent: false, .. } => {}
+        ReserveOutcome::Rejected { current: 6, limit: 5, by: Refusal::Limit, .. } => {}
         other => panic!("recent: the window's own limit ranks first, got {other:?}"),
     }
     // A held amount counts in the recent part until released; an absent window is empty.
     let (id, _) = reserved(store, &req(vec![hit("t/r2")], T0)).await;
     match store
-        .reserve(&req(vec![CounterSpec::new("t/r2", w, 2, None).with_recent(Duration::from_secs(10), 2)], T0))
+        .reserve(&req(
+            vec![CounterSpec::new("t/r2", w, 2, None).with_recent(Duration::from_secs(10), 2, Duration::ZERO)],
+            T0,
+        ))
         .await
         .unwrap()
     {
-        ReserveOutcome::Rejected { current: 1, limit: 2, recent: true, .. } => {}
+        ReserveOutcome::Rejected { current: 1, limit: 2, by: Refusal::Recent, .. } => {}
         other => panic!("recent: a held amount counts, got {other:?}"),
     }
     store.release(id, T0).await.unwrap();
-    let two = CounterSpec::new("t/r2", w, 2, None).with_recent(Duration::from_secs(10), 2);
+    let two = CounterSpec::new("t/r2", w, 2, None).with_recent(Duration::from_secs(10), 2, Duration::ZERO);
     assert!(matches!(store.reserve(&req(vec![two.clone()], T0)).await.unwrap(), ReserveOutcome::Reserved { .. }));
-    let three = CounterSpec::new("t/r3", w, 3, None).with_recent(Duration::from_secs(10), 2);
+    let three = CounterSpec::new("t/r3", w, 3, None).with_recent(Duration::from_secs(10), 2, Duration::ZERO);
     match store.reserve(&req(vec![three], T0)).await.unwrap() {
-        ReserveOutcome::Rejected { current: 0, limit: 2, recent: true, .. } => {}
+        ReserveOutcome::Rejected { current: 0, limit: 2, by: Refusal::Recent, .. } => {}
         other => panic!("recent: more than the recent limit at once, got {other:?}"),
     }
     // Only a sliding window at least as wide has a recent part.
     let bad = [
-        CounterSpec::new("t/rb", day(), 1, None).with_recent(Duration::from_secs(10), 2),
-        CounterSpec::new("t/rb", w, 1, None).with_recent(Duration::from_secs(61), 2),
-        CounterSpec::new("t/rb", w, 1, None).with_recent(Duration::ZERO, 2),
+        CounterSpec::new("t/rb", day(), 1, None).with_recent(Duration::from_secs(10), 2, Duration::ZERO),
+        CounterSpec::new("t/rb", w, 1, None).with_recent(Duration::from_secs(61), 2, Duration::ZERO),
+        CounterSpec::new("t/rb", w, 1, None).with_recent(Duration::ZERO, 2, Duration::ZERO),
     ];
     for c in bad {
         let outcome = store.reserve(&req(vec![c.clone()], T0)).await;
         assert!(matches!(outcome, Err(StoreError::InvalidRequest(_))), "recent: {c:?} must be refused: {outcome:?}");
     }
+}
+
+/// A recent limit's refusal starts its cooldown, which refuses first, outlives the window's own
+/// life, and ends on time.
+pub async fn recent_limits_start_cooldowns(store: &dyn StateStore) {
+    let w = Window::Sliding { width: Duration::from_secs(60) };
+    let cooldown = Duration::from_secs(30);
+    let hit = |amount| CounterSpec::new("t/c", w, amount, None).with_recent(Duration::from_secs(10), 2, cooldown);
+    for s in [0, 1] {
+        let outcome = store.add_within(&req(vec![hit(1)], at(s))).await.unwrap();
+        assert!(matches!(outcome, ReserveOutcome::Reserved { .. }), "cooldown: call at {s} s: {outcome:?}");
+    }
+    match store.add_within(&req(vec![hit(1)], at(2))).await.unwrap() {
+        ReserveOutcome::Rejected { current: 2, by: Refusal::Recent, .. } => {}
+        other => panic!("cooldown: the burst, got {other:?}"),
+    }
+    // A cooldown ranks before a plain limit, even one earlier in the request.
+    let full_day = CounterSpec::new("t/cd", day(), 1, Some(0));
+    match store.add_within(&req(vec![full_day, hit(1)], at(20))).await.unwrap() {
+        ReserveOutcome::Rejected { index: 1, retry_at, by: Refusal::Cooldown, .. } => {
+            assert_eq!(retry_at, Some(at(32)), "cooldown: its end");
+        }
+        other => panic!("cooldown: expected the cooldown, got {other:?}"),
+    }
+    assert_eq!(store.total("t/c", w, at(20)).await.unwrap(), 2, "cooldown: refusals add nothing");
+    let before_end = Timestamp::from_micros(at(32).as_micros() - 1);
+    let outcome = store.add_within(&req(vec![hit(1)], before_end)).await.unwrap();
+    assert!(matches!(outcome, ReserveOutcome::Rejected { by: Refusal::Cooldown, .. }), "cooldown: {outcome:?}");
+    let outcome = store.add_within(&req(vec![hit(1)], at(32))).await.unwrap();
+    assert!(matches!(outcome, ReserveOutcome::Reserved { .. }), "cooldown: over at its end: {outcome:?}");
+    // A cooldown longer than the window's life, started on an empty window.
+    let short = Window::Sliding { width: Duration::from_secs(5) };
+    let burst = |amount| {
+        CounterSpec::new("t/c2", short, amount, None).with_recent(Duration::from_secs(5), 2, Duration::from_secs(120))
+    };
+    match store.add_within(&req(vec![burst(3)], T0)).await.unwrap() {
+        ReserveOutcome::Rejected { current: 0, by: Refusal::Recent, .. } => {}
+        other => panic!("cooldown: more than the recent limit at once, got {other:?}"),
+    }
+    let outcome = store.add_within(&req(vec![burst(1)], at(100))).await.unwrap();
+    assert!(
+        matches!(outcome, ReserveOutcome::Rejected { by: Refusal::Cooldown, .. }),
+        "cooldown: outlives: {outcome:?}"
+    );
+    let outcome = store.add_within(&req(vec![burst(1)], at(120))).await.unwrap();
+    assert!(matches!(outcome, ReserveOutcome::Reserved { .. }), "cooldown: over: {outcome:?}");
 }
 
 /// A streak counts the additions of one mark in a row; another mark starts over; a check

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::{
-    CounterSpec, RecordUpdate, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture,
-    StoreKey, Window, check_counters, check_record_key, sliding_retry_at,
+    CounterSpec, RecordUpdate, Refusal, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError,
+    StoreFuture, StoreKey, Window, check_counters, check_record_key, sliding_retry_at,
 };
 use crate::clock::Timestamp;
 
@@ -143,6 +143,8 @@ struct Sliding {
     /// The recent part last asked for (see [`RecentLimit`](super::RecentLimit)), kept up to date
     /// as events come and go, so that asking again costs only the events that left it since.
     recent: Option<RecentPart>,
+    /// Until when the window refuses every reservation (a cooldown its recent limit started).
+    cooling_until: Option<Timestamp>,
 }
 
 /// The events of a window within `width` of `at`: from index `start` on, summing to `sum`.
@@ -409,22 +411,48 @@ impl Sliding {
 }
 
 /// How `c`'s recent limit refuses it, over the live entry `e` (`None`: an empty window): the
-/// refusal to answer at `index`, or `None` when it fits.
+/// refusal to answer at `index`, or `None` when it fits. A refusal starts the limit's cooldown on
+/// `e` (the caller makes a missing entry first when a cooldown is to start).
 fn refused_recently(c: &CounterSpec, e: Option<&mut Entry>, index: usize, now: Timestamp) -> Option<ReserveOutcome> {
     let recent = c.recent?;
-    let (current, retry_at) = match e.map(|e| &mut e.value) {
-        Some(Value::Sliding(s)) => {
+    let (current, retry_at) = match e {
+        Some(Entry { value: Value::Sliding(s), expires_at, .. }) => {
             let part = s.recent(now, recent.width);
             let current = part.sum.max(0);
             if current.saturating_add(c.amount) <= recent.limit {
                 return None;
             }
             let events = s.events.range(part.start..).map(|e| (e.at, e.amount));
-            (current, sliding_retry_at(events, current, recent.width, c.amount, recent.limit))
+            let retry_at = sliding_retry_at(events, current, recent.width, c.amount, recent.limit);
+            if !recent.cooldown.is_zero() {
+                let until = now.saturating_add(recent.cooldown);
+                s.cooling_until = Some(until);
+                // The window lives at least as long as its cooldown (its expiry item is re-queued
+                // when due).
+                *expires_at = (*expires_at).max(until);
+            }
+            (current, retry_at)
         }
         _ => (c.amount > recent.limit).then_some((0, None))?,
     };
-    Some(ReserveOutcome::Rejected { index, current, limit: recent.limit, retry_at, recent: true })
+    Some(ReserveOutcome::Rejected { index, current, limit: recent.limit, retry_at, by: Refusal::Recent })
+}
+
+/// The refusal of a reservation on a window in its cooldown (`e` live), if it is.
+fn cooling(e: &Entry, index: usize, now: Timestamp) -> Option<ReserveOutcome> {
+    let Value::Sliding(Sliding { cooling_until: Some(until), .. }) = e.value else { return None };
+    (now < until).then_some(ReserveOutcome::Rejected {
+        index,
+        current: 0,
+        limit: 0,
+        retry_at: Some(until),
+        by: Refusal::Cooldown,
+    })
+}
+
+/// Whether `c`'s recent limit refuses it on an empty window, and would start a cooldown there.
+fn cools_when_absent(c: &CounterSpec) -> bool {
+    c.recent.is_some_and(|r| !r.cooldown.is_zero() && c.amount > r.limit)
 }
 
 impl MemoryStore {
@@ -542,6 +570,26 @@ impl State {
         })
     }
 
+    /// A new empty value for `spec`, not yet in the map nor queued for expiry.
+    fn new_entry(&mut self, spec: &CounterSpec, now: Timestamp) -> Entry {
+        self.last_generation += 1;
+        Entry {
+            value: Value::empty(spec.window),
+            expires_at: spec.window.key_expiry(now),
+            queued: false,
+            generation: self.last_generation,
+        }
+    }
+
+    /// Puts the empty value of `spec` at its (absent) key, queued for expiry.
+    fn insert_empty(&mut self, spec: &CounterSpec, now: Timestamp) {
+        let mut e = self.new_entry(spec, now);
+        e.queued = true;
+        let key: Key = Arc::from(spec.key.as_str());
+        self.expiry.push(Reverse(Due(e.expires_at, Arc::clone(&key))));
+        self.entries.insert(key, e);
+    }
+
     /// Adds `amount` to a counter, creating it. Returns the new total and the key's generation.
     /// The caller has called [`State::live`] on the key during this operation.
     fn apply(&mut self, spec: &CounterSpec, amount: i64, reservation: u64, now: Timestamp, cap: usize) -> (i64, u64) {
@@ -554,9 +602,7 @@ impl State {
                 (total, generation, schedule.map(|at| (at, Arc::clone(key))))
             }
             None => {
-                self.last_generation += 1;
-                let generation = self.last_generation;
-                let mut e = Entry { value: Value::empty(window), expires_at: added.expiry, queued: false, generation };
+                let mut e = self.new_entry(spec, now);
                 let (total, generation, schedule) = added.to(&mut e, &mut self.last_generation);
                 let key: Key = Arc::from(spec.key.as_str());
                 self.entries.insert(Arc::clone(&key), e);
@@ -582,27 +628,37 @@ impl State {
         let Self { entries, expiry, pending, next_lapse, next_id, last_generation, spare_parts, .. } = self;
         // Keys are distinct (checked before), as this lookup requires.
         let mut found = entries.get_disjoint_key_value_mut(keys);
-        if req.counters.iter().zip(&found).any(|(c, f)| f.is_none() && c.amount > 0) {
+        if req.counters.iter().zip(&found).any(|(c, f)| f.is_none() && (c.amount > 0 || cools_when_absent(c))) {
             return None;
         }
         let mut totals = Vec::with_capacity(N);
+        // Cooldowns rank first, then plain limits, then recent limits.
+        let mut over = None;
         for (index, (c, f)) in req.counters.iter().zip(&mut found).enumerate() {
             let current = match f {
                 None => 0,
-                Some((_, e)) => match refresh(e, &c.key, c.window, now, last_generation) {
-                    Ok(()) => e.value.total(c.window),
-                    Err(error) => return Some(Err(error)),
-                },
+                Some((_, e)) => {
+                    if let Err(error) = refresh(e, &c.key, c.window, now, last_generation) {
+                        return Some(Err(error));
+                    }
+                    if let Some(refusal) = cooling(e, index, now) {
+                        return Some(Ok(refusal));
+                    }
+                    e.value.total(c.window)
+                }
             };
             totals.push(current);
-            if let Some(limit) = c.limit
+            if over.is_none()
+                && let Some(limit) = c.limit
                 && current.saturating_add(c.amount) > limit
             {
                 let retry_at = f.as_ref().and_then(|(_, e)| e.retry_at(c, limit));
-                return Some(Ok(ReserveOutcome::Rejected { index, current, limit, retry_at, recent: false }));
+                over = Some(ReserveOutcome::Rejected { index, current, limit, retry_at, by: Refusal::Limit });
             }
         }
-        // Recent limits rank after every plain limit.
+        if let Some(refusal) = over {
+            return Some(Ok(refusal));
+        }
         for (index, (c, f)) in req.counters.iter().zip(&mut found).enumerate() {
             if let Some(refusal) = refused_recently(c, f.as_mut().map(|(_, e)| &mut **e), index, now) {
                 return Some(Ok(refusal));
@@ -710,23 +766,38 @@ impl MemoryStore {
             return outcome;
         }
         let mut new_keys = 0;
-        // Each counter's total now; then, once all fit, after the reservation.
+        // Each counter's total now; then, once all fit, after the reservation. Cooldowns rank
+        // first, then plain limits, then recent limits.
         let mut totals = Vec::with_capacity(req.counters.len());
+        let mut over = None;
         for (index, c) in req.counters.iter().enumerate() {
             let (current, exists) = st.current(&c.key, c.window, now)?;
+            if let Some(refusal) = st.entries.get(c.key.as_str()).and_then(|e| cooling(e, index, now)) {
+                return Ok(refusal);
+            }
             totals.push(current);
             if !exists && c.amount > 0 {
                 new_keys += 1;
             }
-            if let Some(limit) = c.limit
+            if over.is_none()
+                && let Some(limit) = c.limit
                 && current.saturating_add(c.amount) > limit
             {
                 let retry_at = st.entries.get(c.key.as_str()).and_then(|e| e.retry_at(c, limit));
-                return Ok(ReserveOutcome::Rejected { index, current, limit, retry_at, recent: false });
+                over = Some(ReserveOutcome::Rejected { index, current, limit, retry_at, by: Refusal::Limit });
             }
         }
-        // Recent limits rank after every plain limit (entries were made live above).
+        if let Some(refusal) = over {
+            return Ok(refusal);
+        }
         for (index, c) in req.counters.iter().enumerate() {
+            if cools_when_absent(c) && !st.entries.contains_key(c.key.as_str()) {
+                // A cooldown to start on an empty window: make the window (without room for
+                // it, the refusal stands without its cooldown).
+                if st.make_room(1, self.config.max_keys, now).is_ok() {
+                    st.insert_empty(c, now);
+                }
+            }
             if let Some(refusal) = refused_recently(c, st.entries.get_mut(c.key.as_str()), index, now) {
                 return Ok(refusal);
             }

@@ -189,22 +189,25 @@ impl CounterSpec {
         Self { key: key.into(), window, amount, limit, recent: None }
     }
 
-    /// The same spec, with a limit on the window's most recent `width` too.
+    /// The same spec, with a limit on the window's most recent `width` too, and the `cooldown`
+    /// that limit starts when it refuses (zero: none).
     #[must_use]
-    pub fn with_recent(self, width: Duration, limit: i64) -> Self {
-        Self { recent: Some(RecentLimit { width, limit }), ..self }
+    pub fn with_recent(self, width: Duration, limit: i64, cooldown: Duration) -> Self {
+        Self { recent: Some(RecentLimit { width, limit, cooldown }), ..self }
     }
 }
 
 /// A second, narrower limit on a sliding window: the amounts of its most recent `width` (an
 /// event exactly `width` old included), plus the amount being added, must stay within `limit`.
 /// One window then enforces two rates with one key, such as calls per minute and calls per
-/// five-second burst.
+/// five-second burst. When it refuses, it may start a `cooldown`: for that long the window
+/// refuses every reservation (a burst is followed by a pause).
 ///
-/// In a request, recent limits rank after every plain limit: a request is refused by the first
-/// counter over its limit, and only when none is, by the first one over its recent limit. A
-/// store that merges old events to bound a window may count its recent part high, never low.
-/// Only [`StateStore::reserve`] and [`StateStore::add_within`] enforce it.
+/// In a request, a window in its cooldown refuses first, then the first counter over its plain
+/// limit, and only when none is, the first one over its recent limit ([`Refusal`] says which).
+/// Starting a cooldown is the one change a refusal makes. A store that merges old events to
+/// bound a window may count its recent part high, never low. Only [`StateStore::reserve`] and
+/// [`StateStore::add_within`] enforce it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecentLimit {
     /// How far back the recent part reaches; at most the window's width.
@@ -212,6 +215,9 @@ pub struct RecentLimit {
     pub width: Duration,
     /// The largest recent total allowed after adding.
     pub limit: i64,
+    /// How long the window refuses every reservation after this limit refused one.
+    #[serde(default, with = "duration_micros")]
+    pub cooldown: Duration,
 }
 
 /// A conditional reservation across several counters.
@@ -253,10 +259,20 @@ pub enum ReserveOutcome {
         /// When the amount could fit: for a sliding window, when enough of it ages out; for a
         /// bucket, when it ends.
         retry_at: Option<Timestamp>,
-        /// Whether the counter's [`RecentLimit`] refused it (then `current` and `limit` are
-        /// those of the recent part).
-        recent: bool,
+        /// Which rule of the counter refused.
+        by: Refusal,
     },
+}
+
+/// Which rule of a counter refused a reservation (see [`RecentLimit`] for how they rank).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its limit.
+    Limit,
+    /// Its [`RecentLimit`]; `current` and `limit` are those of the recent part.
+    Recent,
+    /// The cooldown its recent limit started, until `retry_at`; `current` and `limit` are zero.
+    Cooldown,
 }
 
 /// A state store failure. The engine turns any of these into a fail-safe DENY.
