@@ -570,20 +570,9 @@ impl State {
         })
     }
 
-    /// A new empty value for `spec`, not yet in the map nor queued for expiry.
-    fn new_entry(&mut self, spec: &CounterSpec, now: Timestamp) -> Entry {
-        self.last_generation += 1;
-        Entry {
-            value: Value::empty(spec.window),
-            expires_at: spec.window.key_expiry(now),
-            queued: false,
-            generation: self.last_generation,
-        }
-    }
-
     /// Puts the empty value of `spec` at its (absent) key, queued for expiry.
     fn insert_empty(&mut self, spec: &CounterSpec, now: Timestamp) {
-        let mut e = self.new_entry(spec, now);
+        let mut e = new_entry(spec, now, &mut self.last_generation);
         e.queued = true;
         let key: Key = Arc::from(spec.key.as_str());
         self.expiry.push(Reverse(Due(e.expires_at, Arc::clone(&key))));
@@ -602,11 +591,7 @@ impl State {
                 (total, generation, schedule.map(|at| (at, Arc::clone(key))))
             }
             None => {
-                let mut e = self.new_entry(spec, now);
-                let (total, generation, schedule) = added.to(&mut e, &mut self.last_generation);
-                let key: Key = Arc::from(spec.key.as_str());
-                self.entries.insert(Arc::clone(&key), e);
-                (total, generation, schedule.map(|at| (at, key)))
+                return insert_new(&mut self.entries, &mut self.expiry, &mut self.last_generation, spec, &added, now);
             }
         };
         if let Some((at, key)) = schedule {
@@ -622,13 +607,21 @@ impl State {
         req: &ReserveRequest,
         hold: bool,
         cap: usize,
+        max_keys: usize,
     ) -> Option<Result<ReserveOutcome, StoreError>> {
         let now = req.now;
         let keys: [&str; N] = std::array::from_fn(|i| req.counters[i].key.as_str());
         let Self { entries, expiry, pending, next_lapse, next_id, last_generation, spare_parts, .. } = self;
+        let len = entries.len();
         // Keys are distinct (checked before), as this lookup requires.
         let mut found = entries.get_disjoint_key_value_mut(keys);
-        if req.counters.iter().zip(&found).any(|(c, f)| f.is_none() && (c.amount > 0 || cools_when_absent(c))) {
+        // Missing keys are made once every counter fits. Without room for them, or when a
+        // refusal would start a cooldown on one, the general path decides.
+        let missing = |(c, f): (&CounterSpec, &Option<_>)| f.is_none() && c.amount != 0;
+        let new_keys = req.counters.iter().zip(&found).filter(|x| missing(*x)).count();
+        if len + new_keys > max_keys
+            || req.counters.iter().zip(&found).any(|(c, f)| f.is_none() && cools_when_absent(c))
+        {
             return None;
         }
         let mut totals = Vec::with_capacity(N);
@@ -669,16 +662,33 @@ impl State {
         // Events of an amount added for good belong to no reservation.
         let reservation = if hold { id } else { 0 };
         let mut parts = if hold { spare_parts.pop().unwrap_or_default() } else { Vec::new() };
-        for ((c, f), total) in req.counters.iter().zip(&mut found).zip(&mut totals) {
-            // A missing key only had a check (amount 0), which leaves its total as it was.
-            let (Some((key, e)), true) = (f, c.amount != 0) else { continue };
+        let mut made = arrayvec::ArrayVec::<usize, N>::new();
+        for (i, (c, f)) in req.counters.iter().zip(&mut found).enumerate() {
+            // A check (amount 0) leaves a total as it was.
+            if c.amount == 0 {
+                continue;
+            }
             let window = c.window;
             let added = Added { window, expiry: window.key_expiry(now), amount: c.amount, reservation, now, cap };
+            let Some((key, e)) = f else {
+                made.push(i);
+                continue;
+            };
             let (t, generation, schedule) = added.to(e, last_generation);
-            *total = t;
+            totals[i] = t;
             if let Some(at) = schedule {
                 expiry.push(Reverse(Due(at, Arc::clone(key))));
             }
+            if hold {
+                parts.push((c.key.clone(), c.amount, generation));
+            }
+        }
+        for i in made {
+            let c = &req.counters[i];
+            let window = c.window;
+            let added = Added { window, expiry: window.key_expiry(now), amount: c.amount, reservation, now, cap };
+            let generation;
+            (totals[i], generation) = insert_new(entries, expiry, last_generation, c, &added, now);
             if hold {
                 parts.push((c.key.clone(), c.amount, generation));
             }
@@ -744,6 +754,37 @@ fn record<'a>(entries: &'a Map<Key, Entry>, key: &str, now: Timestamp) -> Result
     entries.get(key).map_or(Ok(None), |e| e.record(key, now))
 }
 
+/// A new empty value for `spec`, not yet in the map nor queued for expiry.
+fn new_entry(spec: &CounterSpec, now: Timestamp, last_generation: &mut u64) -> Entry {
+    *last_generation += 1;
+    Entry {
+        value: Value::empty(spec.window),
+        expires_at: spec.window.key_expiry(now),
+        queued: false,
+        generation: *last_generation,
+    }
+}
+
+/// Puts the value of `spec` at its absent key with `added` in it; returns its total and
+/// generation.
+fn insert_new(
+    entries: &mut Map<Key, Entry>,
+    expiry: &mut BinaryHeap<Reverse<Due>>,
+    last_generation: &mut u64,
+    spec: &CounterSpec,
+    added: &Added,
+    now: Timestamp,
+) -> (i64, u64) {
+    let mut e = new_entry(spec, now, last_generation);
+    let (total, generation, schedule) = added.to(&mut e, last_generation);
+    let key: Key = Arc::from(spec.key.as_str());
+    if let Some(at) = schedule {
+        expiry.push(Reverse(Due(at, Arc::clone(&key))));
+    }
+    entries.insert(key, e);
+    (total, generation)
+}
+
 /// How many expired keys one operation drops, so no single call pays for a large sweep.
 const PURGE_PER_OP: usize = 64;
 
@@ -755,11 +796,12 @@ impl MemoryStore {
         let now = req.now;
         st.purge(now, PURGE_PER_OP);
         let cap = self.config.max_events_per_window;
+        let max_keys = self.config.max_keys;
         let existing = match req.counters.len() {
-            1 => st.reserve_existing::<1>(req, hold, cap),
-            2 => st.reserve_existing::<2>(req, hold, cap),
-            3 => st.reserve_existing::<3>(req, hold, cap),
-            4 => st.reserve_existing::<4>(req, hold, cap),
+            1 => st.reserve_existing::<1>(req, hold, cap, max_keys),
+            2 => st.reserve_existing::<2>(req, hold, cap, max_keys),
+            3 => st.reserve_existing::<3>(req, hold, cap, max_keys),
+            4 => st.reserve_existing::<4>(req, hold, cap, max_keys),
             _ => None,
         };
         if let Some(outcome) = existing {
@@ -771,10 +813,15 @@ impl MemoryStore {
         let mut totals = Vec::with_capacity(req.counters.len());
         let mut over = None;
         for (index, c) in req.counters.iter().enumerate() {
-            let (current, exists) = st.current(&c.key, c.window, now)?;
-            if let Some(refusal) = st.entries.get(c.key.as_str()).and_then(|e| cooling(e, index, now)) {
-                return Ok(refusal);
-            }
+            let (current, exists) = match st.live(&c.key, c.window, now)? {
+                None => (0, false),
+                Some(e) => {
+                    if let Some(refusal) = cooling(e, index, now) {
+                        return Ok(refusal);
+                    }
+                    (e.value.total(c.window), true)
+                }
+            };
             totals.push(current);
             if !exists && c.amount > 0 {
                 new_keys += 1;
@@ -790,7 +837,7 @@ impl MemoryStore {
         if let Some(refusal) = over {
             return Ok(refusal);
         }
-        for (index, c) in req.counters.iter().enumerate() {
+        for (index, c) in req.counters.iter().enumerate().filter(|(_, c)| c.recent.is_some()) {
             if cools_when_absent(c) && !st.entries.contains_key(c.key.as_str()) {
                 // A cooldown to start on an empty window: make the window (without room for
                 // it, the refusal stands without its cooldown).
