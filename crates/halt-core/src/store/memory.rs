@@ -222,9 +222,14 @@ fn refresh(
         e.generation = *last_generation;
         return Ok(());
     }
-    let expected = Value::empty(window);
-    if std::mem::discriminant(&expected) != std::mem::discriminant(&e.value) {
-        return Err(StoreError::WrongKind { key: key.to_owned(), expected: expected.kind(), found: e.value.kind() });
+    let fits = match window {
+        Window::Sliding { .. } => matches!(e.value, Value::Sliding(_)),
+        Window::Streak { .. } => matches!(e.value, Value::Streak { .. }),
+        Window::Bucket { .. } | Window::Idle { .. } => matches!(e.value, Value::Counter(_)),
+    };
+    if !fits {
+        let expected = Value::empty(window).kind();
+        return Err(StoreError::WrongKind { key: key.to_owned(), expected, found: e.value.kind() });
     }
     if let (Window::Sliding { width }, Value::Sliding(s)) = (window, &mut e.value) {
         s.prune(now, width);
@@ -615,21 +620,22 @@ impl State {
         let len = entries.len();
         // Keys are distinct (checked before), as this lookup requires.
         let mut found = entries.get_disjoint_key_value_mut(keys);
-        // Missing keys are made once every counter fits. Without room for them, or when a
-        // refusal would start a cooldown on one, the general path decides.
-        let missing = |(c, f): (&CounterSpec, &Option<_>)| f.is_none() && c.amount != 0;
-        let new_keys = req.counters.iter().zip(&found).filter(|x| missing(*x)).count();
-        if len + new_keys > max_keys
-            || req.counters.iter().zip(&found).any(|(c, f)| f.is_none() && cools_when_absent(c))
-        {
-            return None;
-        }
         let mut totals = Vec::with_capacity(N);
         // Cooldowns rank first, then plain limits, then recent limits.
         let mut over = None;
+        // Missing keys are made once every counter fits.
+        let mut new_keys = 0;
         for (index, (c, f)) in req.counters.iter().zip(&mut found).enumerate() {
             let current = match f {
-                None => 0,
+                None => {
+                    // Without room for it, or when a refusal would start a cooldown on it, the
+                    // general path decides.
+                    if cools_when_absent(c) {
+                        return None;
+                    }
+                    new_keys += usize::from(c.amount != 0);
+                    0
+                }
                 Some((_, e)) => {
                     if let Err(error) = refresh(e, &c.key, c.window, now, last_generation) {
                         return Some(Err(error));
@@ -649,10 +655,14 @@ impl State {
                 over = Some(ReserveOutcome::Rejected { index, current, limit, retry_at, by: Refusal::Limit });
             }
         }
+        if len + new_keys > max_keys {
+            return None;
+        }
         if let Some(refusal) = over {
             return Some(Ok(refusal));
         }
-        for (index, (c, f)) in req.counters.iter().zip(&mut found).enumerate() {
+        for (index, (c, f)) in req.counters.iter().zip(&mut found).enumerate().filter(|(_, (c, _))| c.recent.is_some())
+        {
             if let Some(refusal) = refused_recently(c, f.as_mut().map(|(_, e)| &mut **e), index, now) {
                 return Some(Ok(refusal));
             }
