@@ -825,6 +825,8 @@ impl Engine {
 
     async fn commit(&self, call_id: &str, effects: &[Effect], now: Timestamp) -> Result<(), CommitError> {
         let store = &self.inner.store;
+        // A receipt only when costs may be settled later.
+        let keep_receipt = !self.inner.settle_window.is_zero();
         let mut receipt: Vec<CounterSpec> = Vec::new();
         for effect in effects {
             match effect {
@@ -832,14 +834,16 @@ impl Engine {
                     if !store.commit(*id, now).await? {
                         return Err(CommitError::Lapsed);
                     }
-                    receipt.extend(cost.iter().cloned());
+                    if keep_receipt {
+                        receipt.extend(cost.iter().cloned());
+                    }
                 }
                 Effect::Record { key, value, expires_at } => {
                     store.put_record(key, Some(value), *expires_at, now).await?;
                 }
             }
         }
-        if !receipt.is_empty() && !self.inner.settle_window.is_zero() {
+        if !receipt.is_empty() {
             let expires_at = receipt_expiry(&receipt, now, self.inner.settle_window);
             let receipt = Receipt { expires_at, charged: receipt };
             let bytes = serde_json::to_vec(&receipt).map_err(|e| CommitError::Encode(e.to_string()))?;

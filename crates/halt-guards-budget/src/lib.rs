@@ -26,10 +26,10 @@ use std::time::Duration;
 
 use halt_core::names::normalize;
 use halt_core::partition::Partition;
-use halt_core::store::{CounterSpec, ReserveOutcome, Window, key};
+use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, Window, key};
 use halt_core::{
-    CalendarWindow, Call, Decision, FactoryError, Guard, GuardError, Money, MoneyError, Timestamp, TypedFactory,
-    async_trait,
+    CalendarWindow, Call, CallContext, Decision, FactoryError, Guard, GuardError, Money, MoneyError, Timestamp,
+    TypedFactory, async_trait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -107,6 +107,8 @@ pub struct BudgetGuard {
     prices: BTreeMap<String, Money>,
     /// `budget/<name>`, the start of every key (made once: keys are made on every call).
     prefix: String,
+    /// The daily and monthly keys when there is only one partition (made once per window).
+    global: Option<[CalendarKey; 2]>,
 }
 
 /// The windows a call is charged to: the counters, and each one's label and limit (at most
@@ -140,7 +142,12 @@ impl BudgetGuard {
     pub fn named(name: &str, config: BudgetConfig) -> Result<Self, FactoryError> {
         config.validate()?;
         let prices = config.cost_estimator.iter().map(|(k, v)| (normalize(k).into_owned(), *v)).collect();
-        Ok(Self { name: name.to_owned(), config, prices, prefix: key(&["budget", name]).to_string() })
+        let prefix = key(&["budget", name]).to_string();
+        let global = (config.partition_by == Partition::Global).then(|| {
+            let part = Partition::Global.key(&CallContext::new(""));
+            ["daily", "monthly"].map(|label| CalendarKey::new(key(&[&prefix, &part, label]).to_string()))
+        });
+        Ok(Self { name: name.to_owned(), config, prices, prefix, global })
     }
 
     /// The settings.
@@ -180,14 +187,18 @@ impl BudgetGuard {
             return windows;
         }
         let now = call.now();
-        let part = c.partition_by.key(ctx);
         type Span = fn(Timestamp) -> CalendarWindow;
         let calendar: [(&str, Option<Money>, Span); 2] =
             [("daily", c.max_daily_spend, Timestamp::utc_day), ("monthly", c.max_monthly_spend, Timestamp::utc_month)];
-        for (label, limit, span) in calendar {
+        for (i, (label, limit, span)) in calendar.into_iter().enumerate() {
             let Some(limit) = limit else { continue };
-            let span = span(now);
-            let k = key(&[&self.prefix, &part, label, &span.label]);
+            let (k, span) = match &self.global {
+                Some(keys) => keys[i].at(now, span),
+                None => {
+                    let span = span(now);
+                    (key(&[&self.prefix, &c.partition_by.key(ctx), label, &span.label]), span)
+                }
+            };
             let bucket = Window::Bucket { expires_at: span.end };
             windows.push(label, limit, CounterSpec::new(k, bucket, cost.micros(), Some(limit.micros())));
         }

@@ -334,8 +334,7 @@ impl Guard for DeletionGuard {
             counters.push(CounterSpec::new(k, Window::Idle { idle: SESSION_IDLE }, i64::from(n), Some(i64::from(max))));
         }
         if let Some(max) = c.max_deletions_per_day {
-            let day = now.utc_day();
-            let k = self.daily.key(&day);
+            let (k, day) = self.daily.at(now, Timestamp::utc_day);
             labels[counters.len()] = "daily";
             counters.push(CounterSpec::new(
                 k,

@@ -27,7 +27,9 @@
 
 use halt_core::names::{NameFragments, normalize};
 use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, Window, key};
-use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Money, MoneyError, TypedFactory, async_trait};
+use halt_core::{
+    Call, Decision, FactoryError, Guard, GuardError, Money, MoneyError, Timestamp, TypedFactory, async_trait,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -231,16 +233,12 @@ impl Guard for PurchaseGuard {
             return Ok(Decision::deny(format!("Purchase of {amount} exceeds the single-purchase limit of {max}"))
                 .with_details(json!({"amount": amount, "limit": max})));
         }
-        let day = call.now().utc_day();
+        let (count_key, day) = self.daily_count.at(call.now(), Timestamp::utc_day);
+        let (total_key, _) = self.daily_total.at(call.now(), Timestamp::utc_day);
         let window = Window::Bucket { expires_at: day.end };
         let counters = vec![
-            CounterSpec::new(self.daily_count.key(&day), window, 1, c.max_purchase_count_per_day.map(i64::from)),
-            CounterSpec::new(
-                self.daily_total.key(&day),
-                window,
-                amount.micros(),
-                c.max_daily_purchases.map(Money::micros),
-            ),
+            CounterSpec::new(count_key, window, 1, c.max_purchase_count_per_day.map(i64::from)),
+            CounterSpec::new(total_key, window, amount.micros(), c.max_daily_purchases.map(Money::micros)),
         ];
         match call.reserve(counters).await? {
             ReserveOutcome::Reserved { .. } => {}

@@ -8,7 +8,7 @@ use std::ops::Deref;
 use arrayvec::ArrayString;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::clock::{CalendarWindow, DateLabel};
+use crate::clock::{CalendarWindow, Timestamp};
 
 /// The longest key kept inline (the whole type is 64 bytes).
 const INLINE: usize = 56;
@@ -49,12 +49,13 @@ impl StoreKey {
             return Self(Repr::Heap(parts.join("/").into_boxed_str()));
         }
         let mut text = ArrayString::new();
-        for (i, p) in parts.iter().enumerate() {
-            // Cannot fail: the length was checked above.
-            if i > 0 {
-                let _ = text.try_push('/');
+        // Cannot fail: the length was checked above.
+        if let Some((first, rest)) = parts.split_first() {
+            let _ = text.try_push_str(first);
+            for p in rest {
+                let _ = text.try_push_str("/");
+                let _ = text.try_push_str(p);
             }
-            let _ = text.try_push_str(p);
         }
         Self(Repr::Inline(text))
     }
@@ -165,13 +166,15 @@ impl<'de> Deserialize<'de> for StoreKey {
 /// use halt_core::store::CalendarKey;
 ///
 /// let daily = CalendarKey::new("deletion/deletion/day");
-/// let day = Timestamp::from_secs(1_795_521_600).utc_day();
-/// assert_eq!(daily.key(&day), "deletion/deletion/day/2026-11-24");
+/// let now = Timestamp::from_secs(1_795_521_600);
+/// assert_eq!(daily.key(&now.utc_day()), "deletion/deletion/day/2026-11-24");
+/// let (key, day) = daily.at(now, Timestamp::utc_day);
+/// assert_eq!((key.as_str(), day.end), ("deletion/deletion/day/2026-11-24", Timestamp::from_secs(1_795_564_800)));
 /// ```
 #[derive(Debug)]
 pub struct CalendarKey {
     prefix: String,
-    last: std::sync::Mutex<Option<(DateLabel, StoreKey)>>,
+    last: std::sync::Mutex<Option<(CalendarWindow, StoreKey)>>,
 }
 
 impl CalendarKey {
@@ -186,13 +189,30 @@ impl CalendarKey {
     pub fn key(&self, window: &CalendarWindow) -> StoreKey {
         let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match &*last {
-            Some((label, key)) if *label == window.label => key.clone(),
+            Some((w, key)) if w.label == window.label => key.clone(),
             _ => {
                 let key = StoreKey::join(&[&self.prefix, &window.label]);
-                *last = Some((window.label, key.clone()));
+                *last = Some((*window, key.clone()));
                 key
             }
         }
+    }
+
+    /// The key of the window of `span` (such as [`Timestamp::utc_day`]) holding `now`, and that
+    /// window. Within the window last asked for, without working out the calendar again.
+    #[must_use]
+    pub fn at(&self, now: Timestamp, span: fn(Timestamp) -> CalendarWindow) -> (StoreKey, CalendarWindow) {
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((w, key)) = &*last
+            && w.start <= now
+            && now < w.end
+        {
+            return (key.clone(), *w);
+        }
+        let window = span(now);
+        let key = StoreKey::join(&[&self.prefix, &window.label]);
+        *last = Some((window, key.clone()));
+        (key, window)
     }
 }
 
@@ -254,5 +274,20 @@ mod tests {
         // Back to a day asked for before (a replayed or skewed clock): its own key, not the last.
         assert_eq!(daily.key(&monday.utc_day()), "p/day/2026-11-24");
         assert_eq!(daily.clone().key(&monday.utc_month()), "p/day/2026-11");
+        // By time: the window holding it, at its first and last instants, and across a change.
+        let at = |t: Timestamp| {
+            let (key, window) = daily.at(t, Timestamp::utc_day);
+            assert_eq!(window, t.utc_day());
+            key.to_string()
+        };
+        let midnight = monday.utc_day().end;
+        let last_instant = Timestamp::from_micros(midnight.as_micros() - 1);
+        assert_eq!(at(monday), "p/day/2026-11-24");
+        assert_eq!(at(last_instant), "p/day/2026-11-24");
+        assert_eq!(at(midnight), "p/day/2026-11-25");
+        assert_eq!(at(tuesday), "p/day/2026-11-25");
+        assert_eq!(at(last_instant), "p/day/2026-11-24");
+        let monthly = CalendarKey::new("p/month");
+        assert_eq!(monthly.at(tuesday, Timestamp::utc_month).0, "p/month/2026-11");
     }
 }
