@@ -42,13 +42,16 @@ pub enum Partition {
 pub struct PartitionError(pub String);
 
 impl Partition {
+    /// The key fragment of the [`Partition::Global`] partition, the same for every call.
+    pub const GLOBAL_KEY: &'static str = "global";
+
     /// The partition a call belongs to, as a store-key fragment. A call without the agent,
     /// session or metadata value falls in the partition `-` (shared by all such calls).
     #[must_use]
     pub fn key(&self, ctx: &CallContext) -> Cow<'static, str> {
         let part = |label: &str, v: Option<&str>| Cow::Owned(format!("{label}={}", v.unwrap_or("-")));
         match self {
-            Self::Global => Cow::Borrowed("global"),
+            Self::Global => Cow::Borrowed(Self::GLOBAL_KEY),
             Self::Agent => part("agent", ctx.agent_id.as_deref()),
             Self::Session => part("session", ctx.session_id.as_deref()),
             Self::Metadata(key) => match ctx.metadata.get(key) {

@@ -28,8 +28,8 @@ use halt_core::names::normalize;
 use halt_core::partition::Partition;
 use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, Window, key};
 use halt_core::{
-    CalendarWindow, Call, CallContext, Decision, FactoryError, Guard, GuardError, Money, MoneyError, Timestamp,
-    TypedFactory, async_trait,
+    CalendarWindow, Call, Decision, FactoryError, Guard, GuardError, Money, MoneyError, Timestamp, TypedFactory,
+    async_trait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -144,8 +144,8 @@ impl BudgetGuard {
         let prices = config.cost_estimator.iter().map(|(k, v)| (normalize(k).into_owned(), *v)).collect();
         let prefix = key(&["budget", name]).to_string();
         let global = (config.partition_by == Partition::Global).then(|| {
-            let part = Partition::Global.key(&CallContext::new(""));
-            ["daily", "monthly"].map(|label| CalendarKey::new(key(&[&prefix, &part, label]).to_string()))
+            ["daily", "monthly"]
+                .map(|label| CalendarKey::new(key(&[&prefix, Partition::GLOBAL_KEY, label]).to_string()))
         });
         Ok(Self { name: name.to_owned(), config, prices, prefix, global })
     }

@@ -150,7 +150,7 @@ impl RateLimitGuard {
         let mut guard =
             Self { name: name.to_owned(), config, burst_window, cooldown, prefix, global: None, last_prefix };
         if guard.config.partition_by == Partition::Global {
-            guard.global = Some(guard.part_keys("global"));
+            guard.global = Some(guard.part_keys(Partition::GLOBAL_KEY));
         }
         Ok(guard)
     }
@@ -327,13 +327,12 @@ impl Guard for RateLimitGuard {
     async fn evaluate(&self, call: &Call<'_>) -> Result<Decision, GuardError> {
         let c = &self.config;
         let ctx = call.context();
-        let part = c.partition_by.key(ctx);
         // Boxed when made for this call, so they do not weigh on every call's future.
         let owned;
         let keys = match &self.global {
             Some(keys) => keys,
             None => {
-                owned = Box::new(self.part_keys(&part));
+                owned = Box::new(self.part_keys(&c.partition_by.key(ctx)));
                 &*owned
             }
         };
@@ -359,7 +358,7 @@ impl Guard for RateLimitGuard {
             limits.push(Limit::Function);
         }
         if let (Some(max), Some(session)) = (c.max_calls_per_session, ctx.session_id.as_deref()) {
-            let k = key(&[&self.prefix, &part, "session", session]);
+            let k = key(&[&self.prefix, &c.partition_by.key(ctx), "session", session]);
             counters.push(CounterSpec::new(k, Window::Idle { idle: SESSION_IDLE }, 1, Some(i64::from(max))));
             limits.push(Limit::Session);
         }

@@ -140,9 +140,17 @@ enum Value {
 struct Sliding {
     events: VecDeque<Event>,
     sum: i64,
-    /// The recent part last asked for (see [`RecentLimit`](super::RecentLimit)), kept up to date
-    /// as events come and go, so that asking again costs only the events that left it since.
-    recent: Option<RecentPart>,
+    /// What a window with a recent limit keeps besides (boxed: most windows have none, and a
+    /// store holds up to a million of them).
+    recent: Option<Box<Recent>>,
+}
+
+/// The state of a window's [`RecentLimit`](super::RecentLimit).
+#[derive(Debug, Default)]
+struct Recent {
+    /// The recent part last asked for, kept up to date as events come and go, so that asking
+    /// again costs only the events that left it since.
+    part: Option<RecentPart>,
     /// Until when the window refuses every reservation (a cooldown its recent limit started).
     cooling_until: Option<Timestamp>,
 }
@@ -332,7 +340,7 @@ impl Sliding {
     fn pop_front(&mut self) -> Option<Event> {
         let e = self.events.pop_front()?;
         self.sum -= e.amount;
-        if let Some(r) = &mut self.recent {
+        if let Some(r) = self.part_mut() {
             if r.start > 0 {
                 r.start -= 1;
             } else {
@@ -348,10 +356,12 @@ impl Sliding {
 
     fn push(&mut self, event: Event, cap: usize) {
         self.sum = self.sum.saturating_add(event.amount);
-        match &mut self.recent {
-            // A new event falls in the recent part unless time went back.
-            Some(r) if event.at >= r.at => r.sum = r.sum.saturating_add(event.amount),
-            _ => self.recent = None,
+        if let Some(recent) = &mut self.recent {
+            match &mut recent.part {
+                // A new event falls in the recent part unless time went back.
+                Some(r) if event.at >= r.at => r.sum = r.sum.saturating_add(event.amount),
+                part => *part = None,
+            }
         }
         self.events.push_back(event);
         while self.events.len() > cap.max(2) {
@@ -363,7 +373,7 @@ impl Sliding {
                 b.amount = b.amount.saturating_add(a.amount);
                 b.reservation = 0;
                 self.sum = self.sum.saturating_add(a.amount);
-                if let Some(r) = &mut self.recent
+                if let Some(r) = self.part_mut()
                     && r.start == 0
                 {
                     r.sum = r.sum.saturating_add(a.amount);
@@ -377,7 +387,7 @@ impl Sliding {
         let Some(pos) = self.events.iter().position(|ev| ev.reservation == id) else { return };
         let Some(ev) = self.events.remove(pos) else { return };
         self.sum -= ev.amount;
-        if let Some(r) = &mut self.recent {
+        if let Some(r) = self.part_mut() {
             if pos < r.start {
                 r.start -= 1;
             } else {
@@ -395,7 +405,7 @@ impl Sliding {
     /// has the same width and is not later, counted again otherwise.
     fn recent(&mut self, now: Timestamp, width: Duration) -> RecentPart {
         let cutoff = now.as_micros().saturating_sub(micros(width));
-        let r = match self.recent {
+        let r = match self.recent.as_ref().and_then(|x| x.part) {
             Some(mut r) if r.width == width && r.at <= now => {
                 while let Some(e) = self.events.get(r.start).filter(|e| e.at.as_micros() < cutoff) {
                     r.sum -= e.amount;
@@ -410,8 +420,12 @@ impl Sliding {
                 RecentPart { width, at: now, start: self.events.len() - n, sum }
             }
         };
-        self.recent = Some(r);
+        self.recent.get_or_insert_default().part = Some(r);
         r
+    }
+
+    fn part_mut(&mut self) -> Option<&mut RecentPart> {
+        self.recent.as_mut().and_then(|x| x.part.as_mut())
     }
 }
 
@@ -431,7 +445,7 @@ fn refused_recently(c: &CounterSpec, e: Option<&mut Entry>, index: usize, now: T
             let retry_at = sliding_retry_at(events, current, recent.width, c.amount, recent.limit);
             if !recent.cooldown.is_zero() {
                 let until = now.saturating_add(recent.cooldown);
-                s.cooling_until = Some(until);
+                s.recent.get_or_insert_default().cooling_until = Some(until);
                 // The window lives at least as long as its cooldown (its expiry item is re-queued
                 // when due).
                 *expires_at = (*expires_at).max(until);
@@ -445,7 +459,8 @@ fn refused_recently(c: &CounterSpec, e: Option<&mut Entry>, index: usize, now: T
 
 /// The refusal of a reservation on a window in its cooldown (`e` live), if it is.
 fn cooling(e: &Entry, index: usize, now: Timestamp) -> Option<ReserveOutcome> {
-    let Value::Sliding(Sliding { cooling_until: Some(until), .. }) = e.value else { return None };
+    let Value::Sliding(s) = &e.value else { return None };
+    let until = s.recent.as_ref()?.cooling_until?;
     (now < until).then_some(ReserveOutcome::Rejected {
         index,
         current: 0,
