@@ -102,18 +102,21 @@ struct Prescan {
 impl Prescan {
     /// Gives the buffers back for the next scan on this thread.
     fn recycle(mut self) {
-        let mut joined = SPARE.take();
         self.suspects.clear();
         self.nodes.clear();
-        joined.suspects = self.suspects;
-        joined.nodes = self.nodes;
-        SPARE.set(joined);
+        SPARE.with(|spare| {
+            if let Ok(mut joined) = spare.try_borrow_mut() {
+                joined.suspects = self.suspects;
+                joined.nodes = self.nodes;
+            }
+        });
     }
 }
 
 thread_local! {
-    /// A finished scan's buffers, emptied, so that a scan seldom allocates.
-    static SPARE: std::cell::Cell<Joined> = std::cell::Cell::default();
+    /// A finished scan's buffers, emptied, so that a scan seldom allocates (borrowed in place:
+    /// the buffers are not moved in and out on every scan).
+    static SPARE: std::cell::RefCell<Joined> = std::cell::RefCell::default();
 }
 
 #[derive(Clone, Copy, Default)]
@@ -528,10 +531,18 @@ impl Redactor {
     /// text alone is found in the joined text starting in that text, or is overlapped by an
     /// earlier (leftmost) match, which then touches that text too.
     fn prescan(&self, object: &Map<String, Value>) -> Option<Prescan> {
-        let mut joined = SPARE.take();
+        // A scan never starts another on its thread; were it ever to, it would work on buffers
+        // of its own.
+        SPARE.with(|spare| match spare.try_borrow_mut() {
+            Ok(mut joined) => self.prescan_with(object, &mut joined),
+            Err(_) => self.prescan_with(object, &mut Joined::default()),
+        })
+    }
+
+    fn prescan_with(&self, object: &Map<String, Value>, joined: &mut Joined) -> Option<Prescan> {
         joined.key_bytes = 0;
         let nodes = std::mem::take(&mut joined.nodes);
-        let mut gather = Gather { redactor: self, out: &mut joined, nodes, fields: false };
+        let mut gather = Gather { redactor: self, out: joined, nodes, fields: false };
         // The same limits as the walk counts: keys and texts, below the depth limit.
         let within_limits = gather.entries(object, 0);
         let (nodes, fields) = (gather.nodes, gather.fields);
@@ -552,7 +563,8 @@ impl Redactor {
         if joined.text.capacity() <= 1 << 16 {
             joined.text.clear();
             joined.starts.clear();
-            SPARE.set(joined);
+        } else {
+            *joined = Joined::default();
         }
         prescan
     }
