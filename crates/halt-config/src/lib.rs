@@ -239,6 +239,17 @@ pub struct Policy {
     pub store: StoreSettings,
 }
 
+/// Whether `v` is a positive number of seconds that a duration holds.
+fn positive_seconds(v: f64) -> bool {
+    v > 0.0 && Duration::try_from_secs_f64(v).is_ok()
+}
+
+/// `v` seconds as a duration (checked when loaded; a policy built by hand with a negative or
+/// NaN value gets zero, which times out at once, and one too large gets the longest duration).
+fn duration(v: f64) -> Duration {
+    if v > 0.0 { Duration::try_from_secs_f64(v).unwrap_or(Duration::MAX) } else { Duration::ZERO }
+}
+
 impl Policy {
     /// An engine builder with the policy's guards and settings; add a store, a clock or an
     /// approval handler before building.
@@ -246,9 +257,9 @@ impl Policy {
     pub fn engine_builder(&self) -> EngineBuilder {
         let mut b = Engine::builder()
             .mode(self.engine.mode)
-            .guard_timeout(Duration::from_secs_f64(self.engine.guard_timeout_seconds))
-            .approval_timeout(Duration::from_secs_f64(self.engine.approval_timeout_seconds))
-            .settle_window(Duration::from_secs_f64(self.engine.settle_window_seconds));
+            .guard_timeout(duration(self.engine.guard_timeout_seconds))
+            .approval_timeout(duration(self.engine.approval_timeout_seconds))
+            .settle_window(duration(self.engine.settle_window_seconds));
         for g in &self.guards {
             b = b.guard_arc(Arc::clone(&g.guard));
         }
@@ -387,21 +398,21 @@ impl PolicyLoader {
                 }
             }
         }
-        if !(engine.guard_timeout_seconds.is_finite() && engine.guard_timeout_seconds > 0.0) {
+        if !positive_seconds(engine.guard_timeout_seconds) {
             return Err(ctx.at_path(
                 &key_path(&["engine", "guard_timeout_seconds"]),
                 "must be a positive number of seconds".into(),
                 None,
             ));
         }
-        if !(engine.settle_window_seconds.is_finite() && engine.settle_window_seconds > 0.0) {
+        if !positive_seconds(engine.settle_window_seconds) {
             return Err(ctx.at_path(
                 &key_path(&["engine", "settle_window_seconds"]),
                 "must be a positive number of seconds".into(),
                 None,
             ));
         }
-        if !(engine.approval_timeout_seconds.is_finite() && engine.approval_timeout_seconds > 0.0) {
+        if !positive_seconds(engine.approval_timeout_seconds) {
             return Err(ctx.at_path(
                 &key_path(&["engine", "approval_timeout_seconds"]),
                 "must be a positive number of seconds".into(),

@@ -114,6 +114,11 @@ fn the_engine_section_sets_mode_and_timeouts() {
         err("engine:\n  guard_timeout_seconds: 0\n"),
         "p.yaml:2:3: must be a positive number of seconds at engine.guard_timeout_seconds"
     );
+    // More seconds than a duration holds: an error when loaded, not a panic when built.
+    assert_eq!(
+        err("engine:\n  settle_window_seconds: 1e300\n"),
+        "p.yaml:2:3: must be a positive number of seconds at engine.settle_window_seconds"
+    );
     assert_eq!(err("engine:\n  modee: monitor\n"), "p.yaml:2:3: unknown field `modee` at engine; did you mean `mode`?");
 }
 

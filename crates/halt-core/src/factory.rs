@@ -38,6 +38,31 @@ impl FactoryError {
     }
 }
 
+/// A configured number of seconds as a duration: finite, not negative, and no more than a
+/// duration holds (about 584 billion years).
+///
+/// ```
+/// use halt_core::factory::seconds;
+///
+/// assert_eq!(seconds("cooldown_seconds", 1.5)?, std::time::Duration::from_millis(1_500));
+/// assert!(seconds("cooldown_seconds", -1.0).is_err());
+/// assert!(seconds("cooldown_seconds", 1e300).is_err());
+/// # Ok::<(), halt_core::FactoryError>(())
+/// ```
+///
+/// # Errors
+/// [`FactoryError::Invalid`] naming `field`.
+pub fn seconds(field: &str, v: f64) -> Result<std::time::Duration, FactoryError> {
+    std::time::Duration::try_from_secs_f64(v).map_err(|_| {
+        let reason = if v.is_finite() && v > 0.0 {
+            format!("{v:e} seconds is longer than a duration can be")
+        } else {
+            format!("{v} is not a non-negative number of seconds")
+        };
+        FactoryError::invalid(field, reason)
+    })
+}
+
 /// Why the registry could not build a guard.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

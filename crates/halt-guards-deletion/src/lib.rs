@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use arrayvec::ArrayVec;
 
+use halt_core::factory::seconds;
 use halt_core::names::{NameFragments, NamePatterns, resolve_resource};
 use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, ReserveRequest, Window, key};
 use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Timestamp, TypedFactory, async_trait};
@@ -131,13 +132,7 @@ impl DeletionGuard {
     pub fn named(name: &str, config: DeletionConfig) -> Result<Self, FactoryError> {
         let patterns =
             |field: &str, p: &[String]| NamePatterns::new(p).map_err(|e| FactoryError::invalid(field, e.to_string()));
-        let c = config.cooldown_seconds;
-        if !c.is_finite() || c < 0.0 {
-            return Err(FactoryError::invalid(
-                "cooldown_seconds",
-                format!("{c} is not a non-negative number of seconds"),
-            ));
-        }
+        let cooldown = seconds("cooldown_seconds", config.cooldown_seconds)?;
         if config.resource_field.trim().is_empty() {
             return Err(FactoryError::invalid("resource_field", "must not be empty"));
         }
@@ -151,7 +146,7 @@ impl DeletionGuard {
             deny: patterns("deny_patterns", &config.deny_patterns)?,
             protected: patterns("protected_resources", &config.protected_resources)?,
             functions,
-            cooldown: Duration::from_secs_f64(c),
+            cooldown,
             config,
         })
     }

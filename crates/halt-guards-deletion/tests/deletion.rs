@@ -221,6 +221,7 @@ fn configuration_errors() {
     registry.register(factory()).unwrap();
     let err = |v: Value| registry.build_json("deletion", "deletion", v).unwrap_err().to_string();
     assert!(err(json!({"cooldown_seconds": -1})).contains("cooldown_seconds"));
+    assert!(err(json!({"cooldown_seconds": 1e20})).contains("1e20 seconds is longer than a duration can be"));
     assert!(err(json!({"max_bulk_delete": -1})).contains("invalid value"));
     assert!(err(json!({"allow_patterns": ["[x"]})).starts_with("invalid `allow_patterns`"));
     assert!(err(json!({"protected": []})).contains("unknown field `protected`"));

@@ -24,6 +24,7 @@
 use std::time::Duration;
 
 use arrayvec::ArrayVec;
+use halt_core::factory::seconds;
 use halt_core::partition::Partition;
 use halt_core::store::{CounterSpec, Refusal, ReserveOutcome, ReserveRequest, StoreKey, Window, key};
 use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Timestamp, TypedFactory, async_trait};
@@ -112,14 +113,6 @@ enum Limit {
     Session,
     Loop,
     Burst,
-}
-
-fn seconds(field: &str, v: f64) -> Result<Duration, FactoryError> {
-    if v.is_finite() && v >= 0.0 {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(FactoryError::invalid(field, format!("{v} is not a non-negative number of seconds")))
-    }
 }
 
 impl RateLimitGuard {

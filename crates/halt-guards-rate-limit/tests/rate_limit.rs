@@ -267,6 +267,9 @@ fn configuration_errors() {
     registry.register(factory()).unwrap();
     let err = |v: Value| registry.build_json("rate_limit", "rate_limit", v).unwrap_err().to_string();
     assert!(err(json!({"cooldown_seconds": -1})).contains("cooldown_seconds"));
+    // More seconds than a duration holds: an error, not a panic.
+    assert!(err(json!({"cooldown_seconds": 1e20})).contains("1e20 seconds is longer than a duration can be"));
+    assert!(err(json!({"burst_window_seconds": 1e300})).contains("burst_window_seconds"));
     assert!(err(json!({"burst_window_seconds": 0})).contains("must be positive"));
     assert!(err(json!({"max_calls_per_minute": -5})).contains("invalid value"));
     assert!(err(json!({"partition_by": "metadata:tenant"})).contains("partition_by"));
