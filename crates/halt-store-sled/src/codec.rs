@@ -218,6 +218,19 @@ mod tests {
         for bad in [&e[..5], &[9u8; 30][..], &[], &[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]] {
             assert!(Entry::decode(bad).is_err());
         }
+        // A window in its cooldown, cut short anywhere: an error.
+        let cooling = Entry {
+            expires_at: Timestamp::from_secs(7),
+            generation: 3,
+            value: Value::Sliding(
+                vec![Event { at: Timestamp::from_secs(5), amount: 2, reservation: 9 }],
+                Some(Timestamp::from_secs(9)),
+            ),
+        }
+        .encode();
+        for cut in 0..cooling.len() {
+            assert!(Entry::decode(&cooling[..cut]).is_err(), "cut at {cut}");
+        }
         assert!(Pending::decode(&[0, 0, 0]).is_err());
         assert!(Pending::decode(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 200]).is_err());
     }
