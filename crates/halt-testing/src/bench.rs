@@ -129,4 +129,26 @@ mod tests {
         assert_eq!(times.len(), 6);
         assert!(times.windows(2).all(|w| w[0] < w[1]), "time never goes back: {times:?}");
     }
+
+    /// Allows its first call, denies the others (a limit of one).
+    #[derive(Debug, Default)]
+    struct Once(std::sync::atomic::AtomicBool);
+
+    #[async_trait]
+    impl Guard for Once {
+        fn name(&self) -> &str {
+            "once"
+        }
+
+        async fn evaluate(&self, _call: &Call<'_>) -> Result<Decision, GuardError> {
+            Ok(if self.0.swap(true, Ordering::Relaxed) { Decision::deny("again") } else { Decision::allow("first") })
+        }
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "the decision changed mid-run: again")]
+    async fn a_decision_that_changes_mid_run_fails_the_bench() {
+        let (guard, store, ctx) = (Once::default(), MemoryStore::new(), CallContext::new("f"));
+        evaluate_and_commit(&guard, &store, &ctx, Duration::from_millis(1), 2).await;
+    }
 }
