@@ -296,9 +296,7 @@ fn write_outcome(out: &mut Vec<u8>, o: &Outcome, summary: &mut Summary) -> std::
 
 /// Writes `s` as a JSON string.
 fn json_str(out: &mut Vec<u8>, s: &str) -> std::io::Result<()> {
-    // serde_json escapes exactly these bytes (quote, backslash, control characters). A fold
-    // without an early exit, so that the compiler vectorises it.
-    if s.bytes().fold(false, |found, b| found | (b < 0x20) | (b == b'"') | (b == b'\\')) {
+    if needs_escape(s.as_bytes()) {
         serde_json::to_writer(out, s)?;
     } else {
         out.reserve(s.len() + 2);
@@ -307,6 +305,12 @@ fn json_str(out: &mut Vec<u8>, s: &str) -> std::io::Result<()> {
         out.push(b'"');
     }
     Ok(())
+}
+
+/// Whether `bytes` hold one that serde_json escapes in a string: a quote, a backslash or a
+/// control character. A fold without an early exit, so that the compiler vectorises it.
+fn needs_escape(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |found, &b| found | (b < 0x20) | (b == b'"') | (b == b'\\'))
 }
 
 /// Writes `v` as serde_json does (the common scores without formatting).
@@ -335,5 +339,31 @@ fn print_summary(s: &Summary) {
     for (guard, counts) in guards {
         let parts: Vec<String> = named(counts).iter().map(|(k, n)| format!("{k} {n}")).collect();
         eprintln!("  guard {guard}: {}", parts.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        // Every byte value that may need escaping, at every place of strings long and short
+        // (so in the words and in the tail), among bytes that never need it.
+        let mut specials: Vec<char> = (0u8..0x20).map(char::from).collect();
+        specials.extend(['"', '\\', '\u{7f}', 'é', '\u{2028}', ' ', '!', '#', '[', ']', '~']);
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 24, 31] {
+            for at in 0..len.max(1) {
+                for &c in &specials {
+                    let s: String = (0..len).map(|i| if i == at { c } else { 'a' }).collect();
+                    let mut out = Vec::new();
+                    json_str(&mut out, &s).unwrap();
+                    assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
+                    // And serde_json is asked only when it must be.
+                    let must = s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+                    assert_eq!(needs_escape(s.as_bytes()), must, "{s:?}");
+                }
+            }
+        }
     }
 }

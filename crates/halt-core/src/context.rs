@@ -7,6 +7,8 @@ use serde_json::{Map, Value};
 
 use crate::clock::Timestamp;
 
+mod scan;
+
 /// JSON object type used for arguments, metadata and details.
 pub type JsonObject = Map<String, Value>;
 
@@ -144,12 +146,12 @@ impl CallContext {
     /// # Errors
     /// A clear [`ContextError`] for every malformed field.
     pub fn from_json(value: Value) -> Result<Self, ContextError> {
-        let Value::Object(mut obj) = value else {
+        let Value::Object(obj) = value else {
             return Err(ContextError::NotAnObject(json_type(&value)));
         };
         let mut fields = Fields::default();
-        for (name, slot) in fields.slots() {
-            *slot = obj.remove(name).filter(|v| !v.is_null());
+        for (name, value) in obj {
+            fields.set(&name, value);
         }
         fields.build()
     }
@@ -171,10 +173,11 @@ impl CallContext {
     /// [`ParseCallError::Json`] for text that is not JSON, [`ParseCallError::Call`] for JSON
     /// that is not a valid call.
     pub fn from_json_str(text: &str) -> Result<Self, ParseCallError> {
-        match serde_json::from_str::<Fields>(text) {
-            Ok(fields) => Ok(fields.build()?),
-            // Not an object, or not JSON: the general path finds which, with its message.
-            Err(_) => Ok(Self::from_json(serde_json::from_str(text)?)?),
+        match scan::fields(text) {
+            Some(fields) => Ok(fields.build()?),
+            // Not JSON, not an object, or nested too deep for the scan: the general path finds
+            // the call, or what is wrong, with its message.
+            None => Ok(Self::from_json(serde_json::from_str(text)?)?),
         }
     }
 
@@ -210,22 +213,19 @@ struct Fields {
 }
 
 impl Fields {
-    /// The wire names of the fields, in the order of [`Fields::slots`].
-    const NAMES: [&'static str; 7] =
-        ["function_name", "call_id", "agent_id", "session_id", "timestamp", "arguments", "metadata"];
-
-    /// Each field's wire name with its slot.
-    fn slots(&mut self) -> [(&'static str, &mut Option<Value>); 7] {
-        let [a, b, c, d, e, f, g] = Self::NAMES;
-        [
-            (a, &mut self.function_name),
-            (b, &mut self.call_id),
-            (c, &mut self.agent_id),
-            (d, &mut self.session_id),
-            (e, &mut self.timestamp),
-            (f, &mut self.arguments),
-            (g, &mut self.metadata),
-        ]
+    /// Keeps `value` as the field `name`, if it is one (`null` counts as absent).
+    fn set(&mut self, name: &str, value: Value) {
+        let slot = match name {
+            "function_name" => &mut self.function_name,
+            "call_id" => &mut self.call_id,
+            "agent_id" => &mut self.agent_id,
+            "session_id" => &mut self.session_id,
+            "timestamp" => &mut self.timestamp,
+            "arguments" => &mut self.arguments,
+            "metadata" => &mut self.metadata,
+            _ => return,
+        };
+        *slot = Some(value).filter(|v| !v.is_null());
     }
 
     fn build(self) -> Result<CallContext, ContextError> {
@@ -259,59 +259,6 @@ impl Fields {
         let arguments = self.arguments.map_or(Ok(JsonObject::new()), |v| into_object("arguments", v))?;
         let metadata = self.metadata.map_or(Ok(JsonObject::new()), |v| into_object("metadata", v))?;
         Ok(CallContext { call_id, function_name, arguments, agent_id, session_id, timestamp, metadata })
-    }
-}
-
-impl<'de> Deserialize<'de> for Fields {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(FieldsVisitor)
-    }
-}
-
-/// Reads a call object's fields; as with a parsed map, the last of repeated keys wins.
-struct FieldsVisitor;
-
-impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
-    type Value = Fields;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a call object")
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
-        let mut fields = Fields::default();
-        while let Some(name) = map.next_key::<FieldName>()? {
-            let slot = match name.0.and_then(|i| fields.slots().into_iter().nth(i)) {
-                Some((_, slot)) => slot,
-                None => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                    continue;
-                }
-            };
-            *slot = Some(map.next_value::<Value>()?).filter(|v| !v.is_null());
-        }
-        Ok(fields)
-    }
-}
-
-/// A key of a call object: the index of a known field in [`Fields::slots`], or `None`.
-struct FieldName(Option<usize>);
-
-impl<'de> Deserialize<'de> for FieldName {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = FieldName;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a field name")
-            }
-
-            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<FieldName, E> {
-                Ok(FieldName(Fields::NAMES.iter().position(|n| *n == name)))
-            }
-        }
-        deserializer.deserialize_identifier(V)
     }
 }
 
