@@ -14,7 +14,7 @@ use crate::approval::{ApprovalHandler, ApprovalRequest, ApprovalResponse};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::context::CallContext;
 use crate::decision::{Decision, DecisionKind, Outcome};
-use crate::guard::{Call, Effect, Guard, GuardError};
+use crate::guard::{Call, Effect, Effects, Guard, GuardError};
 use crate::join::{self, Slot, panic_message};
 use crate::money::Money;
 use crate::names;
@@ -758,7 +758,7 @@ impl Engine {
     }
 
     /// Commits, releases or holds the call's effects according to its outcome.
-    async fn settle_effects(&self, ctx: &CallContext, outcome: &mut Outcome, effects: Vec<Effect>, now: Timestamp) {
+    async fn settle_effects(&self, ctx: &CallContext, outcome: &mut Outcome, effects: Effects, now: Timestamp) {
         let runs = !outcome.enforced() || matches!(outcome.decision(), DecisionKind::Allow | DecisionKind::Modify);
         if runs {
             if let Err(e) = self.commit(&ctx.call_id, &effects, now).await {
