@@ -348,8 +348,8 @@ mod tests {
 
     #[test]
     fn strings_are_written_as_serde_json_writes_them() {
-        // Every byte value that may need escaping, at every place of strings long and short
-        // (so in the words and in the tail), among bytes that never need it.
+        // Every character that may need escaping, at every place of strings of several
+        // lengths, among characters that never need it.
         let mut specials: Vec<char> = (0u8..0x20).map(char::from).collect();
         specials.extend(['"', '\\', '\u{7f}', 'é', '\u{2028}', ' ', '!', '#', '[', ']', '~']);
         for len in [0, 1, 7, 8, 9, 15, 16, 17, 24, 31] {

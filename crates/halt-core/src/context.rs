@@ -157,8 +157,7 @@ impl CallContext {
     }
 
     /// Builds a call from the text of its JSON wire form, as [`CallContext::from_json`] does
-    /// from a parsed value, without building the parts it does not keep (unknown fields are
-    /// skipped as they are read).
+    /// from a parsed value, in one pass over the text (no intermediate value of the whole call).
     ///
     /// ```
     /// use halt_core::CallContext;

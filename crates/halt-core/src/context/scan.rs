@@ -1,4 +1,4 @@
-//! Reads the fields of a call's JSON text in one pass, building only the values it keeps.
+//! Reads the fields of a call's JSON text in one pass.
 //!
 //! It reads all of JSON except what it hands to `serde_json` token by token (strings with
 //! escapes, numbers other than small non-negative integers), so every value it builds is the
@@ -24,7 +24,6 @@ pub(super) fn fields(text: &str) -> Option<Fields> {
     s.skip_space();
     if !s.eat(b'}') {
         loop {
-            s.skip_space();
             let name = s.string()?;
             s.colon()?;
             let value = s.value(1)?;
