@@ -122,9 +122,11 @@ enum Parsed {
     Invalid { line: u64, error: String },
 }
 
-/// One output line, to write.
+/// One output line, to write. The call comes along to be dropped by the writer, not by the
+/// thread that evaluates in turn (every other stage has time to spare).
+#[allow(clippy::large_enum_variant, reason = "invalid lines are rare; boxing outcomes costs an allocation a line")]
 enum Answer {
-    Outcome(Outcome),
+    Outcome(Outcome, Option<CallContext>),
     Invalid { line: u64, error: String },
 }
 
@@ -143,15 +145,27 @@ fn pipeline(
     let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel::<Vec<Parsed>>(4);
     let (answer_tx, answer_rx) = std::sync::mpsc::sync_channel::<Vec<Answer>>(4);
     std::thread::scope(|scope| {
-        let reader = scope.spawn(move || read(engine, input, &parsed_tx));
-        let writer = scope.spawn(move || write(&answer_rx));
+        // Named, so that a profiler tells the stages apart.
+        let stage = |name: &str| std::thread::Builder::new().name(format!("eval-{name}"));
+        let reader = match stage("read").spawn_scoped(scope, move || read(engine, input, &parsed_tx)) {
+            Ok(r) => r,
+            Err(e) => return (Summary::default(), Err(e)),
+        };
+        let writer = match stage("write").spawn_scoped(scope, move || write(&answer_rx)) {
+            Ok(w) => w,
+            // The reader stops when its batches are not taken.
+            Err(e) => return (Summary::default(), Err(e)),
+        };
         // Nothing else runs on this runtime, so waiting for the next batch may block it.
         runtime.block_on(async {
             for batch in parsed_rx {
                 let mut answers = Vec::with_capacity(batch.len());
                 for item in batch {
                     answers.push(match item {
-                        Parsed::Call(call) => Answer::Outcome(engine.evaluate_prepared(call).await),
+                        Parsed::Call(call) => {
+                            let (outcome, call) = engine.evaluate_prepared_returning_call(call).await;
+                            Answer::Outcome(outcome, call)
+                        }
                         Parsed::Invalid { line, error } => Answer::Invalid { line, error },
                     });
                 }
@@ -215,7 +229,10 @@ fn write(answers: &std::sync::mpsc::Receiver<Vec<Answer>>) -> (Summary, std::io:
             text.clear();
             for answer in batch {
                 match answer {
-                    Answer::Outcome(o) => write_outcome(&mut text, &o, &mut summary)?,
+                    Answer::Outcome(o, call) => {
+                        write_outcome(&mut text, &o, &mut summary)?;
+                        drop(call);
+                    }
                     Answer::Invalid { line, error } => {
                         summary.errors += 1;
                         serde_json::to_writer(&mut text, &ErrorLine { line, error: &error })?;

@@ -592,9 +592,14 @@ impl Engine {
     }
 
     fn emit(&self, event: impl FnOnce() -> EngineEvent) {
-        if self.inner.watched.load(Ordering::Relaxed) && self.inner.events.receiver_count() > 0 {
+        if self.watched() {
             let _ = self.inner.events.send(event());
         }
+    }
+
+    /// Whether anyone listens to events now.
+    fn watched(&self) -> bool {
+        self.inner.watched.load(Ordering::Relaxed) && self.inner.events.receiver_count() > 0
     }
 
     /// Evaluates a proposed call: runs the pre-hooks, the applicable guards (concurrently), then
@@ -605,9 +610,9 @@ impl Engine {
     pub async fn evaluate(&self, mut ctx: CallContext) -> Outcome {
         let snapshot = self.snapshot();
         if let Err(reason) = run_pre_hooks(&snapshot.pre, &mut ctx) {
-            return self.finish(ctx, engine_deny(&reason), &snapshot);
+            return self.finish(ctx, engine_deny(&reason), &snapshot).0;
         }
-        self.decide(ctx, &snapshot, None).await
+        self.decide(ctx, &snapshot, None).await.0
     }
 
     /// Does the part of an evaluation that does not depend on the call's turn: runs the
@@ -646,6 +651,25 @@ impl Engine {
     /// Evaluates a call [`Engine::prepare`] made ready: as [`Engine::evaluate`], with the pure
     /// guards' decisions already made.
     pub async fn evaluate_prepared(&self, prepared: Prepared) -> Outcome {
+        self.evaluate_prepared_returning_call(prepared).await.0
+    }
+
+    /// As [`Engine::evaluate_prepared`], and hands the call back unless a post-hook's event or
+    /// a subscriber kept it, so that the caller chooses where it is dropped: a pipeline that
+    /// prepares calls on one thread and evaluates them on another (as `agenthalt eval` does)
+    /// gives it to a third, and the thread that evaluates in turn does only that.
+    ///
+    /// ```
+    /// use halt_core::{CallContext, Engine};
+    ///
+    /// let engine = Engine::new();
+    /// let prepared = engine.prepare(CallContext::new("search"));
+    /// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// let (outcome, call) = runtime.block_on(engine.evaluate_prepared_returning_call(prepared));
+    /// assert!(outcome.is_allowed());
+    /// assert_eq!(call.unwrap().function_name, "search");
+    /// ```
+    pub async fn evaluate_prepared_returning_call(&self, prepared: Prepared) -> (Outcome, Option<CallContext>) {
         let Prepared { ctx, snapshot: then, stage } = prepared;
         let snapshot = self.snapshot();
         match stage {
@@ -708,7 +732,7 @@ impl Engine {
         mut ctx: CallContext,
         snapshot: &Snapshot,
         checked: Option<Result<(String, Vec<Early>), String>>,
-    ) -> Outcome {
+    ) -> (Outcome, Option<CallContext>) {
         let clock = &self.inner.clock;
         clock.observe(ctx.caller_time());
         let now = clock.now();
@@ -964,7 +988,7 @@ impl Engine {
         })
     }
 
-    fn finish(&self, ctx: CallContext, decision: Decision, hooks: &Snapshot) -> Outcome {
+    fn finish(&self, ctx: CallContext, decision: Decision, hooks: &Snapshot) -> (Outcome, Option<CallContext>) {
         let mut outcome = Outcome::new(ctx.call_id.clone(), ctx.function_name.clone(), vec![decision], &ctx.arguments);
         if self.mode() == Mode::Monitor {
             outcome.set_enforced(false);
@@ -972,13 +996,20 @@ impl Engine {
         self.finish_outcome(ctx, outcome, hooks)
     }
 
-    fn finish_outcome(&self, ctx: CallContext, outcome: Outcome, hooks: &Snapshot) -> Outcome {
+    /// Runs the post-hooks and tells subscribers; the call comes back unless an event kept it.
+    fn finish_outcome(&self, ctx: CallContext, outcome: Outcome, hooks: &Snapshot) -> (Outcome, Option<CallContext>) {
         for hook in &hooks.post {
             // A post-hook only observes; its panic must not change the outcome.
             let _ = catch_unwind(AssertUnwindSafe(|| hook(&ctx, &outcome)));
         }
-        self.emit(|| EngineEvent::Evaluated { context: Arc::new(ctx), outcome: Arc::new(outcome.clone()) });
-        outcome
+        if self.watched() {
+            let _ = self
+                .inner
+                .events
+                .send(EngineEvent::Evaluated { context: Arc::new(ctx), outcome: Arc::new(outcome.clone()) });
+            return (outcome, None);
+        }
+        (outcome, Some(ctx))
     }
 }
 

@@ -523,3 +523,32 @@ async fn a_zero_settle_window_keeps_no_receipts() {
     assert_eq!(store.key_count(), 1, "only the counter, no receipt");
     assert!(matches!(engine.settle("c1", Money::ZERO).await, Err(SettleError::UnknownCall(_))));
 }
+
+#[tokio::test]
+async fn a_prepared_call_comes_back_unless_an_event_kept_it() {
+    let engine = Engine::builder().guard(StaticGuard::new("a", Decision::allow("ok"))).build().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&seen);
+    // A post-hook only looks at the call: it still comes back.
+    engine.add_post_hook(move |_, _| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let (outcome, back) = engine.evaluate_prepared_returning_call(engine.prepare(call("f").with_call_id("c1"))).await;
+    assert!(outcome.is_allowed());
+    assert_eq!(back.map(|c| c.call_id), Some("c1".to_owned()));
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    // A subscriber gets it in its event instead.
+    let mut rx = engine.subscribe();
+    let (outcome, back) = engine.evaluate_prepared_returning_call(engine.prepare(call("f").with_call_id("c2"))).await;
+    assert!(outcome.is_allowed() && back.is_none());
+    match rx.recv().await.unwrap() {
+        EngineEvent::Evaluated { context, .. } => assert_eq!(context.call_id, "c2"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // Refused by a pre-hook, the call comes back too.
+    drop(rx);
+    engine.add_pre_hook(|_| Err(HookError("no".into())));
+    let (outcome, back) = engine.evaluate_prepared_returning_call(engine.prepare(call("f").with_call_id("c3"))).await;
+    assert!(outcome.is_denied());
+    assert_eq!(back.map(|c| c.call_id), Some("c3".to_owned()));
+}
