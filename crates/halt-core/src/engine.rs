@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -162,6 +162,8 @@ struct Snapshot {
 pub struct Prepared {
     ctx: CallContext,
     snapshot: Arc<Snapshot>,
+    /// The engine's version when `snapshot` was taken (or an earlier one).
+    version: u64,
     stage: Stage,
 }
 
@@ -186,18 +188,29 @@ enum Stage {
     Refused(String),
     /// Its names are invalid.
     Invalid(String),
-    /// Checked; the pure guards' decisions by their place in the snapshot.
-    Checked { function: String, early: Vec<Early> },
+    /// Checked.
+    Checked(Checked),
+}
+
+/// A checked call, as `prepare` left it.
+#[derive(Debug)]
+struct Checked {
+    /// Its normalised function name; `None` when that is the name as given.
+    function: Option<String>,
+    /// What each guard told ahead, by its place in the snapshot.
+    early: Vec<Early>,
 }
 
 /// What a guard decided ahead of the call's turn.
 #[derive(Debug, Default)]
 enum Early {
-    /// Nothing: it decides in turn.
+    /// Nothing: it is asked in turn whether it applies, and decides.
     #[default]
     InTurn,
     /// It does not apply.
     Skipped,
+    /// It applies, and decides in turn.
+    Applies,
     Decided(Decision),
 }
 
@@ -208,6 +221,9 @@ struct Inner {
     events: broadcast::Sender<EngineEvent>,
     /// Set once anyone subscribes, so engines nobody watches skip building events.
     watched: AtomicBool,
+    /// Counts the changes of `snapshot`, so that a prepared call sees whether its snapshot is
+    /// still the current one without taking the lock.
+    version: AtomicU64,
     guard_timeout: Duration,
     approval_timeout: Duration,
     settle_window: Duration,
@@ -434,6 +450,7 @@ impl EngineBuilder {
                 store: self.store,
                 events,
                 watched: AtomicBool::new(false),
+                version: AtomicU64::new(0),
                 guard_timeout: self.guard_timeout,
                 approval_timeout: self.approval_timeout,
                 settle_window: self.settle_window,
@@ -577,6 +594,7 @@ impl Engine {
         let mut next = Snapshot::clone(&current);
         f(&mut next);
         *current = Arc::new(next);
+        self.inner.version.fetch_add(1, Ordering::Release);
     }
 
     /// Subscribes to the event stream. A subscriber that falls behind loses the oldest events
@@ -616,7 +634,8 @@ impl Engine {
     }
 
     /// Does the part of an evaluation that does not depend on the call's turn: runs the
-    /// pre-hooks, checks the call, and lets the pure guards ([`Guard::is_pure`]) decide. Any
+    /// pre-hooks, checks the call, asks each guard whether it applies ([`Guard::applies`]), and
+    /// lets the pure guards ([`Guard::is_pure`]) decide. Any
     /// thread may do this ahead; [`Engine::evaluate_prepared`] then does the rest in turn, with
     /// the same outcome as [`Engine::evaluate`]. (If the guards or hooks change in between, the
     /// guards decide again in turn.)
@@ -633,19 +652,24 @@ impl Engine {
     /// ```
     #[must_use]
     pub fn prepare(&self, mut ctx: CallContext) -> Prepared {
+        // Read before the snapshot: the snapshot is then at least as new as the version says.
+        let version = self.inner.version.load(Ordering::Acquire);
         let snapshot = self.snapshot();
         let stage = match run_pre_hooks(&snapshot.pre, &mut ctx) {
             Err(reason) => Stage::Refused(reason),
             Ok(()) => match check_call(&ctx) {
                 Err(reason) => Stage::Invalid(reason),
                 Ok(function) => {
-                    let function = function.into_owned();
                     let early = self.decide_pure(&ctx, &function, &snapshot);
-                    Stage::Checked { function, early }
+                    let function = match function {
+                        std::borrow::Cow::Borrowed(_) => None,
+                        std::borrow::Cow::Owned(f) => Some(f),
+                    };
+                    Stage::Checked(Checked { function, early })
                 }
             },
         };
-        Prepared { ctx, snapshot, stage }
+        Prepared { ctx, snapshot, version, stage }
     }
 
     /// Evaluates a call [`Engine::prepare`] made ready: as [`Engine::evaluate`], with the pure
@@ -670,25 +694,32 @@ impl Engine {
     /// assert_eq!(call.unwrap().function_name, "search");
     /// ```
     pub async fn evaluate_prepared_returning_call(&self, prepared: Prepared) -> (Outcome, Option<CallContext>) {
-        let Prepared { ctx, snapshot: then, stage } = prepared;
-        let snapshot = self.snapshot();
+        let Prepared { ctx, snapshot: then, version, stage } = prepared;
+        // Nothing changed since (the usual case) is told without the lock.
+        let (snapshot, unchanged) = if self.inner.version.load(Ordering::Acquire) == version {
+            (then, true)
+        } else {
+            let now = self.snapshot();
+            let unchanged = Arc::ptr_eq(&now, &then);
+            (now, unchanged)
+        };
         match stage {
             Stage::Refused(reason) => self.finish(ctx, engine_deny(&reason), &snapshot),
             Stage::Invalid(reason) => self.decide(ctx, &snapshot, Some(Err(reason))).await,
-            Stage::Checked { function, early } => {
+            Stage::Checked(mut checked) => {
                 // Guards or hooks changed since: every guard decides in turn.
-                let early = if Arc::ptr_eq(&snapshot, &then) { early } else { Vec::new() };
-                self.decide(ctx, &snapshot, Some(Ok((function, early)))).await
+                if !unchanged {
+                    checked.early.clear();
+                }
+                self.decide(ctx, &snapshot, Some(Ok(checked))).await
             }
         }
     }
 
-    /// The pure guards' decisions, by their place in `snapshot` (those that did not decide at
-    /// once, failed or panicked are left to decide in turn, as any guard).
+    /// What each guard can tell ahead of the call's turn, by its place in `snapshot`: whether
+    /// it applies, and the pure guards' decisions (those that did not decide at once, failed or
+    /// panicked are left to decide in turn, as any guard).
     fn decide_pure(&self, ctx: &CallContext, function: &str, snapshot: &Snapshot) -> Vec<Early> {
-        if !snapshot.guards.iter().any(|g| g.guard.is_pure()) {
-            return Vec::new();
-        }
         let now = self.inner.clock.now();
         let call = Call::new(ctx, function, now, &*self.inner.store, now.saturating_add(self.inner.approval_timeout));
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -696,12 +727,15 @@ impl Engine {
             .guards
             .iter()
             .map(|g| {
-                if !g.guard.is_pure() || !g.enabled.load(Ordering::Relaxed) {
+                if !g.enabled.load(Ordering::Relaxed) {
                     return Early::InTurn;
                 }
                 let decided = catch_unwind(AssertUnwindSafe(|| {
                     if !g.guard.applies(&call) {
                         return Early::Skipped;
+                    }
+                    if !g.guard.is_pure() {
+                        return Early::Applies;
                     }
                     match g.guard.evaluate(&call).as_mut().poll(&mut cx) {
                         std::task::Poll::Ready(Ok(d)) => Early::Decided(d),
@@ -731,14 +765,19 @@ impl Engine {
         &self,
         mut ctx: CallContext,
         snapshot: &Snapshot,
-        checked: Option<Result<(String, Vec<Early>), String>>,
+        checked: Option<Result<Checked, String>>,
     ) -> (Outcome, Option<CallContext>) {
         let clock = &self.inner.clock;
         clock.observe(ctx.caller_time());
         let now = clock.now();
         ctx.timestamp = Some(now.as_secs_f64());
         let checked = match checked {
-            Some(checked) => checked.map(|(f, early)| (std::borrow::Cow::Owned(f), early)),
+            Some(checked) => checked.map(|Checked { function, early }| {
+                (
+                    function.map_or(std::borrow::Cow::Borrowed(ctx.function_name.as_str()), std::borrow::Cow::Owned),
+                    early,
+                )
+            }),
             None => check_call(&ctx).map(|f| (f, Vec::new())),
         };
         let (function, mut early) = match checked {
@@ -756,6 +795,10 @@ impl Engine {
                     continue;
                 }
                 Some(Early::Skipped) => continue,
+                Some(Early::Applies) => {
+                    slots.push(Slot::running(name, g.guard.evaluate(&call)));
+                    continue;
+                }
                 Some(Early::InTurn) | None => {}
             }
             match catch_unwind(AssertUnwindSafe(|| g.guard.applies(&call))) {

@@ -42,7 +42,9 @@ pub trait Guard: Send + Sync + std::fmt::Debug + 'static {
     /// The guard's name, unique within an engine.
     fn name(&self) -> &str;
 
-    /// Whether the guard has anything to say about this call. Defaults to every call.
+    /// Whether the guard has anything to say about this call, from the call alone: its context
+    /// and normalised function name, not the store or the clock. The engine may ask ahead of the
+    /// call's turn, on another thread ([`crate::Engine::prepare`]). Defaults to every call.
     fn applies(&self, call: &Call<'_>) -> bool {
         let _ = call;
         true

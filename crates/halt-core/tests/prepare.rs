@@ -138,3 +138,51 @@ fn pure_guards_that_wait_or_reserve_decide_in_turn() {
     let spent = rt.block_on(engine.store().total("spend", ReservingGuard::window(), engine.clock().now())).unwrap();
     assert_eq!(spent, 0);
 }
+
+/// How often a guard is asked whether it applies, and to decide.
+#[derive(Debug, Default)]
+struct Counts {
+    asked: std::sync::atomic::AtomicUsize,
+    decided: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Counted(std::sync::Arc<Counts>);
+
+#[async_trait]
+impl Guard for Counted {
+    fn name(&self) -> &str {
+        "counted"
+    }
+
+    fn applies(&self, call: &Call<'_>) -> bool {
+        self.0.asked.fetch_add(1, Ordering::SeqCst);
+        call.function().starts_with("delete")
+    }
+
+    async fn evaluate(&self, _: &Call<'_>) -> Result<Decision, GuardError> {
+        self.0.decided.fetch_add(1, Ordering::SeqCst);
+        Ok(Decision::require_approval("deleting"))
+    }
+}
+
+#[test]
+fn every_guard_is_asked_ahead_whether_it_applies_and_not_again_in_turn() {
+    let counted = std::sync::Arc::new(Counts::default());
+    let engine = Engine::builder().guard(Counted(std::sync::Arc::clone(&counted))).build().unwrap();
+    let rt = runtime();
+    let counts = || (counted.asked.load(Ordering::SeqCst), counted.decided.load(Ordering::SeqCst));
+    let prepared = engine.prepare(CallContext::new("delete_file"));
+    assert_eq!(counts(), (1, 0), "asked while preparing; not pure, so it decides in turn");
+    let o = rt.block_on(engine.evaluate_prepared(prepared));
+    assert_eq!(o.decision(), DecisionKind::RequireApproval);
+    assert_eq!(counts(), (1, 1));
+    let prepared = engine.prepare(CallContext::new("search"));
+    assert_eq!(counts(), (2, 1));
+    let o = rt.block_on(engine.evaluate_prepared(prepared));
+    assert!(o.is_allowed() && o.decisions().is_empty(), "it does not apply: skipped");
+    assert_eq!(counts(), (2, 1));
+    // Evaluated without preparing, it is asked in turn.
+    assert_eq!(rt.block_on(engine.evaluate(CallContext::new("delete_x"))).decision(), DecisionKind::RequireApproval);
+    assert_eq!(counts(), (3, 2));
+}
