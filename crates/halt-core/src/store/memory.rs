@@ -829,9 +829,19 @@ impl MemoryStore {
             4 => st.reserve_existing::<4>(req, hold, cap, max_keys),
             _ => None,
         };
-        if let Some(outcome) = existing {
-            return outcome;
+        match existing {
+            Some(outcome) => outcome,
+            None => self.reserve_general(&mut st, req, hold),
         }
+    }
+
+    /// [`MemoryStore::reserve_now`] for what the one-pass path leaves: more than four counters,
+    /// no room for new keys, a cooldown to start on an empty window. Apart, so that the common
+    /// path stays small.
+    #[cold]
+    #[inline(never)]
+    fn reserve_general(&self, st: &mut State, req: &ReserveRequest, hold: bool) -> Result<ReserveOutcome, StoreError> {
+        let now = req.now;
         let mut new_keys = 0;
         // Each counter's total now; then, once all fit, after the reservation. Cooldowns rank
         // first, then plain limits, then recent limits.
