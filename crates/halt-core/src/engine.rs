@@ -635,10 +635,10 @@ impl Engine {
 
     /// Does the part of an evaluation that does not depend on the call's turn: runs the
     /// pre-hooks, checks the call, asks each guard whether it applies ([`Guard::applies`]), and
-    /// lets the pure guards ([`Guard::is_pure`]) decide. Any
-    /// thread may do this ahead; [`Engine::evaluate_prepared`] then does the rest in turn, with
-    /// the same outcome as [`Engine::evaluate`]. (If the guards or hooks change in between, the
-    /// guards decide again in turn.)
+    /// lets the pure guards ([`Guard::is_pure`]) decide. Any thread may do this ahead;
+    /// [`Engine::evaluate_prepared`] then does the rest in turn, with the same outcome as
+    /// [`Engine::evaluate`]. (If the guards or hooks change in between, every guard is asked
+    /// again in turn.)
     ///
     /// ```
     /// use halt_core::{CallContext, Engine};
@@ -660,7 +660,7 @@ impl Engine {
             Ok(()) => match check_call(&ctx) {
                 Err(reason) => Stage::Invalid(reason),
                 Ok(function) => {
-                    let early = self.decide_pure(&ctx, &function, &snapshot);
+                    let early = self.decide_ahead(&ctx, &function, &snapshot);
                     let function = match function {
                         std::borrow::Cow::Borrowed(_) => None,
                         std::borrow::Cow::Owned(f) => Some(f),
@@ -719,7 +719,7 @@ impl Engine {
     /// What each guard can tell ahead of the call's turn, by its place in `snapshot`: whether
     /// it applies, and the pure guards' decisions (those that did not decide at once, failed or
     /// panicked are left to decide in turn, as any guard).
-    fn decide_pure(&self, ctx: &CallContext, function: &str, snapshot: &Snapshot) -> Vec<Early> {
+    fn decide_ahead(&self, ctx: &CallContext, function: &str, snapshot: &Snapshot) -> Vec<Early> {
         let now = self.inner.clock.now();
         let call = Call::new(ctx, function, now, &*self.inner.store, now.saturating_add(self.inner.approval_timeout));
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
