@@ -55,7 +55,32 @@ struct Summary {
     executed: u64,
     by_decision: KindCounts,
     /// By guard, in the order first seen (sorted when printed).
-    by_guard: Vec<(String, KindCounts)>,
+    by_guard: Vec<GuardTally>,
+}
+
+/// One guard's counts, with its name as written in output lines.
+struct GuardTally {
+    name: String,
+    counts: KindCounts,
+    /// The name as a JSON string: written once, copied into every line.
+    json: Vec<u8>,
+}
+
+impl Summary {
+    /// The index of the tally of guard `name`, the `place`-th to decide in a call.
+    fn tally(&mut self, place: usize, name: &str) -> std::io::Result<usize> {
+        // Guards mostly decide in the same order on every call: try the same place first.
+        if self.by_guard.get(place).is_some_and(|t| t.name == name) {
+            return Ok(place);
+        }
+        if let Some(found) = self.by_guard.iter().position(|t| t.name == name) {
+            return Ok(found);
+        }
+        let mut json = Vec::new();
+        json_str(&mut json, name)?;
+        self.by_guard.push(GuardTally { name: name.to_owned(), counts: KindCounts::default(), json });
+        Ok(self.by_guard.len() - 1)
+    }
 }
 
 pub(crate) fn run(args: &EvalArgs) -> ExitCode {
@@ -224,13 +249,14 @@ fn write(answers: &std::sync::mpsc::Receiver<Vec<Answer>>) -> (Summary, std::io:
     // A batch is formatted into memory first: many small writes to a `Vec` cost far less than
     // the same writes through `io::Write` for stdout.
     let mut text = Vec::with_capacity(1 << 16);
+    let mut reasons = Vec::new();
     let mut written = || -> std::io::Result<()> {
         for batch in answers {
             text.clear();
             for answer in batch {
                 match answer {
                     Answer::Outcome(o, call) => {
-                        write_outcome(&mut text, &o, &mut summary)?;
+                        write_outcome(&mut text, &o, &mut summary, &mut reasons)?;
                         drop(call);
                     }
                     Answer::Invalid { line, error } => {
@@ -252,7 +278,12 @@ fn write(answers: &std::sync::mpsc::Receiver<Vec<Answer>>) -> (Summary, std::io:
 /// bulk of `eval`'s output: field names are constant text, and strings are escaped by
 /// `serde_json` only when they hold a character that needs it (the output is byte for byte what
 /// serialising the same fields with `serde_json` gives).
-fn write_outcome(out: &mut Vec<u8>, o: &Outcome, summary: &mut Summary) -> std::io::Result<()> {
+fn write_outcome(
+    out: &mut Vec<u8>,
+    o: &Outcome,
+    summary: &mut Summary,
+    written: &mut Vec<Option<std::ops::Range<usize>>>,
+) -> std::io::Result<()> {
     let decision = o.decision();
     let executed = o.is_allowed();
     out.extend_from_slice(b"{\"call_id\":");
@@ -268,24 +299,37 @@ fn write_outcome(out: &mut Vec<u8>, o: &Outcome, summary: &mut Summary) -> std::
     });
     json_f64(out, o.max_risk_score())?;
     out.extend_from_slice(b",\"reasons\":[");
+    // Where each reason written here stands in the line, to copy it for its guard below.
+    written.clear();
     let mut first = true;
-    for d in o.decisions().iter().filter(|d| d.kind() == decision) {
+    for d in o.decisions() {
+        if d.kind() != decision {
+            written.push(None);
+            continue;
+        }
         if !std::mem::take(&mut first) {
             out.push(b',');
         }
+        let start = out.len();
         json_str(out, d.reason())?;
+        written.push(Some(start..out.len()));
     }
     out.extend_from_slice(b"],\"guards\":[");
     for (i, d) in o.decisions().iter().enumerate() {
+        let tally = summary.tally(i, d.guard())?;
         out.extend_from_slice(if i == 0 { b"{\"guard\":" } else { b",{\"guard\":" });
-        json_str(out, d.guard())?;
+        out.extend_from_slice(&summary.by_guard[tally].json);
         out.extend_from_slice(b",\"decision\":\"");
         out.extend_from_slice(d.kind().as_str().as_bytes());
         out.extend_from_slice(b"\",\"reason\":");
-        json_str(out, d.reason())?;
+        match written.get(i).cloned().flatten() {
+            Some(reason) => out.extend_from_within(reason),
+            None => json_str(out, d.reason())?,
+        }
         out.extend_from_slice(b",\"risk_score\":");
         json_f64(out, d.risk_score())?;
         out.push(b'}');
+        count(&mut summary.by_guard[tally].counts, d.kind());
     }
     out.push(b']');
     if let Some(args) = o.modified_arguments() {
@@ -296,18 +340,6 @@ fn write_outcome(out: &mut Vec<u8>, o: &Outcome, summary: &mut Summary) -> std::
     summary.calls += 1;
     summary.executed += u64::from(executed);
     count(&mut summary.by_decision, decision);
-    for (i, d) in o.decisions().iter().enumerate() {
-        // Guards mostly decide in the same order on every call: try the same place first.
-        let found = match summary.by_guard.get(i) {
-            Some((g, _)) if g == d.guard() => Some(i),
-            _ => summary.by_guard.iter().position(|(g, _)| g == d.guard()),
-        };
-        let at = found.unwrap_or_else(|| {
-            summary.by_guard.push((d.guard().to_owned(), KindCounts::default()));
-            summary.by_guard.len() - 1
-        });
-        count(&mut summary.by_guard[at].1, d.kind());
-    }
     Ok(())
 }
 
@@ -351,11 +383,11 @@ fn print_summary(s: &Summary) {
     for (decision, n) in named(&s.by_decision) {
         eprintln!("  {decision}: {n}");
     }
-    let mut guards: Vec<&(String, KindCounts)> = s.by_guard.iter().collect();
-    guards.sort_by(|a, b| a.0.cmp(&b.0));
-    for (guard, counts) in guards {
-        let parts: Vec<String> = named(counts).iter().map(|(k, n)| format!("{k} {n}")).collect();
-        eprintln!("  guard {guard}: {}", parts.join(", "));
+    let mut guards: Vec<&GuardTally> = s.by_guard.iter().collect();
+    guards.sort_by(|a, b| a.name.cmp(&b.name));
+    for t in guards {
+        let parts: Vec<String> = named(&t.counts).iter().map(|(k, n)| format!("{k} {n}")).collect();
+        eprintln!("  guard {}: {}", t.name, parts.join(", "));
     }
 }
 
