@@ -817,27 +817,26 @@ impl Engine {
         if monitor {
             outcome.set_enforced(false);
         }
-        // Most calls have no effects and need no human: they skip the (boxed) settling path.
-        if !effects.is_empty() || (!monitor && outcome.decision() == DecisionKind::RequireApproval) {
-            Box::pin(self.settle_effects(&ctx, &mut outcome, effects, now)).await;
+        // A call that runs commits its effects, a denied one releases them, here; only a call
+        // that waits for a human takes the (boxed: its future is large) approval path.
+        let runs = monitor || matches!(outcome.decision(), DecisionKind::Allow | DecisionKind::Modify);
+        if runs {
+            if !effects.is_empty()
+                && let Err(e) = self.commit(&ctx.call_id, &effects, now).await
+            {
+                Box::pin(self.fail_commit(&ctx, &mut outcome, &effects, &e, now)).await;
+            }
+        } else if outcome.decision() == DecisionKind::Deny {
+            self.release(&effects, now).await;
+        } else {
+            Box::pin(self.await_approval(&ctx, &mut outcome, effects, now)).await;
         }
         self.finish_outcome(ctx, outcome, snapshot)
     }
 
-    /// Commits, releases or holds the call's effects according to its outcome.
-    async fn settle_effects(&self, ctx: &CallContext, outcome: &mut Outcome, effects: Effects, now: Timestamp) {
-        let runs = !outcome.enforced() || matches!(outcome.decision(), DecisionKind::Allow | DecisionKind::Modify);
-        if runs {
-            if let Err(e) = self.commit(&ctx.call_id, &effects, now).await {
-                self.fail_commit(ctx, outcome, &effects, &e, now).await;
-            }
-            return;
-        }
-        if outcome.decision() == DecisionKind::Deny {
-            self.release(&effects, now).await;
-            return;
-        }
-        // A human must decide; the reservations are held meanwhile.
+    /// Holds the effects of a call that needs approval while a human decides (or, with no
+    /// approval handler, until `Engine::resolve_approval`), then commits or releases them.
+    async fn await_approval(&self, ctx: &CallContext, outcome: &mut Outcome, effects: Effects, now: Timestamp) {
         let Some(handler) = self.inner.approvals.clone() else {
             if let Err(e) = self.hold(&ctx.call_id, &effects, now).await {
                 self.fail_commit(ctx, outcome, &effects, &e, now).await;
