@@ -534,14 +534,15 @@ impl State {
                 break;
             };
             n += 1;
-            if let Some(e) = self.entries.get_mut(&key) {
-                if e.expires_at <= now {
-                    self.entries.remove(&key);
-                } else if e.expires_at < Timestamp::MAX {
-                    let at = e.expires_at;
+            // One lookup, whatever comes of it.
+            if let hashbrown::hash_map::EntryRef::Occupied(mut e) = self.entries.entry_ref(&*key) {
+                let at = e.get().expires_at;
+                if at <= now {
+                    e.remove();
+                } else if at < Timestamp::MAX {
                     self.expiry.push(Reverse(Due(at, key)));
                 } else {
-                    e.queued = false;
+                    e.get_mut().queued = false;
                 }
             }
         }
