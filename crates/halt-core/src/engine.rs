@@ -14,7 +14,7 @@ use crate::approval::{ApprovalHandler, ApprovalRequest, ApprovalResponse};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::context::CallContext;
 use crate::decision::{Decision, DecisionKind, Outcome};
-use crate::guard::{Call, Effect, Effects, Guard, GuardError};
+use crate::guard::{Call, Effect, Guard, GuardError};
 use crate::join::{self, Slot, panic_message};
 use crate::money::Money;
 use crate::names;
@@ -836,7 +836,7 @@ impl Engine {
 
     /// Holds the effects of a call that needs approval while a human decides (or, with no
     /// approval handler, until `Engine::resolve_approval`), then commits or releases them.
-    async fn await_approval(&self, ctx: &CallContext, outcome: &mut Outcome, effects: Effects, now: Timestamp) {
+    async fn await_approval(&self, ctx: &CallContext, outcome: &mut Outcome, effects: Vec<Effect>, now: Timestamp) {
         let Some(handler) = self.inner.approvals.clone() else {
             if let Err(e) = self.hold(&ctx.call_id, &effects, now).await {
                 self.fail_commit(ctx, outcome, &effects, &e, now).await;

@@ -105,78 +105,6 @@ pub enum Effect {
     },
 }
 
-/// The effects one call registered, in order. Most calls register none or one, which takes no
-/// allocation.
-///
-/// ```
-/// use halt_core::guard::{Effect, Effects};
-/// use halt_core::store::ReservationId;
-///
-/// let mut effects = Effects::default();
-/// effects.push(Effect::Reservation { id: ReservationId(1), cost: Vec::new() });
-/// assert_eq!(effects.len(), 1);
-/// assert_eq!(effects.into_iter().count(), 1);
-/// ```
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Effects(Held);
-
-#[derive(Debug, Clone, Default, PartialEq)]
-enum Held {
-    #[default]
-    None,
-    One(Effect),
-    Many(Vec<Effect>),
-}
-
-impl Effects {
-    /// Adds an effect after the others.
-    pub fn push(&mut self, effect: Effect) {
-        self.0 = match std::mem::take(&mut self.0) {
-            Held::None => Held::One(effect),
-            Held::One(first) => Held::Many(vec![first, effect]),
-            Held::Many(mut all) => {
-                all.push(effect);
-                Held::Many(all)
-            }
-        };
-    }
-}
-
-impl std::ops::Deref for Effects {
-    type Target = [Effect];
-
-    fn deref(&self) -> &[Effect] {
-        match &self.0 {
-            Held::None => &[],
-            Held::One(effect) => std::slice::from_ref(effect),
-            Held::Many(all) => all,
-        }
-    }
-}
-
-impl IntoIterator for Effects {
-    type Item = Effect;
-    type IntoIter = std::iter::Chain<std::option::IntoIter<Effect>, std::vec::IntoIter<Effect>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        let (first, rest) = match self.0 {
-            Held::None => (None, Vec::new()),
-            Held::One(effect) => (Some(effect), Vec::new()),
-            Held::Many(all) => (None, all),
-        };
-        first.into_iter().chain(rest)
-    }
-}
-
-impl<'a> IntoIterator for &'a Effects {
-    type Item = &'a Effect;
-    type IntoIter = std::slice::Iter<'a, Effect>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
-
 /// What a guard sees of one call: the context, the normalised function name, the engine's
 /// time and store, and a place to register effects.
 #[derive(Debug)]
@@ -186,7 +114,7 @@ pub struct Call<'a> {
     pub(crate) now: Timestamp,
     pub(crate) store: &'a dyn StateStore,
     pub(crate) hold_until: Timestamp,
-    pub(crate) effects: Mutex<Effects>,
+    pub(crate) effects: Mutex<Vec<Effect>>,
 }
 
 impl<'a> Call<'a> {
@@ -200,7 +128,7 @@ impl<'a> Call<'a> {
         store: &'a dyn StateStore,
         hold_until: Timestamp,
     ) -> Self {
-        Self { ctx, function, now, store, hold_until, effects: Mutex::new(Effects::default()) }
+        Self { ctx, function, now, store, hold_until, effects: Mutex::new(Vec::new()) }
     }
 
     /// The call as proposed.
@@ -273,30 +201,7 @@ impl<'a> Call<'a> {
 
     /// The effects registered so far (the engine settles them; tests inspect them).
     #[must_use]
-    pub fn into_effects(self) -> Effects {
+    pub fn into_effects(self) -> Vec<Effect> {
         self.effects.into_inner().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(n: u8) -> Effect {
-        Effect::Record { key: format!("k{n}"), value: vec![n], expires_at: None }
-    }
-
-    #[test]
-    fn effects_keep_their_order_however_many() {
-        for n in 0..5u8 {
-            let mut effects = Effects::default();
-            for i in 0..n {
-                effects.push(record(i));
-            }
-            let expected: Vec<Effect> = (0..n).map(record).collect();
-            assert_eq!(&*effects, &expected[..]);
-            assert_eq!((&effects).into_iter().cloned().collect::<Vec<_>>(), expected);
-            assert_eq!(effects.into_iter().collect::<Vec<_>>(), expected);
-        }
     }
 }

@@ -69,6 +69,6 @@ pub use engine::{
     Settlement,
 };
 pub use factory::{BuildError, FactoryError, GuardFactory, GuardRegistry, TypedFactory};
-pub use guard::{Call, Effect, Effects, Guard, GuardError};
+pub use guard::{Call, Effect, Guard, GuardError};
 pub use money::{Money, MoneyError};
 pub use store::{MemoryStore, StateStore, StoreError};

@@ -24,8 +24,7 @@ use std::time::Duration;
 
 use halt_core::Timestamp;
 use halt_core::store::{
-    CounterSpec, Refusal, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture, Totals,
-    Window,
+    CounterSpec, Refusal, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture, Window,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value as RedisValue};
@@ -178,7 +177,7 @@ impl RedisStore {
         match nums.as_slice() {
             [1, id, totals @ ..] => Ok(ReserveOutcome::Reserved {
                 id: ReservationId(u64::try_from(*id).unwrap_or(0)),
-                totals: Totals::from(totals),
+                totals: totals.to_vec(),
             }),
             [0, index, current, limit, retry, by] => Ok(ReserveOutcome::Rejected {
                 index: usize::try_from(*index).unwrap_or(0),

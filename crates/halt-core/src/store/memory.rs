@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{
     CounterSpec, RecordUpdate, Refusal, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError,
-    StoreFuture, StoreKey, Totals, Window, check_counters, check_record_key, sliding_retry_at,
+    StoreFuture, StoreKey, Window, check_counters, check_record_key, sliding_retry_at,
 };
 use crate::clock::Timestamp;
 
@@ -636,7 +636,7 @@ impl State {
         let len = entries.len();
         // Keys are distinct (checked before), as this lookup requires.
         let mut found = entries.get_disjoint_key_value_mut(keys);
-        let mut totals = Totals::default();
+        let mut totals = Vec::with_capacity(N);
         // Cooldowns rank first, then plain limits, then recent limits.
         let mut over = None;
         // Missing keys are made once every counter fits.
@@ -846,7 +846,7 @@ impl MemoryStore {
         let mut new_keys = 0;
         // Each counter's total now; then, once all fit, after the reservation. Cooldowns rank
         // first, then plain limits, then recent limits.
-        let mut totals = Totals::default();
+        let mut totals = Vec::with_capacity(req.counters.len());
         let mut over = None;
         for (index, c) in req.counters.iter().enumerate() {
             let (current, exists) = match st.live(&c.key, c.window, now)? {
@@ -893,7 +893,7 @@ impl MemoryStore {
         let mut parts = if hold { st.spare_parts.pop().unwrap_or_default() } else { Vec::new() };
         // A zero amount (a check) leaves its total as it was: keys are distinct, so no other
         // counter of the request changes it.
-        for (c, total) in req.counters.iter().zip(totals.iter_mut()) {
+        for (c, total) in req.counters.iter().zip(&mut totals) {
             if c.amount != 0 {
                 let generation;
                 (*total, generation) = st.apply(c, c.amount, owner, now, self.config.max_events_per_window);

@@ -246,7 +246,7 @@ pub enum ReserveOutcome {
         /// The reservation to commit or release.
         id: ReservationId,
         /// Each counter's total after the reservation.
-        totals: Totals,
+        totals: Vec<i64>,
     },
     /// A counter would pass its limit; nothing changed.
     Rejected {
@@ -262,116 +262,6 @@ pub enum ReserveOutcome {
         /// Which rule of the counter refused.
         by: Refusal,
     },
-}
-
-/// Each counter's total after a reservation, in request order (see [`ReserveOutcome`]). Reads
-/// as a slice; up to four totals are held without an allocation.
-///
-/// ```
-/// use halt_core::store::Totals;
-///
-/// let mut totals = Totals::default();
-/// totals.push(3);
-/// totals.push(5);
-/// assert_eq!(totals, [3, 5]);
-/// assert_eq!(totals.iter().sum::<i64>(), 8);
-/// ```
-#[derive(Clone, Default)]
-pub struct Totals {
-    /// How many of `inline` hold totals, while `more` is empty.
-    len: u8,
-    inline: [i64; INLINE_TOTALS],
-    /// Every total, once there are more than `inline` holds.
-    more: Vec<i64>,
-}
-
-const INLINE_TOTALS: usize = 4;
-
-impl Totals {
-    /// Adds the next counter's total.
-    pub fn push(&mut self, total: i64) {
-        let len = usize::from(self.len);
-        if self.more.is_empty() && len < INLINE_TOTALS {
-            self.inline[len] = total;
-            self.len += 1;
-        } else {
-            if self.more.is_empty() {
-                self.more.extend_from_slice(&self.inline[..len]);
-            }
-            self.more.push(total);
-        }
-    }
-}
-
-impl std::ops::Deref for Totals {
-    type Target = [i64];
-
-    fn deref(&self) -> &[i64] {
-        if self.more.is_empty() { &self.inline[..usize::from(self.len)] } else { &self.more }
-    }
-}
-
-impl std::ops::DerefMut for Totals {
-    fn deref_mut(&mut self) -> &mut [i64] {
-        if self.more.is_empty() { &mut self.inline[..usize::from(self.len)] } else { &mut self.more }
-    }
-}
-
-impl std::fmt::Debug for Totals {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
-
-impl PartialEq for Totals {
-    fn eq(&self, other: &Self) -> bool {
-        **self == **other
-    }
-}
-
-impl Eq for Totals {}
-
-impl PartialEq<[i64]> for Totals {
-    fn eq(&self, other: &[i64]) -> bool {
-        **self == *other
-    }
-}
-
-impl<const N: usize> PartialEq<[i64; N]> for Totals {
-    fn eq(&self, other: &[i64; N]) -> bool {
-        **self == other[..]
-    }
-}
-
-impl PartialEq<Vec<i64>> for Totals {
-    fn eq(&self, other: &Vec<i64>) -> bool {
-        **self == other[..]
-    }
-}
-
-impl FromIterator<i64> for Totals {
-    fn from_iter<I: IntoIterator<Item = i64>>(iter: I) -> Self {
-        let mut totals = Self::default();
-        for total in iter {
-            totals.push(total);
-        }
-        totals
-    }
-}
-
-impl From<&[i64]> for Totals {
-    fn from(totals: &[i64]) -> Self {
-        totals.iter().copied().collect()
-    }
-}
-
-impl<'a> IntoIterator for &'a Totals {
-    type Item = &'a i64;
-    type IntoIter = std::slice::Iter<'a, i64>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
 }
 
 /// Which rule of a counter refused a reservation (see [`RecentLimit`] for how they rank).
@@ -605,28 +495,5 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(Self::from_micros(i64::deserialize(d)?))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Totals;
-
-    #[test]
-    fn totals_read_as_the_values_pushed_however_many() {
-        for n in 0..9i64 {
-            let values: Vec<i64> = (1..=n).collect();
-            let mut totals = Totals::default();
-            for v in &values {
-                totals.push(*v);
-            }
-            assert_eq!(totals, values);
-            assert_eq!(totals, Totals::from(&values[..]));
-            assert_eq!(format!("{totals:?}"), format!("{values:?}"));
-            for t in totals.iter_mut() {
-                *t *= 10;
-            }
-            assert_eq!(totals, values.iter().map(|v| v * 10).collect::<Vec<_>>());
-        }
     }
 }
