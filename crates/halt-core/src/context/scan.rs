@@ -21,18 +21,7 @@ pub(super) fn fields(text: &str) -> Option<Fields> {
     s.skip_space();
     s.expect(b'{')?;
     let mut fields = Fields::default();
-    s.skip_space();
-    if !s.eat(b'}') {
-        loop {
-            let name = s.string()?;
-            s.colon()?;
-            let value = s.value(1)?;
-            fields.set(&name, value);
-            if s.end_of_item(b'}')? {
-                break;
-            }
-        }
-    }
+    s.entries(1, |name, value| fields.set(&name, value))?;
     s.skip_space();
     (s.at == s.bytes.len()).then_some(fields)
 }
@@ -105,38 +94,51 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// The items of an array or object whose opening byte was just read, up to `close`; `item`
+    /// reads each one.
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.skip_space();
+        if self.eat(close) {
+            return Some(());
+        }
+        loop {
+            item(self)?;
+            if self.end_of_item(close)? {
+                return Some(());
+            }
+        }
+    }
+
+    /// The entries of an object whose `{` was just read, each key with its value (read at
+    /// `depth`) given to `entry`.
+    fn entries(&mut self, depth: usize, mut entry: impl FnMut(Cow<'a, str>, Value)) -> Option<()> {
+        self.items(b'}', |s| {
+            let key = s.string()?;
+            s.colon()?;
+            let value = s.value(depth)?;
+            entry(key, value);
+            Some(())
+        })
+    }
+
     fn value(&mut self, depth: usize) -> Option<Value> {
         Some(match *self.bytes.get(self.at)? {
             b'"' => Value::String(self.string()?.into_owned()),
             b'{' if depth < MAX_DEPTH => {
                 self.at += 1;
                 let mut map = Map::new();
-                self.skip_space();
-                if !self.eat(b'}') {
-                    loop {
-                        let key = self.string()?.into_owned();
-                        self.colon()?;
-                        let value = self.value(depth + 1)?;
-                        map.insert(key, value);
-                        if self.end_of_item(b'}')? {
-                            break;
-                        }
-                    }
-                }
+                self.entries(depth + 1, |key, value| {
+                    map.insert(key.into_owned(), value);
+                })?;
                 Value::Object(map)
             }
             b'[' if depth < MAX_DEPTH => {
                 self.at += 1;
                 let mut items = Vec::new();
-                self.skip_space();
-                if !self.eat(b']') {
-                    loop {
-                        items.push(self.value(depth + 1)?);
-                        if self.end_of_item(b']')? {
-                            break;
-                        }
-                    }
-                }
+                self.items(b']', |s| {
+                    items.push(s.value(depth + 1)?);
+                    Some(())
+                })?;
                 Value::Array(items)
             }
             b't' => self.word("true", Value::Bool(true))?,
