@@ -260,6 +260,10 @@ struct Added {
 }
 
 impl Added {
+    fn new(window: Window, amount: i64, reservation: u64, now: Timestamp, cap: usize) -> Self {
+        Self { window, expiry: window.key_expiry(now), amount, reservation, now, cap }
+    }
+
     /// Adds to `e`; returns its new total, its generation, and when to queue it for expiry if
     /// it was not queued.
     fn to(&self, e: &mut Entry, last_generation: &mut u64) -> (i64, u64, Option<Timestamp>) {
@@ -603,8 +607,7 @@ impl State {
     /// Adds `amount` to a counter, creating it. Returns the new total and the key's generation.
     /// The caller has called [`State::live`] on the key during this operation.
     fn apply(&mut self, spec: &CounterSpec, amount: i64, reservation: u64, now: Timestamp, cap: usize) -> (i64, u64) {
-        let window = spec.window;
-        let added = Added { window, expiry: window.key_expiry(now), amount, reservation, now, cap };
+        let added = Added::new(spec.window, amount, reservation, now, cap);
         // One lookup for a key that exists (the common case), two for a new one.
         let (total, generation, schedule) = match self.entries.get_key_value_mut(spec.key.as_str()) {
             Some((key, e)) => {
@@ -612,7 +615,7 @@ impl State {
                 (total, generation, schedule.map(|at| (at, Arc::clone(key))))
             }
             None => {
-                return insert_new(&mut self.entries, &mut self.expiry, &mut self.last_generation, spec, &added, now);
+                return insert_new(&mut self.entries, &mut self.expiry, &mut self.last_generation, spec, &added);
             }
         };
         if let Some((at, key)) = schedule {
@@ -694,12 +697,11 @@ impl State {
             if c.amount == 0 {
                 continue;
             }
-            let window = c.window;
-            let added = Added { window, expiry: window.key_expiry(now), amount: c.amount, reservation, now, cap };
             let Some((key, e)) = f else {
                 made.push(i);
                 continue;
             };
+            let added = Added::new(c.window, c.amount, reservation, now, cap);
             let (t, generation, schedule) = added.to(e, last_generation);
             totals[i] = t;
             if let Some(at) = schedule {
@@ -711,10 +713,9 @@ impl State {
         }
         for i in made {
             let c = &req.counters[i];
-            let window = c.window;
-            let added = Added { window, expiry: window.key_expiry(now), amount: c.amount, reservation, now, cap };
+            let added = Added::new(c.window, c.amount, reservation, now, cap);
             let generation;
-            (totals[i], generation) = insert_new(entries, expiry, last_generation, c, &added, now);
+            (totals[i], generation) = insert_new(entries, expiry, last_generation, c, &added);
             if hold {
                 parts.push((c.key.clone(), c.amount, generation));
             }
@@ -799,9 +800,8 @@ fn insert_new(
     last_generation: &mut u64,
     spec: &CounterSpec,
     added: &Added,
-    now: Timestamp,
 ) -> (i64, u64) {
-    let mut e = new_entry(spec, now, last_generation);
+    let mut e = new_entry(spec, added.now, last_generation);
     let (total, generation, schedule) = added.to(&mut e, last_generation);
     let key: Key = Arc::from(spec.key.as_str());
     if let Some(at) = schedule {
