@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use halt_config::PolicyLoader;
 use halt_core::{
-    ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, CallContext, Clock, DecisionKind, Engine,
-    Outcome, Prepared, ReplayClock, SystemClock, Timestamp, async_trait,
+    ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, CallContext, Clock, Decision, DecisionKind,
+    Engine, Outcome, Prepared, ReplayClock, SystemClock, Timestamp, async_trait,
 };
 use serde::Serialize;
 
@@ -64,6 +64,59 @@ struct GuardTally {
     counts: KindCounts,
     /// The name as a JSON string: written once, copied into every line.
     json: Vec<u8>,
+    /// Its decisions with a constant reason, as written: copied while they repeat.
+    written: Vec<Written>,
+}
+
+/// A decision with a constant reason (see `Decision::static_reason`), as written in a line.
+struct Written {
+    kind: DecisionKind,
+    reason: &'static str,
+    risk: u64,
+    /// Its reason as a JSON string (`text[..reason_len]`), then its whole entry in `guards`.
+    text: Vec<u8>,
+    reason_len: usize,
+}
+
+impl Written {
+    fn is(&self, kind: DecisionKind, reason: &str, risk: u64) -> bool {
+        // The same constant: the same place and length (its text cannot change).
+        self.kind == kind && std::ptr::eq(self.reason, reason) && self.risk == risk
+    }
+
+    fn reason(&self) -> &[u8] {
+        &self.text[..self.reason_len]
+    }
+
+    fn entry(&self) -> &[u8] {
+        &self.text[self.reason_len..]
+    }
+}
+
+/// How many decisions with constant reasons a guard keeps written (a guard has a few).
+const WRITTEN_PER_GUARD: usize = 8;
+
+impl GuardTally {
+    /// The index of `d` in `written`, written now if it is new and there is room; `None` when
+    /// its reason was made for its call.
+    fn written(&mut self, d: &Decision) -> std::io::Result<Option<usize>> {
+        let Some(reason) = d.static_reason() else { return Ok(None) };
+        let (kind, risk) = (d.kind(), d.risk_score().to_bits());
+        if let Some(found) = self.written.iter().position(|w| w.is(kind, reason, risk)) {
+            return Ok(Some(found));
+        }
+        if self.written.len() == WRITTEN_PER_GUARD {
+            return Ok(None);
+        }
+        let mut text = Vec::new();
+        json_str(&mut text, reason)?;
+        let reason_len = text.len();
+        entry_head(&mut text, &self.json, kind);
+        text.extend_from_within(..reason_len);
+        entry_tail(&mut text, d.risk_score())?;
+        self.written.push(Written { kind, reason, risk, text, reason_len });
+        Ok(Some(self.written.len() - 1))
+    }
 }
 
 impl Summary {
@@ -78,7 +131,12 @@ impl Summary {
         }
         let mut json = Vec::new();
         json_str(&mut json, name)?;
-        self.by_guard.push(GuardTally { name: name.to_owned(), counts: KindCounts::default(), json });
+        self.by_guard.push(GuardTally {
+            name: name.to_owned(),
+            counts: KindCounts::default(),
+            json,
+            written: Vec::new(),
+        });
         Ok(self.by_guard.len() - 1)
     }
 }
@@ -249,14 +307,14 @@ fn write(answers: &std::sync::mpsc::Receiver<Vec<Answer>>) -> (Summary, std::io:
     // A batch is formatted into memory first: many small writes to a `Vec` cost far less than
     // the same writes through `io::Write` for stdout.
     let mut text = Vec::with_capacity(1 << 16);
-    let mut reasons = Vec::new();
+    let (mut places, mut reasons) = (Vec::new(), Vec::new());
     let mut written = || -> std::io::Result<()> {
         for batch in answers {
             text.clear();
             for answer in batch {
                 match answer {
                     Answer::Outcome(o, call) => {
-                        write_outcome(&mut text, &o, &mut summary, &mut reasons)?;
+                        write_outcome(&mut text, &o, &mut summary, &mut places, &mut reasons)?;
                         drop(call);
                     }
                     Answer::Invalid { line, error } => {
@@ -274,18 +332,29 @@ fn write(answers: &std::sync::mpsc::Receiver<Vec<Answer>>) -> (Summary, std::io:
     (summary, result)
 }
 
+/// Where a decision of a line is written from: its guard's tally, and the decision as written
+/// before when its reason is constant.
+type Place = (usize, Option<usize>);
+
 /// Writes one outcome line. The line is written by hand, field by field, because it is the
-/// bulk of `eval`'s output: field names are constant text, and strings are escaped by
-/// `serde_json` only when they hold a character that needs it (the output is byte for byte what
-/// serialising the same fields with `serde_json` gives).
+/// bulk of `eval`'s output: field names are constant text, decisions with a constant reason are
+/// copied as written the first time, and strings are escaped by `serde_json` only when they
+/// hold a character that needs it (the output is byte for byte what serialising the same
+/// fields with `serde_json` gives).
 fn write_outcome(
     out: &mut Vec<u8>,
     o: &Outcome,
     summary: &mut Summary,
-    written: &mut Vec<Option<std::ops::Range<usize>>>,
+    places: &mut Vec<Place>,
+    reasons: &mut Vec<Option<std::ops::Range<usize>>>,
 ) -> std::io::Result<()> {
     let decision = o.decision();
     let executed = o.is_allowed();
+    places.clear();
+    for (i, d) in o.decisions().iter().enumerate() {
+        let tally = summary.tally(i, d.guard())?;
+        places.push((tally, summary.by_guard[tally].written(d)?));
+    }
     out.extend_from_slice(b"{\"call_id\":");
     json_str(out, o.call_id())?;
     out.extend_from_slice(b",\"function_name\":");
@@ -299,37 +368,42 @@ fn write_outcome(
     });
     json_f64(out, o.max_risk_score())?;
     out.extend_from_slice(b",\"reasons\":[");
-    // Where each reason written here stands in the line, to copy it for its guard below.
-    written.clear();
+    // Where each reason made for its call stands in the line, to copy it into `guards` below.
+    reasons.clear();
     let mut first = true;
-    for d in o.decisions() {
+    for (d, &(tally, written)) in o.decisions().iter().zip(places.iter()) {
         if d.kind() != decision {
-            written.push(None);
+            reasons.push(None);
             continue;
         }
         if !std::mem::take(&mut first) {
             out.push(b',');
         }
         let start = out.len();
-        json_str(out, d.reason())?;
-        written.push(Some(start..out.len()));
-    }
-    out.extend_from_slice(b"],\"guards\":[");
-    for (i, d) in o.decisions().iter().enumerate() {
-        let tally = summary.tally(i, d.guard())?;
-        out.extend_from_slice(if i == 0 { b"{\"guard\":" } else { b",{\"guard\":" });
-        out.extend_from_slice(&summary.by_guard[tally].json);
-        out.extend_from_slice(b",\"decision\":\"");
-        out.extend_from_slice(d.kind().as_str().as_bytes());
-        out.extend_from_slice(b"\",\"reason\":");
-        match written.get(i).cloned().flatten() {
-            Some(reason) => out.extend_from_within(reason),
+        match written {
+            Some(w) => out.extend_from_slice(summary.by_guard[tally].written[w].reason()),
             None => json_str(out, d.reason())?,
         }
-        out.extend_from_slice(b",\"risk_score\":");
-        json_f64(out, d.risk_score())?;
-        out.push(b'}');
-        count(&mut summary.by_guard[tally].counts, d.kind());
+        reasons.push(Some(start..out.len()));
+    }
+    out.extend_from_slice(b"],\"guards\":[");
+    for (i, (d, &(tally, written))) in o.decisions().iter().zip(places.iter()).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let t = &mut summary.by_guard[tally];
+        match written {
+            Some(w) => out.extend_from_slice(t.written[w].entry()),
+            None => {
+                entry_head(out, &t.json, d.kind());
+                match reasons.get(i).cloned().flatten() {
+                    Some(reason) => out.extend_from_within(reason),
+                    None => json_str(out, d.reason())?,
+                }
+                entry_tail(out, d.risk_score())?;
+            }
+        }
+        count(&mut t.counts, d.kind());
     }
     out.push(b']');
     if let Some(args) = o.modified_arguments() {
@@ -340,6 +414,24 @@ fn write_outcome(
     summary.calls += 1;
     summary.executed += u64::from(executed);
     count(&mut summary.by_decision, decision);
+    Ok(())
+}
+
+/// Writes the start of an entry of `guards`, up to its reason: its guard's `name` (a JSON
+/// string) and its kind.
+fn entry_head(out: &mut Vec<u8>, name: &[u8], kind: DecisionKind) {
+    out.extend_from_slice(b"{\"guard\":");
+    out.extend_from_slice(name);
+    out.extend_from_slice(b",\"decision\":\"");
+    out.extend_from_slice(kind.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"reason\":");
+}
+
+/// Writes the rest of an entry of `guards`, after its reason.
+fn entry_tail(out: &mut Vec<u8>, risk: f64) -> std::io::Result<()> {
+    out.extend_from_slice(b",\"risk_score\":");
+    json_f64(out, risk)?;
+    out.push(b'}');
     Ok(())
 }
 
@@ -414,5 +506,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The line `write_outcome` should write for `o`, as JSON.
+    fn expected(o: &Outcome) -> serde_json::Value {
+        let reasons: Vec<&str> =
+            o.decisions().iter().filter(|d| d.kind() == o.decision()).map(Decision::reason).collect();
+        let guards: Vec<serde_json::Value> = o
+            .decisions()
+            .iter()
+            .map(|d| {
+                serde_json::json!({"guard": d.guard(), "decision": d.kind().as_str(), "reason": d.reason(),
+                    "risk_score": d.risk_score()})
+            })
+            .collect();
+        serde_json::json!({"call_id": o.call_id(), "function_name": o.function_name(),
+            "decision": o.decision().as_str(), "executed": o.is_allowed(), "risk_score": o.max_risk_score(),
+            "reasons": reasons, "guards": guards})
+    }
+
+    #[test]
+    fn decisions_written_once_are_copied_only_when_they_repeat_exactly() {
+        const REASONS: [&str; 10] = ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "needs \"escaping\""];
+        let name = |n: &str| -> std::sync::Arc<str> { n.into() };
+        // Constant reasons (more than a guard keeps), with several kinds and risk scores, and
+        // reasons made for their call, by two guards, over and over.
+        let mut lines = Vec::new();
+        for round in 0..3 {
+            for (i, reason) in REASONS.iter().enumerate() {
+                let constant = match i % 3 {
+                    0 => Decision::allow(*reason),
+                    1 => Decision::deny(*reason),
+                    _ => Decision::allow(*reason).with_risk(if round == 1 { 0.25 } else { 0.5 }),
+                };
+                let made = Decision::require_approval(format!("made {i} in round {round}"));
+                let decisions = vec![constant.with_guard(name("first")), made.with_guard(name("second \u{1}"))];
+                lines.push(Outcome::new(format!("c{round}-{i}"), "f".into(), decisions, &halt_core::JsonObject::new()));
+            }
+        }
+        let (mut summary, mut places, mut reasons) = (Summary::default(), Vec::new(), Vec::new());
+        for o in &lines {
+            let mut out = Vec::new();
+            write_outcome(&mut out, o, &mut summary, &mut places, &mut reasons).unwrap();
+            assert_eq!(out.last(), Some(&b'\n'));
+            let written: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(written, expected(o), "{}", String::from_utf8_lossy(&out));
+        }
+        let first = summary.by_guard.iter().find(|t| t.name == "first").unwrap();
+        assert_eq!(first.written.len(), WRITTEN_PER_GUARD, "a guard keeps a few constant decisions written");
+        assert!(summary.by_guard.iter().find(|t| t.name != "first").unwrap().written.is_empty());
     }
 }

@@ -170,6 +170,24 @@ impl Decision {
         &self.reason
     }
 
+    /// The reason when it is a constant (`Decision::allow("In scope")`), `None` when it was
+    /// made for this call. Output written for one decision with a constant reason may be reused
+    /// for the next with the same reason, kind and risk score.
+    ///
+    /// ```
+    /// use halt_core::Decision;
+    ///
+    /// assert_eq!(Decision::allow("In scope").static_reason(), Some("In scope"));
+    /// assert_eq!(Decision::deny(format!("{} calls", 3)).static_reason(), None);
+    /// ```
+    #[must_use]
+    pub fn static_reason(&self) -> Option<&'static str> {
+        match self.reason {
+            Cow::Borrowed(s) => Some(s),
+            Cow::Owned(_) => None,
+        }
+    }
+
     /// Structured details; `null` when none.
     #[must_use]
     pub fn details(&self) -> &Value {
