@@ -1,7 +1,8 @@
 //! `agenthalt eval`: a streaming dry run of a policy over recorded calls.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
+use std::ops::Range;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -168,11 +169,11 @@ pub(crate) fn run(args: &EvalArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let input: Box<dyn BufRead + Send> = if args.input == "-" {
-        Box::new(BufReader::with_capacity(1 << 16, std::io::stdin()))
+    let input: Box<dyn Read + Send> = if args.input == "-" {
+        Box::new(std::io::stdin())
     } else {
         match std::fs::File::open(&args.input) {
-            Ok(f) => Box::new(BufReader::with_capacity(1 << 16, f)),
+            Ok(f) => Box::new(f),
             Err(e) => {
                 report(&format!("cannot read {}: {e}", args.input));
                 return ExitCode::FAILURE;
@@ -223,7 +224,7 @@ const BATCH: usize = 256;
 fn pipeline(
     engine: &Engine,
     runtime: &tokio::runtime::Runtime,
-    input: Box<dyn BufRead + Send>,
+    input: Box<dyn Read + Send>,
 ) -> (Summary, std::io::Result<()>) {
     let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel::<Vec<Parsed>>(4);
     let (answer_tx, answer_rx) = std::sync::mpsc::sync_channel::<Vec<Answer>>(4);
@@ -269,26 +270,28 @@ fn pipeline(
 /// Reads, parses and prepares lines, in batches.
 fn read(
     engine: &Engine,
-    mut input: Box<dyn BufRead + Send>,
+    input: Box<dyn Read + Send>,
     out: &std::sync::mpsc::SyncSender<Vec<Parsed>>,
 ) -> std::io::Result<()> {
-    let mut buf = String::new();
+    let mut lines = Lines::new(input);
     let mut line_no: u64 = 0;
     let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        buf.clear();
-        if input.read_line(&mut buf)? == 0 {
-            break;
-        }
+    while let Some(range) = lines.next_line()? {
         line_no += 1;
-        let text = buf.trim();
-        if text.is_empty() {
-            continue;
-        }
-        batch.push(match CallContext::from_json_str(text) {
-            Ok(ctx) => Parsed::Call(engine.prepare(ctx)),
-            Err(e) => Parsed::Invalid { line: line_no, error: e.to_string() },
-        });
+        let parsed = match std::str::from_utf8(&lines.buf[range]) {
+            Err(e) => Parsed::Invalid { line: line_no, error: format!("the line is not UTF-8: {e}") },
+            Ok(text) => {
+                let text = text.trim();
+                if text.is_empty() {
+                    continue;
+                }
+                match CallContext::from_json_str(text) {
+                    Ok(ctx) => Parsed::Call(engine.prepare(ctx)),
+                    Err(e) => Parsed::Invalid { line: line_no, error: e.to_string() },
+                }
+            }
+        };
+        batch.push(parsed);
         if batch.len() == BATCH && out.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_err() {
             return Ok(());
         }
@@ -297,6 +300,58 @@ fn read(
         let _ = out.send(batch);
     }
     Ok(())
+}
+
+/// The lines of a byte stream, read in large blocks and handed out where they lie (no copy,
+/// and a line that is not UTF-8 is a line like any other, for the caller to refuse).
+struct Lines<R> {
+    input: R,
+    /// Read bytes are `buf[start..end]`; it grows only to hold a line longer than itself.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    done: bool,
+}
+
+impl<R: Read> Lines<R> {
+    fn new(input: R) -> Self {
+        Self::with_capacity(input, 1 << 16)
+    }
+
+    fn with_capacity(input: R, capacity: usize) -> Self {
+        Self { input, buf: vec![0; capacity.max(1)], start: 0, end: 0, done: false }
+    }
+
+    /// Where the next line lies in `buf`, without its newline; `None` at the end.
+    fn next_line(&mut self) -> std::io::Result<Option<Range<usize>>> {
+        // Where a newline may be: bytes before it were searched already.
+        let mut from = self.start;
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[from..self.end]) {
+                let line = self.start..from + i;
+                self.start = line.end + 1;
+                return Ok(Some(line));
+            }
+            if self.done {
+                // The last line, if it has no newline.
+                let line = self.start..self.end;
+                self.start = self.end;
+                return Ok((!line.is_empty()).then_some(line));
+            }
+            // Keep the partial line at the front, and room after it.
+            self.buf.copy_within(self.start..self.end, 0);
+            (from, self.end, self.start) = (self.end - self.start, self.end - self.start, 0);
+            if self.end == self.buf.len() {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            match self.input.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.done = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// Writes the answers, one line each, and counts them.
@@ -555,5 +610,60 @@ mod tests {
         let first = summary.by_guard.iter().find(|t| t.name == "first").unwrap();
         assert_eq!(first.written.len(), WRITTEN_PER_GUARD, "a guard keeps a few constant decisions written");
         assert!(summary.by_guard.iter().find(|t| t.name != "first").unwrap().written.is_empty());
+    }
+
+    /// Hands out its bytes a few at a time, with an interruption before each read.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+        interrupt: bool,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            let n = self.step.min(buf.len()).min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn lines_are_found_across_reads_of_any_size() {
+        let long = "x".repeat(100);
+        let text = format!("a\n\nbc\r\n{long}\n\u{e9}\u{ff}\nlast");
+        // A last newline ends the last line; it does not start another.
+        let expected: Vec<&str> = text.split('\n').collect();
+        let with_end = format!("{text}\n");
+        for input in [text.as_str(), with_end.as_str()] {
+            for step in [1, 2, 3, 7, 64, 1000] {
+                for capacity in [1, 4, 16, 1 << 16] {
+                    let trickle = Trickle { bytes: input.as_bytes(), step, interrupt: false };
+                    let mut lines = Lines::with_capacity(trickle, capacity);
+                    let mut found = Vec::new();
+                    while let Some(range) = lines.next_line().unwrap() {
+                        found.push(String::from_utf8(lines.buf[range].to_vec()).unwrap());
+                    }
+                    assert_eq!(found, expected, "step {step}, capacity {capacity}");
+                    assert!(lines.next_line().unwrap().is_none(), "the end stays the end");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_read_is_an_error() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk on fire"))
+            }
+        }
+        let err = Lines::new(Broken).next_line().unwrap_err();
+        assert_eq!(err.to_string(), "disk on fire");
     }
 }

@@ -102,6 +102,32 @@ fn malformed_lines_are_answered_and_the_run_goes_on() {
 }
 
 #[test]
+fn a_line_that_is_not_utf8_is_answered_and_the_run_goes_on() {
+    let config = temp_file("utf8-policy.yaml", "guards: {}\n");
+    let mut child = bin()
+        .args(["eval", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"function_name\": \"a\"}\n\xff\xfe{}\n{\"function_name\": \"b\"}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["function_name"], "a");
+    assert_eq!(lines[1]["line"], 2);
+    assert!(lines[1]["error"].as_str().unwrap().starts_with("the line is not UTF-8"), "{}", lines[1]);
+    assert_eq!(lines[2]["function_name"], "b");
+}
+
+#[test]
 fn output_lines_carry_the_contract_fields() {
     let policy = "guards:\n  scope:\n    require_approval_functions: [send_*]\n    deny_functions: [drop_*]\n";
     let input =
