@@ -248,8 +248,10 @@ pub(crate) fn luhn(d: &[u8]) -> bool {
 /// a length that issuer uses, and a valid Luhn checksum.
 fn valid_card(v: &str) -> bool {
     let d = digits(v);
-    let seps: std::collections::BTreeSet<char> = v.chars().filter(|c| !c.is_ascii_digit()).collect();
-    if seps.len() > 1 || !(13..=19).contains(&d.len()) {
+    // One kind of separator at most.
+    let mut seps = v.chars().filter(|c| !c.is_ascii_digit());
+    let first = seps.next();
+    if seps.any(|c| Some(c) != first) || !(13..=19).contains(&d.len()) {
         return false;
     }
     let prefix = |n: usize| d.iter().take(n).fold(0u32, |acc, x| acc * 10 + u32::from(*x));

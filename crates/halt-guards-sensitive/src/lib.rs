@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use halt_core::names::NamePatterns;
 use halt_core::{Call, Decision, FactoryError, Guard, GuardError, TypedFactory, async_trait};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use redact::{Finding, Redactor, RedactorConfig, RedactorError, ScanError};
 
@@ -137,12 +137,43 @@ impl SensitiveGuard {
     }
 }
 
-fn summarise(findings: &[Finding]) -> String {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for f in findings {
-        *counts.entry(f.pattern.as_str()).or_default() += 1;
+/// How many findings each pattern has, by pattern: `credit_card (1), ssn (2)`.
+fn summarise(findings: &[Finding], more: &[Finding]) -> String {
+    let mut patterns: Vec<&str> = findings.iter().chain(more).map(|f| f.pattern.as_str()).collect();
+    patterns.sort_unstable();
+    let mut out = String::new();
+    for run in patterns.chunk_by(|a, b| a == b) {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(run[0]);
+        out.push_str(" (");
+        out.push_str(itoa::Buffer::new().format(run.len()));
+        out.push(')');
     }
-    counts.iter().map(|(p, n)| format!("{p} ({n})")).collect::<Vec<_>>().join(", ")
+    out
+}
+
+/// The details of a decision on findings (moved, not copied, into JSON).
+fn details(args: Vec<Finding>, meta: Vec<Finding>) -> Value {
+    let list = |findings: Vec<Finding>| {
+        Value::Array(
+            findings
+                .into_iter()
+                .map(|f| {
+                    let mut o = serde_json::Map::new();
+                    o.insert("pattern".to_owned(), Value::String(f.pattern));
+                    o.insert("path".to_owned(), Value::String(f.path));
+                    o.insert("preview".to_owned(), Value::String(f.preview));
+                    Value::Object(o)
+                })
+                .collect(),
+        )
+    };
+    let mut o = serde_json::Map::new();
+    o.insert("findings".to_owned(), list(args));
+    o.insert("metadata_findings".to_owned(), list(meta));
+    Value::Object(o)
 }
 
 #[async_trait]
@@ -174,7 +205,6 @@ impl Guard for SensitiveGuard {
         if in_args.is_empty() && in_meta.is_empty() {
             return Ok(Decision::allow("No sensitive data found"));
         }
-        let details = |args: &[Finding], meta: &[Finding]| json!({"findings": args, "metadata_findings": meta});
         if self.config.redact_on_modify && in_meta.is_empty() {
             let mut args = Value::Object(ctx.arguments.clone());
             if let Err(e) = self.redactor.redact_in_place(&mut args) {
@@ -183,14 +213,12 @@ impl Guard for SensitiveGuard {
             let Value::Object(args) = args else {
                 return Ok(Decision::deny("Sensitive-data check: arguments changed shape"));
             };
-            return Ok(Decision::modify(format!("Sensitive data redacted: {}", summarise(&in_args)), args)
-                .with_details(details(&in_args, &in_meta)));
+            let reason = format!("Sensitive data redacted: {}", summarise(&in_args, &[]));
+            return Ok(Decision::modify(reason, args).with_details(details(in_args, in_meta)));
         }
-        let mut all = in_args.clone();
-        all.extend(in_meta.iter().cloned());
         let where_ = if in_meta.is_empty() { "" } else { " (metadata cannot be redacted)" };
-        Ok(Decision::deny(format!("Sensitive data detected: {}{where_}", summarise(&all)))
-            .with_details(details(&in_args, &in_meta)))
+        let reason = format!("Sensitive data detected: {}{where_}", summarise(&in_args, &in_meta));
+        Ok(Decision::deny(reason).with_details(details(in_args, in_meta)))
     }
 
     /// It decides from the call alone, so it may decide ahead of the call's turn.

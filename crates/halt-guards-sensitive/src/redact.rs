@@ -299,6 +299,35 @@ fn words(key: &str) -> Vec<String> {
     out
 }
 
+/// The words of an ASCII key as [`words`] splits it, in their own case, borrowed.
+fn ascii_words(key: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = None;
+    let mut prev_lower = false;
+    for (i, c) in key.bytes().enumerate() {
+        if !c.is_ascii_alphanumeric() {
+            if let Some(s) = start.take() {
+                out.push(&key[s..i]);
+            }
+            prev_lower = false;
+            continue;
+        }
+        match start {
+            Some(s) if c.is_ascii_uppercase() && prev_lower => {
+                out.push(&key[s..i]);
+                start = Some(i);
+            }
+            Some(_) => {}
+            None => start = Some(i),
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+    }
+    if let Some(s) = start {
+        out.push(&key[s..]);
+    }
+    out
+}
+
 /// Tells whether an ASCII key may end with one of up to 64 ASCII words, ignoring case: a
 /// field matches only a key whose last word is the field's last word, so the key, without its
 /// trailing separators, must end with it. Words are looked up by their last byte.
@@ -378,10 +407,16 @@ fn push_index(path: &mut String, i: usize) {
 
 /// At most the last four characters, the rest masked (and never more than a third shown).
 fn preview(value: &str) -> String {
-    let chars: Vec<char> = value.chars().collect();
-    let show = (chars.len() / 3).min(4);
-    let mut s: String = "*".repeat(chars.len().saturating_sub(show).min(12));
-    s.extend(&chars[chars.len() - show..]);
+    let len = if value.is_ascii() { value.len() } else { value.chars().count() };
+    let show = (len / 3).min(4);
+    let tail = match show.checked_sub(1) {
+        None => "",
+        Some(last) => value.char_indices().nth_back(last).map_or(value, |(at, _)| &value[at..]),
+    };
+    let stars = len.saturating_sub(show).min(12);
+    let mut s = String::with_capacity(stars + tail.len());
+    s.extend(std::iter::repeat_n('*', stars));
+    s.push_str(tail);
     s
 }
 
@@ -517,8 +552,17 @@ impl Redactor {
         {
             return None;
         }
+        let ends_with = |w: &[&str], f: &Field, same: fn(&str, &str) -> bool| {
+            w.len() >= f.words.len() && w[w.len() - f.words.len()..].iter().zip(&f.words).all(|(a, b)| same(a, b))
+        };
+        if key.is_ascii() {
+            // Field words are lower case: compare without making lower-case copies.
+            let w = ascii_words(key);
+            return self.fields.iter().find(|f| ends_with(&w, f, |a, b| a.eq_ignore_ascii_case(b)));
+        }
         let w = words(key);
-        self.fields.iter().find(|f| w.len() >= f.words.len() && w[w.len() - f.words.len()..] == f.words[..])
+        let w: Vec<&str> = w.iter().map(String::as_str).collect();
+        self.fields.iter().find(|f| ends_with(&w, f, |a, b| a == b))
     }
 
     /// Which texts of `object` (numbered in walk order) may hold a match: one pass of every
@@ -841,6 +885,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ascii_keys_split_as_any_key() {
+        for key in [
+            "api_key",
+            "apiKey",
+            "X-Api-Key",
+            "HTTPServer",
+            "a1B2c",
+            "__x__",
+            "",
+            "ABC",
+            "userPassword2Hash",
+            "a b.c-d",
+        ] {
+            let fast: Vec<String> = ascii_words(key).iter().map(|w| w.to_ascii_lowercase()).collect();
+            assert_eq!(fast, words(key), "{key}");
+        }
+    }
+
+    #[test]
     fn words_split_every_case_style() {
         assert_eq!(words("api_key"), ["api", "key"]);
         assert_eq!(words("apiKey"), ["api", "key"]);
@@ -862,5 +925,15 @@ mod tests {
         assert_eq!(preview("123-45-6789"), "********789");
         assert_eq!(preview("4111111111111111"), "************1111");
         assert_eq!(preview("ab"), "**");
+        assert_eq!(preview(""), "");
+        assert_eq!(preview("\u{e9}t\u{e9}-\u{e9}t\u{e9}"), "*****t\u{e9}");
+        // Characters, not bytes: as many stars as characters hidden, up to twelve.
+        for text in ["x", "abc", "\u{1f600}\u{1f600}\u{1f600}", "a\u{e9}b\u{e9}c\u{e9}d\u{e9}e", &"9".repeat(40)] {
+            let chars: Vec<char> = text.chars().collect();
+            let show = (chars.len() / 3).min(4);
+            let mut expected = "*".repeat(chars.len().saturating_sub(show).min(12));
+            expected.extend(&chars[chars.len() - show..]);
+            assert_eq!(preview(text), expected, "{text}");
+        }
     }
 }

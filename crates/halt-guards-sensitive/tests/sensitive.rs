@@ -50,6 +50,25 @@ fn findings_never_carry_the_value() {
 }
 
 #[test]
+fn reasons_count_findings_by_pattern_and_details_list_each() {
+    let args = json!({"a": "SSN 123-45-6789", "b": ["123-45-6789", "card 4111 1111 1111 1111"]});
+    let call = |meta: Value| CallContext::new("f").with_arguments(args.clone()).unwrap().with_metadata(meta).unwrap();
+    let o = engine(json!({})).evaluate_blocking(call(json!({"note": "SSN 123-45-6789"})));
+    let d = o.final_decision().unwrap();
+    assert_eq!(d.reason(), "Sensitive data detected: credit_card (1), ssn (3) (metadata cannot be redacted)");
+    assert_eq!(d.details()["findings"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        d.details()["metadata_findings"],
+        json!([{"pattern": "ssn", "path": "$.note", "preview": "********789"}])
+    );
+    let o = engine(json!({"redact_on_modify": true})).evaluate_blocking(call(json!({})));
+    let d = o.final_decision().unwrap();
+    assert_eq!(d.reason(), "Sensitive data redacted: credit_card (1), ssn (2)");
+    assert_eq!(d.details()["findings"][1], json!({"pattern": "ssn", "path": "$.b[0]", "preview": "********789"}));
+    assert_eq!(d.details()["metadata_findings"], json!([]));
+}
+
+#[test]
 fn numbers_are_scanned_as_their_text() {
     let e = engine(json!({"redact_on_modify": true}));
     let o = run(&e, "pay", json!({"card": 4_111_111_111_111_111u64, "amount": 12}));
