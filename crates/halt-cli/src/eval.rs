@@ -9,7 +9,7 @@ use std::sync::Arc;
 use halt_config::PolicyLoader;
 use halt_core::{
     ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, CallContext, Clock, Decision, DecisionKind,
-    Engine, Outcome, Prepared, ReplayClock, SystemClock, Timestamp, async_trait,
+    Engine, Outcome, Prepared, ReplayClock, SpentCall, SystemClock, Timestamp, async_trait,
 };
 use serde::Serialize;
 
@@ -210,7 +210,7 @@ enum Parsed {
 /// thread that evaluates in turn (every other stage has time to spare).
 #[allow(clippy::large_enum_variant, reason = "invalid lines are rare; boxing outcomes costs an allocation a line")]
 enum Answer {
-    Outcome(Outcome, Option<CallContext>),
+    Outcome(Outcome, Option<SpentCall>),
     Invalid { line: u64, error: String },
 }
 

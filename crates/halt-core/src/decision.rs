@@ -374,6 +374,12 @@ impl Outcome {
         if self.enforced { self.modified_arguments.as_ref() } else { None }
     }
 
+    /// Names the call (the engine names it last, moving the names out of a call it is done with).
+    pub(crate) fn set_call(&mut self, call_id: String, function_name: String) {
+        self.call_id = call_id;
+        self.function_name = function_name;
+    }
+
     /// Marks the outcome as computed but not enforced (monitor mode).
     pub(crate) fn set_enforced(&mut self, enforced: bool) {
         self.enforced = enforced;

@@ -678,10 +678,10 @@ impl Engine {
         self.evaluate_prepared_returning_call(prepared).await.0
     }
 
-    /// As [`Engine::evaluate_prepared`], and hands the call back unless a post-hook's event or
-    /// a subscriber kept it, so that the caller chooses where it is dropped: a pipeline that
-    /// prepares calls on one thread and evaluates them on another (as `agenthalt eval` does)
-    /// gives it to a third, and the thread that evaluates in turn does only that.
+    /// As [`Engine::evaluate_prepared`], and hands what is left of the call back (unless a
+    /// subscriber's event kept it), so that the caller chooses where it is dropped: a pipeline
+    /// that prepares calls on one thread and evaluates them on another (as `agenthalt eval`
+    /// does) gives it to a third, and the thread that evaluates in turn does only that.
     ///
     /// ```
     /// use halt_core::{CallContext, Engine};
@@ -691,9 +691,10 @@ impl Engine {
     /// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     /// let (outcome, call) = runtime.block_on(engine.evaluate_prepared_returning_call(prepared));
     /// assert!(outcome.is_allowed());
-    /// assert_eq!(call.unwrap().function_name, "search");
+    /// assert_eq!(outcome.function_name(), "search");
+    /// drop(call);
     /// ```
-    pub async fn evaluate_prepared_returning_call(&self, prepared: Prepared) -> (Outcome, Option<CallContext>) {
+    pub async fn evaluate_prepared_returning_call(&self, prepared: Prepared) -> (Outcome, Option<SpentCall>) {
         let Prepared { ctx, snapshot: then, version, stage } = prepared;
         // Nothing changed since (the usual case) is told without the lock.
         let (snapshot, unchanged) = if self.inner.version.load(Ordering::Acquire) == version {
@@ -766,7 +767,7 @@ impl Engine {
         mut ctx: CallContext,
         snapshot: &Snapshot,
         checked: Option<Result<Checked, String>>,
-    ) -> (Outcome, Option<CallContext>) {
+    ) -> (Outcome, Option<SpentCall>) {
         let clock = &self.inner.clock;
         clock.observe(ctx.caller_time());
         let now = clock.now();
@@ -812,7 +813,8 @@ impl Engine {
         }
         let decisions = join::run_guards(slots, self.inner.guard_timeout).await;
         let effects = call.into_effects();
-        let mut outcome = Outcome::new(ctx.call_id.clone(), ctx.function_name.clone(), decisions, &ctx.arguments);
+        // Named in `finish_outcome`.
+        let mut outcome = Outcome::new(String::new(), String::new(), decisions, &ctx.arguments);
         let monitor = self.mode() == Mode::Monitor;
         if monitor {
             outcome.set_enforced(false);
@@ -885,7 +887,7 @@ impl Engine {
         let mut decisions = outcome.decisions().to_vec();
         decisions.push(engine_deny(&format!("fail-safe: the call's effects could not be recorded: {e}")));
         let enforced = outcome.enforced();
-        *outcome = Outcome::new(ctx.call_id.clone(), ctx.function_name.clone(), decisions, &ctx.arguments);
+        *outcome = Outcome::new(String::new(), String::new(), decisions, &ctx.arguments);
         outcome.set_enforced(enforced);
     }
 
@@ -1030,29 +1032,51 @@ impl Engine {
         })
     }
 
-    fn finish(&self, ctx: CallContext, decision: Decision, hooks: &Snapshot) -> (Outcome, Option<CallContext>) {
-        let mut outcome = Outcome::new(ctx.call_id.clone(), ctx.function_name.clone(), vec![decision], &ctx.arguments);
+    fn finish(&self, ctx: CallContext, decision: Decision, hooks: &Snapshot) -> (Outcome, Option<SpentCall>) {
+        let mut outcome = Outcome::new(String::new(), String::new(), vec![decision], &ctx.arguments);
         if self.mode() == Mode::Monitor {
             outcome.set_enforced(false);
         }
         self.finish_outcome(ctx, outcome, hooks)
     }
 
-    /// Runs the post-hooks and tells subscribers; the call comes back unless an event kept it.
-    fn finish_outcome(&self, ctx: CallContext, outcome: Outcome, hooks: &Snapshot) -> (Outcome, Option<CallContext>) {
+    /// Names the outcome, runs the post-hooks and tells subscribers; what is left of the call
+    /// comes back unless an event kept it. With neither hooks nor subscribers, the call's names
+    /// move into the outcome instead of being copied.
+    fn finish_outcome(
+        &self,
+        mut ctx: CallContext,
+        mut outcome: Outcome,
+        hooks: &Snapshot,
+    ) -> (Outcome, Option<SpentCall>) {
+        let watched = self.watched();
+        if hooks.post.is_empty() && !watched {
+            outcome.set_call(std::mem::take(&mut ctx.call_id), std::mem::take(&mut ctx.function_name));
+            return (outcome, Some(SpentCall { _call: ctx }));
+        }
+        outcome.set_call(ctx.call_id.clone(), ctx.function_name.clone());
         for hook in &hooks.post {
             // A post-hook only observes; its panic must not change the outcome.
             let _ = catch_unwind(AssertUnwindSafe(|| hook(&ctx, &outcome)));
         }
-        if self.watched() {
+        if watched {
             let _ = self
                 .inner
                 .events
                 .send(EngineEvent::Evaluated { context: Arc::new(ctx), outcome: Arc::new(outcome.clone()) });
             return (outcome, None);
         }
-        (outcome, Some(ctx))
+        (outcome, Some(SpentCall { _call: ctx }))
     }
+}
+
+/// What is left of a call once it was evaluated, handed back by
+/// [`Engine::evaluate_prepared_returning_call`] to be dropped where the caller chooses (its
+/// names may have moved into the outcome).
+#[derive(Debug)]
+pub struct SpentCall {
+    /// Held only to be dropped.
+    _call: CallContext,
 }
 
 /// Why effects could not be committed or held.

@@ -66,7 +66,7 @@ pub use context::{CallContext, ContextError, JsonObject, ParseCallError};
 pub use decision::{Decision, DecisionKind, Outcome};
 pub use engine::{
     Engine, EngineBuilder, EngineError, EngineEvent, GuardInfo, HookError, Mode, Prepared, ResolveError, SettleError,
-    Settlement,
+    Settlement, SpentCall,
 };
 pub use factory::{BuildError, FactoryError, GuardFactory, GuardRegistry, TypedFactory};
 pub use guard::{Call, Effect, Guard, GuardError};

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use halt_core::{
     ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, CallContext, Clock, Decision, DecisionKind,
-    Engine, EngineError, EngineEvent, HookError, ManualClock, MemoryStore, Mode, Money, ReplayClock, ResolveError,
-    SettleError, Timestamp, async_trait,
+    Engine, EngineError, EngineEvent, HookError, ManualClock, MemoryStore, Mode, Money, Outcome, ReplayClock,
+    ResolveError, SettleError, Timestamp, async_trait,
 };
 use halt_testing::guards::{
     FailingGuard, Failure, ReservingGuard, SettingGuard, StaticGuard, count_allowed_concurrently,
@@ -525,30 +525,38 @@ async fn a_zero_settle_window_keeps_no_receipts() {
 }
 
 #[tokio::test]
-async fn a_prepared_call_comes_back_unless_an_event_kept_it() {
+async fn a_prepared_call_comes_back_unless_an_event_kept_it_and_its_outcome_is_named() {
     let engine = Engine::builder().guard(StaticGuard::new("a", Decision::allow("ok"))).build().unwrap();
+    let named = |o: &Outcome, id: &str| o.call_id() == id && o.function_name() == "f";
+    // Neither hooks nor subscribers: the names move into the outcome.
+    let (outcome, back) = engine.evaluate_prepared_returning_call(engine.prepare(call("f").with_call_id("c0"))).await;
+    assert!(outcome.is_allowed() && back.is_some() && named(&outcome, "c0"));
+    // A post-hook only looks at the call, with its names, and at the outcome, named: the call
+    // still comes back.
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&seen);
-    // A post-hook only looks at the call: it still comes back.
-    engine.add_post_hook(move |_, _| {
+    engine.add_post_hook(move |ctx, outcome| {
+        assert!(ctx.call_id == "c1" && ctx.function_name == "f" && outcome.call_id() == "c1");
         counter.fetch_add(1, Ordering::SeqCst);
     });
     let (outcome, back) = engine.evaluate_prepared_returning_call(engine.prepare(call("f").with_call_id("c1"))).await;
-    assert!(outcome.is_allowed());
-    assert_eq!(back.map(|c| c.call_id), Some("c1".to_owned()));
+    assert!(outcome.is_allowed() && back.is_some() && named(&outcome, "c1"));
     assert_eq!(seen.load(Ordering::SeqCst), 1);
     // A subscriber gets it in its event instead.
     let mut rx = engine.subscribe();
     let (outcome, back) = engine.evaluate_prepared_returning_call(engine.prepare(call("f").with_call_id("c2"))).await;
-    assert!(outcome.is_allowed() && back.is_none());
+    assert!(outcome.is_allowed() && back.is_none() && named(&outcome, "c2"));
     match rx.recv().await.unwrap() {
-        EngineEvent::Evaluated { context, .. } => assert_eq!(context.call_id, "c2"),
+        EngineEvent::Evaluated { context, outcome } => {
+            assert_eq!(context.call_id, "c2");
+            assert!(named(&outcome, "c2"));
+        }
         other => panic!("unexpected {other:?}"),
     }
     // Refused by a pre-hook, the call comes back too.
     drop(rx);
     engine.add_pre_hook(|_| Err(HookError("no".into())));
     let (outcome, back) = engine.evaluate_prepared_returning_call(engine.prepare(call("f").with_call_id("c3"))).await;
-    assert!(outcome.is_denied());
-    assert_eq!(back.map(|c| c.call_id), Some("c3".to_owned()));
+    assert!(outcome.is_denied() && back.is_some());
+    assert_eq!(outcome.call_id(), "c3");
 }
