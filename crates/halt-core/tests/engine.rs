@@ -424,6 +424,8 @@ async fn invalid_calls_are_denied_with_a_clear_reason() {
         (call("delete\nfile"), "control character U+000A"),
         (call("f").with_agent("a\u{1b}"), "agent_id"),
         (call("f").with_session("s\u{0}"), "session_id"),
+        (call("f").with_session("s\u{7f}"), "session_id: name contains the control character U+007F"),
+        (call("f").with_agent("\u{e9}\u{85}"), "agent_id: name contains the control character U+0085"),
     ] {
         let o = engine.evaluate(ctx).await;
         assert!(o.is_denied());
