@@ -156,20 +156,7 @@ fn summarise(findings: &[Finding], more: &[Finding]) -> String {
 
 /// The details of a decision on findings (moved, not copied, into JSON).
 fn details(args: Vec<Finding>, meta: Vec<Finding>) -> Value {
-    let list = |findings: Vec<Finding>| {
-        Value::Array(
-            findings
-                .into_iter()
-                .map(|f| {
-                    let mut o = serde_json::Map::new();
-                    o.insert("pattern".to_owned(), Value::String(f.pattern));
-                    o.insert("path".to_owned(), Value::String(f.path));
-                    o.insert("preview".to_owned(), Value::String(f.preview));
-                    Value::Object(o)
-                })
-                .collect(),
-        )
-    };
+    let list = |findings: Vec<Finding>| Value::Array(findings.into_iter().map(Finding::into_json).collect());
     let mut o = serde_json::Map::new();
     o.insert("findings".to_owned(), list(args));
     o.insert("metadata_findings".to_owned(), list(meta));
