@@ -181,6 +181,31 @@ impl Prepared {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// An evaluation's outcome alone: what is left of the call is dropped with it. (Awaiting the
+    /// evaluation in an `async` block instead would hold it twice, and it is large.)
+    struct OutcomeOf<F> {
+        #[pin]
+        decided: F,
+    }
+}
+
+impl<F: Future<Output = (Outcome, Option<SpentCall>)>> Future for OutcomeOf<F> {
+    type Output = Outcome;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outcome> {
+        self.project().decided.poll(cx).map(|(outcome, _)| outcome)
+    }
+}
+
+/// Where an evaluation starts from.
+enum Start {
+    /// Nothing done yet (`Engine::evaluate`).
+    Fresh,
+    /// Prepared ahead against `snapshot`, when the engine was at `version`.
+    Prepared { snapshot: Arc<Snapshot>, version: u64, stage: Stage },
+}
+
 /// How far preparing a call went.
 #[derive(Debug)]
 enum Stage {
@@ -625,12 +650,8 @@ impl Engine {
     ///
     /// Never fails: an invalid call, a failing hook, guard or store each give a DENY whose
     /// reason says what went wrong.
-    pub async fn evaluate(&self, mut ctx: CallContext) -> Outcome {
-        let snapshot = self.snapshot();
-        if let Err(reason) = run_pre_hooks(&snapshot.pre, &mut ctx) {
-            return self.finish(ctx, engine_deny(&reason), &snapshot).0;
-        }
-        self.decide(ctx, &snapshot, None).await.0
+    pub fn evaluate(&self, ctx: CallContext) -> impl Future<Output = Outcome> + Send + '_ {
+        OutcomeOf { decided: self.decide(ctx, Start::Fresh) }
     }
 
     /// Does the part of an evaluation that does not depend on the call's turn: runs the
@@ -674,8 +695,8 @@ impl Engine {
 
     /// Evaluates a call [`Engine::prepare`] made ready: as [`Engine::evaluate`], with the pure
     /// guards' decisions already made.
-    pub async fn evaluate_prepared(&self, prepared: Prepared) -> Outcome {
-        self.evaluate_prepared_returning_call(prepared).await.0
+    pub fn evaluate_prepared(&self, prepared: Prepared) -> impl Future<Output = Outcome> + Send + '_ {
+        OutcomeOf { decided: self.evaluate_prepared_returning_call(prepared) }
     }
 
     /// As [`Engine::evaluate_prepared`], and hands what is left of the call back (unless a
@@ -694,27 +715,12 @@ impl Engine {
     /// assert_eq!(outcome.function_name(), "search");
     /// drop(call);
     /// ```
-    pub async fn evaluate_prepared_returning_call(&self, prepared: Prepared) -> (Outcome, Option<SpentCall>) {
-        let Prepared { ctx, snapshot: then, version, stage } = prepared;
-        // Nothing changed since (the usual case) is told without the lock.
-        let (snapshot, unchanged) = if self.inner.version.load(Ordering::Acquire) == version {
-            (then, true)
-        } else {
-            let now = self.snapshot();
-            let unchanged = Arc::ptr_eq(&now, &then);
-            (now, unchanged)
-        };
-        match stage {
-            Stage::Refused(reason) => self.finish(ctx, engine_deny(&reason), &snapshot),
-            Stage::Invalid(reason) => self.decide(ctx, &snapshot, Some(Err(reason))).await,
-            Stage::Checked(mut checked) => {
-                // Guards or hooks changed since: every guard decides in turn.
-                if !unchanged {
-                    checked.early.clear();
-                }
-                self.decide(ctx, &snapshot, Some(Ok(checked))).await
-            }
-        }
+    pub fn evaluate_prepared_returning_call(
+        &self,
+        prepared: Prepared,
+    ) -> impl Future<Output = (Outcome, Option<SpentCall>)> + Send + '_ {
+        let Prepared { ctx, snapshot, version, stage } = prepared;
+        self.decide(ctx, Start::Prepared { snapshot, version, stage })
     }
 
     /// What each guard can tell ahead of the call's turn, by its place in `snapshot`: whether
@@ -760,80 +766,119 @@ impl Engine {
         Vec::new()
     }
 
-    /// Decides a call whose pre-hooks ran: checks it (unless `checked` says how that went, with
-    /// the decisions made ahead), runs the guards, settles the effects.
-    async fn decide(
+    /// Decides a call: runs its pre-hooks and checks it unless it was prepared, runs the guards,
+    /// settles the effects. One future per call, made without running anything, and built as
+    /// a plain function returning an `async move` block so that the call is held once in it (an
+    /// `async fn` would hold its arguments twice, and this future is moved on every call).
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold its arguments twice in a future moved on every call"
+    )]
+    fn decide(
         &self,
         mut ctx: CallContext,
-        snapshot: &Snapshot,
-        checked: Option<Result<Checked, String>>,
-    ) -> (Outcome, Option<SpentCall>) {
-        let clock = &self.inner.clock;
-        clock.observe(ctx.caller_time());
-        let now = clock.now();
-        ctx.timestamp = Some(now.as_secs_f64());
-        let checked = match checked {
-            Some(checked) => checked.map(|Checked { function, early }| {
-                (
-                    function.map_or(std::borrow::Cow::Borrowed(ctx.function_name.as_str()), std::borrow::Cow::Owned),
-                    early,
-                )
-            }),
-            None => check_call(&ctx).map(|f| (f, Vec::new())),
-        };
-        let (function, mut early) = match checked {
-            Ok(checked) => checked,
-            Err(reason) => return self.finish(ctx, engine_deny(&format!("invalid call: {reason}")), snapshot),
-        };
-        let hold_until = now.saturating_add(self.inner.approval_timeout);
-        let call = Call::new(&ctx, &function, now, &*self.inner.store, hold_until);
-        let mut slots = Vec::with_capacity(snapshot.guards.len());
-        for (i, g) in snapshot.guards.iter().enumerate().filter(|(_, g)| g.enabled.load(Ordering::Relaxed)) {
-            let name = Arc::clone(&g.name);
-            match early.get_mut(i).map(std::mem::take) {
-                Some(Early::Decided(d)) => {
-                    slots.push(Slot::done(name, d));
-                    continue;
+        start: Start,
+    ) -> impl Future<Output = (Outcome, Option<SpentCall>)> + Send + '_ {
+        async move {
+            let (snapshot, checked) = match start {
+                Start::Fresh => {
+                    let snapshot = self.snapshot();
+                    if let Err(reason) = run_pre_hooks(&snapshot.pre, &mut ctx) {
+                        return self.finish(ctx, engine_deny(&reason), &snapshot);
+                    }
+                    (snapshot, None)
                 }
-                Some(Early::Skipped) => continue,
-                Some(Early::Applies) => {
-                    slots.push(Slot::running(name, g.guard.evaluate(&call)));
-                    continue;
+                Start::Prepared { snapshot: then, version, stage } => {
+                    // Nothing changed since (the usual case) is told without the lock.
+                    let (snapshot, unchanged) = if self.inner.version.load(Ordering::Acquire) == version {
+                        (then, true)
+                    } else {
+                        let now = self.snapshot();
+                        let unchanged = Arc::ptr_eq(&now, &then);
+                        (now, unchanged)
+                    };
+                    match stage {
+                        Stage::Refused(reason) => return self.finish(ctx, engine_deny(&reason), &snapshot),
+                        Stage::Invalid(reason) => (snapshot, Some(Err(reason))),
+                        Stage::Checked(mut checked) => {
+                            // Guards or hooks changed since: every guard decides in turn.
+                            if !unchanged {
+                                checked.early.clear();
+                            }
+                            (snapshot, Some(Ok(checked)))
+                        }
+                    }
                 }
-                Some(Early::InTurn) | None => {}
-            }
-            match catch_unwind(AssertUnwindSafe(|| g.guard.applies(&call))) {
-                Ok(false) => {}
-                Ok(true) => slots.push(Slot::running(name, g.guard.evaluate(&call))),
-                Err(p) => {
-                    let error = GuardError::Other(format!("`applies` panicked: {}", panic_message(p.as_ref())));
-                    slots.push(Slot::failed(name, error));
+            };
+            let snapshot = &*snapshot;
+            let clock = &self.inner.clock;
+            clock.observe(ctx.caller_time());
+            let now = clock.now();
+            ctx.timestamp = Some(now.as_secs_f64());
+            let checked = match checked {
+                Some(checked) => checked.map(|Checked { function, early }| {
+                    (
+                        function
+                            .map_or(std::borrow::Cow::Borrowed(ctx.function_name.as_str()), std::borrow::Cow::Owned),
+                        early,
+                    )
+                }),
+                None => check_call(&ctx).map(|f| (f, Vec::new())),
+            };
+            let (function, mut early) = match checked {
+                Ok(checked) => checked,
+                Err(reason) => return self.finish(ctx, engine_deny(&format!("invalid call: {reason}")), snapshot),
+            };
+            let hold_until = now.saturating_add(self.inner.approval_timeout);
+            let call = Call::new(&ctx, &function, now, &*self.inner.store, hold_until);
+            let mut slots = Vec::with_capacity(snapshot.guards.len());
+            for (i, g) in snapshot.guards.iter().enumerate().filter(|(_, g)| g.enabled.load(Ordering::Relaxed)) {
+                let name = Arc::clone(&g.name);
+                match early.get_mut(i).map(std::mem::take) {
+                    Some(Early::Decided(d)) => {
+                        slots.push(Slot::done(name, d));
+                        continue;
+                    }
+                    Some(Early::Skipped) => continue,
+                    Some(Early::Applies) => {
+                        slots.push(Slot::running(name, g.guard.evaluate(&call)));
+                        continue;
+                    }
+                    Some(Early::InTurn) | None => {}
+                }
+                match catch_unwind(AssertUnwindSafe(|| g.guard.applies(&call))) {
+                    Ok(false) => {}
+                    Ok(true) => slots.push(Slot::running(name, g.guard.evaluate(&call))),
+                    Err(p) => {
+                        let error = GuardError::Other(format!("`applies` panicked: {}", panic_message(p.as_ref())));
+                        slots.push(Slot::failed(name, error));
+                    }
                 }
             }
-        }
-        let decisions = join::run_guards(slots, self.inner.guard_timeout).await;
-        let effects = call.into_effects();
-        // Named in `finish_outcome`.
-        let mut outcome = Outcome::new(String::new(), String::new(), decisions, &ctx.arguments);
-        let monitor = self.mode() == Mode::Monitor;
-        if monitor {
-            outcome.set_enforced(false);
-        }
-        // A call that runs commits its effects, a denied one releases them, here; only a call
-        // that waits for a human takes the (boxed: its future is large) approval path.
-        let runs = monitor || matches!(outcome.decision(), DecisionKind::Allow | DecisionKind::Modify);
-        if runs {
-            if !effects.is_empty()
-                && let Err(e) = self.commit(&ctx.call_id, &effects, now).await
-            {
-                Box::pin(self.fail_commit(&ctx, &mut outcome, &effects, &e, now)).await;
+            let decisions = join::run_guards(slots, self.inner.guard_timeout).await;
+            let effects = call.into_effects();
+            // Named in `finish_outcome`.
+            let mut outcome = Outcome::new(String::new(), String::new(), decisions, &ctx.arguments);
+            let monitor = self.mode() == Mode::Monitor;
+            if monitor {
+                outcome.set_enforced(false);
             }
-        } else if outcome.decision() == DecisionKind::Deny {
-            self.release(&effects, now).await;
-        } else {
-            Box::pin(self.await_approval(&ctx, &mut outcome, effects, now)).await;
+            // A call that runs commits its effects, a denied one releases them, here; only a call
+            // that waits for a human takes the (boxed: its future is large) approval path.
+            let runs = monitor || matches!(outcome.decision(), DecisionKind::Allow | DecisionKind::Modify);
+            if runs {
+                if !effects.is_empty()
+                    && let Err(e) = self.commit(&ctx.call_id, &effects, now).await
+                {
+                    Box::pin(self.fail_commit(&ctx, &mut outcome, &effects, &e, now)).await;
+                }
+            } else if outcome.decision() == DecisionKind::Deny {
+                self.release(&effects, now).await;
+            } else {
+                Box::pin(self.await_approval(&ctx, &mut outcome, effects, now)).await;
+            }
+            self.finish_outcome(ctx, outcome, snapshot)
         }
-        self.finish_outcome(ctx, outcome, snapshot)
     }
 
     /// Holds the effects of a call that needs approval while a human decides (or, with no

@@ -562,3 +562,22 @@ async fn a_prepared_call_comes_back_unless_an_event_kept_it_and_its_outcome_is_n
     assert!(outcome.is_denied() && back.is_some());
     assert_eq!(outcome.call_id(), "c3");
 }
+
+#[tokio::test]
+async fn an_evaluation_runs_nothing_until_awaited_and_stays_small() {
+    let engine = Engine::builder().guard(StaticGuard::new("a", Decision::allow("ok"))).build().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&seen);
+    engine.add_pre_hook(move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    });
+    let evaluation = engine.evaluate(call("f"));
+    let prepared = engine.evaluate_prepared(engine.prepare(call("g")));
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "only `prepare` ran the hooks");
+    // The future is moved on every call: it holds the call once (an `async fn` held it twice,
+    // 1.5 KB in all).
+    assert!(std::mem::size_of_val(&evaluation) < 1_200, "{} bytes", std::mem::size_of_val(&evaluation));
+    assert!(evaluation.await.is_allowed() && prepared.await.is_allowed());
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+}
