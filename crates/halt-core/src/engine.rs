@@ -857,7 +857,7 @@ impl Engine {
             }
             let decisions = join::run_guards(slots, self.inner.guard_timeout).await;
             let effects = call.into_effects();
-            // Named in `finish_outcome`.
+            // Named in `finish_outcome` (or before it is shown to a human, in `await_approval`).
             let mut outcome = Outcome::new(String::new(), String::new(), decisions, &ctx.arguments);
             let monitor = self.mode() == Mode::Monitor;
             if monitor {
@@ -891,6 +891,8 @@ impl Engine {
             return;
         };
         let expires = now.saturating_add(self.inner.approval_timeout);
+        // The outcome is shown before `finish_outcome` names it: name it now.
+        outcome.set_call(ctx.call_id.clone(), ctx.function_name.clone());
         let request =
             ApprovalRequest { context: ctx.clone(), outcome: outcome.clone(), expires_at: expires.as_secs_f64() };
         let answer = with_timeout(self.inner.approval_timeout, handler.request_approval(&request)).await;

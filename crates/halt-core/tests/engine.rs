@@ -333,6 +333,9 @@ impl ApprovalHandler for Scripted {
     async fn request_approval(&self, request: &ApprovalRequest) -> Result<ApprovalResponse, ApprovalError> {
         self.asked.fetch_add(1, Ordering::SeqCst);
         assert_eq!(request.outcome.approval_reasons(), ["big purchase"]);
+        // The human sees which call it is, in the outcome as in the call.
+        assert_eq!(request.outcome.call_id(), request.context.call_id);
+        assert_eq!(request.outcome.function_name(), "buy");
         match &self.answer {
             Ok(true) => Ok(ApprovalResponse::approve("carol")),
             Ok(false) => Ok(ApprovalResponse::refuse("carol").with_reason("too much")),
