@@ -401,7 +401,7 @@ fn write_outcome(
     o: &Outcome,
     summary: &mut Summary,
     places: &mut Vec<Place>,
-    reasons: &mut Vec<Option<std::ops::Range<usize>>>,
+    reasons: &mut Vec<Option<Range<usize>>>,
 ) -> std::io::Result<()> {
     let decision = o.decision();
     let executed = o.is_allowed();
@@ -434,12 +434,17 @@ fn write_outcome(
         if !std::mem::take(&mut first) {
             out.push(b',');
         }
-        let start = out.len();
         match written {
-            Some(w) => out.extend_from_slice(summary.by_guard[tally].written[w].reason()),
-            None => json_str(out, d.reason())?,
+            Some(w) => {
+                out.extend_from_slice(summary.by_guard[tally].written[w].reason());
+                reasons.push(None);
+            }
+            None => {
+                let start = out.len();
+                json_str(out, d.reason())?;
+                reasons.push(Some(start..out.len()));
+            }
         }
-        reasons.push(Some(start..out.len()));
     }
     out.extend_from_slice(b"],\"guards\":[");
     for (i, (d, &(tally, written))) in o.decisions().iter().zip(places.iter()).enumerate() {
