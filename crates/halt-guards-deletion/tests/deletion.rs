@@ -49,6 +49,10 @@ fn applies_to_deletion_words_only() {
         "truncate_log",
         "erase",
         "wipe_disk",
+        // Evasions: full-width, zero-width and soft-hyphen characters in the name.
+        "ｄｅｌｅｔｅ_ｆｉｌｅ",
+        "del\u{200b}ete_file",
+        "re\u{00AD}move_user",
     ] {
         assert_eq!(decide(&e, f, json!({"resource_id": "x"})).0, DecisionKind::Deny, "{f}");
     }
