@@ -142,7 +142,8 @@ impl Guard for ScopeGuard {
             return Ok(Decision::deny(format!("Read-only mode: '{shown}' is not a read operation"))
                 .with_details(json!({"rule": "read_only_mode"})));
         }
-        let agent = call.context().agent_id.as_deref().map(normalize);
+        let per_agent = !self.deny_by_agent.is_empty() || !self.allow_by_agent.is_empty();
+        let agent = per_agent.then(|| call.context().agent_id.as_deref().map(normalize)).flatten();
         if let Some(agent) = agent.as_deref() {
             if let Some(p) = self.deny_by_agent.get(agent).and_then(|d| d.first_match_normalized(f)) {
                 return Ok(Decision::deny(format!("Agent '{agent}' may not call '{shown}' (matches '{p}')"))
