@@ -138,16 +138,29 @@ struct Node {
     fields: bool,
 }
 
-/// The texts of an object joined by newlines, where each starts, and the bytes of its keys
+/// The texts of an object joined by newlines (but for those too short to hold a match alone),
+/// where each starts (a short one where the next starts), and the bytes of its keys and texts
 /// (and, between scans, the other buffers of a [`Prescan`]).
 #[derive(Default)]
 struct Joined {
     text: String,
     starts: Vec<usize>,
     numbers: NumberText,
-    key_bytes: usize,
+    bytes: usize,
     suspects: Vec<bool>,
     nodes: Vec<Node>,
+}
+
+impl Joined {
+    /// Adds a text: counts it, and joins it when it is long enough to hold a match alone.
+    fn push(&mut self, s: &str, shortest_match: usize) {
+        self.starts.push(self.text.len());
+        self.bytes += s.len();
+        if s.len() >= shortest_match {
+            self.text.push_str(s);
+            self.text.push('\n');
+        }
+    }
 }
 
 /// The pre-pass: joins the texts, checks the limits and the field names, records the containers.
@@ -161,15 +174,14 @@ struct Gather<'a> {
 impl Gather<'_> {
     /// Within the limits so far?
     fn within(&self) -> bool {
-        let text = self.out.text.len().saturating_sub(self.out.starts.len());
-        text + self.out.key_bytes <= self.redactor.max_bytes
+        self.out.bytes <= self.redactor.max_bytes
     }
 
     /// An object's entries, `depth` levels below the root; whether a sensitive field is among
     /// them is recorded. False when a limit is passed.
     fn entries(&mut self, map: &Map<String, Value>, depth: usize) -> bool {
         map.iter().all(|(k, v)| {
-            self.out.key_bytes += k.len();
+            self.out.bytes += k.len();
             if matches!(v, Value::String(s) if !s.is_empty()) && self.redactor.field(k).is_some() {
                 self.fields = true;
             }
@@ -182,15 +194,11 @@ impl Gather<'_> {
             return false;
         }
         match v {
-            Value::String(s) => {
-                self.out.starts.push(self.out.text.len());
-                self.out.text.push_str(s);
-                self.out.text.push('\n');
-            }
+            Value::String(s) => self.out.push(s, self.redactor.shortest_match),
             Value::Number(n) => {
-                self.out.starts.push(self.out.text.len());
-                self.out.text.push_str(number_text(n, &mut self.out.numbers));
-                self.out.text.push('\n');
+                let mut numbers = std::mem::take(&mut self.out.numbers);
+                self.out.push(number_text(n, &mut numbers), self.redactor.shortest_match);
+                self.out.numbers = numbers;
             }
             Value::Array(_) | Value::Object(_) => {
                 let (node, texts) = (self.nodes.len(), self.out.starts.len());
@@ -275,6 +283,8 @@ pub struct Redactor {
     /// Whether a pattern can tell the start or end of the whole text (`^`, `$`, `\A`, `\z`
     /// outside multi-line mode): then texts are never joined for the pre-pass.
     anchored: bool,
+    /// The fewest bytes any pattern matches: the pre-pass leaves shorter texts out.
+    shortest_match: usize,
     max_depth: usize,
     max_bytes: usize,
 }
@@ -477,6 +487,9 @@ impl Redactor {
             .map_err(|e| err("custom_patterns", e.to_string()))?;
         let alternatives: Vec<String> = patterns.iter().map(|p| format!("(?:{})", p.regex.as_str())).collect();
         let any = if alternatives.is_empty() { "[^\\s\\S]".to_owned() } else { alternatives.join("|") };
+        // A text shorter than every match cannot hold one alone (no match: nothing is short).
+        let shortest_match =
+            regex_syntax::parse(&any).map_or(0, |hir| hir.properties().minimum_len().unwrap_or(usize::MAX));
         let any =
             RegexBuilder::new(&any).size_limit(1 << 24).build().map_err(|e| err("custom_patterns", e.to_string()))?;
         let mut fields = Vec::new();
@@ -499,6 +512,7 @@ impl Redactor {
             fields,
             field_words,
             anchored,
+            shortest_match,
             max_depth: config.max_depth,
             max_bytes: config.max_bytes,
         })
@@ -596,7 +610,7 @@ impl Redactor {
     }
 
     fn prescan_with(&self, object: &Map<String, Value>, joined: &mut Joined) -> Option<Prescan> {
-        joined.key_bytes = 0;
+        joined.bytes = 0;
         let nodes = std::mem::take(&mut joined.nodes);
         let mut gather = Gather { redactor: self, out: joined, nodes, fields: false };
         // The same limits as the walk counts: keys and texts, below the depth limit.
