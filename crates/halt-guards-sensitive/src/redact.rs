@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::Serialize;
@@ -96,10 +97,24 @@ pub struct RedactorConfig {
 
 struct Compiled {
     name: String,
-    regex: Regex,
+    source: String,
+    /// Compiled when first needed: the set tells which patterns match a text, and most
+    /// patterns of a policy never match at all.
+    regex: OnceLock<Option<Regex>>,
     group: usize,
     check: fn(&str) -> bool,
 }
+
+impl Compiled {
+    /// The pattern alone; `None` only if it failed to compile, which it cannot once the set
+    /// holding it compiled within the same size limit (its callers then fail closed).
+    fn regex(&self) -> Option<&Regex> {
+        self.regex.get_or_init(|| RegexBuilder::new(&self.source).size_limit(SIZE_LIMIT).build().ok()).as_ref()
+    }
+}
+
+/// The most memory a compiled pattern, set or alternation may take.
+const SIZE_LIMIT: usize = 1 << 24;
 
 /// What the pre-pass over an object learned, in walk order: which texts may hold a match, each
 /// array or object below the root (how many texts and containers it holds, whether a sensitive
@@ -478,20 +493,23 @@ impl Redactor {
                 Some(d) => (d.pattern.to_owned(), d.group, d.check),
                 None => (config.custom_patterns.get(&name).cloned().unwrap_or_default(), 0, |_| true),
             };
-            let regex = Regex::new(&source).map_err(|e| err(&format!("custom_patterns.{name}"), e.to_string()))?;
-            patterns.push(Compiled { name, regex, group, check });
+            // Checked now, compiled when first needed.
+            regex_syntax::parse(&source).map_err(|e| err(&format!("custom_patterns.{name}"), e.to_string()))?;
+            patterns.push(Compiled { name, source, regex: OnceLock::new(), group, check });
         }
-        let set = RegexSetBuilder::new(patterns.iter().map(|p| p.regex.as_str()))
-            .size_limit(1 << 24)
+        let set = RegexSetBuilder::new(patterns.iter().map(|p| &p.source))
+            .size_limit(SIZE_LIMIT)
             .build()
             .map_err(|e| err("custom_patterns", e.to_string()))?;
-        let alternatives: Vec<String> = patterns.iter().map(|p| format!("(?:{})", p.regex.as_str())).collect();
+        let alternatives: Vec<String> = patterns.iter().map(|p| format!("(?:{})", p.source)).collect();
         let any = if alternatives.is_empty() { "[^\\s\\S]".to_owned() } else { alternatives.join("|") };
         // A text shorter than every match cannot hold one alone (no match: nothing is short).
         let shortest_match =
             regex_syntax::parse(&any).map_or(0, |hir| hir.properties().minimum_len().unwrap_or(usize::MAX));
-        let any =
-            RegexBuilder::new(&any).size_limit(1 << 24).build().map_err(|e| err("custom_patterns", e.to_string()))?;
+        let any = RegexBuilder::new(&any)
+            .size_limit(SIZE_LIMIT)
+            .build()
+            .map_err(|e| err("custom_patterns", e.to_string()))?;
         let mut fields = Vec::new();
         for f in &config.sensitive_fields {
             let w = words(f);
@@ -503,7 +521,7 @@ impl Redactor {
         let field_words = WordFilter::new(fields.iter().filter_map(|f| f.words.last()));
         let anchored = patterns.iter().any(|p| {
             let reviewed = detectors::find(&p.name).is_some() && JOINABLE_AT_END.contains(&p.name.as_str());
-            !reviewed && anchored(p.regex.as_str())
+            !reviewed && anchored(&p.source)
         });
         Ok(Self {
             set,
@@ -647,14 +665,19 @@ impl Redactor {
         }
         for i in &self.set.matches(text) {
             let p = &self.patterns[i];
+            let Some(regex) = p.regex() else {
+                // The set says it matches but the match cannot be located: all of it counts.
+                out.push((0, text.len(), i));
+                continue;
+            };
             if p.group == 0 {
-                for m in p.regex.find_iter(text) {
+                for m in regex.find_iter(text) {
                     if (p.check)(m.as_str()) {
                         out.push((m.start(), m.end(), i));
                     }
                 }
             } else {
-                for c in p.regex.captures_iter(text) {
+                for c in regex.captures_iter(text) {
                     if let Some(m) = c.get(p.group)
                         && (p.check)(m.as_str())
                     {
@@ -909,6 +932,30 @@ impl<'a> Walk<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_compile_when_first_needed_and_fail_closed() {
+        let config = RedactorConfig {
+            patterns: vec!["ssn".into(), "aws_key".into()],
+            max_depth: 5,
+            max_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let r = Redactor::new(&config).unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.patterns.iter().all(|p| p.regex.get().is_none()), "nothing compiled up front");
+        let found = r.scan(&serde_json::json!("SSN 123-45-6789")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(found.len(), 1);
+        let compiled: Vec<bool> = r.patterns.iter().map(|p| p.regex.get().is_some()).collect();
+        assert_eq!(compiled, [true, false], "only the pattern that matched");
+
+        // Were a pattern ever unable to compile alone, the text the set says it matches would
+        // count as a match whole.
+        let mut r = Redactor::new(&config).unwrap_or_else(|e| panic!("{e}"));
+        r.patterns[0].regex = OnceLock::from(None);
+        let (clean, found) = r.redact(&serde_json::json!("SSN 123-45-6789")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(clean, "[REDACTED:ssn]");
+        assert_eq!(found.len(), 1);
+    }
 
     #[test]
     fn ascii_keys_split_as_any_key() {
