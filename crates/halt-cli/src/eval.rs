@@ -160,6 +160,8 @@ pub(crate) fn run(args: &EvalArgs) -> ExitCode {
         .approval_handler(Standing(args.approve_all))
         // A dry run settles nothing: keep no receipts.
         .settle_window(std::time::Duration::ZERO)
+        // Its lines show no details: guards need not make them.
+        .details(false)
         .build()
         .and_then(|e| policy.apply_enabled(e));
     let engine = match engine {

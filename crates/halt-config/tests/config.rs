@@ -289,3 +289,46 @@ fn the_store_section() {
     );
     assert_eq!(err("store:\n  sled:\n    path: \"\"\n"), "p.yaml:3:5: must not be empty at store.sled.path");
 }
+
+/// Refuses every call that needs a human.
+#[derive(Debug)]
+struct Refuse;
+
+#[async_trait]
+impl halt_core::ApprovalHandler for Refuse {
+    async fn request_approval(
+        &self,
+        _: &halt_core::ApprovalRequest,
+    ) -> Result<halt_core::ApprovalResponse, halt_core::ApprovalError> {
+        Ok(halt_core::ApprovalResponse::refuse("test"))
+    }
+}
+
+#[test]
+fn an_engine_without_details_decides_the_same() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/policy.yaml")).unwrap();
+    let policy = PolicyLoader::new().load_str(&text, "policy.yaml").unwrap();
+    let engine = |details: bool| {
+        let builder = policy.engine_builder().clock(halt_core::ReplayClock::new(halt_core::Timestamp::EPOCH));
+        policy.apply_enabled(builder.approval_handler(Refuse).details(details).build().unwrap()).unwrap()
+    };
+    let (with, without) = (engine(true), engine(false));
+    let calls = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/calls.jsonl")).unwrap();
+    let mut detailed = 0;
+    for line in calls.lines() {
+        // The trace also holds lines that are not calls, for eval to answer.
+        let Ok(call) = CallContext::from_json_str(line) else { continue };
+        let (a, b) = (with.evaluate_blocking(call.clone()), without.evaluate_blocking(call));
+        assert_eq!(a.decision(), b.decision(), "{line}");
+        assert_eq!(a.decisions().len(), b.decisions().len(), "{line}");
+        for (x, y) in a.decisions().iter().zip(b.decisions()) {
+            let shown =
+                |d: &halt_core::Decision| (d.guard().to_owned(), d.kind(), d.reason().to_owned(), d.risk_score());
+            assert_eq!(shown(x), shown(y), "{line}");
+            assert!(y.details().is_null(), "{line}: {} made details nobody wanted", y.guard());
+            detailed += usize::from(!x.details().is_null());
+        }
+    }
+    // The trace exercises every guard; each that refuses or asks says why in its details.
+    assert!(detailed >= 6, "only {detailed} decisions had details");
+}

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::context::JsonObject;
+use crate::guard::Call;
 
 /// The kinds of decision, ordered from least to most restrictive:
 /// `Allow < Modify < RequireApproval < Deny`.
@@ -136,6 +137,27 @@ impl Decision {
     pub fn with_details(mut self, details: Value) -> Self {
         self.extra_mut().details = details;
         self
+    }
+
+    /// Attaches the details `make` builds, only when someone will read them
+    /// ([`Call::wants_details`]): a guard's way to spend nothing on details nobody shows.
+    ///
+    /// ```
+    /// use halt_core::{Call, CallContext, Decision, MemoryStore, Timestamp};
+    /// use serde_json::json;
+    ///
+    /// let ctx = CallContext::new("buy");
+    /// let (store, now) = (MemoryStore::new(), Timestamp::from_secs(1));
+    /// let call = Call::new(&ctx, "buy", now, &store, now);
+    /// let d = Decision::deny("too dear").with_details_for(&call, || json!({"limit": 10}));
+    /// assert_eq!(d.details(), &json!({"limit": 10}));
+    /// let call = call.with_details(false);
+    /// let d = Decision::deny("too dear").with_details_for(&call, || json!({"limit": 10}));
+    /// assert!(d.details().is_null());
+    /// ```
+    #[must_use]
+    pub fn with_details_for(self, call: &Call<'_>, make: impl FnOnce() -> Value) -> Self {
+        if call.wants_details() { self.with_details(make()) } else { self }
     }
 
     /// Says after how many seconds the same call may succeed (rate limits, cooldowns).

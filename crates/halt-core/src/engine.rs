@@ -252,6 +252,8 @@ struct Inner {
     guard_timeout: Duration,
     approval_timeout: Duration,
     settle_window: Duration,
+    /// Whether guards are asked for their decisions' details.
+    details: bool,
     monitor: AtomicBool,
     approvals: Option<Arc<dyn ApprovalHandler>>,
 }
@@ -310,6 +312,7 @@ pub struct EngineBuilder {
     guard_timeout: Duration,
     approval_timeout: Duration,
     settle_window: Duration,
+    details: bool,
     mode: Mode,
     approvals: Option<Arc<dyn ApprovalHandler>>,
     event_capacity: usize,
@@ -331,6 +334,7 @@ impl Default for EngineBuilder {
             guard_timeout: Duration::from_secs(5),
             approval_timeout: Duration::from_secs(900),
             settle_window: Duration::from_secs(3600),
+            details: true,
             mode: Mode::Enforce,
             approvals: None,
             event_capacity: 1024,
@@ -403,6 +407,16 @@ impl EngineBuilder {
     #[must_use]
     pub fn settle_window(mut self, window: Duration) -> Self {
         self.settle_window = window;
+        self
+    }
+
+    /// Whether guards attach details (figures, limits, findings) to their decisions (default
+    /// true). Turned off, guards are told nobody will read them ([`Call::wants_details`]) and
+    /// may skip making them: for a consumer that never shows them, such as `agenthalt eval`,
+    /// whose output has none. The decisions themselves are the same.
+    #[must_use]
+    pub fn details(mut self, details: bool) -> Self {
+        self.details = details;
         self
     }
 
@@ -479,6 +493,7 @@ impl EngineBuilder {
                 guard_timeout: self.guard_timeout,
                 approval_timeout: self.approval_timeout,
                 settle_window: self.settle_window,
+                details: self.details,
                 monitor: AtomicBool::new(self.mode == Mode::Monitor),
                 approvals: self.approvals,
             }),
@@ -728,7 +743,8 @@ impl Engine {
     /// panicked are left to decide in turn, as any guard).
     fn decide_ahead(&self, ctx: &CallContext, function: &str, snapshot: &Snapshot) -> Vec<Early> {
         let now = self.inner.clock.now();
-        let call = Call::new(ctx, function, now, &*self.inner.store, now.saturating_add(self.inner.approval_timeout));
+        let hold_until = now.saturating_add(self.inner.approval_timeout);
+        let call = Call::new(ctx, function, now, &*self.inner.store, hold_until).with_details(self.inner.details);
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let early = snapshot
             .guards
@@ -830,7 +846,7 @@ impl Engine {
                 Err(reason) => return self.finish(ctx, engine_deny(&format!("invalid call: {reason}")), snapshot),
             };
             let hold_until = now.saturating_add(self.inner.approval_timeout);
-            let call = Call::new(&ctx, &function, now, &*self.inner.store, hold_until);
+            let call = Call::new(&ctx, &function, now, &*self.inner.store, hold_until).with_details(self.inner.details);
             let mut slots = Vec::with_capacity(snapshot.guards.len());
             for (i, g) in snapshot.guards.iter().enumerate().filter(|(_, g)| g.enabled.load(Ordering::Relaxed)) {
                 let name = Arc::clone(&g.name);

@@ -115,6 +115,7 @@ pub struct Call<'a> {
     pub(crate) store: &'a dyn StateStore,
     pub(crate) hold_until: Timestamp,
     pub(crate) effects: Mutex<Vec<Effect>>,
+    details: bool,
 }
 
 impl<'a> Call<'a> {
@@ -128,7 +129,22 @@ impl<'a> Call<'a> {
         store: &'a dyn StateStore,
         hold_until: Timestamp,
     ) -> Self {
-        Self { ctx, function, now, store, hold_until, effects: Mutex::new(Vec::new()) }
+        Self { ctx, function, now, store, hold_until, effects: Mutex::new(Vec::new()), details: true }
+    }
+
+    /// Says whether anyone will read the details of the decision about this call (a new call
+    /// says yes; see [`EngineBuilder::details`](crate::EngineBuilder::details)).
+    #[must_use]
+    pub fn with_details(mut self, wanted: bool) -> Self {
+        self.details = wanted;
+        self
+    }
+
+    /// Whether anyone will read the details of the decision about this call: when not, a guard
+    /// may skip making them ([`Decision::with_details_for`] does that for it).
+    #[must_use]
+    pub fn wants_details(&self) -> bool {
+        self.details
     }
 
     /// The call as proposed.

@@ -186,3 +186,47 @@ fn every_guard_is_asked_ahead_whether_it_applies_and_not_again_in_turn() {
     assert_eq!(rt.block_on(engine.evaluate(CallContext::new("delete_x"))).decision(), DecisionKind::RequireApproval);
     assert_eq!(counts(), (3, 2));
 }
+
+/// Records whether the calls it saw wanted details.
+#[derive(Debug)]
+struct DetailsSeen {
+    pure: bool,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<bool>>>,
+}
+
+#[async_trait]
+impl Guard for DetailsSeen {
+    fn name(&self) -> &str {
+        if self.pure { "pure" } else { "in_turn" }
+    }
+
+    async fn evaluate(&self, call: &Call<'_>) -> Result<Decision, GuardError> {
+        self.seen.lock().unwrap().push(call.wants_details());
+        Ok(Decision::deny("no").with_details_for(call, || serde_json::json!({"why": "no"})))
+    }
+
+    fn is_pure(&self) -> bool {
+        self.pure
+    }
+}
+
+#[test]
+fn guards_are_told_whether_details_are_wanted_ahead_and_in_turn() {
+    for details in [true, false] {
+        let seen = std::sync::Arc::default();
+        let guard = |pure| DetailsSeen { pure, seen: std::sync::Arc::clone(&seen) };
+        let mut builder = Engine::builder().guard(guard(true)).guard(guard(false));
+        if !details {
+            builder = builder.details(false);
+        }
+        let engine = builder.build().unwrap();
+        let rt = runtime();
+        let prepared = rt.block_on(engine.evaluate_prepared(engine.prepare(CallContext::new("f"))));
+        let fresh = rt.block_on(engine.evaluate(CallContext::new("f")));
+        assert_eq!(*seen.lock().unwrap(), [details; 4], "prepared and fresh, pure and in turn");
+        for outcome in [prepared, fresh] {
+            assert_eq!(outcome.decision(), DecisionKind::Deny);
+            assert!(outcome.decisions().iter().all(|d| d.details().is_null() != details));
+        }
+    }
+}

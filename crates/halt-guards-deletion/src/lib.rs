@@ -292,7 +292,7 @@ impl Guard for DeletionGuard {
             return Ok(Decision::deny(
                 "Only soft deletion is allowed: move the resource to trash instead of deleting it permanently",
             )
-            .with_details(json!({"rule": "soft_delete_only"})));
+            .with_details_for(call, || json!({"rule": "soft_delete_only"})));
         }
         let now = call.now();
         let cooldown_key = || key(&[&self.prefix, "cooldown"]);
@@ -306,7 +306,7 @@ impl Guard for DeletionGuard {
                 hold_until: now,
             };
             if let ReserveOutcome::Rejected { retry_at, .. } = call.store().reserve(&probe).await? {
-                return Ok(self.cooldown_denial(now, retry_at));
+                return Ok(self.cooldown_denial(call, retry_at));
             }
         }
         let n = u32::try_from(targets.len()).unwrap_or(u32::MAX);
@@ -314,7 +314,7 @@ impl Guard for DeletionGuard {
             && n > max
         {
             return Ok(Decision::deny(format!("Bulk deletion of {n} resources exceeds the limit of {max}"))
-                .with_details(json!({"rule": "max_bulk_delete", "targets": n, "limit": max})));
+                .with_details_for(call, || json!({"rule": "max_bulk_delete", "targets": n, "limit": max})));
         }
         // Counts and the cooldown are reserved together, atomically, and kept only if the call runs.
         let mut counters = Vec::with_capacity(3);
@@ -342,36 +342,38 @@ impl Guard for DeletionGuard {
             && let ReserveOutcome::Rejected { index, current, limit, retry_at, .. } = call.reserve(counters).await?
         {
             return Ok(match labels[index] {
-                "cooldown" => self.cooldown_denial(now, retry_at),
+                "cooldown" => self.cooldown_denial(call, retry_at),
                 label => Decision::deny(format!(
                     "{} deletion limit reached: {current} deleted + {n} would pass {limit}",
                     if label == "session" { "Session" } else { "Daily" }
                 ))
-                .with_details(json!({"rule": label, "deleted": current, "targets": n, "limit": limit})),
+                .with_details_for(call, || json!({"rule": label, "deleted": current, "targets": n, "limit": limit})),
             });
         }
         if targets.is_empty() {
             return Ok(Decision::require_approval("Deletion with no identifiable target needs approval")
-                .with_details(json!({"rule": "no_target"})));
+                .with_details_for(call, || json!({"rule": "no_target"})));
         }
         for t in targets.iter() {
             if let Some(p) = self.protected.first_match_normalized(t) {
                 return Ok(Decision::deny(format!("'{t}' is protected ('{p}')"))
-                    .with_details(json!({"rule": "protected_resources", "target": t})));
+                    .with_details_for(call, || json!({"rule": "protected_resources", "target": t})));
             }
             if let Some(p) = self.deny.first_match_normalized(t) {
                 return Ok(Decision::deny(format!("'{t}' matches deny pattern '{p}'"))
-                    .with_details(json!({"rule": "deny_patterns", "target": t, "pattern": p})));
+                    .with_details_for(call, || json!({"rule": "deny_patterns", "target": t, "pattern": p})));
             }
             if !self.allow.is_empty() && !self.allow.is_match_normalized(t) {
                 return Ok(Decision::deny(format!("'{t}' matches no allow pattern"))
-                    .with_details(json!({"rule": "allow_patterns", "target": t})));
+                    .with_details_for(call, || json!({"rule": "allow_patterns", "target": t})));
             }
         }
         if c.require_approval_always {
-            return Ok(Decision::require_approval(format!("Deletion of {n} resource(s) needs approval")).with_details(
-                json!({"rule": "require_approval_always", "targets": targets.iter().collect::<Vec<_>>()}),
-            ));
+            return Ok(Decision::require_approval(format!("Deletion of {n} resource(s) needs approval"))
+                .with_details_for(
+                    call,
+                    || json!({"rule": "require_approval_always", "targets": targets.iter().collect::<Vec<_>>()}),
+                ));
         }
         Ok(Decision::allow("Deletion within policy"))
     }
@@ -383,11 +385,11 @@ impl Guard for DeletionGuard {
 
 impl DeletionGuard {
     /// The denial for a deletion inside the cooldown, saying how long is left.
-    fn cooldown_denial(&self, now: Timestamp, retry_at: Option<Timestamp>) -> Decision {
-        let secs = retry_at.map_or(self.cooldown, |t| t.since(now)).as_secs_f64();
+    fn cooldown_denial(&self, call: &Call<'_>, retry_at: Option<Timestamp>) -> Decision {
+        let secs = retry_at.map_or(self.cooldown, |t| t.since(call.now())).as_secs_f64();
         Decision::deny(format!("Deletion cooldown active: {secs:.1}s left of {}s", self.config.cooldown_seconds))
             .with_retry_after(secs)
-            .with_details(json!({"rule": "cooldown", "seconds_left": secs}))
+            .with_details_for(call, || json!({"rule": "cooldown", "seconds_left": secs}))
     }
 }
 

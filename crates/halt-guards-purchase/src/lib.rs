@@ -212,7 +212,7 @@ impl Guard for PurchaseGuard {
             let matches = stated.as_str().is_some_and(|s| s.trim().eq_ignore_ascii_case(c.currency.trim()));
             if !matches {
                 return Ok(Decision::deny(format!("Currency {stated} is not the configured currency {}", c.currency))
-                    .with_details(json!({"currency": stated, "expected": c.currency})));
+                    .with_details_for(call, || json!({"currency": stated, "expected": c.currency})));
             }
         }
         let category = self.category(call);
@@ -220,18 +220,18 @@ impl Guard for PurchaseGuard {
             && let Some(b) = self.blocked.first_in(cat)
         {
             return Ok(Decision::deny(format!("Category '{cat}' is blocked ('{b}')"))
-                .with_details(json!({"category": cat, "blocked": b})));
+                .with_details_for(call, || json!({"category": cat, "blocked": b})));
         }
         if !self.allowed.is_empty() && !category.as_deref().is_some_and(|cat| self.allowed.is_in(cat)) {
             let shown = category.as_deref().unwrap_or("(none)");
             return Ok(Decision::deny(format!("Category '{shown}' is not among the allowed categories"))
-                .with_details(json!({"category": category, "allowed": self.allowed.fragments()})));
+                .with_details_for(call, || json!({"category": category, "allowed": self.allowed.fragments()})));
         }
         if let Some(max) = c.max_single_purchase
             && amount > max
         {
             return Ok(Decision::deny(format!("Purchase of {amount} exceeds the single-purchase limit of {max}"))
-                .with_details(json!({"amount": amount, "limit": max})));
+                .with_details_for(call, || json!({"amount": amount, "limit": max})));
         }
         let (count_key, day) = self.daily_count.at(call.now(), Timestamp::utc_day);
         let (total_key, _) = self.daily_total.at(call.now(), Timestamp::utc_day);
@@ -244,14 +244,14 @@ impl Guard for PurchaseGuard {
             ReserveOutcome::Reserved { .. } => {}
             ReserveOutcome::Rejected { index: 0, current, limit, .. } => {
                 return Ok(Decision::deny(format!("Daily purchase count limit reached: {current}/{limit}"))
-                    .with_details(json!({"count": current, "limit": limit})));
+                    .with_details_for(call, || json!({"count": current, "limit": limit})));
             }
             ReserveOutcome::Rejected { current, limit, .. } => {
                 let (spent, limit) = (Money::from_micros(current), Money::from_micros(limit));
                 return Ok(Decision::deny(format!(
                     "Daily purchase limit exceeded: {spent} spent today + {amount} would pass {limit}"
                 ))
-                .with_details(json!({"spent": spent, "amount": amount, "limit": limit})));
+                .with_details_for(call, || json!({"spent": spent, "amount": amount, "limit": limit})));
             }
         };
         if let Some(threshold) = c.require_approval_above
@@ -264,7 +264,7 @@ impl Guard for PurchaseGuard {
                 "Purchase of {amount} is above the approval threshold of {threshold}"
             ))
             .with_risk(risk)
-            .with_details(json!({"amount": amount, "threshold": threshold})));
+            .with_details_for(call, || json!({"amount": amount, "threshold": threshold})));
         }
         Ok(Decision::allow("Purchase within limits"))
     }

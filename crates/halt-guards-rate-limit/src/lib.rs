@@ -163,11 +163,11 @@ impl RateLimitGuard {
     }
 
     /// The denial while a cooldown runs, until `until`.
-    fn cooling_down(now: Timestamp, until: Option<Timestamp>) -> Decision {
-        let left = until.map_or(0.0, |t| t.since(now).as_secs_f64());
+    fn cooling_down(call: &Call<'_>, until: Option<Timestamp>) -> Decision {
+        let left = until.map_or(0.0, |t| t.since(call.now()).as_secs_f64());
         Decision::deny(format!("Cooling down after a burst: {left:.1}s left"))
             .with_retry_after(left)
-            .with_details(json!({"rule": "cooldown", "seconds_left": left}))
+            .with_details_for(call, || json!({"rule": "cooldown", "seconds_left": left}))
     }
 
     /// The key of the run of identical calls of this call's agent and session.
@@ -188,8 +188,8 @@ impl RateLimitGuard {
         let (c, now) = (&self.config, call.now());
         let retry = retry_at.map(|t| t.since(now).as_secs_f64());
         let (d, rule) = match kind {
-            Limit::Cooldown => return Self::cooling_down(now, retry_at),
-            Limit::Loop => return loop_denial(current),
+            Limit::Cooldown => return Self::cooling_down(call, retry_at),
+            Limit::Loop => return loop_denial(call, current),
             Limit::Minute => (
                 Decision::deny(format!("Rate limit exceeded: {current}/{limit} calls in the last minute")),
                 "max_calls_per_minute",
@@ -218,7 +218,7 @@ impl RateLimitGuard {
             (Limit::Minute | Limit::Function, Some(r)) => d.with_retry_after(r),
             _ => d,
         };
-        d.with_details(json!({"rule": rule, "calls": current, "limit": limit}))
+        d.with_details_for(call, || json!({"rule": rule, "calls": current, "limit": limit}))
     }
 }
 
@@ -396,9 +396,9 @@ impl Guard for RateLimitGuard {
     }
 }
 
-fn loop_denial(n: i64) -> Decision {
+fn loop_denial(call: &Call<'_>, n: i64) -> Decision {
     Decision::deny(format!("Possible loop: the same call was made {n} times in a row"))
-        .with_details(json!({"rule": "max_identical_calls", "repeats": n}))
+        .with_details_for(call, || json!({"rule": "max_identical_calls", "repeats": n}))
 }
 
 /// The factory that builds rate-limit guards from configuration (YAML type `rate_limit`).
