@@ -590,7 +590,7 @@ mod tests {
     #[test]
     fn decisions_written_once_are_copied_only_when_they_repeat_exactly() {
         const REASONS: [&str; 10] = ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "needs \"escaping\""];
-        let name = |n: &str| -> std::sync::Arc<str> { n.into() };
+        let name = halt_core::GuardName::new;
         // Constant reasons (more than a guard keeps), with several kinds and risk scores, and
         // reasons made for their call, by two guards, over and over.
         let mut lines = Vec::new();

@@ -2,13 +2,12 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::context::JsonObject;
-use crate::guard::Call;
+use crate::guard::{Call, GuardName};
 
 /// The kinds of decision, ordered from least to most restrictive:
 /// `Allow < Modify < RequireApproval < Deny`.
@@ -72,7 +71,7 @@ impl fmt::Display for DecisionKind {
 pub struct Decision {
     kind: DecisionKind,
     #[serde(serialize_with = "guard_name")]
-    guard: Option<Arc<str>>,
+    guard: Option<GuardName>,
     reason: Cow<'static, str>,
     risk_score: f64,
     /// What most decisions lack, boxed so a plain decision stays small and cheap to move.
@@ -169,7 +168,7 @@ impl Decision {
 
     /// Sets the guard's name (done by the engine).
     #[must_use]
-    pub fn with_guard(mut self, guard: Arc<str>) -> Self {
+    pub fn with_guard(mut self, guard: GuardName) -> Self {
         self.guard = Some(guard);
         self
     }
@@ -183,7 +182,7 @@ impl Decision {
     /// The name of the guard that decided.
     #[must_use]
     pub fn guard(&self) -> &str {
-        self.guard.as_deref().unwrap_or_default()
+        self.guard.map_or("", GuardName::as_str)
     }
 
     /// Why.
@@ -235,8 +234,8 @@ impl Decision {
     }
 }
 
-fn guard_name<S: serde::Serializer>(guard: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(guard.as_deref().unwrap_or_default())
+fn guard_name<S: serde::Serializer>(guard: &Option<GuardName>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(guard.map_or("", GuardName::as_str))
 }
 
 /// The most restrictive of a list of decisions: the first with the highest kind (ties go to the

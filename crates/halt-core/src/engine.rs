@@ -14,7 +14,7 @@ use crate::approval::{ApprovalHandler, ApprovalRequest, ApprovalResponse};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::context::CallContext;
 use crate::decision::{Decision, DecisionKind, Outcome};
-use crate::guard::{Call, Effect, Guard, GuardError};
+use crate::guard::{Call, Effect, Guard, GuardError, GuardName};
 use crate::join::{self, Slot, panic_message};
 use crate::money::Money;
 use crate::names;
@@ -145,7 +145,7 @@ pub struct GuardInfo {
 #[derive(Clone)]
 struct GuardEntry {
     guard: Arc<dyn Guard>,
-    name: Arc<str>,
+    name: GuardName,
     enabled: Arc<AtomicBool>,
 }
 
@@ -566,7 +566,7 @@ impl Engine {
                 result = Err(EngineError::DuplicateGuard(name.clone()));
             } else {
                 let enabled = Arc::new(AtomicBool::new(true));
-                s.guards.push(GuardEntry { guard, name: Arc::from(name.as_str()), enabled });
+                s.guards.push(GuardEntry { guard, name: GuardName::new(&name), enabled });
             }
         });
         result
@@ -849,7 +849,7 @@ impl Engine {
             let call = Call::new(&ctx, &function, now, &*self.inner.store, hold_until).with_details(self.inner.details);
             let mut slots = Vec::with_capacity(snapshot.guards.len());
             for (i, g) in snapshot.guards.iter().enumerate().filter(|(_, g)| g.enabled.load(Ordering::Relaxed)) {
-                let name = Arc::clone(&g.name);
+                let name = g.name;
                 match early.get_mut(i).map(std::mem::take) {
                     Some(Early::Decided(d)) => {
                         slots.push(Slot::done(name, d));
@@ -1178,7 +1178,7 @@ fn check_call(ctx: &CallContext) -> Result<std::borrow::Cow<'_, str>, String> {
 }
 
 fn engine_deny(reason: &str) -> Decision {
-    Decision::deny(reason.to_owned()).with_guard(Arc::from(ENGINE_GUARD_NAME))
+    Decision::deny(reason.to_owned()).with_guard(GuardName::new(ENGINE_GUARD_NAME))
 }
 
 fn pending_key(call_id: &str) -> String {

@@ -1,6 +1,9 @@
 //! The [`Guard`] trait and the [`Call`] a guard sees while it evaluates.
 
-use std::sync::{Mutex, PoisonError};
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -65,6 +68,93 @@ pub trait Guard: Send + Sync + std::fmt::Debug + 'static {
     /// the dashboard.
     fn describe(&self) -> Value {
         Value::Null
+    }
+}
+
+/// A guard's name as decisions carry it: interned for the life of the process, so that copying
+/// it costs nothing. (A reference-counted name would be counted up where a decision is made and
+/// down where it is dropped, often another thread: on every call, the count would travel between
+/// processor caches.) Each distinct name is kept once; names are those of the guards engines
+/// register, so they are few: never make them from untrusted input.
+///
+/// ```
+/// use halt_core::GuardName;
+///
+/// let a = GuardName::new("budget");
+/// assert_eq!(a, "budget");
+/// assert_eq!(a.as_str().as_ptr(), GuardName::new(&String::from("budget")).as_str().as_ptr());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GuardName(&'static str);
+
+impl GuardName {
+    /// The interned name `name`.
+    #[must_use]
+    pub fn new(name: &str) -> Self {
+        static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+        let mut names = NAMES.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&known) = names.get(name) {
+            return Self(known);
+        }
+        let kept: &'static str = Box::leak(name.into());
+        names.insert(kept);
+        Self(kept)
+    }
+
+    /// The name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+impl Deref for GuardName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.0
+    }
+}
+
+impl AsRef<str> for GuardName {
+    fn as_ref(&self) -> &str {
+        self.0
+    }
+}
+
+impl fmt::Debug for GuardName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.0, f)
+    }
+}
+
+impl fmt::Display for GuardName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl From<&str> for GuardName {
+    fn from(name: &str) -> Self {
+        Self::new(name)
+    }
+}
+
+impl PartialEq<str> for GuardName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for GuardName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl Serialize for GuardName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
     }
 }
 

@@ -6,14 +6,13 @@ use std::any::Any;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::decision::Decision;
-use crate::guard::GuardError;
+use crate::guard::{GuardError, GuardName};
 
 /// A guard's evaluation in flight.
 pub(crate) type GuardFuture<'a> = Pin<Box<dyn Future<Output = Result<Decision, GuardError>> + Send + 'a>>;
@@ -45,22 +44,22 @@ enum State<'a> {
 
 /// One guard's slot: its name and its evaluation or decision.
 pub(crate) struct Slot<'a> {
-    guard: Arc<str>,
+    guard: GuardName,
     state: State<'a>,
 }
 
 impl<'a> Slot<'a> {
     /// A guard's evaluation in flight.
-    pub(crate) fn running(guard: Arc<str>, future: GuardFuture<'a>) -> Self {
+    pub(crate) fn running(guard: GuardName, future: GuardFuture<'a>) -> Self {
         Self { guard, state: State::Running(future) }
     }
 
     /// A guard that failed before it could be evaluated (its `applies` panicked).
-    pub(crate) fn done(guard: Arc<str>, decision: Decision) -> Self {
+    pub(crate) fn done(guard: GuardName, decision: Decision) -> Self {
         Self { guard, state: State::Done(decision) }
     }
 
-    pub(crate) fn failed(guard: Arc<str>, error: GuardError) -> Self {
+    pub(crate) fn failed(guard: GuardName, error: GuardError) -> Self {
         let decision = fail_safe(&guard, &Failure::Error(error));
         Self { guard, state: State::Done(decision) }
     }

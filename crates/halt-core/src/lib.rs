@@ -69,6 +69,6 @@ pub use engine::{
     Settlement, SpentCall,
 };
 pub use factory::{BuildError, FactoryError, GuardFactory, GuardRegistry, TypedFactory};
-pub use guard::{Call, Effect, Guard, GuardError};
+pub use guard::{Call, Effect, Guard, GuardError, GuardName};
 pub use money::{Money, MoneyError};
 pub use store::{MemoryStore, StateStore, StoreError};
