@@ -893,7 +893,7 @@ impl Engine {
             } else {
                 Box::pin(self.await_approval(&ctx, &mut outcome, effects, now)).await;
             }
-            self.finish_outcome(ctx, outcome, snapshot)
+            self.finish_outcome(ctx, outcome, snapshot, early)
         }
     }
 
@@ -1100,7 +1100,7 @@ impl Engine {
         if self.mode() == Mode::Monitor {
             outcome.set_enforced(false);
         }
-        self.finish_outcome(ctx, outcome, hooks)
+        self.finish_outcome(ctx, outcome, hooks, Vec::new())
     }
 
     /// Names the outcome, runs the post-hooks and tells subscribers; what is left of the call
@@ -1111,11 +1111,12 @@ impl Engine {
         mut ctx: CallContext,
         mut outcome: Outcome,
         hooks: &Snapshot,
+        early: Vec<Early>,
     ) -> (Outcome, Option<SpentCall>) {
         let watched = self.watched();
         if hooks.post.is_empty() && !watched {
             outcome.set_call(std::mem::take(&mut ctx.call_id), std::mem::take(&mut ctx.function_name));
-            return (outcome, Some(SpentCall { _call: ctx }));
+            return (outcome, Some(SpentCall { _call: ctx, _early: early }));
         }
         outcome.set_call(ctx.call_id.clone(), ctx.function_name.clone());
         for hook in &hooks.post {
@@ -1129,7 +1130,7 @@ impl Engine {
                 .send(EngineEvent::Evaluated { context: Arc::new(ctx), outcome: Arc::new(outcome.clone()) });
             return (outcome, None);
         }
-        (outcome, Some(SpentCall { _call: ctx }))
+        (outcome, Some(SpentCall { _call: ctx, _early: early }))
     }
 }
 
@@ -1140,6 +1141,9 @@ impl Engine {
 pub struct SpentCall {
     /// Held only to be dropped.
     _call: CallContext,
+    /// What was told ahead of the call's turn, emptied: its buffer was made where the call was
+    /// prepared, and is best freed away from the thread that evaluates.
+    _early: Vec<Early>,
 }
 
 /// Why effects could not be committed or held.
