@@ -21,7 +21,7 @@ struct Standing(bool);
 
 #[async_trait]
 impl ApprovalHandler for Standing {
-    async fn request_approval(&self, _: &ApprovalRequest) -> Result<ApprovalResponse, ApprovalError> {
+    async fn request_approval(&self, _: &ApprovalRequest<'_>) -> Result<ApprovalResponse, ApprovalError> {
         Ok(if self.0 {
             ApprovalResponse::approve("agenthalt eval --approve-all")
         } else {

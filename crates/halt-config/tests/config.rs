@@ -298,7 +298,7 @@ struct Refuse;
 impl halt_core::ApprovalHandler for Refuse {
     async fn request_approval(
         &self,
-        _: &halt_core::ApprovalRequest,
+        _: &halt_core::ApprovalRequest<'_>,
     ) -> Result<halt_core::ApprovalResponse, halt_core::ApprovalError> {
         Ok(halt_core::ApprovalResponse::refuse("test"))
     }

@@ -6,13 +6,14 @@ use serde::{Deserialize, Serialize};
 use crate::context::{CallContext, JsonObject};
 use crate::decision::Outcome;
 
-/// What a human is asked to decide.
-#[derive(Debug, Clone, Serialize)]
-pub struct ApprovalRequest {
+/// What a human is asked to decide. It borrows the call and its outcome for as long as the
+/// handler is asked: a handler that keeps them longer (a queue for a console) clones what it keeps.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ApprovalRequest<'a> {
     /// The call, as the guards saw it.
-    pub context: CallContext,
+    pub context: &'a CallContext,
     /// The guards' outcome (its `approval_reasons` say why a human is asked).
-    pub outcome: Outcome,
+    pub outcome: &'a Outcome,
     /// Seconds since the epoch after which the request lapses and the call is refused.
     pub expires_at: f64,
 }
@@ -73,5 +74,5 @@ pub enum ApprovalError {
 #[async_trait]
 pub trait ApprovalHandler: Send + Sync + std::fmt::Debug + 'static {
     /// Asks, and waits for the answer.
-    async fn request_approval(&self, request: &ApprovalRequest) -> Result<ApprovalResponse, ApprovalError>;
+    async fn request_approval(&self, request: &ApprovalRequest<'_>) -> Result<ApprovalResponse, ApprovalError>;
 }

@@ -909,8 +909,7 @@ impl Engine {
         let expires = now.saturating_add(self.inner.approval_timeout);
         // The outcome is shown before `finish_outcome` names it: name it now.
         outcome.set_call(ctx.call_id.clone(), ctx.function_name.clone());
-        let request =
-            ApprovalRequest { context: ctx.clone(), outcome: outcome.clone(), expires_at: expires.as_secs_f64() };
+        let request = ApprovalRequest { context: ctx, outcome: &*outcome, expires_at: expires.as_secs_f64() };
         let answer = with_timeout(self.inner.approval_timeout, handler.request_approval(&request)).await;
         let answer = match answer {
             Some(Ok(a)) => a,

@@ -330,7 +330,7 @@ struct Scripted {
 
 #[async_trait]
 impl ApprovalHandler for Scripted {
-    async fn request_approval(&self, request: &ApprovalRequest) -> Result<ApprovalResponse, ApprovalError> {
+    async fn request_approval(&self, request: &ApprovalRequest<'_>) -> Result<ApprovalResponse, ApprovalError> {
         self.asked.fetch_add(1, Ordering::SeqCst);
         assert_eq!(request.outcome.approval_reasons(), ["big purchase"]);
         // The human sees which call it is, in the outcome as in the call.
@@ -371,7 +371,7 @@ struct Never;
 
 #[async_trait]
 impl ApprovalHandler for Never {
-    async fn request_approval(&self, _: &ApprovalRequest) -> Result<ApprovalResponse, ApprovalError> {
+    async fn request_approval(&self, _: &ApprovalRequest<'_>) -> Result<ApprovalResponse, ApprovalError> {
         std::future::pending().await
     }
 }
