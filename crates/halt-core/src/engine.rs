@@ -742,7 +742,7 @@ impl Engine {
     /// it applies, and the pure guards' decisions (those that did not decide at once, failed or
     /// panicked are left to decide in turn, as any guard).
     fn decide_ahead(&self, ctx: &CallContext, function: &str, snapshot: &Snapshot) -> Vec<Early> {
-        let now = self.inner.clock.now();
+        let now = self.inner.clock.prepare_time(ctx.caller_time());
         let hold_until = now.saturating_add(self.inner.approval_timeout);
         let call = Call::new(ctx, function, now, &*self.inner.store, hold_until).with_details(self.inner.details);
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
