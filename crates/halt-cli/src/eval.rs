@@ -276,6 +276,7 @@ fn read(
     out: &std::sync::mpsc::SyncSender<Vec<Parsed>>,
 ) -> std::io::Result<()> {
     let mut lines = Lines::new(input);
+    let mut preparer = engine.preparer();
     let mut line_no: u64 = 0;
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(range) = lines.next_line()? {
@@ -288,7 +289,7 @@ fn read(
                     continue;
                 }
                 match CallContext::from_json_str(text) {
-                    Ok(ctx) => Parsed::Call(engine.prepare(ctx)),
+                    Ok(ctx) => Parsed::Call(preparer.prepare(ctx)),
                     Err(e) => Parsed::Invalid { line: line_no, error: e.to_string() },
                 }
             }

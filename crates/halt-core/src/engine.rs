@@ -158,13 +158,69 @@ struct Snapshot {
     post: Vec<PostHook>,
 }
 
-/// A call made ready by [`Engine::prepare`], for [`Engine::evaluate_prepared`].
+/// A call made ready by [`Engine::prepare`] (or a [`Preparer`]), for
+/// [`Engine::evaluate_prepared`].
 pub struct Prepared {
     ctx: CallContext,
-    snapshot: Arc<Snapshot>,
-    /// The engine's version when `snapshot` was taken (or an earlier one).
+    /// The engine it was prepared for, and the version of its guards and hooks then.
+    engine: u64,
     version: u64,
     stage: Stage,
+}
+
+/// Prepares calls for an engine on one thread ([`Engine::preparer`]). It keeps the engine's
+/// guards and hooks as it last saw them and looks again only when they changed, so that
+/// preparing a call writes no memory that other threads write too: neither the lock over the
+/// guards nor their reference count.
+///
+/// ```
+/// use halt_core::{CallContext, Engine};
+///
+/// let engine = Engine::new();
+/// let mut preparer = engine.preparer();
+/// let prepared: Vec<_> = ["a", "b"].into_iter().map(|f| preparer.prepare(CallContext::new(f))).collect();
+/// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// for p in prepared {
+///     assert!(runtime.block_on(engine.evaluate_prepared(p)).is_allowed());
+/// }
+/// ```
+pub struct Preparer<'e> {
+    engine: &'e Engine,
+    snapshot: Arc<Snapshot>,
+    version: u64,
+}
+
+impl fmt::Debug for Preparer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Preparer").field("version", &self.version).finish_non_exhaustive()
+    }
+}
+
+impl Preparer<'_> {
+    /// Prepares a call, as [`Engine::prepare`].
+    #[must_use]
+    pub fn prepare(&mut self, mut ctx: CallContext) -> Prepared {
+        let engine = self.engine;
+        if engine.inner.version.load(Ordering::Acquire) != self.version {
+            (self.snapshot, self.version) = engine.snapshot_and_version();
+        }
+        let snapshot = &*self.snapshot;
+        let stage = match run_pre_hooks(&snapshot.pre, &mut ctx) {
+            Err(reason) => Stage::Refused(reason),
+            Ok(()) => match check_call(&ctx) {
+                Err(reason) => Stage::Invalid(reason),
+                Ok(function) => {
+                    let early = engine.decide_ahead(&ctx, &function, snapshot);
+                    let function = match function {
+                        std::borrow::Cow::Borrowed(_) => None,
+                        std::borrow::Cow::Owned(f) => Some(f),
+                    };
+                    Stage::Checked(Checked { function, early })
+                }
+            },
+        };
+        Prepared { ctx, engine: engine.inner.id, version: self.version, stage }
+    }
 }
 
 impl fmt::Debug for Prepared {
@@ -202,8 +258,8 @@ impl<F: Future<Output = (Outcome, Option<SpentCall>)>> Future for OutcomeOf<F> {
 enum Start {
     /// Nothing done yet (`Engine::evaluate`).
     Fresh,
-    /// Prepared ahead against `snapshot`, when the engine was at `version`.
-    Prepared { snapshot: Arc<Snapshot>, version: u64, stage: Stage },
+    /// Prepared ahead for the engine `engine` at `version`.
+    Prepared { engine: u64, version: u64, stage: Stage },
 }
 
 /// How far preparing a call went.
@@ -249,6 +305,8 @@ struct Inner {
     /// Counts the changes of `snapshot`, so that a prepared call sees whether its snapshot is
     /// still the current one without taking the lock.
     version: AtomicU64,
+    /// Tells this engine (and its clones) from every other in the process.
+    id: u64,
     guard_timeout: Duration,
     approval_timeout: Duration,
     settle_window: Duration,
@@ -490,6 +548,10 @@ impl EngineBuilder {
                 events,
                 watched: AtomicBool::new(false),
                 version: AtomicU64::new(0),
+                id: {
+                    static ENGINES: AtomicU64 = AtomicU64::new(0);
+                    ENGINES.fetch_add(1, Ordering::Relaxed)
+                },
                 guard_timeout: self.guard_timeout,
                 approval_timeout: self.approval_timeout,
                 settle_window: self.settle_window,
@@ -649,6 +711,13 @@ impl Engine {
         Arc::clone(&self.inner.snapshot.read().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// The current snapshot and its version, read together under the lock (changes count the
+    /// version up while they hold it).
+    fn snapshot_and_version(&self) -> (Arc<Snapshot>, u64) {
+        let current = self.inner.snapshot.read().unwrap_or_else(PoisonError::into_inner);
+        (Arc::clone(&current), self.inner.version.load(Ordering::Acquire))
+    }
+
     fn emit(&self, event: impl FnOnce() -> EngineEvent) {
         if self.watched() {
             let _ = self.inner.events.send(event());
@@ -687,25 +756,16 @@ impl Engine {
     /// assert!(outcome.join().unwrap().is_allowed());
     /// ```
     #[must_use]
-    pub fn prepare(&self, mut ctx: CallContext) -> Prepared {
-        // Read before the snapshot: the snapshot is then at least as new as the version says.
-        let version = self.inner.version.load(Ordering::Acquire);
-        let snapshot = self.snapshot();
-        let stage = match run_pre_hooks(&snapshot.pre, &mut ctx) {
-            Err(reason) => Stage::Refused(reason),
-            Ok(()) => match check_call(&ctx) {
-                Err(reason) => Stage::Invalid(reason),
-                Ok(function) => {
-                    let early = self.decide_ahead(&ctx, &function, &snapshot);
-                    let function = match function {
-                        std::borrow::Cow::Borrowed(_) => None,
-                        std::borrow::Cow::Owned(f) => Some(f),
-                    };
-                    Stage::Checked(Checked { function, early })
-                }
-            },
-        };
-        Prepared { ctx, snapshot, version, stage }
+    pub fn prepare(&self, ctx: CallContext) -> Prepared {
+        self.preparer().prepare(ctx)
+    }
+
+    /// A [`Preparer`]: for a thread that prepares many calls, as `agenthalt eval`'s reading
+    /// thread does.
+    #[must_use]
+    pub fn preparer(&self) -> Preparer<'_> {
+        let (snapshot, version) = self.snapshot_and_version();
+        Preparer { engine: self, snapshot, version }
     }
 
     /// Evaluates a call [`Engine::prepare`] made ready: as [`Engine::evaluate`], with the pure
@@ -734,8 +794,8 @@ impl Engine {
         &self,
         prepared: Prepared,
     ) -> impl Future<Output = (Outcome, Option<SpentCall>)> + Send + '_ {
-        let Prepared { ctx, snapshot, version, stage } = prepared;
-        self.decide(ctx, Start::Prepared { snapshot, version, stage })
+        let Prepared { ctx, engine, version, stage } = prepared;
+        self.decide(ctx, Start::Prepared { engine, version, stage })
     }
 
     /// What each guard can tell ahead of the call's turn, by its place in `snapshot`: whether
@@ -804,15 +864,9 @@ impl Engine {
                     }
                     (snapshot, None)
                 }
-                Start::Prepared { snapshot: then, version, stage } => {
-                    // Nothing changed since (the usual case) is told without the lock.
-                    let (snapshot, unchanged) = if self.inner.version.load(Ordering::Acquire) == version {
-                        (then, true)
-                    } else {
-                        let now = self.snapshot();
-                        let unchanged = Arc::ptr_eq(&now, &then);
-                        (now, unchanged)
-                    };
+                Start::Prepared { engine, version, stage } => {
+                    let (snapshot, now) = self.snapshot_and_version();
+                    let unchanged = engine == self.inner.id && now == version;
                     match stage {
                         Stage::Refused(reason) => return self.finish(ctx, engine_deny(&reason), &snapshot),
                         Stage::Invalid(reason) => (snapshot, Some(Err(reason))),

@@ -65,8 +65,8 @@ pub use clock::{CalendarWindow, Clock, DateLabel, ManualClock, ReplayClock, Syst
 pub use context::{CallContext, ContextError, JsonObject, ParseCallError};
 pub use decision::{Decision, DecisionKind, Outcome};
 pub use engine::{
-    Engine, EngineBuilder, EngineError, EngineEvent, GuardInfo, HookError, Mode, Prepared, ResolveError, SettleError,
-    Settlement, SpentCall,
+    Engine, EngineBuilder, EngineError, EngineEvent, GuardInfo, HookError, Mode, Prepared, Preparer, ResolveError,
+    SettleError, Settlement, SpentCall,
 };
 pub use factory::{BuildError, FactoryError, GuardFactory, GuardRegistry, TypedFactory};
 pub use guard::{Call, Effect, Guard, GuardError, GuardName};

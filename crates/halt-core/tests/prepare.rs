@@ -230,3 +230,33 @@ fn guards_are_told_whether_details_are_wanted_ahead_and_in_turn() {
         }
     }
 }
+
+#[test]
+fn a_preparer_sees_the_guards_change() {
+    let pure = StaticGuard::new("pure", Decision::allow("fine")).pure();
+    let decided = pure.evaluations();
+    let engine = Engine::builder().guard(pure).build().unwrap();
+    let rt = runtime();
+    let mut preparer = engine.preparer();
+    let before = preparer.prepare(CallContext::new("f"));
+    engine.add_guard(StaticGuard::new("late", Decision::deny("added since")).pure()).unwrap();
+    let after = preparer.prepare(CallContext::new("f"));
+    assert_eq!(decided.load(Ordering::SeqCst), 2, "each call's pure guard decided while preparing");
+    let o = rt.block_on(engine.evaluate_prepared(before));
+    assert_eq!(o.decision(), DecisionKind::Deny, "the guard added since is heard");
+    assert_eq!(decided.load(Ordering::SeqCst), 3, "the call prepared before the change was decided again");
+    let o = rt.block_on(engine.evaluate_prepared(after));
+    assert_eq!(o.decision(), DecisionKind::Deny, "the preparer saw the new guard");
+    assert_eq!(decided.load(Ordering::SeqCst), 3, "and its decision ahead stands");
+}
+
+#[test]
+fn a_call_prepared_for_another_engine_is_decided_in_turn() {
+    // Two engines with guards at the same places and the same version: what one decided ahead
+    // must not stand for the other's guards.
+    let a = Engine::builder().guard(StaticGuard::new("scope", Decision::allow("fine")).pure()).build().unwrap();
+    let b = Engine::builder().guard(StaticGuard::new("scope", Decision::deny("not here")).pure()).build().unwrap();
+    let o = runtime().block_on(b.evaluate_prepared(a.prepare(CallContext::new("f"))));
+    assert_eq!(o.decision(), DecisionKind::Deny);
+    assert_eq!(o.decisions()[0].reason(), "not here");
+}
