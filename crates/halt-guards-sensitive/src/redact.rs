@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::OnceLock;
 
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder};
+use regex_automata::{Input, MatchKind, PatternSet, meta};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -286,10 +287,10 @@ struct Field {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Redactor {
-    /// Every pattern, to learn which match one text.
-    set: RegexSet,
-    /// Every pattern as alternatives of one, to find quickly where any matches in a long text.
-    any: Regex,
+    /// Every pattern, to learn which match one text (all of them, overlapping).
+    set: meta::Regex,
+    /// Every pattern as alternatives of one, to find where any matches in a long text.
+    any: meta::Regex,
     patterns: Vec<Compiled>,
     fields: Vec<Field>,
     /// Tells whether an ASCII key may end with the last word of some field (case-insensitively):
@@ -497,18 +498,22 @@ impl Redactor {
             regex_syntax::parse(&source).map_err(|e| err(&format!("custom_patterns.{name}"), e.to_string()))?;
             patterns.push(Compiled { name, source, regex: OnceLock::new(), group, check });
         }
-        let set = RegexSetBuilder::new(patterns.iter().map(|p| &p.source))
-            .size_limit(SIZE_LIMIT)
-            .build()
+        // Neither the set nor the alternation gains from a literal pre-filter here (the set runs
+        // only on texts known to hold a match; the alternation starts with character classes),
+        // and building one for the case-insensitive secrets took most of a policy's load time.
+        let unfiltered = meta::Config::new().auto_prefilter(false).nfa_size_limit(Some(SIZE_LIMIT));
+        let set = meta::Regex::builder()
+            .configure(unfiltered.clone().match_kind(MatchKind::All))
+            .build_many(&patterns.iter().map(|p| p.source.as_str()).collect::<Vec<_>>())
             .map_err(|e| err("custom_patterns", e.to_string()))?;
         let alternatives: Vec<String> = patterns.iter().map(|p| format!("(?:{})", p.source)).collect();
         let any = if alternatives.is_empty() { "[^\\s\\S]".to_owned() } else { alternatives.join("|") };
         // A text shorter than every match cannot hold one alone (no match: nothing is short).
         let shortest_match =
             regex_syntax::parse(&any).map_or(0, |hir| hir.properties().minimum_len().unwrap_or(usize::MAX));
-        let any = RegexBuilder::new(&any)
-            .size_limit(SIZE_LIMIT)
-            .build()
+        let any = meta::Regex::builder()
+            .configure(unfiltered)
+            .build(&any)
             .map_err(|e| err("custom_patterns", e.to_string()))?;
         let mut fields = Vec::new();
         for f in &config.sensitive_fields {
@@ -638,7 +643,7 @@ impl Redactor {
         let prescan = within_limits.then(|| {
             let (text, starts) = (&joined.text, &joined.starts);
             suspects.resize(starts.len(), false);
-            for m in self.any.find_iter(text) {
+            for m in self.any.find_iter(text.as_bytes()) {
                 let first = starts.partition_point(|&s| s <= m.start()).saturating_sub(1);
                 let last = starts.partition_point(|&s| s < m.end().max(m.start() + 1));
                 for s in &mut suspects[first..last.max(first + 1).min(starts.len())] {
@@ -663,7 +668,9 @@ impl Redactor {
         if text.len() < 3 {
             return out;
         }
-        for i in &self.set.matches(text) {
+        let mut matched = PatternSet::new(self.patterns.len());
+        self.set.which_overlapping_matches(&Input::new(text), &mut matched);
+        for i in matched.iter().map(|id| id.as_usize()) {
             let p = &self.patterns[i];
             let Some(regex) = p.regex() else {
                 // The set says it matches but the match cannot be located: all of it counts.
