@@ -199,64 +199,129 @@ pub enum ParseCallError {
     Call(#[from] ContextError),
 }
 
-/// The fields of a call's wire form, each `None` when absent or `null`.
+/// One field of a call's wire form as read.
+#[derive(Default)]
+enum Slot<T> {
+    /// Absent, or `null`.
+    #[default]
+    Absent,
+    /// A value of the type wanted.
+    Got(T),
+    /// A value of another type, named for the message.
+    Wrong(&'static str),
+}
+
+impl<T> Slot<T> {
+    /// The value, absent as `None`, or the error saying the field is `expected`.
+    fn take(self, field: &'static str, expected: &'static str) -> Result<Option<T>, ContextError> {
+        match self {
+            Self::Absent => Ok(None),
+            Self::Got(v) => Ok(Some(v)),
+            Self::Wrong(got) => Err(ContextError::WrongType { field, expected, got }),
+        }
+    }
+}
+
+/// Which field of a call a key of its wire form names.
+#[derive(Clone, Copy)]
+enum Field {
+    FunctionName,
+    CallId,
+    AgentId,
+    SessionId,
+    Timestamp,
+    Arguments,
+    Metadata,
+}
+
+impl Field {
+    fn of(name: &str) -> Option<Self> {
+        Some(match name {
+            "function_name" => Self::FunctionName,
+            "call_id" => Self::CallId,
+            "agent_id" => Self::AgentId,
+            "session_id" => Self::SessionId,
+            "timestamp" => Self::Timestamp,
+            "arguments" => Self::Arguments,
+            "metadata" => Self::Metadata,
+            _ => return None,
+        })
+    }
+}
+
+/// The fields of a call's wire form, typed as read (the text scan sets the usual ones directly;
+/// the rest, and the general path, go through [`Fields::set`]).
 #[derive(Default)]
 struct Fields {
-    function_name: Option<Value>,
-    call_id: Option<Value>,
-    agent_id: Option<Value>,
-    session_id: Option<Value>,
-    timestamp: Option<Value>,
-    arguments: Option<Value>,
-    metadata: Option<Value>,
+    function_name: Slot<String>,
+    call_id: Slot<String>,
+    agent_id: Slot<String>,
+    session_id: Slot<String>,
+    timestamp: Slot<serde_json::Number>,
+    arguments: Slot<JsonObject>,
+    metadata: Slot<JsonObject>,
 }
 
 impl Fields {
     /// Keeps `value` as the field `name`, if it is one (`null` counts as absent).
     fn set(&mut self, name: &str, value: Value) {
-        let slot = match name {
-            "function_name" => &mut self.function_name,
-            "call_id" => &mut self.call_id,
-            "agent_id" => &mut self.agent_id,
-            "session_id" => &mut self.session_id,
-            "timestamp" => &mut self.timestamp,
-            "arguments" => &mut self.arguments,
-            "metadata" => &mut self.metadata,
-            _ => return,
+        if let Some(field) = Field::of(name) {
+            self.set_field(field, value);
+        }
+    }
+
+    fn set_field(&mut self, field: Field, value: Value) {
+        fn slot<T>(value: Value, want: impl FnOnce(Value) -> Result<T, Value>) -> Slot<T> {
+            match value {
+                Value::Null => Slot::Absent,
+                v => want(v).map_or_else(|other| Slot::Wrong(json_type(&other)), Slot::Got),
+            }
+        }
+        let string = |v| match v {
+            Value::String(s) => Ok(s),
+            other => Err(other),
         };
-        *slot = Some(value).filter(|v| !v.is_null());
+        let object = |v| match v {
+            Value::Object(o) => Ok(o),
+            other => Err(other),
+        };
+        match field {
+            Field::FunctionName => self.function_name = slot(value, string),
+            Field::CallId => {
+                self.call_id = slot(value, |v| match v {
+                    Value::Number(n) => Ok(n.to_string()),
+                    other => string(other),
+                });
+            }
+            Field::AgentId => self.agent_id = slot(value, string),
+            Field::SessionId => self.session_id = slot(value, string),
+            Field::Timestamp => {
+                self.timestamp = slot(value, |v| match v {
+                    Value::Number(n) => Ok(n),
+                    other => Err(other),
+                });
+            }
+            Field::Arguments => self.arguments = slot(value, object),
+            Field::Metadata => self.metadata = slot(value, object),
+        }
     }
 
     fn build(self) -> Result<CallContext, ContextError> {
-        let function_name = match self.function_name {
-            Some(Value::String(s)) => s,
-            Some(other) => return Err(wrong("function_name", "a string", &other)),
-            None => return Err(ContextError::Missing("function_name")),
-        };
-        let call_id = match self.call_id {
-            Some(Value::String(s)) => s,
-            Some(Value::Number(n)) => n.to_string(),
-            Some(other) => return Err(wrong("call_id", "a string", &other)),
-            None => generate_call_id(),
-        };
-        let opt_string = |field: &'static str, v: Option<Value>| match v {
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(wrong(field, "a string", &other)),
-            None => Ok(None),
-        };
-        let agent_id = opt_string("agent_id", self.agent_id)?;
-        let session_id = opt_string("session_id", self.session_id)?;
-        let timestamp = match self.timestamp {
-            Some(Value::Number(n)) => {
+        let function_name =
+            self.function_name.take("function_name", "a string")?.ok_or(ContextError::Missing("function_name"))?;
+        let call_id = self.call_id.take("call_id", "a string")?.unwrap_or_else(generate_call_id);
+        let agent_id = self.agent_id.take("agent_id", "a string")?;
+        let session_id = self.session_id.take("session_id", "a string")?;
+        let timestamp = match self.timestamp.take("timestamp", "a number")? {
+            Some(n) => {
                 let t = n.as_f64().ok_or(ContextError::BadTimestamp)?;
                 Timestamp::from_secs_f64(t).ok_or(ContextError::BadTimestamp)?;
                 Some(t)
             }
-            Some(other) => return Err(wrong("timestamp", "a number", &other)),
             None => None,
         };
-        let arguments = self.arguments.map_or(Ok(JsonObject::new()), |v| into_object("arguments", v))?;
-        let metadata = self.metadata.map_or(Ok(JsonObject::new()), |v| into_object("metadata", v))?;
+        let arguments = self.arguments.take("arguments", "a JSON object")?.unwrap_or_default();
+        let metadata = self.metadata.take("metadata", "a JSON object")?.unwrap_or_default();
         Ok(CallContext { call_id, function_name, arguments, agent_id, session_id, timestamp, metadata })
     }
 }

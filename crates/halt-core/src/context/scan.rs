@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::Fields;
+use super::{Field, Fields, Slot};
 
 /// Deeper values are left to the general path (`serde_json` refuses more than 128 levels).
 const MAX_DEPTH: usize = 100;
@@ -21,7 +21,14 @@ pub(super) fn fields(text: &str) -> Option<Fields> {
     s.skip_space();
     s.expect(b'{')?;
     let mut fields = Fields::default();
-    s.entries(1, |name, value| fields.set(&name, value))?;
+    s.items(b'}', |s| {
+        let key = s.string()?;
+        s.colon()?;
+        match Field::of(&key) {
+            Some(field) => s.field(field, &mut fields),
+            None => s.value(1).map(drop),
+        }
+    })?;
     s.skip_space();
     (s.at == s.bytes.len()).then_some(fields)
 }
@@ -121,17 +128,36 @@ impl<'a> Scanner<'a> {
         })
     }
 
+    /// A top-level field of the call, straight into its slot when it has the type wanted (the
+    /// usual case); any other value through [`Fields::set_field`].
+    fn field(&mut self, field: Field, fields: &mut Fields) -> Option<()> {
+        let text = |s: &mut Self| s.string().map(|t| Slot::Got(t.into_owned()));
+        match (field, *self.bytes.get(self.at)?) {
+            (Field::FunctionName, b'"') => fields.function_name = text(self)?,
+            (Field::CallId, b'"') => fields.call_id = text(self)?,
+            (Field::AgentId, b'"') => fields.agent_id = text(self)?,
+            (Field::SessionId, b'"') => fields.session_id = text(self)?,
+            (Field::Arguments, b'{') => fields.arguments = Slot::Got(self.object(1)?),
+            (Field::Metadata, b'{') => fields.metadata = Slot::Got(self.object(1)?),
+            _ => fields.set_field(field, self.value(1)?),
+        }
+        Some(())
+    }
+
+    /// An object, its `{` next, read at `depth` (below [`MAX_DEPTH`]).
+    fn object(&mut self, depth: usize) -> Option<Map<String, Value>> {
+        self.at += 1;
+        let mut map = Map::new();
+        self.entries(depth + 1, |key, value| {
+            map.insert(key.into_owned(), value);
+        })?;
+        Some(map)
+    }
+
     fn value(&mut self, depth: usize) -> Option<Value> {
         Some(match *self.bytes.get(self.at)? {
             b'"' => Value::String(self.string()?.into_owned()),
-            b'{' if depth < MAX_DEPTH => {
-                self.at += 1;
-                let mut map = Map::new();
-                self.entries(depth + 1, |key, value| {
-                    map.insert(key.into_owned(), value);
-                })?;
-                Value::Object(map)
-            }
+            b'{' if depth < MAX_DEPTH => Value::Object(self.object(depth)?),
             b'[' if depth < MAX_DEPTH => {
                 self.at += 1;
                 let mut items = Vec::new();
