@@ -364,8 +364,17 @@ impl NamePatterns {
 #[derive(Debug, Clone, Default)]
 pub struct NameFragments {
     fragments: Vec<String>,
-    /// All fragments at once, for [`NameFragments::is_in`] (on every call's path).
-    any: Option<aho_corasick::AhoCorasick>,
+    /// For each fragment, the pairs of adjacent bytes it holds, as bits ([`pairs`]): a name holds
+    /// the fragment only if it holds them all, which most names on every call's path do not.
+    pairs: Vec<u64>,
+}
+
+/// The pairs of adjacent bytes of `text`, each hashed to one of 64 bits.
+fn pairs(text: &[u8]) -> u64 {
+    text.windows(2).fold(0, |bits, w| {
+        let pair = u32::from(w[0]) << 8 | u32::from(w[1]);
+        bits | 1 << (pair.wrapping_mul(0x9E37_79B9) >> 26)
+    })
 }
 
 impl PartialEq for NameFragments {
@@ -397,14 +406,9 @@ impl NameFragments {
                 }
             })
             .collect::<Result<Vec<String>, _>>()
-            .and_then(|fragments| {
-                let any = if fragments.is_empty() {
-                    None
-                } else {
-                    let ac = aho_corasick::AhoCorasick::new(&fragments);
-                    Some(ac.map_err(|e| PatternError { pattern: fragments.join(", "), reason: e.to_string() })?)
-                };
-                Ok(Self { fragments, any })
+            .map(|fragments| {
+                let pairs = fragments.iter().map(|f| self::pairs(f.as_bytes())).collect();
+                Self { fragments, pairs }
             })
     }
 
@@ -429,7 +433,11 @@ impl NameFragments {
     /// Whether an already-normalised name contains any fragment.
     #[must_use]
     pub fn is_in(&self, name: &str) -> bool {
-        self.any.as_ref().is_some_and(|ac| ac.is_match(name))
+        if self.fragments.is_empty() {
+            return false;
+        }
+        let held = pairs(name.as_bytes());
+        self.pairs.iter().zip(&self.fragments).any(|(&p, f)| held & p == p && name.contains(f.as_str()))
     }
 }
 
@@ -545,6 +553,18 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn fragments_are_found_wherever_they_are(
+            fragments in proptest::collection::vec("[a-e_]{1,4}|[a-z]{5,9}", 1..6),
+            name in "[a-e_]{0,12}|[a-z_]{0,24}|[a-eé_]{0,10}",
+        ) {
+            let f = NameFragments::new(&fragments).unwrap();
+            let plain = f.fragments().iter().any(|x| name.contains(x.as_str()));
+            proptest::prop_assert_eq!(f.is_in(&name), plain, "{:?} in {:?}", fragments, name);
+            let inside = format!("{name}{}{name}", f.fragments()[0]);
+            proptest::prop_assert!(f.is_in(&inside), "{:?} in {:?}", fragments, inside);
+        }
+
         #[test]
         fn simple_patterns_agree_with_globset(p in "[ab*_/]{1,6}", n in "[ab_/]{0,8}") {
             let fast = NamePatterns::new([p.as_str()]).unwrap();
