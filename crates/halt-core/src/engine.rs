@@ -150,8 +150,10 @@ struct GuardEntry {
 }
 
 /// What one evaluation reads: guards and hooks, replaced whole on every change so evaluations
-/// take one cheap snapshot.
+/// take one cheap snapshot. Aligned to its own cache lines, so that the reference count before
+/// it (written on every evaluation) and what threads preparing calls read do not share one.
 #[derive(Default, Clone)]
+#[repr(align(128))]
 struct Snapshot {
     guards: Vec<GuardEntry>,
     pre: Vec<PreHook>,
@@ -295,8 +297,22 @@ enum Early {
     Decided(Decision),
 }
 
+/// A value alone on its cache lines (two, as adjacent lines are fetched together), so that
+/// threads writing it and threads reading its neighbours do not slow each other.
+#[derive(Default)]
+#[repr(align(128))]
+struct Line<T>(T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 struct Inner {
-    snapshot: RwLock<Arc<Snapshot>>,
+    snapshot: Line<RwLock<Arc<Snapshot>>>,
     clock: Arc<dyn Clock>,
     store: Arc<dyn StateStore>,
     events: broadcast::Sender<EngineEvent>,
@@ -304,7 +320,7 @@ struct Inner {
     watched: AtomicBool,
     /// Counts the changes of `snapshot`, so that a prepared call sees whether its snapshot is
     /// still the current one without taking the lock.
-    version: AtomicU64,
+    version: Line<AtomicU64>,
     /// Tells this engine (and its clones) from every other in the process.
     id: u64,
     guard_timeout: Duration,
@@ -542,12 +558,12 @@ impl EngineBuilder {
         let (events, _) = broadcast::channel(self.event_capacity);
         Engine {
             inner: Arc::new(Inner {
-                snapshot: RwLock::new(Arc::new(self.hooks)),
+                snapshot: Line(RwLock::new(Arc::new(self.hooks))),
                 clock: self.clock,
                 store: self.store,
                 events,
                 watched: AtomicBool::new(false),
-                version: AtomicU64::new(0),
+                version: Line(AtomicU64::new(0)),
                 id: {
                     static ENGINES: AtomicU64 = AtomicU64::new(0);
                     ENGINES.fetch_add(1, Ordering::Relaxed)
