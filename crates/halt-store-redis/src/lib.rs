@@ -177,7 +177,7 @@ impl RedisStore {
         match nums.as_slice() {
             [1, id, totals @ ..] => Ok(ReserveOutcome::Reserved {
                 id: ReservationId(u64::try_from(*id).unwrap_or(0)),
-                totals: totals.into(),
+                totals: totals.to_vec(),
             }),
             [0, index, current, limit, retry, by] => Ok(ReserveOutcome::Rejected {
                 index: usize::try_from(*index).unwrap_or(0),

@@ -54,8 +54,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use halt_core::store::{
-    CounterSpec, Refusal, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture, Totals,
-    Window, check_counters, check_record_key, recent_refusal, sliding_retry_at,
+    CounterSpec, Refusal, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError, StoreFuture, Window,
+    check_counters, check_record_key, recent_refusal, sliding_retry_at,
 };
 use halt_core::{Clock, Timestamp};
 use sled::IVec;
@@ -797,7 +797,7 @@ impl SledStore {
             let id = tx.generate_id()?;
             // Events of an amount added for good belong to no reservation.
             let owner = if hold { id } else { 0 };
-            let mut totals = Totals::new();
+            let mut totals = Vec::with_capacity(req.counters.len());
             let mut parts = Vec::with_capacity(req.counters.len());
             for (c, e) in req.counters.iter().zip(live_entries) {
                 if c.amount == 0 {

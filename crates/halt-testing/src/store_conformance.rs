@@ -28,7 +28,7 @@ fn req(counters: Vec<CounterSpec>, now: Timestamp) -> ReserveRequest {
 
 async fn reserved(store: &dyn StateStore, r: &ReserveRequest) -> (ReservationId, Vec<i64>) {
     match store.reserve(r).await.expect("reserve failed") {
-        ReserveOutcome::Reserved { id, totals } => (id, totals.to_vec()),
+        ReserveOutcome::Reserved { id, totals } => (id, totals),
         other => panic!("expected a reservation, got {other:?}"),
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{
     CounterSpec, RecordUpdate, Refusal, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError,
-    StoreFuture, StoreKey, Totals, Window, check_counters, check_record_key, sliding_retry_at,
+    StoreFuture, StoreKey, Window, check_counters, check_record_key, sliding_retry_at,
 };
 use crate::clock::Timestamp;
 
@@ -639,7 +639,7 @@ impl State {
         let len = entries.len();
         // Keys are distinct (checked before), as this lookup requires.
         let mut found = entries.get_disjoint_key_value_mut(keys);
-        let mut totals = [0; N];
+        let mut totals = Vec::with_capacity(N);
         // Cooldowns rank first, then plain limits, then recent limits.
         let mut over = None;
         // Missing keys are made once every counter fits.
@@ -665,7 +665,7 @@ impl State {
                     e.value.total(c.window)
                 }
             };
-            totals[index] = current;
+            totals.push(current);
             if over.is_none()
                 && let Some(limit) = c.limit
                 && current.saturating_add(c.amount) > limit
@@ -724,7 +724,7 @@ impl State {
             pending.insert(id, Pending { parts, hold_until: req.hold_until });
             *next_lapse = (*next_lapse).min(req.hold_until);
         }
-        Some(Ok(ReserveOutcome::Reserved { id: ReservationId(id), totals: Totals::from(&totals[..]) }))
+        Some(Ok(ReserveOutcome::Reserved { id: ReservationId(id), totals }))
     }
 
     /// Makes room for `new_keys` more keys, or refuses.
@@ -846,7 +846,7 @@ impl MemoryStore {
         let mut new_keys = 0;
         // Each counter's total now; then, once all fit, after the reservation. Cooldowns rank
         // first, then plain limits, then recent limits.
-        let mut totals = Totals::new();
+        let mut totals = Vec::with_capacity(req.counters.len());
         let mut over = None;
         for (index, c) in req.counters.iter().enumerate() {
             let (current, exists) = match st.live(&c.key, c.window, now)? {
@@ -893,7 +893,7 @@ impl MemoryStore {
         let mut parts = if hold { st.spare_parts.pop().unwrap_or_default() } else { Vec::new() };
         // A zero amount (a check) leaves its total as it was: keys are distinct, so no other
         // counter of the request changes it.
-        for (c, total) in req.counters.iter().zip(totals.iter_mut()) {
+        for (c, total) in req.counters.iter().zip(&mut totals) {
             if c.amount != 0 {
                 let generation;
                 (*total, generation) = st.apply(c, c.amount, owner, now, self.config.max_events_per_window);

@@ -8,7 +8,6 @@
 
 mod key;
 mod memory;
-mod totals;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +20,6 @@ use crate::clock::Timestamp;
 
 pub use key::{CalendarKey, StoreKey};
 pub use memory::{MemoryStore, MemoryStoreConfig};
-pub use totals::Totals;
 
 /// Joins key parts with `/` into a [`StoreKey`] (inline, without an allocation, when short).
 ///
@@ -248,7 +246,7 @@ pub enum ReserveOutcome {
         /// The reservation to commit or release.
         id: ReservationId,
         /// Each counter's total after the reservation.
-        totals: Totals,
+        totals: Vec<i64>,
     },
     /// A counter would pass its limit; nothing changed.
     Rejected {
