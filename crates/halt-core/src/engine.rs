@@ -299,7 +299,6 @@ enum Early {
 
 /// A value alone on its cache lines (two, as adjacent lines are fetched together), so that
 /// threads writing it and threads reading its neighbours do not slow each other.
-#[derive(Default)]
 #[repr(align(128))]
 struct Line<T>(T);
 
@@ -318,8 +317,9 @@ struct Inner {
     events: broadcast::Sender<EngineEvent>,
     /// Set once anyone subscribes, so engines nobody watches skip building events.
     watched: AtomicBool,
-    /// Counts the changes of `snapshot`, so that a prepared call sees whether its snapshot is
-    /// still the current one without taking the lock.
+    /// Counts the changes of `snapshot` (while holding its lock), so that a [`Preparer`] sees
+    /// whether the guards changed without taking the lock, and a prepared call whether it was
+    /// prepared against the current ones.
     version: Line<AtomicU64>,
     /// Tells this engine (and its clones) from every other in the process.
     id: u64,
