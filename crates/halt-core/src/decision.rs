@@ -150,7 +150,7 @@ impl Decision {
     /// let call = Call::new(&ctx, "buy", now, &store, now);
     /// let d = Decision::deny("too dear").with_details_for(&call, || json!({"limit": 10}));
     /// assert_eq!(d.details(), &json!({"limit": 10}));
-    /// let call = call.with_details(false);
+    /// let call = call.with_details_wanted(false);
     /// let d = Decision::deny("too dear").with_details_for(&call, || json!({"limit": 10}));
     /// assert!(d.details().is_null());
     /// ```

@@ -820,7 +820,8 @@ impl Engine {
     fn decide_ahead(&self, ctx: &CallContext, function: &str, snapshot: &Snapshot) -> Vec<Early> {
         let now = self.inner.clock.prepare_time(ctx.caller_time());
         let hold_until = now.saturating_add(self.inner.approval_timeout);
-        let call = Call::new(ctx, function, now, &*self.inner.store, hold_until).with_details(self.inner.details);
+        let call =
+            Call::new(ctx, function, now, &*self.inner.store, hold_until).with_details_wanted(self.inner.details);
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let early = snapshot
             .guards
@@ -916,7 +917,8 @@ impl Engine {
                 Err(reason) => return self.finish(ctx, engine_deny(&format!("invalid call: {reason}")), snapshot),
             };
             let hold_until = now.saturating_add(self.inner.approval_timeout);
-            let call = Call::new(&ctx, &function, now, &*self.inner.store, hold_until).with_details(self.inner.details);
+            let call =
+                Call::new(&ctx, &function, now, &*self.inner.store, hold_until).with_details_wanted(self.inner.details);
             let mut slots = Vec::with_capacity(snapshot.guards.len());
             for (i, g) in snapshot.guards.iter().enumerate().filter(|(_, g)| g.enabled.load(Ordering::Relaxed)) {
                 let name = g.name;

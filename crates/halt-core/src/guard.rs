@@ -225,7 +225,7 @@ impl<'a> Call<'a> {
     /// Says whether anyone will read the details of the decision about this call (a new call
     /// says yes; see [`EngineBuilder::details`](crate::EngineBuilder::details)).
     #[must_use]
-    pub fn with_details(mut self, wanted: bool) -> Self {
+    pub fn with_details_wanted(mut self, wanted: bool) -> Self {
         self.details = wanted;
         self
     }

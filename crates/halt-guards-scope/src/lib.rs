@@ -143,7 +143,7 @@ impl Guard for ScopeGuard {
                 .with_details_for(call, || json!({"rule": "read_only_mode"})));
         }
         let per_agent = !self.deny_by_agent.is_empty() || !self.allow_by_agent.is_empty();
-        let agent = per_agent.then(|| call.context().agent_id.as_deref().map(normalize)).flatten();
+        let agent = call.context().agent_id.as_deref().filter(|_| per_agent).map(normalize);
         if let Some(agent) = agent.as_deref() {
             if let Some(p) = self.deny_by_agent.get(agent).and_then(|d| d.first_match_normalized(f)) {
                 return Ok(Decision::deny(format!("Agent '{agent}' may not call '{shown}' (matches '{p}')"))
