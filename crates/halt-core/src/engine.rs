@@ -213,10 +213,9 @@ impl Preparer<'_> {
                 Err(reason) => Stage::Invalid(reason),
                 Ok(function) => {
                     let early = engine.decide_ahead(&ctx, &function, snapshot);
-                    let function = match function {
-                        std::borrow::Cow::Borrowed(_) => None,
-                        std::borrow::Cow::Owned(f) => Some(f),
-                    };
+                    // Kept unless it is the name as given: a name normalisation only trimmed
+                    // is borrowed, yet is not the raw name every guard must not see.
+                    let function = (*function != *ctx.function_name).then(|| function.into_owned());
                     Stage::Checked(Checked { function, early })
                 }
             },
