@@ -276,8 +276,14 @@ impl Outcome {
     pub fn new(call_id: String, function_name: String, decisions: Vec<Decision>, original: &JsonObject) -> Self {
         let final_index = most_restrictive(&decisions);
         let decision = final_index.map_or(DecisionKind::Allow, |i| decisions[i].kind);
-        let modified_arguments =
-            (decision == DecisionKind::Modify).then(|| compose_modifications(original, &decisions));
+        // A call that may run (modified, or once a human approves it) runs with every change a
+        // guard made: approval never drops a redaction.
+        let may_run = match decision {
+            DecisionKind::Modify => true,
+            DecisionKind::RequireApproval => decisions.iter().any(|d| d.modified_arguments().is_some()),
+            DecisionKind::Allow | DecisionKind::Deny => false,
+        };
+        let modified_arguments = may_run.then(|| compose_modifications(original, &decisions));
         Self {
             call_id,
             function_name,
@@ -388,8 +394,10 @@ impl Outcome {
         self.decisions.iter().map(Decision::risk_score).fold(0.0, f64::max)
     }
 
-    /// The arguments to run the call with, when the final decision is modify: every modifying
-    /// guard's changes composed in registration order. `None` otherwise, and in monitor mode.
+    /// The arguments to run the call with when a guard changed them: every modifying guard's
+    /// changes composed in registration order, for a final decision of modify, or of approval
+    /// (an approved call runs with them too; a human who edits the arguments replaces them).
+    /// `None` otherwise, and in monitor mode.
     #[must_use]
     pub fn modified_arguments(&self) -> Option<&JsonObject> {
         if self.enforced { self.modified_arguments.as_ref() } else { None }
@@ -499,6 +507,19 @@ mod tests {
             Value::Object(o.modified_arguments().unwrap().clone()),
             json!({"body": "later wins", "meta": {"a": 10, "b": 2}, "keep": true})
         );
+    }
+
+    #[test]
+    fn a_call_waiting_for_approval_keeps_the_modifications() {
+        let original = obj(json!({"body": "SSN 123-45-6789"}));
+        let redacted = obj(json!({"body": "SSN [REDACTED:ssn]"}));
+        let ds = vec![Decision::require_approval("send_* needs approval"), Decision::modify("redacted", redacted)];
+        let mut o = Outcome::new("c".into(), "send_email".into(), ds, &original);
+        o.set_approved(true, None);
+        assert!(o.is_allowed());
+        assert_eq!(o.modified_arguments().unwrap()["body"], "SSN [REDACTED:ssn]");
+        let denied = Outcome::new("c".into(), "f".into(), vec![Decision::deny("no")], &original);
+        assert!(denied.modified_arguments().is_none());
     }
 
     #[test]

@@ -47,6 +47,27 @@ pub enum MoneyError {
     Overflow(String),
 }
 
+impl MoneyError {
+    /// What is wrong, without the value: for reasons shown about a call, which never repeat
+    /// the call's own values (`is not a number`, `is negative`).
+    ///
+    /// ```
+    /// use halt_core::Money;
+    ///
+    /// let e = "SSN 123-45-6789".parse::<Money>().unwrap_err();
+    /// assert_eq!(e.problem(), "is not a number");
+    /// ```
+    #[must_use]
+    pub fn problem(&self) -> &'static str {
+        match self {
+            Self::NotANumber(_) => "is not a number",
+            Self::NotFinite(_) => "is not a finite number",
+            Self::Negative(_) => "is negative",
+            Self::Overflow(_) => "is too large",
+        }
+    }
+}
+
 impl Money {
     /// Zero.
     pub const ZERO: Self = Self(0);
@@ -163,18 +184,12 @@ impl FromStr for Money {
         }
         let negative = text.starts_with('-');
         let (mantissa, exponent) = match unsigned.split_once('e') {
-            Some((m, e)) => match e.parse::<i64>() {
-                Ok(e) => (m, e),
-                Err(_) if e.trim_start_matches(['+', '-']).bytes().all(|b| b.is_ascii_digit()) && e.len() > 1 => {
-                    // An exponent too long for i64: vanishingly small, or far too large.
-                    if e.starts_with('-') {
-                        (m, i64::MIN / 2)
-                    } else {
-                        return Err(MoneyError::Overflow(shown()));
-                    }
-                }
-                Err(_) => return Err(MoneyError::NotANumber(shown())),
-            },
+            Some((m, e)) => (
+                m,
+                exponent(e)
+                    .ok_or_else(|| MoneyError::NotANumber(shown()))?
+                    .map_err(|()| MoneyError::Overflow(shown()))?,
+            ),
             None => (unsigned, 0),
         };
         let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
@@ -196,6 +211,21 @@ impl FromStr for Money {
         }
         Ok(Self(micros))
     }
+}
+
+/// The exponent of a decimal number, the text after its `e`: one optional sign, then digits.
+/// `None` when it is anything else (`--1`, `+-3`, `-`, `1.5`); `Some(Err(()))` when it is far
+/// too large; a vanishingly small one (`-99999999999999999999`) reads as `i64::MIN / 2`.
+fn exponent(text: &str) -> Option<Result<i64, ()>> {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(match text.parse::<i64>() {
+        Ok(e) => Ok(e),
+        Err(_) if text.starts_with('-') => Ok(i64::MIN / 2),
+        Err(_) => Err(()),
+    })
 }
 
 /// The value in micro-units of the digit string `digits` (no leading zeros) with the decimal
@@ -307,7 +337,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_text() {
-        for bad in ["", "abc", "$5", "1.2.3", "e5", ".", "1e", "--1", "1,5", "0x10"] {
+        for bad in [
+            "", "abc", "$5", "1.2.3", "e5", ".", "1e", "--1", "1,5", "0x10", "5000e--1", "1e-+3", "5e-+-+-", "9e--9",
+            "1e--5", "1e+", "1e-", "1e++3", "1e3.5", "1e 3", "1ee3", "1e3e4", "- 1", "+-1", "1_000",
+        ] {
             assert!(matches!(bad.parse::<Money>(), Err(MoneyError::NotANumber(_))), "{bad}");
         }
         for bad in ["NaN", "Infinity", "-inf", "+infinity"] {
