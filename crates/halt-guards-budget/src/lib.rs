@@ -259,26 +259,48 @@ impl Guard for BudgetGuard {
 
 #[cold]
 fn unknown_cost(call: &Call<'_>, field: &str, e: &MoneyError) -> Decision {
+    // The value itself is never repeated: only where it is and what is wrong with it.
     let reason = match e {
-        MoneyError::NotANumber(_) => format!("Cannot determine call cost: {field} {e}"),
-        _ => format!("Invalid call cost: {field} {e}"),
+        MoneyError::NotANumber(_) => format!("Cannot determine call cost: `{field}` {}", e.problem()),
+        _ => format!("Invalid call cost: `{field}` {}", e.problem()),
     };
     Decision::deny(reason).with_details_for(call, || json!({"field": field}))
 }
 
+/// The call's cost as a reason shows it: a price from the policy as a figure, a cost the call
+/// states itself only by where it is (a reason never repeats a value of the call's).
+fn cost_text(cost: Money, source: &str) -> String {
+    if source == "arguments" { "the call's stated cost".to_owned() } else { cost.to_string() }
+}
+
+/// The cost in a decision's details, unless the call stated it.
+fn cost_detail(cost: Money, source: &str) -> Value {
+    if source == "arguments" { Value::Null } else { json!(cost) }
+}
+
 #[cold]
 fn over_call_limit(call: &Call<'_>, cost: Money, max: Money, source: &str) -> Decision {
-    Decision::deny(format!("Call cost {cost} exceeds the per-call limit of {max}"))
-        .with_details_for(call, || json!({"window": "call", "cost": cost, "source": source, "limit": max}))
+    let reason = if source == "arguments" {
+        format!("The call's stated cost exceeds the per-call limit of {max}")
+    } else {
+        format!("Call cost {cost} exceeds the per-call limit of {max}")
+    };
+    Decision::deny(reason).with_details_for(
+        call,
+        || json!({"window": "call", "cost": cost_detail(cost, source), "source": source, "limit": max}),
+    )
 }
 
 #[cold]
 fn over_budget(call: &Call<'_>, label: &str, limit: Money, spent: Money, cost: Money, source: &str) -> Decision {
     Decision::deny(format!(
-        "{} budget exceeded: {spent} spent + {cost} would pass the limit of {limit}",
-        capitalise(label)
+        "{} budget exceeded: {spent} spent + {} would pass the limit of {limit}",
+        capitalise(label),
+        cost_text(cost, source)
     ))
-    .with_details_for(call, || json!({"window": label, "spent": spent, "cost": cost, "source": source, "limit": limit}))
+    .with_details_for(call, || {
+        json!({"window": label, "spent": spent, "cost": cost_detail(cost, source), "source": source, "limit": limit})
+    })
 }
 
 #[cold]
@@ -299,7 +321,9 @@ fn near_limit(
         warn_threshold * 100.0
     ))
     .with_risk(ratio)
-    .with_details_for(call, || json!({"window": label, "total": total, "cost": cost, "source": source, "limit": limit}))
+    .with_details_for(call, || {
+        json!({"window": label, "total": total, "cost": cost_detail(cost, source), "source": source, "limit": limit})
+    })
 }
 
 fn capitalise(s: &str) -> String {

@@ -36,8 +36,31 @@ use serde_json::{Value, json};
 /// The YAML name of this guard type.
 pub const KIND: &str = "purchase";
 
-/// The arguments read, in order, when `amount_field` is absent.
-const AMOUNT_FALLBACKS: [&str; 4] = ["price", "total", "cost", "value"];
+/// Keys that state what a purchase costs, compared as [`field_key`] writes them (`Total_Amount`
+/// is `totalamount`): the largest present counts.
+const AMOUNT_KEYS: [&str; 15] = [
+    "amount",
+    "price",
+    "total",
+    "cost",
+    "value",
+    "subtotal",
+    "sum",
+    "charge",
+    "totalamount",
+    "totalprice",
+    "totalcost",
+    "grandtotal",
+    "amounttotal",
+    "paymentamount",
+    "orderamount",
+];
+/// Keys that state the price of one unit, multiplied by the quantity beside them.
+const UNIT_PRICE_KEYS: [&str; 5] = ["price", "unitprice", "priceperunit", "unitcost", "unitamount"];
+/// Keys that state how many units are bought.
+const QUANTITY_KEYS: [&str; 7] = ["quantity", "qty", "count", "units", "numitems", "numberofitems", "itemcount"];
+/// Keys that state the currency.
+const CURRENCY_KEYS: [&str; 5] = ["currency", "currencycode", "curr", "isocurrency", "currencyiso"];
 
 /// Settings of a [`PurchaseGuard`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -87,6 +110,16 @@ impl Default for PurchaseConfig {
                 "subscribe",
                 "pay",
                 "transfer_funds",
+                "transfer_money",
+                "money_transfer",
+                "send_money",
+                "wire_transfer",
+                "wire_funds",
+                "charge",
+                "remit",
+                "donate",
+                "refund",
+                "withdraw",
             ]
             .map(String::from)
             .to_vec(),
@@ -108,11 +141,85 @@ pub struct PurchaseGuard {
     allowed: NameFragments,
 }
 
-/// What the amount argument says.
+/// What the arguments say a purchase costs.
 enum Amount {
+    /// The total: the largest amount stated, a unit price times its quantity, or the items'
+    /// totals added up, whichever is largest.
     Known(Money),
+    /// No amount, or one that is not a number (`field` says where).
     Unknown(String),
+    /// An amount that is negative, not finite or too large, in `field`.
     Invalid(String, MoneyError),
+}
+
+/// A key as purchase fields are compared: lower case, letters and digits only (`Currency_Code`
+/// is `currencycode`).
+fn field_key(key: &str) -> String {
+    key.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
+}
+
+/// One object of a purchase (the call's arguments, or one item in them) as its fields tell it.
+#[derive(Default)]
+struct Scope<'a> {
+    /// Stated amounts, and where.
+    amounts: Vec<(&'a str, &'a Value)>,
+    /// Stated unit prices, and where.
+    unit_prices: Vec<(&'a str, &'a Value)>,
+    /// Stated quantities, and where.
+    quantities: Vec<(&'a str, &'a Value)>,
+}
+
+/// Reads a stated amount.
+fn money(field: &str, value: &Value) -> Result<Money, Amount> {
+    Money::from_json(value).map_err(|e| match e {
+        MoneyError::NotANumber(_) => Amount::Unknown(format!("`{field}` {}", e.problem())),
+        e => Amount::Invalid(field.to_owned(), e),
+    })
+}
+
+impl<'a> Scope<'a> {
+    fn read(object: &'a serde_json::Map<String, Value>, amount_field: &str) -> Self {
+        let mut scope = Self::default();
+        for (k, v) in object {
+            if v.is_null() {
+                continue;
+            }
+            let key = field_key(k);
+            if k == amount_field || AMOUNT_KEYS.contains(&key.as_str()) {
+                scope.amounts.push((k, v));
+            }
+            if UNIT_PRICE_KEYS.contains(&key.as_str()) {
+                scope.unit_prices.push((k, v));
+            }
+            if QUANTITY_KEYS.contains(&key.as_str()) {
+                scope.quantities.push((k, v));
+            }
+        }
+        scope
+    }
+
+    /// The largest of the amounts and of each unit price times the quantity (several
+    /// quantities: the largest); `None` when nothing states one.
+    fn total(&self) -> Result<Option<Money>, Amount> {
+        let mut total: Option<Money> = None;
+        for (field, value) in &self.amounts {
+            total = total.max(Some(money(field, value)?));
+        }
+        let mut quantity: Option<Money> = None;
+        for (field, value) in &self.quantities {
+            quantity = quantity.max(Some(money(field, value)?));
+        }
+        if let Some(quantity) = quantity {
+            for (field, value) in &self.unit_prices {
+                let price = money(field, value)?;
+                let product = i128::from(price.micros()) * i128::from(quantity.micros()) / 1_000_000;
+                let product = i64::try_from(product)
+                    .map_err(|_| Amount::Invalid((*field).to_owned(), MoneyError::Overflow(String::new())))?;
+                total = total.max(Some(Money::from_micros(product)));
+            }
+        }
+        Ok(total)
+    }
 }
 
 impl PurchaseGuard {
@@ -158,32 +265,62 @@ impl PurchaseGuard {
         &self.config
     }
 
+    /// What the call's purchase costs: its own fields, or its items' added up, whichever says
+    /// more (a model cannot pass a large order off by stating a small amount beside it).
     fn amount(&self, call: &Call<'_>) -> Amount {
-        let args = call.arguments();
-        let field = &self.config.amount_field;
-        let found = args
-            .get(field)
-            .map(|v| (field.as_str(), v))
-            .or_else(|| AMOUNT_FALLBACKS.iter().find_map(|f| args.get(*f).map(|v| (*f, v))));
-        let Some((field, value)) = found else {
-            return Amount::Unknown("no amount argument".to_owned());
+        let field = self.config.amount_field.as_str();
+        let mut total = match Scope::read(call.arguments(), field).total() {
+            Ok(t) => t,
+            Err(why) => return why,
         };
-        match Money::from_json(value) {
-            Ok(m) => Amount::Known(m),
-            Err(e @ MoneyError::NotANumber(_)) => Amount::Unknown(format!("`{field}`: {e}")),
-            Err(e) => Amount::Invalid(field.to_owned(), e),
+        let mut items: Option<Money> = None;
+        for item in items_of(call.arguments()) {
+            let item_total = match Scope::read(item, field).total() {
+                Ok(t) => t.unwrap_or(Money::ZERO),
+                Err(why) => return why,
+            };
+            let sum = items.unwrap_or(Money::ZERO).checked_add(item_total);
+            match sum {
+                Some(sum) => items = Some(sum),
+                None => return Amount::Invalid("items".to_owned(), MoneyError::Overflow(String::new())),
+            }
         }
+        total = total.max(items.filter(|m| *m > Money::ZERO));
+        total.map_or_else(|| Amount::Unknown("no amount argument".to_owned()), Amount::Known)
     }
+}
 
-    fn category(&self, call: &Call<'_>) -> Option<String> {
-        let args = call.arguments();
-        let value =
-            args.get(&self.config.category_field).or_else(|| args.get("item").and_then(|i| i.get("category")))?;
-        match value {
-            Value::String(s) => Some(normalize(s).into_owned()),
-            Value::Null => None,
-            other => Some(normalize(&other.to_string()).into_owned()),
-        }
+/// The objects of a purchase's items: the objects among its arguments' values, and those in
+/// lists among them (`item`, `items: [...]`, `order: {...}`).
+fn items_of(args: &serde_json::Map<String, Value>) -> impl Iterator<Item = &serde_json::Map<String, Value>> {
+    args.values().flat_map(|v| {
+        let (one, list) = match v {
+            Value::Object(o) => (Some(o), &[][..]),
+            Value::Array(list) => (None, list.as_slice()),
+            _ => (None, &[][..]),
+        };
+        one.into_iter().chain(list.iter().filter_map(Value::as_object))
+    })
+}
+
+/// Every value of the purchase (its arguments and their items) under a key that `matches`, with
+/// the key.
+fn fields_where<'a>(
+    args: &'a serde_json::Map<String, Value>,
+    matches: impl Fn(&str, &str) -> bool + Copy + 'a,
+) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
+    std::iter::once(args)
+        .chain(items_of(args))
+        .flat_map(move |o| o.iter().filter(move |(k, _)| matches(k, &field_key(k))).map(|(k, v)| (k.as_str(), v)))
+}
+
+/// A category's values: a string, or each string of a list; anything else by its JSON text.
+fn category_values(v: &Value) -> Vec<String> {
+    match v {
+        Value::Null => Vec::new(),
+        Value::String(s) => vec![normalize(s).into_owned()],
+        Value::Array(items) => items.iter().flat_map(category_values).collect(),
+        other => vec![normalize(&other.to_string()).into_owned()],
     }
 }
 
@@ -205,33 +342,50 @@ impl Guard for PurchaseGuard {
                 return Ok(Decision::require_approval(format!("Cannot determine purchase amount ({why})")));
             }
             Amount::Invalid(field, e) => {
-                return Ok(Decision::deny(format!("Invalid purchase amount: `{field}` {e}")));
+                return Ok(Decision::deny(format!("Invalid purchase amount: `{field}` {}", e.problem())));
             }
         };
-        if let Some(stated) = call.arguments().get("currency") {
-            let matches = stated.as_str().is_some_and(|s| s.trim().eq_ignore_ascii_case(c.currency.trim()));
+        let args = call.arguments();
+        let currency = |_: &str, key: &str| CURRENCY_KEYS.contains(&key);
+        for (field, stated) in fields_where(args, currency) {
+            let matches = match stated {
+                Value::Null => true,
+                Value::String(s) => s.trim().eq_ignore_ascii_case(c.currency.trim()),
+                _ => false,
+            };
             if !matches {
-                return Ok(Decision::deny(format!("Currency {stated} is not the configured currency {}", c.currency))
-                    .with_details_for(call, || json!({"currency": stated, "expected": c.currency})));
+                return Ok(Decision::deny(format!(
+                    "Currency in `{field}` is not the configured currency {}",
+                    c.currency
+                ))
+                .with_details_for(call, || json!({"field": field, "expected": c.currency})));
             }
         }
-        let category = self.category(call);
-        if let Some(cat) = &category
-            && let Some(b) = self.blocked.first_in(cat)
-        {
-            return Ok(Decision::deny(format!("Category '{cat}' is blocked ('{b}')"))
-                .with_details_for(call, || json!({"category": cat, "blocked": b})));
+        let category_field = c.category_field.as_str();
+        let is_category = |k: &str, key: &str| k == category_field || key.contains("categor");
+        let mut categories = 0;
+        for (field, value) in fields_where(args, is_category) {
+            for cat in category_values(value) {
+                categories += 1;
+                if let Some(b) = self.blocked.first_in(&cat) {
+                    return Ok(Decision::deny(format!("Category in `{field}` is blocked ('{b}')"))
+                        .with_details_for(call, || json!({"field": field, "blocked": b})));
+                }
+                if !self.allowed.is_empty() && !self.allowed.is_in(&cat) {
+                    return Ok(Decision::deny(format!("Category in `{field}` is not among the allowed categories"))
+                        .with_details_for(call, || json!({"field": field, "allowed": self.allowed.fragments()})));
+                }
+            }
         }
-        if !self.allowed.is_empty() && !category.as_deref().is_some_and(|cat| self.allowed.is_in(cat)) {
-            let shown = category.as_deref().unwrap_or("(none)");
-            return Ok(Decision::deny(format!("Category '{shown}' is not among the allowed categories"))
-                .with_details_for(call, || json!({"category": category, "allowed": self.allowed.fragments()})));
+        if !self.allowed.is_empty() && categories == 0 {
+            return Ok(Decision::deny("No category is given, and only the allowed categories may be bought")
+                .with_details_for(call, || json!({"allowed": self.allowed.fragments()})));
         }
         if let Some(max) = c.max_single_purchase
             && amount > max
         {
-            return Ok(Decision::deny(format!("Purchase of {amount} exceeds the single-purchase limit of {max}"))
-                .with_details_for(call, || json!({"amount": amount, "limit": max})));
+            return Ok(Decision::deny(format!("Purchase amount exceeds the single-purchase limit of {max}"))
+                .with_details_for(call, || json!({"limit": max})));
         }
         let (count_key, day) = self.daily_count.at(call.now(), Timestamp::utc_day);
         let (total_key, _) = self.daily_total.at(call.now(), Timestamp::utc_day);
@@ -249,9 +403,9 @@ impl Guard for PurchaseGuard {
             ReserveOutcome::Rejected { current, limit, .. } => {
                 let (spent, limit) = (Money::from_micros(current), Money::from_micros(limit));
                 return Ok(Decision::deny(format!(
-                    "Daily purchase limit exceeded: {spent} spent today + {amount} would pass {limit}"
+                    "Daily purchase limit exceeded: {spent} spent today, and this purchase would pass {limit}"
                 ))
-                .with_details_for(call, || json!({"spent": spent, "amount": amount, "limit": limit})));
+                .with_details_for(call, || json!({"spent": spent, "limit": limit})));
             }
         };
         if let Some(threshold) = c.require_approval_above
@@ -261,10 +415,10 @@ impl Guard for PurchaseGuard {
                 .max_single_purchase
                 .map_or(0.7, |max| if max.micros() == 0 { 1.0 } else { (amount.as_f64() / max.as_f64()).min(1.0) });
             return Ok(Decision::require_approval(format!(
-                "Purchase of {amount} is above the approval threshold of {threshold}"
+                "Purchase amount is above the approval threshold of {threshold}"
             ))
             .with_risk(risk)
-            .with_details_for(call, || json!({"amount": amount, "threshold": threshold})));
+            .with_details_for(call, || json!({"threshold": threshold})));
         }
         Ok(Decision::allow("Purchase within limits"))
     }

@@ -47,7 +47,17 @@ fn basic() -> PurchaseConfig {
 #[tokio::test]
 async fn applies_only_to_purchase_functions() {
     let (e, _) = engine(basic());
-    for name in ["purchase_item", "BUY_now", "place_order", "checkout", "ｐａｙ_invoice", "transfer_funds"] {
+    for name in [
+        "purchase_item",
+        "BUY_now",
+        "place_order",
+        "checkout",
+        "ｐａｙ_invoice",
+        "transfer_funds",
+        "send_money",
+        "wire_transfer",
+        "charge_card",
+    ] {
         let o = e.evaluate(CallContext::new(name).with_arguments(json!({"amount": 500})).unwrap()).await;
         assert!(o.is_denied(), "{name} is a purchase");
     }
@@ -62,7 +72,7 @@ async fn amounts_are_read_from_the_field_then_fallbacks() {
     let (e, _) = engine(basic());
     assert_eq!(decide(&e, json!({"price": 200})).await.0, DecisionKind::Deny);
     assert_eq!(decide(&e, json!({"total": "75"})).await.0, DecisionKind::RequireApproval);
-    assert_eq!(decide(&e, json!({"cost": 10, "value": 999})).await.0, DecisionKind::Allow);
+    assert_eq!(decide(&e, json!({"cost": 10, "value": 999})).await.0, DecisionKind::Deny, "the largest counts");
     let (kind, reason) = decide(&e, json!({"item": "pen"})).await;
     assert_eq!(kind, DecisionKind::RequireApproval);
     assert!(reason.starts_with("Cannot determine purchase amount"), "{reason}");
@@ -98,8 +108,17 @@ async fn currency_must_match() {
     assert_eq!(decide(&e, json!({"amount": 5, "currency": "usd"})).await.0, DecisionKind::Allow);
     let (kind, reason) = decide(&e, json!({"amount": 5, "currency": "EUR"})).await;
     assert_eq!(kind, DecisionKind::Deny);
-    assert!(reason.contains("\"EUR\" is not the configured currency USD"), "{reason}");
+    assert_eq!(reason, "Currency in `currency` is not the configured currency USD");
     assert_eq!(decide(&e, json!({"amount": 5, "currency": 840})).await.0, DecisionKind::Deny);
+    // Every currency field counts, whatever its case or spelling, at the top or in an item.
+    for args in [
+        json!({"amount": 5, "currency_code": "EUR"}),
+        json!({"amount": 5, "Currency": "EUR"}),
+        json!({"amount": 5, "currency": "USD", "CurrencyCode": "GBP"}),
+        json!({"amount": 5, "item": {"currency": "EUR"}}),
+    ] {
+        assert_eq!(decide(&e, args.clone()).await.0, DecisionKind::Deny, "{args}");
+    }
 }
 
 #[tokio::test]
@@ -113,7 +132,58 @@ async fn categories_block_by_containment_and_allow_lists_restrict() {
     assert_eq!(decide(&e, json!({"amount": 10, "category": "toys"})).await.0, DecisionKind::Deny);
     let (kind, reason) = decide(&e, json!({"amount": 10})).await;
     assert_eq!(kind, DecisionKind::Deny, "no category is not an allowed one");
-    assert!(reason.contains("(none)"), "{reason}");
+    assert!(reason.starts_with("No category is given"), "{reason}");
+    // Every category counts: a null one hides nothing, and lists and items are read too.
+    let (e, _) = engine(basic());
+    for args in [
+        json!({"amount": 10, "category": null, "item": {"category": "luxury"}}),
+        json!({"amount": 10, "category": "office", "item": {"category": "Luxury"}}),
+        json!({"amount": 10, "categories": ["office", "gambling"]}),
+        json!({"amount": 10, "product_category": "luxury watches"}),
+        json!({"amount": 10, "items": [{"price": 1, "category": "office"}, {"price": 1, "category": "luxury"}]}),
+    ] {
+        assert_eq!(decide(&e, args.clone()).await.0, DecisionKind::Deny, "{args}");
+    }
+}
+
+#[tokio::test]
+async fn the_amount_is_the_real_total() {
+    let (e, _) = engine(basic());
+    for args in [
+        json!({"price": 40, "quantity": 100}),
+        json!({"amount": 1, "total": 5000}),
+        json!({"amount": 1, "Total_Amount": 5000}),
+        json!({"unit_price": "40", "qty": "3"}),
+        json!({"amount": 1, "items": [{"price": 60, "quantity": 1}, {"price": 60, "quantity": 1}]}),
+        json!({"amount": 1, "item": {"price": 25, "quantity": 5}}),
+    ] {
+        assert_eq!(decide(&e, args.clone()).await.0, DecisionKind::Deny, "{args} is over 100");
+    }
+    assert_eq!(decide(&e, json!({"price": 10, "quantity": 3})).await.0, DecisionKind::Allow);
+    let (kind, reason) = decide(&e, json!({"price": 10, "quantity": "many"})).await;
+    assert_eq!(kind, DecisionKind::RequireApproval, "{reason}");
+    assert_eq!(decide(&e, json!({"price": 10, "quantity": -2})).await.0, DecisionKind::Deny);
+    assert_eq!(decide(&e, json!({"price": 1e9, "quantity": 1e9})).await.0, DecisionKind::Deny, "overflow");
+}
+
+#[tokio::test]
+async fn reasons_never_repeat_the_values_of_the_call() {
+    let (e, _) = engine(PurchaseConfig { allowed_categories: vec!["office".into()], ..basic() });
+    let secret = "SSN 123-45-6789 sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+    for args in [
+        json!({"amount": 5, "currency": secret, "category": "office"}),
+        json!({"amount": 5, "category": secret}),
+        json!({"amount": secret}),
+        json!({"amount": 5, "category": "luxury 123-45-6789"}),
+        json!({"amount": 1234.5678, "category": "office"}),
+        json!({"amount": 75.4321, "category": "office"}),
+    ] {
+        let o = e.evaluate(buy(args.clone())).await;
+        let text = serde_json::to_string(&o).unwrap();
+        for value in ["123-45-6789", "sk_live", "1234.5678", "75.4321"] {
+            assert!(!text.contains(value), "{text}");
+        }
+    }
 }
 
 #[tokio::test]
