@@ -1,12 +1,15 @@
 //! The deletion guard: what an agent may delete, how much, how often.
 //!
 //! It applies to calls whose normalised name contains a deletion word (`delete`, `remove`,
-//! `drop`, `purge`, ...). Targets come from `resource_id` (configurable) and the lists
-//! `resource_ids`, `ids`, `items`, `targets`; failing those, the first of `id`, `name`, `path`,
-//! `file`, `document_id`, `email_id`, `record_id`. Paths are resolved before matching, so
-//! `temp_/../inbox` is `inbox`, and a path that climbs above its root is refused. Every target
-//! counts one against the session and daily limits, and the counts and the cooldown change only
-//! when a deletion runs.
+//! `drop`, `purge`, ...). Every argument that names a target is checked (`resource_id`, which
+//! is configurable, `id`, `name`, `path`, `file`, `email_id`, the lists `ids`, `items`,
+//! `targets`, ... whatever their case), lists item by item and objects by each of their own
+//! target fields, and the most restrictive answer wins. Paths are resolved before matching, so
+//! `temp_/../inbox` is `inbox`, and a path that climbs above its root is refused. A
+//! percent-encoded target is judged in its decoded form too, and a target that is encoded or
+//! holds wildcard characters (`temp_*`, which a shell would expand) needs a human even when its
+//! name is allowed. Every target counts one against the session and daily limits, and the counts
+//! and the cooldown change only when a deletion runs.
 //!
 //! ```
 //! use halt_core::{CallContext, Engine};
@@ -28,10 +31,10 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use arrayvec::ArrayVec;
+use arrayvec::{ArrayString, ArrayVec};
 
 use halt_core::factory::seconds;
-use halt_core::names::{NameFragments, NamePatterns, resolve_resource};
+use halt_core::names::{NameError, NameFragments, NamePatterns, resolve_resource};
 use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, ReserveRequest, Window, key};
 use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Timestamp, TypedFactory, async_trait};
 use serde::{Deserialize, Serialize};
@@ -40,10 +43,37 @@ use serde_json::{Value, json};
 /// The YAML name of this guard type.
 pub const KIND: &str = "deletion";
 
-/// Argument lists whose items are all targets.
-const LIST_FIELDS: [&str; 4] = ["resource_ids", "ids", "items", "targets"];
-/// Single-target arguments read, in order, when no other target is given.
-const SINGLE_FIELDS: [&str; 7] = ["id", "name", "path", "file", "document_id", "email_id", "record_id"];
+/// Arguments that name what a call deletes, compared as [`field_key`] writes them
+/// (`Resource_Id` is `resourceid`): each one present is checked, lists item by item.
+const TARGET_KEYS: [&str; 24] = [
+    "resourceid",
+    "resourceids",
+    "resource",
+    "resources",
+    "ids",
+    "items",
+    "targets",
+    "target",
+    "id",
+    "name",
+    "names",
+    "path",
+    "paths",
+    "file",
+    "files",
+    "filename",
+    "filepath",
+    "filepaths",
+    "documentid",
+    "emailid",
+    "recordid",
+    "key",
+    "keys",
+    "uri",
+];
+/// Characters a shell, a glob or a query expands: a target holding one may delete more than
+/// it names.
+const WILDCARDS: [char; 6] = ['*', '?', '[', ']', '{', '}'];
 /// Function-name words that make a deletion hard.
 const HARD_WORDS: [&str; 5] = ["hard", "permanent", "purge", "wipe", "destroy"];
 /// How long a session's deletion count is remembered after its last deletion.
@@ -157,50 +187,14 @@ impl DeletionGuard {
         &self.config
     }
 
-    /// The call's targets, resolved; or why one is unusable.
+    /// The call's targets, resolved, from every argument that names one; or why one is
+    /// unusable.
     fn targets<'c>(&self, call: &Call<'c>) -> Result<Targets<'c>, String> {
-        let args = call.arguments();
         let mut targets = Targets::default();
-        // Whether any target value is present, even `null` (then there is no fallback).
-        let mut present = false;
-        let mut take = |v: &'c Value| -> Result<(), String> {
-            present = true;
-            if !v.is_null() {
-                targets.push(target_name(v)?);
+        for (k, v) in call.arguments() {
+            if *k == self.config.resource_field || field_key(k).is_some_and(|key| TARGET_KEYS.contains(&key.as_str())) {
+                collect(k, v, &mut targets, 0)?;
             }
-            Ok(())
-        };
-        // The resource field's value, then the lists', in this order: found in one pass over a
-        // small map of arguments (most are), by lookups in a large one.
-        let mut fields: [Option<&'c Value>; 1 + LIST_FIELDS.len()] = [None; 1 + LIST_FIELDS.len()];
-        if args.len() <= 16 {
-            for (k, v) in args {
-                if *k == self.config.resource_field {
-                    fields[0] = Some(v);
-                }
-                if let Some(i) = LIST_FIELDS.iter().position(|f| f == k) {
-                    fields[1 + i] = Some(v);
-                }
-            }
-        } else {
-            fields[0] = args.get(&self.config.resource_field);
-            for (slot, f) in fields[1..].iter_mut().zip(LIST_FIELDS) {
-                *slot = args.get(f);
-            }
-        }
-        if let Some(v) = fields[0] {
-            take(v)?;
-        }
-        for list in &fields[1..] {
-            match list {
-                None | Some(Value::Null) => {}
-                Some(Value::Array(items)) => items.iter().try_for_each(&mut take)?,
-                Some(other) => take(other)?,
-            }
-        }
-        let fallback = if present { None } else { SINGLE_FIELDS.iter().find_map(|f| args.get(*f)) };
-        if let Some(v) = fallback.filter(|v| !v.is_null()) {
-            targets.push(target_name(v)?);
         }
         Ok(targets)
     }
@@ -213,15 +207,28 @@ impl DeletionGuard {
     }
 }
 
-/// A call's targets: the first few inline (most deletions name one or two), the rest on the heap.
+/// One target of a call: the argument naming it, its resolved name, and why it needs a human
+/// even when its name is allowed.
+struct Target<'c> {
+    field: &'c str,
+    name: Cow<'c, str>,
+    doubt: Option<&'static str>,
+}
+
+/// A call's targets: the first few inline (most deletions name one or two), the rest on the
+/// heap. A name given twice (`{"id": "a", "name": "a"}`) is one target.
 #[derive(Default)]
 struct Targets<'c> {
-    few: ArrayVec<Cow<'c, str>, 2>,
-    more: Vec<Cow<'c, str>>,
+    few: ArrayVec<Target<'c>, 2>,
+    more: Vec<Target<'c>>,
 }
 
 impl<'c> Targets<'c> {
-    fn push(&mut self, target: Cow<'c, str>) {
+    fn push(&mut self, target: Target<'c>) {
+        if let Some(same) = self.few.iter_mut().chain(&mut self.more).find(|t| t.name == target.name) {
+            same.doubt = same.doubt.or(target.doubt);
+            return;
+        }
         if let Err(full) = self.few.try_push(target) {
             self.more.push(full.element());
         }
@@ -235,8 +242,119 @@ impl<'c> Targets<'c> {
         self.few.is_empty()
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Cow<'c, str>> {
+    fn iter(&self) -> impl Iterator<Item = &Target<'c>> {
         self.few.iter().chain(&self.more)
+    }
+}
+
+/// A key as target arguments are compared: lower case, letters and digits only; `None` for a
+/// key too long to be one.
+fn field_key(key: &str) -> Option<ArrayString<16>> {
+    let mut out = ArrayString::new();
+    for c in key.chars().filter(char::is_ascii_alphanumeric) {
+        out.try_push(c.to_ascii_lowercase()).ok()?;
+    }
+    Some(out)
+}
+
+/// Adds the targets `v` names, under the argument `field`: a string or number as itself, a list
+/// item by item, an object by every one of its own target fields.
+fn collect<'c>(field: &'c str, v: &'c Value, targets: &mut Targets<'c>, depth: usize) -> Result<(), String> {
+    match v {
+        Value::Null => Ok(()),
+        Value::String(s) => targets.push_text(field, s),
+        Value::Number(n) => {
+            let text = number_text(n);
+            let name = resolve(field, &text)?.into_owned();
+            targets.push(Target { field, name: Cow::Owned(name), doubt: None });
+            Ok(())
+        }
+        Value::Array(items) if depth < 2 => items.iter().try_for_each(|i| collect(field, i, targets, depth + 1)),
+        Value::Object(o) if depth < 2 => {
+            let before = targets.len();
+            for (k, item) in o {
+                if field_key(k).is_some_and(|key| TARGET_KEYS.contains(&key.as_str())) {
+                    collect(field, item, targets, depth + 1)?;
+                }
+            }
+            if targets.len() == before {
+                return Err(format!("a target in `{field}` is an object naming no id, name or path"));
+            }
+            Ok(())
+        }
+        other => Err(format!("a target in `{field}` is {}, not a name", json_type(other))),
+    }
+}
+
+impl<'c> Targets<'c> {
+    /// Adds a target written as text: resolved, and judged in its decoded form too when it is
+    /// percent-encoded (`temp_%2f..%2finbox` is `temp_/../inbox`, so `inbox`).
+    fn push_text(&mut self, field: &'c str, text: &'c str) -> Result<(), String> {
+        let wildcard = text.contains(WILDCARDS).then_some("it holds wildcard characters");
+        let name = resolve(field, text)?;
+        let decoded = percent_decoded(text);
+        self.push(Target { field, name, doubt: wildcard.or(decoded.as_ref().map(|_| "it is percent-encoded")) });
+        if let Some(decoded) = decoded {
+            let wildcard = decoded.contains(WILDCARDS).then_some("it holds wildcard characters");
+            let name = resolve(field, &decoded)?.into_owned();
+            self.push(Target { field, name: Cow::Owned(name), doubt: wildcard.or(Some("it is percent-encoded")) });
+        }
+        Ok(())
+    }
+}
+
+/// A number's text as a target (`42` and `42.0` are one resource).
+fn number_text(n: &serde_json::Number) -> String {
+    match n.as_f64() {
+        Some(f) if n.as_u64().is_none() && n.as_i64().is_none() && f.fract() == 0.0 && f.abs() < 1e15 => {
+            format!("{f:.0}")
+        }
+        _ => n.to_string(),
+    }
+}
+
+/// The text with `%XX` escapes decoded, again until nothing changes (at most a few rounds);
+/// `None` when it holds none. Bytes that do not make UTF-8 become U+FFFD.
+fn percent_decoded(text: &str) -> Option<String> {
+    let mut current = Cow::Borrowed(text);
+    for _ in 0..4 {
+        let bytes = current.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |b: u8| char::from(b).to_digit(16);
+            match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+                (b'%', Some(hi), Some(lo)) => {
+                    out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
+                    i += 3;
+                }
+                (b, _, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        let next = String::from_utf8_lossy(&out).into_owned();
+        if next == *current {
+            break;
+        }
+        current = Cow::Owned(next);
+    }
+    match current {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(decoded) => Some(decoded),
+    }
+}
+
+/// The JSON type of a value, for reasons (never the value).
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -250,26 +368,17 @@ fn is_truthy(v: &Value) -> bool {
     }
 }
 
-/// A target's text, resolved.
-fn resolve(text: &str) -> Result<Cow<'_, str>, String> {
-    resolve_resource(text).map_err(|e| format!("target `{}`: {e}", text.escape_debug()))
-}
-
-/// A target's resolved name: a string or number as itself, an object by its `id`, `name` or
-/// `path`.
-fn target_name(v: &Value) -> Result<Cow<'_, str>, String> {
-    let named = match v {
-        Value::Object(o) => match ["id", "name", "path"].iter().find_map(|k| o.get(*k)) {
-            Some(named @ (Value::String(_) | Value::Number(_))) => named,
-            _ => return Err("a target object has no id, name or path".to_owned()),
-        },
-        other => other,
-    };
-    match named {
-        Value::String(s) => resolve(s),
-        Value::Number(n) => resolve(&n.to_string()).map(|t| Cow::Owned(t.into_owned())),
-        other => Err(format!("a target is {other}, not a name")),
-    }
+/// A target's text, resolved; what is wrong with it names the argument, never the text.
+fn resolve<'t>(field: &str, text: &'t str) -> Result<Cow<'t, str>, String> {
+    resolve_resource(text).map_err(|e| {
+        let problem = match e {
+            NameError::Empty => "is empty".to_owned(),
+            NameError::ControlCharacter(c) => format!("holds the control character U+{c:04X}"),
+            NameError::EscapesRoot(_) => "climbs above its root".to_owned(),
+            _ => "is not a usable name".to_owned(),
+        };
+        format!("a target in `{field}` {problem}")
+    })
 }
 
 #[async_trait]
@@ -354,26 +463,27 @@ impl Guard for DeletionGuard {
             return Ok(Decision::require_approval("Deletion with no identifiable target needs approval")
                 .with_details_for(call, || json!({"rule": "no_target"})));
         }
-        for t in targets.iter() {
+        for Target { field, name: t, .. } in targets.iter() {
             if let Some(p) = self.protected.first_match_normalized(t) {
-                return Ok(Decision::deny(format!("'{t}' is protected ('{p}')"))
-                    .with_details_for(call, || json!({"rule": "protected_resources", "target": t})));
+                return Ok(Decision::deny(format!("A target in `{field}` is protected ('{p}')"))
+                    .with_details_for(call, || json!({"rule": "protected_resources", "field": field, "pattern": p})));
             }
             if let Some(p) = self.deny.first_match_normalized(t) {
-                return Ok(Decision::deny(format!("'{t}' matches deny pattern '{p}'"))
-                    .with_details_for(call, || json!({"rule": "deny_patterns", "target": t, "pattern": p})));
+                return Ok(Decision::deny(format!("A target in `{field}` matches the deny pattern '{p}'"))
+                    .with_details_for(call, || json!({"rule": "deny_patterns", "field": field, "pattern": p})));
             }
             if !self.allow.is_empty() && !self.allow.is_match_normalized(t) {
-                return Ok(Decision::deny(format!("'{t}' matches no allow pattern"))
-                    .with_details_for(call, || json!({"rule": "allow_patterns", "target": t})));
+                return Ok(Decision::deny(format!("A target in `{field}` matches no allow pattern"))
+                    .with_details_for(call, || json!({"rule": "allow_patterns", "field": field})));
             }
+        }
+        if let Some(Target { field, doubt: Some(why), .. }) = targets.iter().find(|t| t.doubt.is_some()) {
+            return Ok(Decision::require_approval(format!("A target in `{field}` needs approval: {why}"))
+                .with_details_for(call, || json!({"rule": "ambiguous_target", "field": field})));
         }
         if c.require_approval_always {
             return Ok(Decision::require_approval(format!("Deletion of {n} resource(s) needs approval"))
-                .with_details_for(
-                    call,
-                    || json!({"rule": "require_approval_always", "targets": targets.iter().collect::<Vec<_>>()}),
-                ));
+                .with_details_for(call, || json!({"rule": "require_approval_always", "targets": n})));
         }
         Ok(Decision::allow("Deletion within policy"))
     }

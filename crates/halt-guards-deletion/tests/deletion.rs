@@ -149,33 +149,75 @@ fn no_target_needs_approval() {
 }
 
 #[test]
-fn which_arguments_are_targets() {
-    // `protected` names the first protected target, so it shows which targets were found.
+fn every_argument_naming_a_target_is_checked() {
     let (e, _) = setup(json!({"protected_resources": ["a", "b", "c", "z"], "require_approval_always": true}));
-    let t = |args: Value| decide(&e, "delete_x", args).1;
-    assert_eq!(t(json!({"resource_id": "a", "ids": ["b"]})), "'a' is protected ('a')");
-    assert_eq!(t(json!({"targets": ["c"], "ids": ["x", "b"]})), "'b' is protected ('b')", "lists in their order");
-    assert_eq!(t(json!({"resource_ids": [null, "x"], "items": "c"})), "'c' is protected ('c')", "a lone item");
-    // The single fields are a fallback only when no target field is present.
-    assert_eq!(t(json!({"id": "z", "name": "a"})), "'z' is protected ('z')");
-    assert_eq!(t(json!({"path": "z"})), "'z' is protected ('z')");
-    assert_eq!(t(json!({"ids": ["x"], "id": "z"})), "Deletion of 1 resource(s) needs approval");
-    assert_eq!(t(json!({"resource_id": null, "id": "z"})), "Deletion with no identifiable target needs approval");
-    assert_eq!(t(json!({"ids": [], "id": "z"})), "'z' is protected ('z')", "an empty list is no target");
-    assert_eq!(t(json!({"ids": null, "id": "z"})), "'z' is protected ('z')");
-    assert_eq!(t(json!({"id": null, "name": "a"})), "Deletion with no identifiable target needs approval");
-    assert_eq!(t(json!({"ids": [{"name": "b"}]})), "'b' is protected ('b')", "an object by its name");
-    assert_eq!(decide(&e, "delete_x", json!({"ids": [true]})).0, DecisionKind::Deny, "not a name");
-    // Many arguments are looked up rather than walked: the same targets.
+    let t = |args: Value| decide(&e, "delete_x", args);
+    let denied = |args: Value| {
+        let (k, r) = t(args.clone());
+        assert_eq!(k, DecisionKind::Deny, "{args}: {r}");
+        r
+    };
+    assert_eq!(denied(json!({"resource_id": "x", "ids": ["b"]})), "A target in `ids` is protected ('b')");
+    assert_eq!(denied(json!({"targets": ["c"], "ids": ["x", "y"]})), "A target in `targets` is protected ('c')");
+    assert_eq!(denied(json!({"resource_ids": [null, "x"], "items": "c"})), "A target in `items` is protected ('c')");
+    // Not the first field only: every one, whatever its case or spelling.
+    for args in [
+        json!({"name": "temp_1", "path": "a"}),
+        json!({"id": "x", "email_id": "z"}),
+        json!({"resource_id": "x", "id": "z"}),
+        json!({"ids": ["x"], "File_Path": "z"}),
+        json!({"Path": "z"}),
+        json!({"resourceId": "z"}),
+        json!({"ids": [{"name": "x", "path": "b"}]}),
+        json!({"id": {"id": "x", "path": "a"}}),
+        json!({"ids": null, "id": "z"}),
+        json!({"ids": [true]}),
+    ] {
+        denied(args);
+    }
+    let (k, r) = t(json!({"resource_id": null, "id": null}));
+    assert_eq!((k, r.as_str()), (DecisionKind::RequireApproval, "Deletion with no identifiable target needs approval"));
+    assert_eq!(t(json!({"ids": ["x"], "name": "x"})).1, "Deletion of 1 resource(s) needs approval", "one name twice");
+    // Many arguments: the same targets.
     let mut many: serde_json::Map<String, Value> = (0..40).map(|i| (format!("x{i}"), json!(i))).collect();
     many.insert("targets".into(), json!(["x", "c"]));
-    many.insert("id".into(), json!("z"));
-    assert_eq!(t(Value::Object(many)), "'c' is protected ('c')");
-    // A resource field that is also a list's name is read as both.
-    let (e, _) = setup(json!({"protected_resources": ["a"], "resource_field": "ids"}));
-    let (k, r) = decide(&e, "delete_x", json!({"ids": "a"}));
-    assert_eq!((k, r.as_str()), (DecisionKind::Deny, "'a' is protected ('a')"));
-    assert!(decide(&e, "delete_x", json!({"ids": ["a"]})).1.starts_with("Deletion refused"), "a list is not a name");
+    assert_eq!(denied(Value::Object(many)), "A target in `targets` is protected ('c')");
+    // A configured resource field is read too.
+    let (e, _) = setup(json!({"protected_resources": ["a"], "resource_field": "victim"}));
+    assert_eq!(decide(&e, "delete_x", json!({"victim": "a"})).0, DecisionKind::Deny);
+}
+
+#[test]
+fn encoded_and_wildcard_targets_are_judged_decoded_or_sent_to_a_human() {
+    let (e, _) = setup(json!({"allow_patterns": ["temp_*"], "protected_resources": ["inbox"]}));
+    let t = |id: &str| decide(&e, "delete_file", json!({"resource_id": id}));
+    assert_eq!(t("temp_%2f..%2finbox").0, DecisionKind::Deny, "decoded, it is the inbox");
+    assert_eq!(t("temp_%252f..%252finbox").0, DecisionKind::Deny, "decoded twice");
+    assert_eq!(t("%69nbox").0, DecisionKind::Deny);
+    assert_eq!(t("temp_%41").0, DecisionKind::RequireApproval, "encoded: a human decides");
+    let (k, r) = t("temp_*");
+    assert_eq!(k, DecisionKind::RequireApproval, "a shell would expand it");
+    assert_eq!(r, "A target in `resource_id` needs approval: it holds wildcard characters");
+    assert_eq!(t("temp_[0-9]").0, DecisionKind::RequireApproval);
+    assert_eq!(t("temp_1").0, DecisionKind::Allow);
+    assert_eq!(decide(&e, "delete_file", json!({"resource_id": 42.0, "id": 42})).0, DecisionKind::Deny, "no allow");
+}
+
+#[test]
+fn reasons_never_repeat_the_targets() {
+    let (e, _) = setup(json!({"allow_patterns": ["temp_*"], "protected_resources": ["inbox"]}));
+    let secret = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+    for args in [
+        json!({"resource_id": secret}),
+        json!({"path": format!("../{secret}")}),
+        json!({"id": format!("{secret}\u{7}")}),
+        json!({"ids": [{"size": secret}]}),
+    ] {
+        let o = e.evaluate_blocking(CallContext::new("delete_file").with_arguments(args.clone()).unwrap());
+        assert!(o.is_denied(), "{args}");
+        let text = serde_json::to_string(&o).unwrap();
+        assert!(!text.contains("sk_live"), "{text}");
+    }
 }
 
 #[test]
@@ -188,11 +230,11 @@ fn patterns_protection_and_evasions() {
     let t = |id: &str| decide(&e, "delete_file", json!({"resource_id": id}));
     assert_eq!(t("temp_file_001").0, DecisionKind::Allow);
     assert_eq!(t("draft_7").0, DecisionKind::Allow);
-    assert_eq!(t("inbox"), (DecisionKind::Deny, "'inbox' is protected ('inbox')".into()));
+    assert_eq!(t("inbox"), (DecisionKind::Deny, "A target in `resource_id` is protected ('inbox')".into()));
     assert_eq!(t("INBOX").0, DecisionKind::Deny);
     assert_eq!(t("ｉｎｂｏｘ").0, DecisionKind::Deny);
     assert_eq!(t("in\u{200b}box").0, DecisionKind::Deny);
-    assert_eq!(t("temp_/../inbox"), (DecisionKind::Deny, "'inbox' is protected ('inbox')".into()));
+    assert_eq!(t("temp_/../inbox"), (DecisionKind::Deny, "A target in `resource_id` is protected ('inbox')".into()));
     assert_eq!(t("temp_backup").0, DecisionKind::Deny);
     assert_eq!(t("db_production").0, DecisionKind::Deny);
     assert_eq!(t("important_document").0, DecisionKind::Deny, "matches no allow pattern");
@@ -202,7 +244,7 @@ fn patterns_protection_and_evasions() {
     assert!(t("temp_\u{7}x").1.contains("control character"));
     // Every target is checked, from every list.
     let (k, r) = decide(&e, "delete_files", json!({"resource_ids": ["temp_1", "sent"]}));
-    assert_eq!((k, r.as_str()), (DecisionKind::Deny, "'sent' is protected ('sent')"));
+    assert_eq!((k, r.as_str()), (DecisionKind::Deny, "A target in `resource_ids` is protected ('sent')"));
     assert_eq!(
         decide(&e, "delete_files", json!({"items": [{"id": "temp_1"}, {"name": "cache_2"}]})).0,
         DecisionKind::Allow
