@@ -288,6 +288,8 @@ fn read(
         let parsed = match std::str::from_utf8(&lines.buf[range]) {
             Err(e) => Parsed::Invalid { line: line_no, error: format!("the line is not UTF-8: {e}") },
             Ok(text) => {
+                // A byte-order mark may open the first line (text written on Windows).
+                let text = if line_no == 1 { text.strip_prefix('\u{feff}').unwrap_or(text) } else { text };
                 let text = text.trim();
                 if text.is_empty() {
                     continue;
@@ -389,6 +391,7 @@ fn write(answers: &std::sync::mpsc::Receiver<Vec<Answer>>) -> (Summary, std::io:
                     }
                 }
             }
+            escape_line_breaks(&mut text);
             out.write_all(&text)?;
         }
         out.flush()
@@ -522,6 +525,32 @@ fn json_str(out: &mut Vec<u8>, s: &str) -> std::io::Result<()> {
 /// control character. A fold without an early exit, so that the compiler vectorises it.
 fn needs_escape(bytes: &[u8]) -> bool {
     bytes.iter().fold(false, |found, &b| found | (b < 0x20) | (b == b'"') | (b == b'\\'))
+}
+
+/// Escapes the characters JSON allows raw in strings but readers of lines may take for line
+/// breaks (U+2028, U+2029, U+0085), wherever they are in `text`: they can only be inside
+/// strings, where `\uXXXX` means the same.
+fn escape_line_breaks(text: &mut Vec<u8>) {
+    const BREAKS: [(&[u8], &[u8]); 3] =
+        [(b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"), (b"\xc2\x85", b"\\u0085")];
+    if memchr::memchr2(0xe2, 0xc2, text).is_none() {
+        return;
+    }
+    let mut out = Vec::with_capacity(text.len() + 16);
+    let mut i = 0;
+    while i < text.len() {
+        match BREAKS.iter().find(|(raw, _)| text[i..].starts_with(raw)) {
+            Some((raw, escaped)) => {
+                out.extend_from_slice(escaped);
+                i += raw.len();
+            }
+            None => {
+                out.push(text[i]);
+                i += 1;
+            }
+        }
+    }
+    *text = out;
 }
 
 /// Writes `v` as serde_json does (the common scores without formatting).

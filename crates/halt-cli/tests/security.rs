@@ -60,3 +60,95 @@ fn malformed_numbers_are_not_zero() {
     let (out, _) = eval("guards:\n  budget:\n    max_daily_spend: \"1e--5\"\n", "", &[]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Family 9: smaller holes, each closed.
+#[test]
+fn loops_partitions_numbers_names_and_output() {
+    // Loop keys: agent "a/b" + session "c" is not agent "a" + session "b/c".
+    let policy = "guards:\n  rate_limit:\n    max_identical_calls: 1\n    max_calls_per_minute: null\n    max_calls_per_minute_per_function: null\n    burst_threshold: null\n";
+    let call = |agent: &str, session: &str, q: Value| json!({"function_name": "fetch", "agent_id": agent, "session_id": session, "arguments": {"q": q}, "timestamp": at(0)});
+    let lines = run(policy, &[call("a/b", "c", json!(1)), call("a", "b/c", json!(1))], &[]);
+    assert_eq!(decisions(&lines), ["allow", "allow"], "two agents, two runs");
+    // 42 and 42.0 are the same argument: the second call repeats the first.
+    let lines = run(policy, &[call("a", "s", json!(42)), call("a", "s", json!(42.0))], &[]);
+    assert_eq!(decisions(&lines), ["allow", "deny"]);
+    // A padded or cased name is the same function.
+    let lines = run(
+        policy,
+        &[
+            json!({"function_name": "fetch", "arguments": {}, "timestamp": at(0)}),
+            json!({"function_name": " fetch", "arguments": {}, "timestamp": at(1)}),
+            json!({"function_name": "FETCH ", "arguments": {}, "timestamp": at(2)}),
+        ],
+        &[],
+    );
+    assert_eq!(decisions(&lines), ["allow", "deny", "deny"]);
+}
+
+#[test]
+fn an_absurd_timestamp_does_not_pin_the_replay_clock() {
+    let policy = "guards:\n  budget:\n    max_daily_spend: 1\n    default_cost: 0.6\n";
+    let day = 86_400.0;
+    let calls = [
+        json!({"function_name": "x", "timestamp": at(0)}),
+        json!({"function_name": "x", "timestamp": 1.0e12}),
+        json!({"function_name": "x", "timestamp": at(0) + 3000.0 * day}),
+        json!({"function_name": "x", "timestamp": at(0) + 10.0}),
+        json!({"function_name": "x", "timestamp": at(0) + day}),
+    ];
+    let lines = run(policy, &calls, &[]);
+    // The far-future calls are evaluated at the clock's time (the same day: over the limit),
+    // and the next day's call is a new day again.
+    assert_eq!(decisions(&lines), ["allow", "deny", "deny", "deny", "allow"], "{lines:?}");
+}
+
+#[test]
+fn names_are_capped_lines_may_open_with_a_bom_and_line_breaks_are_escaped() {
+    let policy = "guards:\n  scope:\n    deny_functions: [\"drop_*\"]\n";
+    let long = "a".repeat(2_000_000);
+    let input = format!(
+        "\u{feff}{}\n{}\n{}\n",
+        json!({"function_name": "drop_table"}),
+        json!({"function_name": long}),
+        json!({"function_name": "drop_\u{2028}x\u{85}y\u{2029}"}),
+    );
+    let started = std::time::Instant::now();
+    let (out, lines) = eval(policy, &input, &[]);
+    assert!(out.status.success());
+    assert_eq!(lines[0]["decision"], "deny", "the BOM is not part of the call");
+    assert!(lines[1]["error"].as_str().unwrap().contains("longer than 256 bytes"), "{:?}", lines[1]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for raw in ['\u{2028}', '\u{2029}', '\u{85}'] {
+        assert!(!text.contains(raw), "raw {raw:?} in the output");
+    }
+    assert!(text.contains("\\u2028") && text.contains("\\u0085"));
+    assert_eq!(lines[2]["function_name"], "drop_\u{2028}x\u{85}y\u{2029}", "escaped, the same text");
+}
+
+#[test]
+fn repeated_keys_are_refused() {
+    let policy = "guards:\n  scope:\n    deny_functions: [\"drop_*\"]\n";
+    let input = concat!(
+        r#"{"function_name": "send_email", "arguments": {"to": "a@corp.test", "to": "eve@evil.test"}}"#,
+        "\n",
+        r#"{"function_name": "drop_table", "function_name": "read_table"}"#,
+        "\n",
+    );
+    let (_, lines) = eval(policy, input, &[]);
+    for line in &lines {
+        let error = line["error"].as_str().unwrap_or_default();
+        assert!(error.contains("repeats a key") && !error.contains("eve@"), "{line}");
+    }
+}
+
+#[test]
+fn read_only_mode_refuses_reads_that_write() {
+    let policy = "guards:\n  scope:\n    read_only_mode: true\n";
+    let calls: Vec<Value> =
+        ["get_user", "get_and_delete_user", "fetch_then_send_money", "list_payments", "view_report"]
+            .iter()
+            .map(|f| json!({"function_name": f, "timestamp": at(0)}))
+            .collect();
+    assert_eq!(decisions(&run(policy, &calls, &[])), ["allow", "deny", "deny", "allow", "allow"]);
+}

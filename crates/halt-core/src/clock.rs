@@ -328,16 +328,36 @@ impl Clock for ManualClock {
 
 /// A clock driven by recorded calls: it shows the latest timestamp it has observed and never
 /// moves backwards, so replaying a trace reproduces its windows.
+///
+/// One absurd timestamp must not pin it (every later call would then look older, and all of
+/// them would count in one day): it does not follow a time more than a year after the system
+/// clock's (a recorded call cannot come from the future), nor, once it has followed a call, one
+/// more than a year after the time it shows. Such a call is evaluated at the time the clock
+/// shows.
+///
+/// ```
+/// use halt_core::{Clock, ReplayClock, Timestamp};
+///
+/// let clock = ReplayClock::default();
+/// clock.observe(Some(Timestamp::from_secs(1_795_003_200)));
+/// clock.observe(Some(Timestamp::from_secs(1_000_000_000_000)));
+/// assert_eq!(clock.now(), Timestamp::from_secs(1_795_003_200));
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct ReplayClock {
     inner: ManualClock,
+    /// Whether it has followed a call yet (shared by clones).
+    started: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// How far ahead a replay clock follows a call: see [`ReplayClock`].
+const REPLAY_MAX_AHEAD: Duration = Duration::from_secs(366 * 86_400);
 
 impl ReplayClock {
     /// A replay clock starting at `start` (usually the epoch; the first call moves it).
     #[must_use]
     pub fn new(start: Timestamp) -> Self {
-        Self { inner: ManualClock::new(start) }
+        Self { inner: ManualClock::new(start), started: Arc::default() }
     }
 }
 
@@ -347,9 +367,15 @@ impl Clock for ReplayClock {
     }
 
     fn observe(&self, call_time: Option<Timestamp>) {
-        if let Some(t) = call_time {
-            self.inner.micros.fetch_max(t.as_micros(), Ordering::SeqCst);
+        let Some(t) = call_time else { return };
+        if t > SystemClock.now().saturating_add(REPLAY_MAX_AHEAD) {
+            return;
         }
+        if self.started.load(Ordering::Relaxed) && t > self.now().saturating_add(REPLAY_MAX_AHEAD) {
+            return;
+        }
+        self.started.store(true, Ordering::Relaxed);
+        self.inner.micros.fetch_max(t.as_micros(), Ordering::SeqCst);
     }
 
     fn prepare_time(&self, call_time: Option<Timestamp>) -> Timestamp {

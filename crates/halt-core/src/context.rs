@@ -7,8 +7,6 @@ use serde_json::{Map, Value};
 
 use crate::clock::Timestamp;
 
-mod scan;
-
 /// JSON object type used for arguments, metadata and details.
 pub type JsonObject = Map<String, Value>;
 
@@ -75,7 +73,14 @@ pub enum ContextError {
     /// The timestamp is negative, NaN or infinite.
     #[error("`timestamp` must be a non-negative finite number of seconds")]
     BadTimestamp,
+    /// A name or id is longer than [`MAX_NAME_BYTES`].
+    #[error("`{0}` is longer than {MAX_NAME_BYTES} bytes")]
+    TooLong(&'static str),
 }
+
+/// The longest function name, agent, session or call id accepted, in bytes: names are
+/// normalised and compared on every call, so a name of megabytes is refused at once.
+pub const MAX_NAME_BYTES: usize = 256;
 
 impl CallContext {
     /// A call of `function_name` with no arguments and a fresh call id.
@@ -157,7 +162,8 @@ impl CallContext {
     }
 
     /// Builds a call from the text of its JSON wire form, as [`CallContext::from_json`] does
-    /// from a parsed value, in one pass over the text (no intermediate value of the whole call).
+    /// from a parsed value. An object anywhere in the text that repeats a key is refused: the
+    /// tool's own parser might keep the other value than the one the guards saw.
     ///
     /// ```
     /// use halt_core::CallContext;
@@ -165,6 +171,7 @@ impl CallContext {
     /// let ctx = CallContext::from_json_str(r#"{"function_name": "search", "arguments": {"q": "x"}, "ui": [1]}"#)?;
     /// assert_eq!(ctx.arguments["q"], "x");
     /// assert!(CallContext::from_json_str("[]").is_err());
+    /// assert!(CallContext::from_json_str(r#"{"function_name": "f", "arguments": {"to": "a", "to": "b"}}"#).is_err());
     /// # Ok::<(), halt_core::ParseCallError>(())
     /// ```
     ///
@@ -172,12 +179,13 @@ impl CallContext {
     /// [`ParseCallError::Json`] for text that is not JSON, [`ParseCallError::Call`] for JSON
     /// that is not a valid call.
     pub fn from_json_str(text: &str) -> Result<Self, ParseCallError> {
-        match scan::fields(text) {
-            Some(fields) => Ok(fields.build()?),
-            // Not JSON, not an object, or nested too deep for the scan: the general path finds
-            // the call, or what is wrong, with its message.
-            None => Ok(Self::from_json(serde_json::from_str(text)?)?),
+        if !text.trim_start().starts_with('{') {
+            // Not an object: the same message as `from_json` gives.
+            let UniqueKeys(value) = serde_json::from_str(text)?;
+            return Ok(Self::from_json(value)?);
         }
+        let fields: Fields = serde_json::from_str(text)?;
+        Ok(fields.build()?)
     }
 
     /// The timestamp the caller supplied, if it is a valid time.
@@ -249,8 +257,7 @@ impl Field {
     }
 }
 
-/// The fields of a call's wire form, typed as read (the text scan sets the usual ones directly;
-/// the rest, and the general path, go through [`Fields::set`]).
+/// The fields of a call's wire form, typed as read.
 #[derive(Default)]
 struct Fields {
     function_name: Slot<String>,
@@ -260,6 +267,67 @@ struct Fields {
     timestamp: Slot<serde_json::Number>,
     arguments: Slot<JsonObject>,
     metadata: Slot<JsonObject>,
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    /// The fields of a call's JSON object, read straight from the text (no value of the whole
+    /// call): each known field as a value whose objects repeat no key, the others skipped. A
+    /// known field given twice is refused.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Fields;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a call object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+                let mut fields = Fields::default();
+                let mut seen = 0u8;
+                while let Some(FieldKey(field)) = map.next_key()? {
+                    let Some(field) = field else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        continue;
+                    };
+                    let bit = 1 << field as u8;
+                    if seen & bit != 0 {
+                        return Err(serde::de::Error::custom("an object repeats a key"));
+                    }
+                    seen |= bit;
+                    let UniqueKeys(value) = map.next_value()?;
+                    fields.set_field(field, value);
+                }
+                Ok(fields)
+            }
+        }
+
+        d.deserialize_map(Visit)
+    }
+}
+
+/// A key of a call's object: the field it names, if any (read without copying it).
+struct FieldKey(Option<Field>);
+
+impl<'de> Deserialize<'de> for FieldKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = FieldKey;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<FieldKey, E> {
+                Ok(FieldKey(Field::of(v)))
+            }
+        }
+
+        d.deserialize_str(Visit)
+    }
 }
 
 impl Fields {
@@ -320,9 +388,95 @@ impl Fields {
             }
             None => None,
         };
+        for (field, value) in [
+            ("function_name", Some(&function_name)),
+            ("call_id", Some(&call_id)),
+            ("agent_id", agent_id.as_ref()),
+            ("session_id", session_id.as_ref()),
+        ] {
+            if value.is_some_and(|v| v.len() > MAX_NAME_BYTES) {
+                return Err(ContextError::TooLong(field));
+            }
+        }
         let arguments = self.arguments.take("arguments", "a JSON object")?.unwrap_or_default();
         let metadata = self.metadata.take("metadata", "a JSON object")?.unwrap_or_default();
         Ok(CallContext { call_id, function_name, arguments, agent_id, session_id, timestamp, metadata })
+    }
+}
+
+/// A JSON value in which no object repeats a key: serde_json keeps the last of two silently,
+/// while another parser may keep the first.
+struct UniqueKeys(Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        UniqueKeys::deserialize(d).map(|UniqueKeys(v)| v)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(UniqueKeys(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = JsonObject::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let UniqueKeys(value) = map.next_value()?;
+            if object.insert(key, value).is_some() {
+                // The key itself is not shown: it is the caller's text, and may be a secret.
+                return Err(serde::de::Error::custom("an object repeats a key"));
+            }
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -406,6 +560,35 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_key_anywhere_is_refused() {
+        for text in [
+            r#"{"function_name": 1, "function_name": "last wins"}"#,
+            r#"{"function_name": "first", "function_name": null}"#,
+            r#"{"function_name": "f", "arguments": {"a": 1}, "arguments": {"b": 2}}"#,
+            r#"{"function_name": "f", "arguments": {"to": "a@corp.test", "to": "eve@evil.test"}}"#,
+            r#"{"function_name": "f", "arguments": {"x": [{"k": 1, "k": 2}]}}"#,
+            r#"{"function_name": "f", "metadata": {"tenant": "a", "tenant": "b"}}"#,
+        ] {
+            let e = CallContext::from_json_str(text).unwrap_err().to_string();
+            assert!(e.contains("an object repeats a key"), "{text}: {e}");
+            assert!(!e.contains("eve@"), "{e}");
+        }
+    }
+
+    #[test]
+    fn names_longer_than_the_limit_are_refused_before_any_work() {
+        let long = "a".repeat(MAX_NAME_BYTES + 1);
+        for field in ["function_name", "agent_id", "session_id", "call_id"] {
+            let mut call = json!({"function_name": "f"});
+            call[field] = json!(long);
+            let e = CallContext::from_json(call).unwrap_err().to_string();
+            assert_eq!(e, format!("`{field}` is longer than {MAX_NAME_BYTES} bytes"));
+        }
+        let fits = json!({"function_name": "a".repeat(MAX_NAME_BYTES)});
+        assert!(CallContext::from_json(fits).is_ok());
+    }
+
+    #[test]
     fn builder_refuses_non_object_arguments() {
         let err = CallContext::new("f").with_arguments(json!("x")).unwrap_err();
         assert_eq!(err.to_string(), "`arguments` must be a JSON object, got a string");
@@ -426,9 +609,6 @@ mod tests {
             r#"{"function_name": "f", "agent_id": "a", "session_id": "s", "timestamp": 12.5, "ui": {"x": [1, 2]}}"#,
             r#"{"function_name": "f", "call_id": 42, "timestamp": 3}"#,
             r#"{"function_name": "f", "arguments": null, "metadata": null, "agent_id": null, "call_id": null}"#,
-            r#"{"function_name": 1, "function_name": "last wins"}"#,
-            r#"{"function_name": "first", "function_name": null}"#,
-            r#"{"function_name": "f", "arguments": {"a": 1}, "arguments": {"b": 2}}"#,
             r#"{"function_name": "f", "arguments": [1]}"#,
             r#"{"function_name": "f", "metadata": "m"}"#,
             r#"{"function_name": "f", "timestamp": -1}"#,
@@ -461,7 +641,7 @@ mod tests {
                 (slow, fast) => assert_eq!(slow.err(), fast.err(), "{text}"),
             }
         }
-        let escaped = CallContext::from_json_str(texts[16]).unwrap();
+        let escaped = CallContext::from_json_str(texts[13]).unwrap();
         assert_eq!(escaped.arguments["escaped"], "key");
     }
 }

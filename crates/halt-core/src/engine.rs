@@ -1242,6 +1242,17 @@ fn run_pre_hooks(hooks: &[PreHook], ctx: &mut CallContext) -> Result<(), String>
 
 /// Validates the call's names; returns the normalised function name.
 fn check_call(ctx: &CallContext) -> Result<std::borrow::Cow<'_, str>, String> {
+    // Before any work on them: normalising a name of megabytes would take seconds.
+    let limit = crate::context::MAX_NAME_BYTES;
+    for (field, value) in [
+        ("function_name", Some(&ctx.function_name)),
+        ("agent_id", ctx.agent_id.as_ref()),
+        ("session_id", ctx.session_id.as_ref()),
+    ] {
+        if value.is_some_and(|v| v.len() > limit) {
+            return Err(format!("{field}: longer than {limit} bytes"));
+        }
+    }
     let function = names::validate(&ctx.function_name).map_err(|e| format!("function_name: {e}"))?;
     for (field, value) in [("agent_id", &ctx.agent_id), ("session_id", &ctx.session_id)] {
         if let Some(c) = value.as_deref().and_then(|v| v.chars().find(|c| c.is_control())) {

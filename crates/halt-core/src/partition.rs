@@ -49,7 +49,9 @@ impl Partition {
     /// session or metadata value falls in the partition `-` (shared by all such calls).
     #[must_use]
     pub fn key(&self, ctx: &CallContext) -> Cow<'static, str> {
-        let part = |label: &str, v: Option<&str>| Cow::Owned(format!("{label}={}", v.unwrap_or("-")));
+        let part = |label: &str, v: Option<&str>| {
+            Cow::Owned(format!("{label}={}", v.map_or("-".into(), crate::store::key_part)))
+        };
         match self {
             Self::Global => Cow::Borrowed(Self::GLOBAL_KEY),
             Self::Agent => part("agent", ctx.agent_id.as_deref()),

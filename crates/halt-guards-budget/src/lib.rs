@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use halt_core::names::normalize;
 use halt_core::partition::Partition;
-use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, Window, key};
+use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, Window, key, key_part};
 use halt_core::{
     CalendarWindow, Call, Decision, FactoryError, Guard, GuardError, Money, MoneyError, Timestamp, TypedFactory,
     async_trait,
@@ -179,7 +179,7 @@ impl BudgetGuard {
         let ctx = call.context();
         let mut windows = Charges { specs: Vec::with_capacity(3), ..Charges::default() };
         if let (Some(limit), Some(session)) = (c.max_session_spend, ctx.session_id.as_deref()) {
-            let k = key(&[&self.prefix, "session", session]);
+            let k = key(&[&self.prefix, "session", &key_part(session)]);
             let idle = Window::Idle { idle: SESSION_IDLE };
             windows.push("session", limit, CounterSpec::new(k, idle, cost.micros(), Some(limit.micros())));
         }

@@ -35,7 +35,7 @@ use arrayvec::{ArrayString, ArrayVec};
 
 use halt_core::factory::seconds;
 use halt_core::names::{NameError, NameFragments, NamePatterns, resolve_resource};
-use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, ReserveRequest, Window, key};
+use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, ReserveRequest, Window, key, key_part};
 use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Timestamp, TypedFactory, async_trait};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -433,7 +433,7 @@ impl Guard for DeletionGuard {
             counters.push(CounterSpec::new(cooldown_key(), cooldown_window, 1, Some(1)));
         }
         if let (Some(max), Some(session)) = (c.max_deletions_per_session, call.context().session_id.as_deref()) {
-            let k = key(&[&self.prefix, "session", session]);
+            let k = key(&[&self.prefix, "session", &key_part(session)]);
             labels[counters.len()] = "session";
             counters.push(CounterSpec::new(k, Window::Idle { idle: SESSION_IDLE }, i64::from(n), Some(i64::from(max))));
         }

@@ -26,7 +26,7 @@ use std::time::Duration;
 use arrayvec::ArrayVec;
 use halt_core::factory::seconds;
 use halt_core::partition::Partition;
-use halt_core::store::{CounterSpec, Refusal, ReserveOutcome, ReserveRequest, StoreKey, Window, key};
+use halt_core::store::{CounterSpec, Refusal, ReserveOutcome, ReserveRequest, StoreKey, Window, key, key_part};
 use halt_core::{Call, Decision, FactoryError, Guard, GuardError, Timestamp, TypedFactory, async_trait};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -173,7 +173,9 @@ impl RateLimitGuard {
     /// The key of the run of identical calls of this call's agent and session.
     fn last_key(&self, call: &Call<'_>) -> StoreKey {
         let ctx = call.context();
-        key(&[&self.last_prefix, ctx.agent_id.as_deref().unwrap_or("-"), ctx.session_id.as_deref().unwrap_or("-")])
+        let agent = ctx.agent_id.as_deref().map_or("-".into(), key_part);
+        let session = ctx.session_id.as_deref().map_or("-".into(), key_part);
+        key(&[&self.last_prefix, &agent, &session])
     }
 
     /// The denial of a call that `kind` refuses.
@@ -197,7 +199,7 @@ impl RateLimitGuard {
             Limit::Function => (
                 Decision::deny(format!(
                     "Function rate limit exceeded for '{}': {current}/{limit} calls/min",
-                    call.context().function_name
+                    call.function()
                 )),
                 "max_calls_per_minute_per_function",
             ),
@@ -265,18 +267,7 @@ impl Mix {
         match v {
             Value::Null => self.word(1),
             Value::Bool(b) => self.word(2 + u64::from(*b)),
-            Value::Number(n) => {
-                if let Some(u) = n.as_u64() {
-                    self.word(4);
-                    self.word(u);
-                } else if let Some(i) = n.as_i64() {
-                    self.word(5);
-                    self.word(i.cast_unsigned());
-                } else {
-                    self.word(6);
-                    self.word(n.as_f64().unwrap_or(f64::NAN).to_bits());
-                }
-            }
+            Value::Number(n) => self.number(n),
             Value::String(s) => {
                 self.word(7);
                 self.bytes(s.as_bytes());
@@ -289,6 +280,25 @@ impl Mix {
                 }
             }
             Value::Object(o) => self.object(o, depth + 1),
+        }
+    }
+
+    /// A number by its value, not its spelling: `42`, `42.0` and `4.2e1` are one argument.
+    fn number(&mut self, n: &serde_json::Number) {
+        let whole = |f: f64| {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "range and fraction checked")]
+            (f.fract() == 0.0 && (0.0..1.8e19).contains(&f)).then(|| f as u64)
+        };
+        if let Some(u) = n.as_u64().or_else(|| n.as_f64().and_then(whole)) {
+            self.word(4);
+            self.word(u);
+        } else if let Some(i) = n.as_i64() {
+            self.word(5);
+            self.word(i.cast_unsigned());
+        } else {
+            // -0.0 is 0 (above); other floats by their bits.
+            self.word(6);
+            self.word(n.as_f64().unwrap_or(f64::NAN).to_bits());
         }
     }
 
@@ -347,11 +357,16 @@ impl Guard for RateLimitGuard {
             limits.push(Limit::Minute);
         }
         if let Some(max) = c.max_calls_per_minute_per_function {
-            counters.push(CounterSpec::new(key(&[&keys.functions, f]), sliding(MINUTE), 1, Some(i64::from(max))));
+            counters.push(CounterSpec::new(
+                key(&[&keys.functions, &key_part(f)]),
+                sliding(MINUTE),
+                1,
+                Some(i64::from(max)),
+            ));
             limits.push(Limit::Function);
         }
         if let (Some(max), Some(session)) = (c.max_calls_per_session, ctx.session_id.as_deref()) {
-            let k = key(&[&self.prefix, &c.partition_by.key(ctx), "session", session]);
+            let k = key(&[&self.prefix, &c.partition_by.key(ctx), "session", &key_part(session)]);
             counters.push(CounterSpec::new(k, Window::Idle { idle: SESSION_IDLE }, 1, Some(i64::from(max))));
             limits.push(Limit::Session);
         }
@@ -433,6 +448,7 @@ mod tests {
             print("f", json!({"a": "1"})),
             print("f", json!({"a": 1})),
             print("f", json!({"a": 1.5})),
+            print("f", json!({"a": 2})),
             print("f", json!({"a": -1})),
             print("f", json!({"a": null})),
             print("f", json!({"a": {}})),
@@ -444,6 +460,10 @@ mod tests {
                 assert_ne!(a, b);
             }
         }
+        // A number is its value, however it is written.
+        assert_eq!(print("f", json!({"a": 42})), print("f", json!({"a": 42.0})));
+        assert_eq!(print("f", json!({"a": 0})), print("f", json!({"a": -0.0})));
+        assert_eq!(print("f", json!({"a": [1e2]})), print("f", json!({"a": [100]})));
         // Nesting past the walked depth is allowed (and not told apart).
         let mut deep = json!(0);
         for _ in 0..300 {

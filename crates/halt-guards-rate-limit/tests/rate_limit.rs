@@ -71,7 +71,11 @@ fn per_function_limit_names_the_function() {
         assert_eq!(decide(&e, call("f", json!({"i": i}))).0, DecisionKind::Allow);
     }
     let (k, r) = decide(&e, call("F", json!({"i": 9})));
-    assert_eq!((k, r.as_str()), (DecisionKind::Deny, "Function rate limit exceeded for 'F': 3/3 calls/min"));
+    assert_eq!(
+        (k, r.as_str()),
+        (DecisionKind::Deny, "Function rate limit exceeded for 'f': 3/3 calls/min"),
+        "the normalised name"
+    );
     assert_eq!(decide(&e, call("g", json!({}))).0, DecisionKind::Allow);
     // Evasions count as the same function.
     assert_eq!(decide(&e, call("ｆ", json!({"i": 10}))).0, DecisionKind::Deny);

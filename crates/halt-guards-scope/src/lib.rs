@@ -27,8 +27,58 @@ use serde_json::{Value, json};
 pub const KIND: &str = "scope";
 
 /// The read-only patterns used unless configured otherwise.
-pub const DEFAULT_READ_ONLY_PATTERNS: [&str; 10] =
-    ["get_*", "read_*", "list_*", "fetch_*", "search_*", "query_*", "find_*", "lookup_*", "describe_*", "show_*"];
+pub const DEFAULT_READ_ONLY_PATTERNS: [&str; 14] = [
+    "get_*",
+    "read_*",
+    "list_*",
+    "fetch_*",
+    "search_*",
+    "query_*",
+    "find_*",
+    "lookup_*",
+    "describe_*",
+    "show_*",
+    "view_*",
+    "count_*",
+    "inspect_*",
+    "retrieve_*",
+];
+
+/// Words that make a call a write even when its name matches a read pattern: in read-only
+/// mode, `get_and_delete_user` and `fetch_then_send_money` are refused. Whole words of the
+/// normalised name only, so `list_updates` and `list_payments` are reads.
+pub const WRITE_WORDS: [&str; 30] = [
+    "delete",
+    "remove",
+    "drop",
+    "destroy",
+    "purge",
+    "erase",
+    "wipe",
+    "truncate",
+    "send",
+    "pay",
+    "purchase",
+    "buy",
+    "wire",
+    "transfer",
+    "charge",
+    "write",
+    "update",
+    "create",
+    "insert",
+    "execute",
+    "exec",
+    "kill",
+    "upload",
+    "overwrite",
+    "grant",
+    "revoke",
+    "deploy",
+    "refund",
+    "withdraw",
+    "shutdown",
+];
 
 /// Settings of a [`ScopeGuard`]. Patterns are fnmatch-like globs (`*`, `?`, `[abc]`, `[!abc]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -137,8 +187,9 @@ impl Guard for ScopeGuard {
 
     async fn evaluate(&self, call: &Call<'_>) -> Result<Decision, GuardError> {
         let f = call.function();
-        let shown = &call.context().function_name;
-        if self.config.read_only_mode && !self.read_only.is_match_normalized(f) {
+        let shown = f;
+        let write = || f.split(|c: char| !c.is_alphanumeric()).any(|w| WRITE_WORDS.contains(&w));
+        if self.config.read_only_mode && (!self.read_only.is_match_normalized(f) || write()) {
             return Ok(Decision::deny(format!("Read-only mode: '{shown}' is not a read operation"))
                 .with_details_for(call, || json!({"rule": "read_only_mode"})));
         }

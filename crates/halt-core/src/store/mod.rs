@@ -31,6 +31,28 @@ pub fn key(parts: &[&str]) -> StoreKey {
     StoreKey::join(parts)
 }
 
+/// A value from a call (an agent, a session, a function name) made safe to be one part of a
+/// [`key`]: `%` and `/` are escaped, and `-` alone (which keys use for "none") is too, so that
+/// two different values never make the same key (`a/b` + `c` and `a` + `b/c`).
+///
+/// ```
+/// use halt_core::store::{key, key_part};
+///
+/// assert_eq!(key_part("s-1"), "s-1");
+/// assert_ne!(key(&["x", &key_part("a/b"), "c"]), key(&["x", "a", &key_part("b/c")]));
+/// assert_eq!(key_part("-"), "%2D");
+/// ```
+#[must_use]
+pub fn key_part(value: &str) -> std::borrow::Cow<'_, str> {
+    if value == "-" {
+        return "%2D".into();
+    }
+    if !value.contains(['/', '%']) {
+        return value.into();
+    }
+    value.replace('%', "%25").replace('/', "%2F").into()
+}
+
 /// Checks what every store refuses: an empty key, a key named twice, (for a reservation,
 /// `reserving`) a negative amount, and a [`RecentLimit`] on anything but a sliding window at
 /// least as wide as it. Stores call it first; an error is [`StoreError::InvalidRequest`].
