@@ -99,6 +99,15 @@ fn check(file: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The engine is built as `eval` builds it, so that `check` never calls valid a policy that
+    // `eval` would refuse.
+    if let Err(e) = policy.build_engine() {
+        report(&format!("{}: {e}", file.display()));
+        return ExitCode::from(2);
+    }
+    if policy.guards.is_empty() {
+        report(&format!("warning: {}: the policy has no guards, so every call is allowed", file.display()));
+    }
     let mut out = std::io::stdout().lock();
     let store = match &policy.store {
         halt_config::StoreSettings::Memory => "memory".to_owned(),

@@ -152,3 +152,39 @@ fn read_only_mode_refuses_reads_that_write() {
             .collect();
     assert_eq!(decisions(&run(policy, &calls, &[])), ["allow", "deny", "deny", "allow", "allow"]);
 }
+
+/// Family 8: policies that would misbehave are refused, and `check` judges as `eval` loads.
+#[test]
+fn policies_that_should_be_errors_are_errors() {
+    let refused = [
+        "guards:\n  scope:\n    deny_by_agent: {Bot: [\"*\"], bot: []}\n",
+        "guards:\n  scope:\n    allow_by_agent: {\"ｂｏｔ\": [\"a\"], bot: [\"b\"]}\n",
+        "guards:\n  budget:\n    cost_estimator: {Render: 6, \"render \": 0.01}\n",
+        "guards:\n  rate_limit:\n    max_identical_calls: 0\n",
+        "guards:\n  rate_limit:\n    burst_threshold: 0\n",
+        "guards:\n  sensitive_data:\n    custom_patterns: {nothing: \"x*\"}\n",
+        "guards:\n  sensitive_data:\n    custom_patterns: {nothing: \"(?:)\"}\n",
+        "guards:\n  - type: scope\n    name: \"\"\n",
+        "guards:\n  - type: scope\n    name: \"a\\nb\"\n",
+    ];
+    for policy in refused {
+        let path = common::temp_file(&format!("refused-{}.yaml", policy.len()), policy);
+        let out = common::bin().args(["check", path.to_str().unwrap()]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "check accepts {policy:?}");
+        let (out, _) = eval(policy, "", &[]);
+        assert_eq!(out.status.code(), Some(2), "eval accepts {policy:?}");
+    }
+    // A glob among the blocked categories is a glob.
+    let policy = "guards:\n  purchase:\n    blocked_categories: [\"*\"]\n";
+    let lines = run(
+        policy,
+        &[json!({"function_name": "buy", "arguments": {"amount": 1, "category": "office"}, "timestamp": at(0)})],
+        &[],
+    );
+    assert_eq!(decisions(&lines), ["deny"]);
+    // No guards: valid, with a warning.
+    let path = common::temp_file("empty.yaml", "guards: {}\n");
+    let out = common::bin().args(["check", path.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no guards"));
+}

@@ -371,9 +371,10 @@ impl PolicyLoader {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Policy, ConfigError> {
         let ctx = Ctx { origin, text };
-        let text = interpolate(text, env).map_err(|(offset, message)| ctx.at_offset(offset, message))?;
-        let ctx = Ctx { origin, text: &text };
-        let doc: Value = serde_yaml::from_str(&text).map_err(|e| ctx.yaml_error(&e))?;
+        let mut doc: Value = serde_yaml::from_str(text).map_err(|e| ctx.yaml_error(&e))?;
+        // Variables are replaced in values once the text is read, never in the text: a value
+        // cannot turn into YAML of its own, and comments are left alone.
+        substitute(&mut doc, &mut Vec::new(), env).map_err(|(path, message)| ctx.at_path(&path, message, None))?;
         let root = match doc {
             Value::Null => Mapping::new(),
             Value::Mapping(m) => m,
@@ -526,6 +527,10 @@ impl PolicyLoader {
         name: &str,
         cfg: Value,
     ) -> Result<ConfiguredGuard, ConfigError> {
+        // Checked here, where the error can point at the policy, as the engine checks it.
+        if let Err(e) = halt_core::names::validate(name) {
+            return Err(ctx.at_path(path, format!("invalid guard name: {e}"), None));
+        }
         if self.registry.get(kind).is_none() {
             let s = suggest(kind, self.registry.kinds().iter().map(String::as_str));
             let known = self.registry.kinds().join(", ");
@@ -673,10 +678,6 @@ impl Ctx<'_> {
         self.error(pos, rendered, message, suggestion)
     }
 
-    fn at_offset(&self, offset: usize, message: String) -> ConfigError {
-        self.error(Some(locate::line_col(self.text, offset)), None, message, None)
-    }
-
     fn yaml_error(&self, e: &serde_yaml::Error) -> ConfigError {
         let pos = e.location().map(|l| (l.line(), l.column()));
         let msg = e.to_string();
@@ -714,6 +715,54 @@ impl Ctx<'_> {
             self.at_path(&p, strip_expected(&message), None)
         })
     }
+}
+
+/// Replaces `${NAME}` in every string of `value` (keys too) with the variable's value. A
+/// string that is one variable alone takes the value's YAML type when it is a plain scalar
+/// (`max_daily_spend: ${LIMIT}` is a number); anything else stays text. Returns the path and
+/// message of the first problem.
+fn substitute(
+    value: &mut Value,
+    path: &mut Vec<Seg>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), (Vec<Seg>, String)> {
+    match value {
+        Value::String(s) if s.contains('$') => {
+            let text = interpolate(s, env).map_err(|(_, message)| (path.clone(), message))?;
+            let whole = s.trim().strip_prefix("${").and_then(|r| r.strip_suffix('}')).is_some_and(|n| !n.contains('}'));
+            *value = match serde_yaml::from_str::<Value>(&text) {
+                Ok(scalar @ (Value::Number(_) | Value::Bool(_) | Value::Null)) if whole => scalar,
+                _ => Value::String(text),
+            };
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                path.push(Seg::Index(i));
+                substitute(item, path, env)?;
+                path.pop();
+            }
+        }
+        Value::Mapping(map) => {
+            let entries = std::mem::take(map);
+            for (mut key, mut item) in entries {
+                if let Value::String(k) = &key
+                    && k.contains('$')
+                {
+                    let text = interpolate(k, env).map_err(|(_, message)| (path.clone(), message))?;
+                    key = Value::String(text);
+                }
+                path.push(Seg::Key(key.as_str().unwrap_or_default().to_owned()));
+                substitute(&mut item, path, env)?;
+                path.pop();
+                if map.insert(key, item).is_some() {
+                    return Err((path.clone(), "two keys are the same once variables are replaced".into()));
+                }
+            }
+        }
+        Value::Tagged(tagged) => substitute(&mut tagged.value, path, env)?,
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Replaces `${NAME}` with the variable's value; `$${` stands for a literal `${`. Returns the

@@ -131,7 +131,23 @@ fn environment_variables_are_interpolated() {
     let e = PolicyLoader::new()
         .load_with_env("guards:\n  budget:\n    max_daily_spend: ${MISSING}\n", "p.yaml", &env)
         .unwrap_err();
-    assert_eq!(e.to_string(), "p.yaml:3:22: environment variable `MISSING` is not set");
+    assert_eq!(e.to_string(), "p.yaml:3:5: environment variable `MISSING` is not set at guards.budget.max_daily_spend");
+    // Values are replaced, never text: a value cannot add YAML of its own, and comments are
+    // left alone (an unset variable there is no error).
+    let env = |name: &str| match name {
+        "AGENTS" => Some("x\n  read_only_mode: true".to_owned()),
+        "EVIL" => Some("1\nguards: {}".to_owned()),
+        _ => None,
+    };
+    let yaml = "# ${NOT_SET} in a comment\nguards:\n  scope:\n    deny_functions: [\"drop_*\", \"${AGENTS}\"]\n";
+    let policy = PolicyLoader::new().load_with_env(yaml, "p.yaml", &env).unwrap();
+    let settings = policy.guards[0].guard.describe();
+    assert_eq!(settings["deny_functions"], json!(["drop_*", "x\n  read_only_mode: true"]));
+    assert_eq!(settings["read_only_mode"], json!(false));
+    let e = PolicyLoader::new()
+        .load_with_env("guards:\n  budget:\n    max_daily_spend: ${EVIL}\n", "p.yaml", &env)
+        .unwrap_err();
+    assert!(e.to_string().contains("max_daily_spend"), "{e}");
 }
 
 #[test]

@@ -167,6 +167,44 @@ pub fn resolve_resource(id: &str) -> Result<Cow<'_, str>, NameError> {
     Ok(Cow::Owned(if absolute { format!("/{joined}") } else { joined }))
 }
 
+/// A map keyed by names (an agent's rules, a function's price), keyed by the normalised names
+/// instead. Two keys that normalise to one name are an error, never settled by their order:
+/// `{Bot: [...], bot: []}` would otherwise leave one of them unread.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use halt_core::names::normalize_keys;
+///
+/// let prices = BTreeMap::from([("Render_Video".to_owned(), 6)]);
+/// assert_eq!(normalize_keys(&prices)?["render_video"], 6);
+/// let clash = BTreeMap::from([("Bot".to_owned(), 1), ("bot ".to_owned(), 2)]);
+/// assert!(normalize_keys(&clash).is_err());
+/// # Ok::<(), halt_core::names::PatternError>(())
+/// ```
+///
+/// # Errors
+/// A key that is empty once normalised, or two keys that normalise to one name.
+pub fn normalize_keys<V: Clone>(
+    map: &std::collections::BTreeMap<String, V>,
+) -> Result<std::collections::BTreeMap<String, V>, PatternError> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut first: std::collections::BTreeMap<String, &str> = std::collections::BTreeMap::new();
+    for (key, value) in map {
+        let name = normalize(key).into_owned();
+        if name.is_empty() {
+            return Err(PatternError { pattern: key.clone(), reason: "the name is empty".into() });
+        }
+        if let Some(other) = first.insert(name.clone(), key) {
+            return Err(PatternError {
+                pattern: key.clone(),
+                reason: format!("`{other}` and `{key}` are the same name once normalised"),
+            });
+        }
+        out.insert(name, value.clone());
+    }
+    Ok(out)
+}
+
 /// True for Unicode's Default_Ignorable_Code_Point characters: invisible, and so a way to make
 /// two names look alike.
 fn is_default_ignorable(c: char) -> bool {
@@ -351,7 +389,8 @@ impl NamePatterns {
 }
 
 /// Name fragments, normalised, that a name may contain: `delete` is in `bulk_delete_files`,
-/// `luxury` is in `luxury_goods`.
+/// `luxury` is in `luxury_goods`. An entry with glob characters (`*`, `?`, `[`) is a pattern the
+/// whole name must match instead: `*` matches every name, never only a name holding a star.
 ///
 /// ```
 /// use halt_core::names::NameFragments;
@@ -359,11 +398,15 @@ impl NamePatterns {
 /// let f = NameFragments::new(["Delete", "purge"])?;
 /// assert_eq!(f.first_in("bulk_delete_files"), Some("delete"));
 /// assert!(!f.is_in("read_file"));
+/// let every = NameFragments::new(["*"])?;
+/// assert_eq!(every.first_in("office"), Some("*"));
 /// # Ok::<(), halt_core::names::PatternError>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct NameFragments {
     fragments: Vec<String>,
+    /// The entries with glob characters, matched against the whole name.
+    globs: Option<NamePatterns>,
     /// For each fragment, the pairs of adjacent bytes it holds, as bits ([`pairs`]): a name holds
     /// the fragment only if it holds them all, which most names on every call's path do not.
     pairs: Vec<u64>,
@@ -380,6 +423,7 @@ fn pairs(text: &[u8]) -> u64 {
 impl PartialEq for NameFragments {
     fn eq(&self, other: &Self) -> bool {
         self.fragments == other.fragments
+            && self.globs.as_ref().map(NamePatterns::patterns) == other.globs.as_ref().map(NamePatterns::patterns)
     }
 }
 
@@ -406,33 +450,44 @@ impl NameFragments {
                 }
             })
             .collect::<Result<Vec<String>, _>>()
-            .map(|fragments| {
+            .and_then(|entries| {
+                let (globs, fragments): (Vec<String>, Vec<String>) =
+                    entries.into_iter().partition(|e| e.contains(['*', '?', '[']));
+                let globs = if globs.is_empty() { None } else { Some(NamePatterns::new(&globs)?) };
                 let pairs = fragments.iter().map(|f| self::pairs(f.as_bytes())).collect();
-                Self { fragments, pairs }
+                Ok(Self { fragments, globs, pairs })
             })
     }
 
     /// True when no fragment was given.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.fragments.is_empty()
+        self.fragments.is_empty() && self.globs.is_none()
     }
 
-    /// The normalised fragments, in order.
+    /// The normalised fragments without glob characters, in order.
     #[must_use]
     pub fn fragments(&self) -> &[String] {
         &self.fragments
     }
 
-    /// The first fragment (in the order given) that an already-normalised name contains.
+    /// The first fragment (in the order given) that an already-normalised name contains, else
+    /// the first glob entry it matches.
     #[must_use]
     pub fn first_in(&self, name: &str) -> Option<&str> {
-        self.fragments.iter().find(|f| name.contains(f.as_str())).map(String::as_str)
+        self.fragments
+            .iter()
+            .find(|f| name.contains(f.as_str()))
+            .map(String::as_str)
+            .or_else(|| self.globs.as_ref().and_then(|g| g.first_match_normalized(name)))
     }
 
-    /// Whether an already-normalised name contains any fragment.
+    /// Whether an already-normalised name contains any fragment or matches a glob entry.
     #[must_use]
     pub fn is_in(&self, name: &str) -> bool {
+        if self.globs.as_ref().is_some_and(|g| g.is_match_normalized(name)) {
+            return true;
+        }
         if self.fragments.is_empty() {
             return false;
         }

@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use halt_core::names::normalize;
+use halt_core::names::normalize_keys;
 use halt_core::partition::Partition;
 use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, Window, key, key_part};
 use halt_core::{
@@ -141,7 +141,8 @@ impl BudgetGuard {
     /// An invalid configuration ([`BudgetConfig::validate`]).
     pub fn named(name: &str, config: BudgetConfig) -> Result<Self, FactoryError> {
         config.validate()?;
-        let prices = config.cost_estimator.iter().map(|(k, v)| (normalize(k).into_owned(), *v)).collect();
+        let prices = normalize_keys(&config.cost_estimator)
+            .map_err(|e| FactoryError::invalid("cost_estimator", format!("function names: {}", e.reason)))?;
         let prefix = key(&["budget", name]).to_string();
         let global = (config.partition_by == Partition::Global).then(|| {
             ["daily", "monthly"]

@@ -373,13 +373,13 @@ impl Guard for PurchaseGuard {
                 }
                 if !self.allowed.is_empty() && !self.allowed.is_in(&cat) {
                     return Ok(Decision::deny(format!("Category in `{field}` is not among the allowed categories"))
-                        .with_details_for(call, || json!({"field": field, "allowed": self.allowed.fragments()})));
+                        .with_details_for(call, || json!({"field": field, "allowed": c.allowed_categories})));
                 }
             }
         }
         if !self.allowed.is_empty() && categories == 0 {
             return Ok(Decision::deny("No category is given, and only the allowed categories may be bought")
-                .with_details_for(call, || json!({"allowed": self.allowed.fragments()})));
+                .with_details_for(call, || json!({"allowed": c.allowed_categories})));
         }
         if let Some(max) = c.max_single_purchase
             && amount > max

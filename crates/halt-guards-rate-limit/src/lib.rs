@@ -132,6 +132,14 @@ impl RateLimitGuard {
     pub fn named(name: &str, config: RateLimitConfig) -> Result<Self, FactoryError> {
         let burst_window = seconds("burst_window_seconds", config.burst_window_seconds)?;
         let cooldown = seconds("cooldown_seconds", config.cooldown_seconds)?;
+        // Zero would make every call a loop or a burst: a policy that means "off" says `null`.
+        for (field, value) in
+            [("max_identical_calls", config.max_identical_calls), ("burst_threshold", config.burst_threshold)]
+        {
+            if value == Some(0) {
+                return Err(FactoryError::invalid(field, "must be at least 1 (null turns it off)"));
+            }
+        }
         if config.burst_threshold.is_some() && burst_window.is_zero() {
             return Err(FactoryError::invalid("burst_window_seconds", "must be positive when burst_threshold is set"));
         }

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use halt_core::names::{NamePatterns, normalize};
+use halt_core::names::{NamePatterns, normalize, normalize_keys};
 use halt_core::{Call, Decision, FactoryError, Guard, GuardError, TypedFactory, async_trait};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -135,14 +135,9 @@ fn compile_map(
     field: &str,
     map: &BTreeMap<String, Vec<String>>,
 ) -> Result<BTreeMap<String, NamePatterns>, FactoryError> {
-    map.iter()
-        .map(|(agent, patterns)| {
-            let agent_key = normalize(agent).into_owned();
-            if agent_key.is_empty() {
-                return Err(FactoryError::invalid(field, "agent ids must not be empty"));
-            }
-            Ok((agent_key, compile(&format!("{field}.{agent}"), patterns)?))
-        })
+    let map = normalize_keys(map).map_err(|e| FactoryError::invalid(field, format!("agent ids: {}", e.reason)))?;
+    map.into_iter()
+        .map(|(agent, patterns)| Ok((agent.clone(), compile(&format!("{field}.{agent}"), &patterns)?)))
         .collect()
 }
 

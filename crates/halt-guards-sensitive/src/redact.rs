@@ -495,7 +495,13 @@ impl Redactor {
                 None => (config.custom_patterns.get(&name).cloned().unwrap_or_default(), 0, |_| true),
             };
             // Checked now, compiled when first needed.
-            regex_syntax::parse(&source).map_err(|e| err(&format!("custom_patterns.{name}"), e.to_string()))?;
+            let hir =
+                regex_syntax::parse(&source).map_err(|e| err(&format!("custom_patterns.{name}"), e.to_string()))?;
+            // A pattern that matches nothing at all would find "findings" between every two
+            // characters and mangle every text it redacts.
+            if hir.properties().minimum_len() == Some(0) {
+                return Err(err(&format!("custom_patterns.{name}"), "the pattern matches the empty string".into()));
+            }
             patterns.push(Compiled { name, source, regex: OnceLock::new(), group, check });
         }
         // Neither the set nor the alternation gains from a literal pre-filter here (the set runs
