@@ -206,8 +206,14 @@ pub fn normalize_keys<V: Clone>(
 }
 
 /// True for Unicode's Default_Ignorable_Code_Point characters: invisible, and so a way to make
-/// two names look alike.
-fn is_default_ignorable(c: char) -> bool {
+/// two names (or two numbers) look alike. Normalising removes them.
+///
+/// ```
+/// assert!(halt_core::names::is_default_ignorable('\u{200b}'));
+/// assert!(!halt_core::names::is_default_ignorable('a'));
+/// ```
+#[must_use]
+pub fn is_default_ignorable(c: char) -> bool {
     matches!(
         u32::from(c),
         0x00AD

@@ -295,7 +295,7 @@ impl Mix {
     fn number(&mut self, n: &serde_json::Number) {
         let whole = |f: f64| {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "range and fraction checked")]
-            (f.fract() == 0.0 && (0.0..1.8e19).contains(&f)).then(|| f as u64)
+            (f.fract() == 0.0 && (0.0..1.8e19).contains(&f)).then_some(f as u64)
         };
         if let Some(u) = n.as_u64().or_else(|| n.as_f64().and_then(whole)) {
             self.word(4);

@@ -13,6 +13,34 @@ pub(crate) struct Detector {
     pub(crate) group: usize,
     /// Keeps only real findings.
     pub(crate) check: fn(&str) -> bool,
+    /// What may touch a finding on either side.
+    pub(crate) edges: Edges,
+}
+
+/// What may stand right before and after a finding. Numbers are not words: `ssn_123-45-6789`
+/// and `id_4111111111111111_x` hold an SSN and a card although no word boundary sets them off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Edges {
+    /// Whatever the pattern itself asserts.
+    Pattern,
+    /// Anything but an ASCII digit (a longer run of digits is another number).
+    NotDigit,
+    /// Anything but an ASCII letter or digit.
+    NotAlphanumeric,
+}
+
+impl Edges {
+    /// Whether the span `start..end` of `text` has edges this allows.
+    pub(crate) fn allow(self, text: &str, start: usize, end: usize) -> bool {
+        let bad: fn(&u8) -> bool = match self {
+            Self::Pattern => return true,
+            Self::NotDigit => u8::is_ascii_digit,
+            Self::NotAlphanumeric => u8::is_ascii_alphanumeric,
+        };
+        let bytes = text.as_bytes();
+        let before = start.checked_sub(1).and_then(|i| bytes.get(i));
+        !(before.is_some_and(bad) || bytes.get(end).is_some_and(bad))
+    }
 }
 
 /// The names that stand for several detectors.
@@ -38,102 +66,120 @@ pub(crate) const DETECTORS: [Detector; 17] = [
         pattern: r"(?-u:\b)[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}(?-u:\b)",
         group: 0,
         // An address is personal data whatever its domain.
+        edges: Edges::Pattern,
         check: |_| true,
     },
     Detector {
         name: "ssn",
-        pattern: r"(?-u:\b)([0-9]{3})[- ]([0-9]{2})[- ]([0-9]{4})(?-u:\b)",
+        pattern: r"([0-9]{3})[-. ]([0-9]{2})[-. ]([0-9]{4})",
         group: 0,
         check: valid_ssn,
+        edges: Edges::NotDigit,
     },
     Detector {
         name: "credit_card",
-        pattern: r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)",
+        pattern: r"[0-9](?:[ .-]?[0-9]){12,18}",
         group: 0,
         check: valid_card,
+        edges: Edges::NotDigit,
     },
     Detector {
         name: "phone_us",
-        pattern: r"(?:\+1[-. ]?)?(?:\([2-9][0-9]{2}\) ?|(?-u:\b)[2-9][0-9]{2}[-. ])[2-9][0-9]{2}[-. ][0-9]{4}(?-u:\b)",
+        pattern: r"(?:\+1[-. ]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[-. ])[2-9][0-9]{2}[-. ][0-9]{4}",
         group: 0,
         check: |_| true,
+        edges: Edges::NotDigit,
     },
     Detector {
         name: "ip_address",
-        pattern: r"(?-u:\b)(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?-u:\b)",
+        pattern: r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}",
         group: 0,
         check: valid_ipv4,
+        // `v1.2.3.4` is a version.
+        edges: Edges::NotAlphanumeric,
     },
     Detector {
         name: "iban",
-        pattern: r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?-u:\b)",
+        pattern: r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?",
         group: 0,
         check: valid_iban,
+        edges: Edges::NotAlphanumeric,
     },
     Detector {
         name: "aws_key",
         pattern: r"(?-u:\b)(?:AKIA|ASIA)[0-9A-Z]{16}(?-u:\b)",
         group: 0,
+        edges: Edges::Pattern,
         check: not_placeholder,
     },
     Detector {
         name: "jwt",
         pattern: r"(?-u:\b)eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}",
         group: 0,
+        edges: Edges::Pattern,
         check: valid_jwt,
     },
     Detector {
         name: "private_key",
         pattern: r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?s:.*?)(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\z)",
         group: 0,
+        edges: Edges::Pattern,
         check: |_| true,
     },
     Detector {
         name: "github_token",
         pattern: r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{60,90})(?-u:\b)",
         group: 0,
+        edges: Edges::Pattern,
         check: not_placeholder,
     },
     Detector {
         name: "slack_token",
         pattern: r"(?-u:\b)xox[abposr]-[0-9A-Za-z]{8,}(?:-[0-9A-Za-z]{4,})+",
         group: 0,
+        edges: Edges::Pattern,
         check: not_placeholder,
     },
     Detector {
         name: "stripe_key",
         pattern: r"(?-u:\b)(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,99}(?-u:\b)",
         group: 0,
+        edges: Edges::Pattern,
         check: not_placeholder,
     },
     Detector {
         name: "google_api_key",
         pattern: r"(?-u:\b)(AIza[0-9A-Za-z_-]{35})(?:[^0-9A-Za-z_-]|\z)",
         group: 1,
+        edges: Edges::Pattern,
         check: not_placeholder,
     },
     Detector {
         name: "openai_key",
         pattern: r"(?-u:\b)sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,}",
         group: 0,
+        edges: Edges::Pattern,
         check: openai_not_anthropic,
     },
     Detector {
         name: "anthropic_key",
         pattern: r"(?-u:\b)sk-ant-(?:api|admin)[0-9]{2}-[A-Za-z0-9_-]{32,}",
         group: 0,
+        edges: Edges::Pattern,
         check: not_placeholder,
     },
     Detector {
         name: "generic_secret",
         pattern: r#"(?i)(?-u:\b)(?:api[_-]?key|apikey|secret|secret[_-]?key|client[_-]?secret|access[_-]?key|auth[_-]?token|access[_-]?token|token|passw(?:or)?d|pwd)["']?\s*[:=]\s*["']?([A-Za-z0-9_\-./+=!@#$%^&*]{12,})"#,
         group: 1,
+        edges: Edges::Pattern,
         check: high_entropy_secret,
     },
     Detector {
         name: "password_field",
         pattern: r#"(?i)(?-u:\b)(?:password|passwd|pwd|secret|token)["']?\s*[:=]\s*["']?([^\s"',;]{3,})"#,
         group: 1,
+        edges: Edges::Pattern,
         check: |v| !is_short_placeholder(v),
     },
 ];

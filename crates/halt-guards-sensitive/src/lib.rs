@@ -82,6 +82,15 @@ impl Default for SensitiveConfig {
                 "ssn",
                 "credit_card",
                 "social_security",
+                "passphrase",
+                "passwd",
+                "pwd",
+                "credential",
+                "credentials",
+                "authorization",
+                "access_key",
+                "cvv",
+                "cvc",
             ]
             .map(String::from)
             .to_vec(),

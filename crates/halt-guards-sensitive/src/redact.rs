@@ -9,7 +9,7 @@ use regex_automata::{Input, MatchKind, PatternSet, meta};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::detectors::{self, GROUPS};
+use crate::detectors::{self, Edges, GROUPS};
 
 /// One piece of sensitive data found. It never carries the value itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -56,7 +56,8 @@ pub enum ScanError {
 impl fmt::Display for ScanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::TooDeep { path, limit } => write!(f, "too deep to scan: {path} is nested more than {limit} levels"),
+            // The path is not shown: its keys are the caller's text.
+            Self::TooDeep { limit, .. } => write!(f, "too deep to scan: nested more than {limit} levels"),
             Self::TooLarge { limit } => write!(f, "too large to scan: more than {limit} bytes of text"),
         }
     }
@@ -104,6 +105,7 @@ struct Compiled {
     regex: OnceLock<Option<Regex>>,
     group: usize,
     check: fn(&str) -> bool,
+    edges: Edges,
 }
 
 impl Compiled {
@@ -168,12 +170,16 @@ struct Joined {
 }
 
 impl Joined {
-    /// Adds a text: counts it, and joins it when it is long enough to hold a match alone.
+    /// Adds a text: counts it, and joins it (as it is scanned: see [`fold`]) when it is long
+    /// enough to hold a match alone.
     fn push(&mut self, s: &str, shortest_match: usize) {
         self.starts.push(self.text.len());
         self.bytes += s.len();
         if s.len() >= shortest_match {
-            self.text.push_str(s);
+            match fold(s) {
+                None => self.text.push_str(s),
+                Some((folded, _)) => self.text.push_str(&folded),
+            }
             self.text.push('\n');
         }
     }
@@ -197,8 +203,9 @@ impl Gather<'_> {
     /// them is recorded. False when a limit is passed.
     fn entries(&mut self, map: &Map<String, Value>, depth: usize) -> bool {
         map.iter().all(|(k, v)| {
-            self.out.bytes += k.len();
-            if matches!(v, Value::String(s) if !s.is_empty()) && self.redactor.field(k).is_some() {
+            // A key is a text like any other: a secret may be used as one.
+            self.out.push(k, self.redactor.shortest_match);
+            if holds_data(v) && self.redactor.field(k).is_some() {
                 self.fields = true;
             }
             self.value(v, depth + 1) && self.within()
@@ -293,9 +300,6 @@ pub struct Redactor {
     any: meta::Regex,
     patterns: Vec<Compiled>,
     fields: Vec<Field>,
-    /// Tells whether an ASCII key may end with the last word of some field (case-insensitively):
-    /// most keys do not, and are then never split into words. (An ASCII key holds no other word.)
-    field_words: Option<WordFilter>,
     /// Whether a pattern can tell the start or end of the whole text (`^`, `$`, `\A`, `\z`
     /// outside multi-line mode): then texts are never joined for the pre-pass.
     anchored: bool,
@@ -312,12 +316,15 @@ impl fmt::Debug for Redactor {
     }
 }
 
-/// The words of a key: split on `_`, `-`, `.`, spaces and lower-to-upper case changes.
+/// The words of a key: split on `_`, `-`, `.`, spaces, lower-to-upper case changes, and
+/// before the last capital of a run of capitals followed by a small letter (`AWSSecretKey` is
+/// `aws`, `secret`, `key`).
 fn words(key: &str) -> Vec<String> {
+    let chars: Vec<char> = key.chars().collect();
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut prev_lower = false;
-    for c in key.chars() {
+    for (i, &c) in chars.iter().enumerate() {
         if !c.is_alphanumeric() {
             if !cur.is_empty() {
                 out.push(std::mem::take(&mut cur));
@@ -325,7 +332,11 @@ fn words(key: &str) -> Vec<String> {
             prev_lower = false;
             continue;
         }
-        if c.is_uppercase() && prev_lower && !cur.is_empty() {
+        let acronym_end = c.is_uppercase()
+            && i > 0
+            && chars[i - 1].is_uppercase()
+            && chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+        if c.is_uppercase() && (prev_lower || acronym_end) && !cur.is_empty() {
             out.push(std::mem::take(&mut cur));
         }
         prev_lower = c.is_lowercase() || c.is_ascii_digit();
@@ -342,7 +353,8 @@ fn ascii_words(key: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start = None;
     let mut prev_lower = false;
-    for (i, c) in key.bytes().enumerate() {
+    let bytes = key.as_bytes();
+    for (i, &c) in bytes.iter().enumerate() {
         if !c.is_ascii_alphanumeric() {
             if let Some(s) = start.take() {
                 out.push(&key[s..i]);
@@ -350,8 +362,12 @@ fn ascii_words(key: &str) -> Vec<&str> {
             prev_lower = false;
             continue;
         }
+        let acronym_end = c.is_ascii_uppercase()
+            && i > 0
+            && bytes[i - 1].is_ascii_uppercase()
+            && bytes.get(i + 1).is_some_and(u8::is_ascii_lowercase);
         match start {
-            Some(s) if c.is_ascii_uppercase() && prev_lower => {
+            Some(s) if c.is_ascii_uppercase() && (prev_lower || acronym_end) => {
                 out.push(&key[s..i]);
                 start = Some(i);
             }
@@ -366,46 +382,17 @@ fn ascii_words(key: &str) -> Vec<&str> {
     out
 }
 
-/// Tells whether an ASCII key may end with one of up to 64 ASCII words, ignoring case: a
-/// field matches only a key whose last word is the field's last word, so the key, without its
-/// trailing separators, must end with it. Words are looked up by their last byte.
-struct WordFilter {
-    /// For each byte, the words (as bits) that end with it, in either case.
-    ending: Box<[u64; 256]>,
-    words: Vec<Vec<u8>>,
-}
+/// Last words of a key that say it holds something *about* a secret, not the secret itself:
+/// `token_count`, `password_policy`, `api_key_id`, `secret_name`, `private_key_path`.
+const ABOUT_WORDS: [&str; 30] = [
+    "count", "length", "len", "size", "type", "kind", "name", "id", "ids", "policy", "expiry", "expires", "ttl", "url",
+    "uri", "enabled", "required", "min", "max", "hint", "format", "file", "path", "version", "status", "strength",
+    "rotation", "created", "updated", "label",
+];
 
-impl WordFilter {
-    /// A filter for the ASCII words; `None` (split every key) when there are none, or too many.
-    fn new<'w>(words: impl Iterator<Item = &'w String>) -> Option<Self> {
-        let words: Vec<Vec<u8>> =
-            words.filter(|w| w.is_ascii() && !w.is_empty()).map(|w| w.as_bytes().to_vec()).collect();
-        if words.is_empty() || words.len() > 64 {
-            return None;
-        }
-        let mut ending = Box::new([0u64; 256]);
-        for (i, w) in words.iter().enumerate() {
-            let last = w[w.len() - 1];
-            ending[usize::from(last.to_ascii_lowercase())] |= 1 << i;
-            ending[usize::from(last.to_ascii_uppercase())] |= 1 << i;
-        }
-        Some(Self { ending, words })
-    }
-
-    fn may_end_with_one(&self, key: &[u8]) -> bool {
-        let end = key.iter().rposition(u8::is_ascii_alphanumeric).map_or(0, |i| i + 1);
-        let key = &key[..end];
-        let Some(&last) = key.last() else { return false };
-        let mut bits = self.ending[usize::from(last)];
-        while bits != 0 {
-            let w = &self.words[bits.trailing_zeros() as usize];
-            bits &= bits - 1;
-            if key.len() >= w.len() && key[key.len() - w.len()..].eq_ignore_ascii_case(w) {
-                return true;
-            }
-        }
-        false
-    }
+/// Whether `needle` (lower case) is in `hay`, ignoring ASCII case.
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// The text of a number as it is scanned (the same as its JSON form), in `buf`.
@@ -443,19 +430,74 @@ fn push_index(path: &mut String, i: usize) {
     path.push(']');
 }
 
-/// At most the last four characters, the rest masked (and never more than a third shown).
+/// The shape of a finding, never its characters: digits as `#`, letters as `x`, ASCII
+/// punctuation and spaces as themselves, anything else as `*`; at most 24 characters
+/// (`123-45-6789` is `###-##-####`).
 fn preview(value: &str) -> String {
-    let len = if value.is_ascii() { value.len() } else { value.chars().count() };
-    let show = (len / 3).min(4);
-    let tail = match show.checked_sub(1) {
-        None => "",
-        Some(last) => value.char_indices().nth_back(last).map_or(value, |(at, _)| &value[at..]),
-    };
-    let stars = len.saturating_sub(show).min(12);
-    let mut s = String::with_capacity(stars + tail.len());
-    s.extend(std::iter::repeat_n('*', stars));
-    s.push_str(tail);
-    s
+    let mut out: String = value
+        .chars()
+        .take(24)
+        .map(|c| match c {
+            '0'..='9' => '#',
+            c if c.is_ascii_alphabetic() => 'x',
+            c if c.is_ascii_punctuation() || c == ' ' => c,
+            _ => '*',
+        })
+        .collect();
+    if value.chars().nth(24).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// What a text is scanned as: full-width and other-script digits and letters as ASCII, every
+/// dash as `-`, every space as ` `, wide dots as `.`, and invisible characters left out, so
+/// `４１１１\u{200b}1111…` and `4111‐1111…` are the card they spell. With, for each byte of it,
+/// where its character starts in `text` (and `text.len()` at its end). `None` for ASCII text,
+/// which is scanned as it is.
+fn fold(text: &str) -> Option<(String, Vec<usize>)> {
+    if text.is_ascii() {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut map = Vec::with_capacity(text.len() + 1);
+    for (at, c) in text.char_indices() {
+        if halt_core::names::is_default_ignorable(c) {
+            continue;
+        }
+        let folded = fold_char(c);
+        out.push(folded);
+        map.extend(std::iter::repeat_n(at, folded.len_utf8()));
+    }
+    map.push(text.len());
+    Some((out, map))
+}
+
+/// One character as it is scanned (see [`fold`]).
+fn fold_char(c: char) -> char {
+    /// The zeros of Unicode's decimal digit runs (each zero to nine in order) outside ASCII,
+    /// in the Basic Multilingual Plane.
+    const DIGIT_ZEROS: [u32; 36] = [
+        0x0660, 0x06F0, 0x07C0, 0x0966, 0x09E6, 0x0A66, 0x0AE6, 0x0B66, 0x0BE6, 0x0C66, 0x0CE6, 0x0D66, 0x0DE6, 0x0E50,
+        0x0ED0, 0x0F20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90, 0x1B50, 0x1BB0, 0x1C40, 0x1C50,
+        0xA620, 0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10,
+    ];
+    let code = u32::from(c);
+    if let Some(zero) = DIGIT_ZEROS.iter().find(|&&z| (z..z + 10).contains(&code)) {
+        return char::from_digit(code - zero, 10).unwrap_or(c);
+    }
+    // The mathematical digits: five runs of zero to nine.
+    if (0x1D7CE..=0x1D7FF).contains(&code) {
+        return char::from_digit((code - 0x1D7CE) % 10, 10).unwrap_or(c);
+    }
+    match c {
+        // Full-width ASCII.
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(code - 0xFEE0).unwrap_or(c),
+        '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}' | '\u{2043}' => '-',
+        '\u{2024}' | '\u{3002}' | '\u{FF61}' | '\u{00B7}' | '\u{2027}' => '.',
+        c if c.is_whitespace() => ' ',
+        c => c,
+    }
 }
 
 impl Redactor {
@@ -490,9 +532,9 @@ impl Redactor {
         names.retain(|n| seen.insert(n.clone()));
         let mut patterns = Vec::with_capacity(names.len());
         for name in names {
-            let (source, group, check): (String, usize, fn(&str) -> bool) = match detectors::find(&name) {
-                Some(d) => (d.pattern.to_owned(), d.group, d.check),
-                None => (config.custom_patterns.get(&name).cloned().unwrap_or_default(), 0, |_| true),
+            let (source, group, check, edges): (String, usize, fn(&str) -> bool, Edges) = match detectors::find(&name) {
+                Some(d) => (d.pattern.to_owned(), d.group, d.check, d.edges),
+                None => (config.custom_patterns.get(&name).cloned().unwrap_or_default(), 0, |_| true, Edges::Pattern),
             };
             // Checked now, compiled when first needed.
             let hir =
@@ -502,7 +544,7 @@ impl Redactor {
             if hir.properties().minimum_len() == Some(0) {
                 return Err(err(&format!("custom_patterns.{name}"), "the pattern matches the empty string".into()));
             }
-            patterns.push(Compiled { name, source, regex: OnceLock::new(), group, check });
+            patterns.push(Compiled { name, source, regex: OnceLock::new(), group, check, edges });
         }
         // Neither the set nor the alternation gains from a literal pre-filter here (the set runs
         // only on texts known to hold a match; the alternation starts with character classes),
@@ -529,7 +571,6 @@ impl Redactor {
             }
             fields.push(Field { name: f.clone(), words: w });
         }
-        let field_words = WordFilter::new(fields.iter().filter_map(|f| f.words.last()));
         let anchored = patterns.iter().any(|p| {
             let reviewed = detectors::find(&p.name).is_some() && JOINABLE_AT_END.contains(&p.name.as_str());
             !reviewed && anchored(&p.source)
@@ -539,7 +580,6 @@ impl Redactor {
             any,
             patterns,
             fields,
-            field_words,
             anchored,
             shortest_match,
             max_depth: config.max_depth,
@@ -599,25 +639,37 @@ impl Redactor {
         Ok(walk.findings)
     }
 
+    /// The sensitive field a key names: one whose words stand together anywhere among the
+    /// key's (`secret_key`, `aws_secret_access_key`, `X-Auth-Token`, `userPassword`), unless
+    /// the key ends with a word saying it is about the secret rather than the secret
+    /// ([`ABOUT_WORDS`]: `token_count`). `max_tokens` names no field: `tokens` is not `token`.
     fn field(&self, key: &str) -> Option<&Field> {
-        // Most keys contain none of the fields' last words: skip splitting them. (A key that
-        // is not ASCII may lower-case into one: always split it.)
+        // Most keys hold none of the fields' first words: skip splitting them. (A key that is
+        // not ASCII may lower-case into one: always split it.)
         if self.fields.is_empty()
-            || (key.is_ascii() && self.field_words.as_ref().is_some_and(|f| !f.may_end_with_one(key.as_bytes())))
+            || (key.is_ascii()
+                && !self.fields.iter().any(|f| contains_ignore_case(key.as_bytes(), f.words[0].as_bytes())))
         {
             return None;
         }
-        let ends_with = |w: &[&str], f: &Field, same: fn(&str, &str) -> bool| {
-            w.len() >= f.words.len() && w[w.len() - f.words.len()..].iter().zip(&f.words).all(|(a, b)| same(a, b))
+        let found = |w: &[&str], same: fn(&str, &str) -> bool| {
+            let about = w.last().is_some_and(|last| ABOUT_WORDS.iter().any(|a| same(last, a)));
+            self.fields.iter().find(|f| {
+                let n = f.words.len();
+                (0..=w.len().saturating_sub(n)).any(|at| {
+                    w.len() >= n
+                        && w[at..at + n].iter().zip(&f.words).all(|(a, b)| same(a, b))
+                        && (!about || at + n == w.len())
+                })
+            })
         };
         if key.is_ascii() {
             // Field words are lower case: compare without making lower-case copies.
-            let w = ascii_words(key);
-            return self.fields.iter().find(|f| ends_with(&w, f, |a, b| a.eq_ignore_ascii_case(b)));
+            return found(&ascii_words(key), |a, b| a.eq_ignore_ascii_case(b));
         }
         let w = words(key);
         let w: Vec<&str> = w.iter().map(String::as_str).collect();
-        self.fields.iter().find(|f| ends_with(&w, f, |a, b| a == b))
+        found(&w, |a, b| a == b)
     }
 
     /// Which texts of `object` (numbered in walk order) may hold a match: one pass of every
@@ -668,8 +720,16 @@ impl Redactor {
         prescan
     }
 
-    /// The sensitive spans of a text: (start, end, pattern index), validated.
+    /// The sensitive spans of a text: (start, end, pattern index), validated; found in the text
+    /// as [`fold`] makes it, and given in `text`'s own offsets.
     fn spans(&self, text: &str) -> Vec<(usize, usize, usize)> {
+        match fold(text) {
+            None => self.spans_of(text),
+            Some((folded, map)) => self.spans_of(&folded).into_iter().map(|(s, e, i)| (map[s], map[e], i)).collect(),
+        }
+    }
+
+    fn spans_of(&self, text: &str) -> Vec<(usize, usize, usize)> {
         let mut out = Vec::new();
         if text.len() < 3 {
             return out;
@@ -683,20 +743,15 @@ impl Redactor {
                 out.push((0, text.len(), i));
                 continue;
             };
+            let mut keep = |m: regex::Match<'_>| {
+                if p.edges.allow(text, m.start(), m.end()) && (p.check)(m.as_str()) {
+                    out.push((m.start(), m.end(), i));
+                }
+            };
             if p.group == 0 {
-                for m in regex.find_iter(text) {
-                    if (p.check)(m.as_str()) {
-                        out.push((m.start(), m.end(), i));
-                    }
-                }
+                regex.find_iter(text).for_each(&mut keep);
             } else {
-                for c in regex.captures_iter(text) {
-                    if let Some(m) = c.get(p.group)
-                        && (p.check)(m.as_str())
-                    {
-                        out.push((m.start(), m.end(), i));
-                    }
-                }
+                regex.captures_iter(text).filter_map(|c| c.get(p.group)).for_each(&mut keep);
             }
         }
         out
@@ -715,6 +770,46 @@ struct Walk<'a> {
     /// The number of arrays and objects below the root walked (or skipped) so far.
     containers: usize,
     numbers: NumberText,
+}
+
+/// Whether a sensitive field's value holds anything to report: text, a number, or a list or
+/// object that is not empty (`{"password": ["hunter2"]}`, `{"pin": 1234}`).
+fn holds_data(v: &Value) -> bool {
+    match v {
+        Value::String(s) => !s.is_empty(),
+        Value::Number(_) => true,
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(map) => !map.is_empty(),
+        Value::Null | Value::Bool(_) => false,
+    }
+}
+
+/// `text` with each span replaced by `[REDACTED:<pattern>]`; overlapping spans merge, and the
+/// earliest, then longest, names the merged span.
+fn redacted(text: &str, mut spans: Vec<(usize, usize, usize)>, redactor: &Redactor) -> String {
+    spans.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    let mut iter = spans.into_iter().peekable();
+    while let Some((s, mut e, i)) = iter.next() {
+        while let Some(&(s2, e2, _)) = iter.peek() {
+            if s2 < e {
+                e = e.max(e2);
+                iter.next();
+            } else {
+                break;
+            }
+        }
+        if s >= at {
+            out.push_str(&text[at..s]);
+            out.push_str("[REDACTED:");
+            out.push_str(&redactor.patterns[i].name);
+            out.push(']');
+            at = e;
+        }
+    }
+    out.push_str(&text[at..]);
+    out
 }
 
 impl<'a> Walk<'a> {
@@ -768,22 +863,79 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    /// Records a sensitive field's value; true if the key is a sensitive field holding text.
-    fn field(&mut self, key: &str, item: &Value, path: &str) -> Result<bool, ScanError> {
-        let Some(f) = self.redactor.field(key) else {
-            return Ok(false);
-        };
-        let Value::String(s) = item else { return Ok(false) };
-        if s.is_empty() {
-            return Ok(false);
+    /// Appends an object's key to `path`, scanned like a text: a key that holds sensitive data
+    /// is reported, stands redacted in the paths below it, and comes back redacted.
+    fn key(&mut self, key: &str, path: &mut String, suspect: bool) -> Option<String> {
+        path.push('.');
+        let spans = if suspect { self.redactor.spans(key) } else { Vec::new() };
+        if spans.is_empty() {
+            path.push_str(key);
+            return None;
         }
-        self.count(s.len())?;
-        self.findings.push(Finding {
-            pattern: format!("field:{}", f.name),
-            path: path.to_owned(),
-            preview: preview(s),
-        });
-        Ok(true)
+        let names: Vec<usize> = spans.iter().map(|(_, _, i)| *i).collect();
+        let clean = redacted(key, spans, self.redactor);
+        path.push_str(&clean);
+        for i in names {
+            self.findings.push(Finding {
+                pattern: self.redactor.patterns[i].name.clone(),
+                path: path.clone(),
+                preview: preview(key),
+            });
+        }
+        Some(clean)
+    }
+
+    /// Reports every text and number inside a sensitive field's value (walking lists and
+    /// objects), redacting each when `self.redact`; counts what it walks as the pre-pass did.
+    fn field_value(&mut self, name: &str, v: &mut Value, path: &mut String, depth: usize) -> Result<(), ScanError> {
+        self.check_depth(path, depth)?;
+        match v {
+            Value::String(s) if s.is_empty() => {
+                self.texts += 1;
+            }
+            Value::String(_) | Value::Number(_) => {
+                self.texts += 1;
+                let shown = match &*v {
+                    Value::String(s) => {
+                        self.count(s.len())?;
+                        preview(s)
+                    }
+                    other => preview(&other.to_string()),
+                };
+                self.findings.push(Finding { pattern: format!("field:{name}"), path: path.clone(), preview: shown });
+                if self.redact {
+                    *v = Value::String(format!("[REDACTED:{name}]"));
+                }
+            }
+            Value::Array(items) => {
+                self.containers += 1;
+                for (i, item) in items.iter_mut().enumerate() {
+                    let len = path.len();
+                    push_index(path, i);
+                    self.field_value(name, item, path, depth + 1)?;
+                    path.truncate(len);
+                }
+            }
+            Value::Object(map) => {
+                self.containers += 1;
+                let mut renamed = Vec::new();
+                for (k, item) in map.iter_mut() {
+                    self.count(k.len())?;
+                    let len = path.len();
+                    let suspect = self.next_text();
+                    if let Some(clean) = self.key(k, path, suspect) {
+                        renamed.push((k.clone(), clean));
+                    }
+                    self.field_value(name, item, path, depth + 1)?;
+                    path.truncate(len);
+                }
+                if self.redact {
+                    rename(map, renamed);
+                }
+            }
+            Value::Null | Value::Bool(_) => {}
+        }
+        Ok(())
     }
 
     /// Walks `v`, which sits `depth` levels below the root (the root is 0), redacting in place
@@ -813,20 +965,24 @@ impl<'a> Walk<'a> {
                 }
             }
             Value::Object(map) => {
+                let mut renamed = Vec::new();
                 for (k, item) in map.iter_mut() {
                     self.count(k.len())?;
                     let len = path.len();
-                    path.push('.');
-                    path.push_str(k);
-                    if self.field(k, item, path)? {
-                        if self.redact {
-                            let name = self.redactor.field(k).map_or("field", |f| f.name.as_str());
-                            *item = Value::String(format!("[REDACTED:{name}]"));
+                    if let Some(clean) = self.key(k, path, true) {
+                        renamed.push((k.clone(), clean));
+                    }
+                    match self.redactor.field(k) {
+                        Some(f) if holds_data(item) => {
+                            let name = f.name.clone();
+                            self.field_value(&name, item, path, depth + 1)?;
                         }
-                    } else {
-                        self.value(item, path, depth + 1)?;
+                        _ => self.value(item, path, depth + 1)?,
                     }
                     path.truncate(len);
+                }
+                if self.redact {
+                    rename(map, renamed);
                 }
             }
             Value::Null | Value::Bool(_) => {}
@@ -885,13 +1041,16 @@ impl<'a> Walk<'a> {
                 self.count(k.len())?;
             }
             let len = path.len();
-            path.push('.');
-            path.push_str(k);
-            if self.field(k, item, path)? {
-                // A sensitive field's text is reported whole, not scanned; it still counts.
-                self.next_text();
-            } else {
-                self.value_ref(item, path, depth + 1)?;
+            let suspect = self.next_text();
+            self.key(k, path, suspect);
+            match self.redactor.field(k) {
+                Some(f) if holds_data(item) => {
+                    // Reported whole, not scanned (a copy, read only: sensitive fields are rare).
+                    let name = f.name.clone();
+                    let mut copy = item.clone();
+                    self.field_value(&name, &mut copy, path, depth + 1)?;
+                }
+                _ => self.value_ref(item, path, depth + 1)?,
             }
             path.truncate(len);
         }
@@ -901,7 +1060,7 @@ impl<'a> Walk<'a> {
     /// Records the findings of one text; returns its redacted form when redacting and something
     /// was found.
     fn text(&mut self, text: &str, path: &str) -> Option<String> {
-        let mut spans = self.redactor.spans(text);
+        let spans = self.redactor.spans(text);
         if spans.is_empty() {
             return None;
         }
@@ -912,33 +1071,21 @@ impl<'a> Walk<'a> {
                 preview: preview(&text[*s..*e]),
             });
         }
-        if !self.redact {
-            return None;
+        self.redact.then(|| redacted(text, spans, self.redactor))
+    }
+}
+
+/// Gives the keys in `renamed` their redacted names (a name already taken gets `#2`, `#3`, ...).
+fn rename(map: &mut Map<String, Value>, renamed: Vec<(String, String)>) {
+    for (old, clean) in renamed {
+        let Some(item) = map.remove(&old) else { continue };
+        let mut name = clean.clone();
+        let mut n = 1;
+        while map.contains_key(&name) {
+            n += 1;
+            name = format!("{clean}#{n}");
         }
-        // Overlapping spans merge; the earliest, then longest, names the merged span.
-        spans.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        let mut out = String::with_capacity(text.len());
-        let mut at = 0;
-        let mut iter = spans.into_iter().peekable();
-        while let Some((s, mut e, i)) = iter.next() {
-            while let Some(&(s2, e2, _)) = iter.peek() {
-                if s2 < e {
-                    e = e.max(e2);
-                    iter.next();
-                } else {
-                    break;
-                }
-            }
-            if s >= at {
-                out.push_str(&text[at..s]);
-                out.push_str("[REDACTED:");
-                out.push_str(&self.redactor.patterns[i].name);
-                out.push(']');
-                at = e;
-            }
-        }
-        out.push_str(&text[at..]);
-        Some(out)
+        map.insert(name, item);
     }
 }
 
@@ -1013,19 +1160,26 @@ mod tests {
     }
 
     #[test]
-    fn previews_show_at_most_four_characters() {
-        assert_eq!(preview("123-45-6789"), "********789");
-        assert_eq!(preview("4111111111111111"), "************1111");
-        assert_eq!(preview("ab"), "**");
+    fn previews_show_the_shape_never_a_character() {
+        assert_eq!(preview("123-45-6789"), "###-##-####");
+        assert_eq!(preview("4111 1111 1111 1111"), "#### #### #### ####");
+        assert_eq!(preview("sk_live_4eC3"), "xx_xxxx_#xx#");
+        assert_eq!(preview("\u{e9}t\u{e9}"), "*x*");
         assert_eq!(preview(""), "");
-        assert_eq!(preview("\u{e9}t\u{e9}-\u{e9}t\u{e9}"), "*****t\u{e9}");
-        // Characters, not bytes: as many stars as characters hidden, up to twelve.
-        for text in ["x", "abc", "\u{1f600}\u{1f600}\u{1f600}", "a\u{e9}b\u{e9}c\u{e9}d\u{e9}e", &"9".repeat(40)] {
-            let chars: Vec<char> = text.chars().collect();
-            let show = (chars.len() / 3).min(4);
-            let mut expected = "*".repeat(chars.len().saturating_sub(show).min(12));
-            expected.extend(&chars[chars.len() - show..]);
-            assert_eq!(preview(text), expected, "{text}");
-        }
+        assert_eq!(preview(&"9".repeat(40)), format!("{}…", "#".repeat(24)));
+    }
+
+    #[test]
+    fn folding_finds_numbers_written_in_other_characters() {
+        let (folded, map) = fold("４１\u{200b}1\u{2011}x").unwrap();
+        assert_eq!(folded, "411-x");
+        assert_eq!(map.len(), folded.len() + 1);
+        assert_eq!(map[0], 0);
+        assert_eq!(map[2], "４１\u{200b}".len(), "the invisible character is left out");
+        assert_eq!(*map.last().unwrap(), "４１\u{200b}1\u{2011}x".len());
+        assert_eq!(fold_char('\u{0663}'), '3', "Arabic-Indic three");
+        assert_eq!(fold_char('\u{1D7D9}'), '1', "double-struck one");
+        assert_eq!(fold_char('\u{00a0}'), ' ');
+        assert!(fold("plain").is_none());
     }
 }

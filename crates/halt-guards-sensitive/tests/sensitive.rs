@@ -46,7 +46,7 @@ fn findings_never_carry_the_value() {
     let details = d.details().to_string();
     assert!(!details.contains("4111 1111 1111 1111") && !details.contains("hunter2hunter2"), "{details}");
     assert_eq!(d.details()["findings"][0]["path"], "$.note");
-    assert_eq!(d.details()["findings"][0]["preview"], "************1111");
+    assert_eq!(d.details()["findings"][0]["preview"], "#### #### #### ####");
 }
 
 #[test]
@@ -59,12 +59,12 @@ fn reasons_count_findings_by_pattern_and_details_list_each() {
     assert_eq!(d.details()["findings"].as_array().unwrap().len(), 3);
     assert_eq!(
         d.details()["metadata_findings"],
-        json!([{"pattern": "ssn", "path": "$.note", "preview": "********789"}])
+        json!([{"pattern": "ssn", "path": "$.note", "preview": "###-##-####"}])
     );
     let o = engine(json!({"redact_on_modify": true})).evaluate_blocking(call(json!({})));
     let d = o.final_decision().unwrap();
     assert_eq!(d.reason(), "Sensitive data redacted: credit_card (1), ssn (2)");
-    assert_eq!(d.details()["findings"][1], json!({"pattern": "ssn", "path": "$.b[0]", "preview": "********789"}));
+    assert_eq!(d.details()["findings"][1], json!({"pattern": "ssn", "path": "$.b[0]", "preview": "###-##-####"}));
     assert_eq!(d.details()["metadata_findings"], json!([]));
 }
 
@@ -107,17 +107,33 @@ fn metadata_is_scanned_but_never_rewritten() {
 }
 
 #[test]
-fn field_names_match_as_whole_trailing_words() {
+fn field_names_match_as_whole_words_anywhere_in_the_key() {
     let e = engine(json!({"blocked_patterns": [], "sensitive_fields": ["api_key", "token", "password"]}));
-    for key in ["api_key", "apiKey", "X-Api-Key", "access_token", "userPassword", "TOKEN"] {
+    for key in [
+        "api_key",
+        "apiKey",
+        "X-Api-Key",
+        "access_token",
+        "userPassword",
+        "TOKEN",
+        "api_key_value",
+        "tokenValue",
+        "db_password_hash",
+        "AWSApiKey",
+    ] {
         assert_eq!(run(&e, "f", json!({ key: "v4lue" })).decision(), DecisionKind::Deny, "{key}");
     }
-    for key in ["max_tokens", "token_count", "keyboard", "api_keys_count", "passwordless"] {
+    for key in
+        ["max_tokens", "token_count", "keyboard", "api_keys_count", "passwordless", "password_policy", "api_key_id"]
+    {
         assert_eq!(run(&e, "f", json!({ key: "v4lue" })).decision(), DecisionKind::Allow, "{key}");
     }
-    // Only a non-empty string value is a secret.
-    for value in [json!(""), json!(512), json!(null), json!(true)] {
+    // Text, a number, a list or an object under a sensitive field is a secret; nothing is not.
+    for value in [json!(""), json!(null), json!(true), json!([]), json!({})] {
         assert_eq!(run(&e, "f", json!({ "token": value })).decision(), DecisionKind::Allow, "{value}");
+    }
+    for value in [json!(512), json!(["hunter2"]), json!({"current": "hunter2"}), json!([[12345678]])] {
+        assert_eq!(run(&e, "f", json!({ "password": value })).decision(), DecisionKind::Deny, "{value}");
     }
 }
 
@@ -250,4 +266,65 @@ fn field_names_match_without_regard_to_case_beyond_ascii() {
         assert_eq!(o.decision(), DecisionKind::Deny, "{key}");
     }
     assert_eq!(run(&e, "login", json!({"contraseñas_count": "3"})).decision(), DecisionKind::Allow);
+}
+
+/// The evasions found by attacking the guard: each family must be caught.
+#[test]
+fn evasions_of_boundaries_characters_keys_and_types_are_caught() {
+    let e = engine(json!({"blocked_patterns": ["ssn", "credit_card", "api_key"]}));
+    let denied = |args: Value| {
+        let o = run(&e, "f", args.clone());
+        assert_eq!(o.decision(), DecisionKind::Deny, "{args}: {:?}", o.decisions());
+    };
+    // Word boundaries broken by `_` or letters.
+    denied(json!({"a": "ssn_123-45-6789"}));
+    denied(json!({"a": "id_4111111111111111_x"}));
+    denied(json!({"a": "card4111111111111111"}));
+    // Full-width digits, invisible characters inside a number, other dashes and dots.
+    denied(json!({"a": "４１１１１１１１１１１１１１１１"}));
+    denied(json!({"a": "4111\u{200b}1111\u{200b}1111\u{200b}1111"}));
+    denied(json!({"a": "4111.1111.1111.1111"}));
+    denied(json!({"a": "123\u{2011}45\u{2011}6789"}));
+    denied(json!({"a": "١٢٣-٤٥-٦٧٨٩"}));
+    denied(json!({"a": "123\u{00ad}-45-6789"}));
+    // Secrets used as keys.
+    denied(json!({"123-45-6789": "x"}));
+    denied(json!({"nested": {"sk_live_4eC39HqLyjWDarjtT1zdp7dc": true}}));
+    // Sensitive fields of any type, and field names as words anywhere in the key.
+    denied(json!({"password": ["hunter2"]}));
+    denied(json!({"password": 12345678}));
+    denied(json!({"secret_key": "x1"}));
+    denied(json!({"aws_secret_access_key": "x1"}));
+    denied(json!({"AWSSecretKey": "x1"}));
+    // A longer run of digits is another number; a version is not an address.
+    let o = run(&e, "f", json!({"a": "order 41111111111111111111", "b": "1123-45-67890"}));
+    assert_eq!(o.decision(), DecisionKind::Allow, "{:?}", o.decisions());
+}
+
+#[test]
+fn redaction_reaches_keys_values_of_any_type_and_folded_numbers() {
+    let e = engine(json!({"redact_on_modify": true, "blocked_patterns": ["ssn", "credit_card", "api_key"]}));
+    let o = run(
+        &e,
+        "f",
+        json!({
+            "123-45-6789": "owner",
+            "note": "card ４１１１ １１１１ １１１１ １１１１ ok",
+            "password": ["hunter2", {"old": 1234}],
+            "id": "ssn_123-45-6789",
+        }),
+    );
+    assert_eq!(o.decision(), DecisionKind::Modify, "{:?}", o.decisions());
+    let args = Value::Object(o.modified_arguments().unwrap().clone());
+    let text = args.to_string();
+    for secret in ["123-45-6789", "４１１１", "hunter2", "1234"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert_eq!(args["[REDACTED:ssn]"], "owner");
+    assert_eq!(args["note"], "card [REDACTED:credit_card] ok");
+    assert_eq!(args["password"], json!(["[REDACTED:password]", {"old": "[REDACTED:password]"}]));
+    assert_eq!(args["id"], "ssn_[REDACTED:ssn]");
+    // Paths in the details show a secret key redacted too.
+    let details = o.final_decision().unwrap().details().to_string();
+    assert!(!details.contains("123-45-6789") && details.contains("$.[REDACTED:ssn]"), "{details}");
 }

@@ -9,11 +9,11 @@ use serde_json::Value;
 
 /// The binary under test: this build's, or the one `AGENTHALT_BIN` names (to run these tests
 /// against another build, such as an older release that had a bug).
-pub fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     Command::new(std::env::var_os("AGENTHALT_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_agenthalt").into()))
 }
 
-pub fn temp_file(name: &str, content: &str) -> std::path::PathBuf {
+pub(crate) fn temp_file(name: &str, content: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("agenthalt-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
@@ -21,7 +21,7 @@ pub fn temp_file(name: &str, content: &str) -> std::path::PathBuf {
     path
 }
 
-pub fn eval(policy: &str, input: &str, extra: &[&str]) -> (Output, Vec<Value>) {
+pub(crate) fn eval(policy: &str, input: &str, extra: &[&str]) -> (Output, Vec<Value>) {
     // Tests run in parallel: every policy gets a file of its own.
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let config = temp_file(&format!("policy-{}.yaml", N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)), policy);
