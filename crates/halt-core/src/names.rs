@@ -143,7 +143,8 @@ pub fn resolve_resource(id: &str) -> Result<Cow<'_, str>, NameError> {
         let separator = n.contains(['/', '\\']);
         (n, separator)
     };
-    if !separator {
+    // `.` and `..` alone are paths too: the current directory, and its parent.
+    if !separator && n != "." && n != ".." {
         return Ok(n);
     }
     let unified = n.replace('\\', "/");
@@ -573,6 +574,10 @@ mod tests {
         assert!(matches!(resolve_resource("../etc"), Err(NameError::EscapesRoot(_))));
         assert!(matches!(resolve_resource("a/../../b"), Err(NameError::EscapesRoot(_))));
         assert_eq!(resolve_resource("a/.."), Err(NameError::Empty));
+        // Found by the generated tests: alone, they are paths too.
+        assert!(matches!(resolve_resource(".."), Err(NameError::EscapesRoot(_))));
+        assert!(matches!(resolve_resource(" .. "), Err(NameError::EscapesRoot(_))));
+        assert_eq!(resolve_resource("."), Err(NameError::Empty));
     }
 
     #[test]
