@@ -188,3 +188,91 @@ fn policies_that_should_be_errors_are_errors() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no guards"));
 }
+
+const ALL_GUARDS: &str = r#"guards:
+  budget:
+    max_daily_spend: 10
+    max_call_cost: 5
+  purchase:
+    max_single_purchase: 100
+    require_approval_above: 50
+    blocked_categories: ["luxury"]
+    allowed_categories: ["office", "luxury"]
+  deletion:
+    allow_patterns: ["temp_*"]
+    protected_resources: ["inbox"]
+  scope:
+    deny_functions: ["drop_*"]
+  sensitive_data:
+    blocked_patterns: ["ssn", "credit_card", "api_key"]
+"#;
+
+/// Family 3: no reason repeats a value of the call, whatever field carries it.
+#[test]
+fn reasons_never_repeat_the_calls_values() {
+    let secret = "SSN 123-45-6789 sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+    let calls = [
+        json!({"function_name": "buy_item", "arguments": {"amount": 5, "currency": secret, "category": "office"}}),
+        json!({"function_name": "buy_item", "arguments": {"amount": 5, "category": secret}}),
+        json!({"function_name": "buy_item", "arguments": {"amount": secret}}),
+        json!({"function_name": "buy_item", "arguments": {"amount": 123_456_789, "category": "office"}}),
+        json!({"function_name": "render", "arguments": {"estimated_cost": secret}}),
+        json!({"function_name": "render", "arguments": {"estimated_cost": 123_456_789}}),
+        json!({"function_name": "delete_file", "arguments": {"resource_id": secret}}),
+        json!({"function_name": "delete_file", "arguments": {"path": format!("../{secret}")}}),
+        json!({"function_name": "delete_file", "arguments": {"ids": [{"size": secret}]}}),
+        json!({"function_name": "send", "arguments": {"nested": {"a": {"b": {"c": {"d": {"e": {secret: 1}}}}}}}}),
+    ];
+    let (out, lines) = eval(ALL_GUARDS, &calls.iter().map(|c| format!("{c}\n")).collect::<String>(), &[]);
+    assert!(out.status.success());
+    assert_eq!(lines.len(), calls.len());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for value in ["123-45-6789", "sk_live", "123456789", "4eC39"] {
+        assert!(!text.contains(value), "{value} in {text}");
+    }
+}
+
+/// Families 5 and 6: deletion checks every target; purchase reads the real total, every
+/// category and currency.
+#[test]
+fn every_target_category_currency_and_amount_counts() {
+    let calls = [
+        json!({"function_name": "delete_file", "arguments": {"name": "temp_1", "path": "/etc/passwd"}}),
+        json!({"function_name": "delete_email", "arguments": {"id": "temp_1", "email_id": "inbox"}}),
+        json!({"function_name": "delete_file", "arguments": {"resource_id": {"id": "temp_1", "path": "inbox"}}}),
+        json!({"function_name": "delete_file", "arguments": {"resource_id": "temp_%2f..%2finbox"}}),
+        json!({"function_name": "delete_file", "arguments": {"resource_id": "temp_*"}}),
+        json!({"function_name": "buy_item", "arguments": {"price": 40, "quantity": 100, "category": "office"}}),
+        json!({"function_name": "buy_item", "arguments": {"amount": 1, "total": 5000, "category": "office"}}),
+        json!({"function_name": "buy_item", "arguments": {"amount": 1, "category": null, "item": {"category": "luxury"}}}),
+        json!({"function_name": "buy_item", "arguments": {"amount": 1, "category": "office", "currency_code": "EUR"}}),
+        json!({"function_name": "buy_item", "arguments": {"amount": 1, "category": "office", "Currency": "EUR"}}),
+    ];
+    let lines = run(ALL_GUARDS, &calls, &[]);
+    let got = decisions(&lines);
+    assert_eq!(got[..4], ["deny"; 4], "{lines:?}");
+    assert_eq!(got[4], "require_approval", "a wildcard target: {lines:?}");
+    assert_eq!(got[5..], ["deny"; 5], "{lines:?}");
+}
+
+/// Family 7: the sensitive-data evasions.
+#[test]
+fn sensitive_data_evasions_are_caught() {
+    let calls: Vec<Value> = [
+        json!({"note": "ssn_123-45-6789"}),
+        json!({"note": "id_4111111111111111_x"}),
+        json!({"note": "４１１１１１１１１１１１１１１１"}),
+        json!({"note": "4111\u{200b}1111\u{200b}1111\u{200b}1111"}),
+        json!({"note": "4111.1111.1111.1111"}),
+        json!({"sk_live_4eC39HqLyjWDarjtT1zdp7dc": "key as a key"}),
+        json!({"password": ["hunter2"]}),
+        json!({"password": 12345678}),
+        json!({"aws_secret_access_key": "abc"}),
+    ]
+    .into_iter()
+    .map(|args| json!({"function_name": "send", "arguments": args}))
+    .collect();
+    let policy = "guards:\n  sensitive_data:\n    blocked_patterns: [\"ssn\", \"credit_card\", \"api_key\"]\n";
+    let lines = run(policy, &calls, &[]);
+    assert_eq!(decisions(&lines), vec!["deny"; calls.len()], "{lines:?}");
+}

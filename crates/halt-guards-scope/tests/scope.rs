@@ -84,6 +84,11 @@ fn evasions_do_not_work() {
     }
     assert_eq!(kind(&e, "send_x", Some("BOT")), DecisionKind::Deny, "agent ids are normalised too");
     assert_eq!(kind(&e, "send_x", Some("ｂｏｔ")), DecisionKind::Deny);
+    // Look-alike letters of other scripts are not folded (docs/security.md): an allow list
+    // refuses them, which is why a policy that must hold against a lying model allows.
+    let e = engine(json!({"allow_functions": ["send_email"]}));
+    assert_eq!(kind(&e, "send_email", None), DecisionKind::Allow);
+    assert_eq!(kind(&e, "s\u{0435}nd_email", None), DecisionKind::Deny, "a Cyrillic e");
 }
 
 #[test]
