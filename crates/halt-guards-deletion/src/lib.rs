@@ -31,7 +31,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use arrayvec::{ArrayString, ArrayVec};
+use arrayvec::ArrayVec;
 
 use halt_core::factory::seconds;
 use halt_core::names::{NameError, NameFragments, NamePatterns, resolve_resource};
@@ -45,35 +45,37 @@ pub const KIND: &str = "deletion";
 
 /// Arguments that name what a call deletes, compared as [`field_key`] writes them
 /// (`Resource_Id` is `resourceid`): each one present is checked, lists item by item.
-const TARGET_KEYS: [&str; 24] = [
-    "resourceid",
-    "resourceids",
-    "resource",
-    "resources",
-    "ids",
-    "items",
-    "targets",
-    "target",
-    "id",
-    "name",
-    "names",
-    "path",
-    "paths",
-    "file",
-    "files",
-    "filename",
-    "filepath",
-    "filepaths",
-    "documentid",
-    "emailid",
-    "recordid",
-    "key",
-    "keys",
-    "uri",
+const TARGET_KEYS: [&[u8]; 24] = [
+    b"resourceid",
+    b"resourceids",
+    b"resource",
+    b"resources",
+    b"ids",
+    b"items",
+    b"targets",
+    b"target",
+    b"id",
+    b"name",
+    b"names",
+    b"path",
+    b"paths",
+    b"file",
+    b"files",
+    b"filename",
+    b"filepath",
+    b"filepaths",
+    b"documentid",
+    b"emailid",
+    b"recordid",
+    b"key",
+    b"keys",
+    b"uri",
 ];
-/// Characters a shell, a glob or a query expands: a target holding one may delete more than
-/// it names.
-const WILDCARDS: [char; 6] = ['*', '?', '[', ']', '{', '}'];
+/// Whether a target holds a character a shell, a glob or a query expands (`*`, `?`, `[`, `]`,
+/// `{`, `}`): it may delete more than it names.
+fn has_wildcard(text: &str) -> Option<&'static str> {
+    text.bytes().any(|b| matches!(b, b'*' | b'?' | b'[' | b']' | b'{' | b'}')).then_some("it holds wildcard characters")
+}
 /// Function-name words that make a deletion hard.
 const HARD_WORDS: [&str; 5] = ["hard", "permanent", "purge", "wipe", "destroy"];
 /// How long a session's deletion count is remembered after its last deletion.
@@ -192,7 +194,7 @@ impl DeletionGuard {
     fn targets<'c>(&self, call: &Call<'c>) -> Result<Targets<'c>, String> {
         let mut targets = Targets::default();
         for (k, v) in call.arguments() {
-            if *k == self.config.resource_field || field_key(k).is_some_and(|key| TARGET_KEYS.contains(&key.as_str())) {
+            if *k == self.config.resource_field || field_key(k).is_some_and(|key| TARGET_KEYS.contains(&&key[..])) {
                 collect(k, v, &mut targets, 0)?;
             }
         }
@@ -249,10 +251,10 @@ impl<'c> Targets<'c> {
 
 /// A key as target arguments are compared: lower case, letters and digits only; `None` for a
 /// key too long to be one.
-fn field_key(key: &str) -> Option<ArrayString<16>> {
-    let mut out = ArrayString::new();
-    for c in key.chars().filter(char::is_ascii_alphanumeric) {
-        out.try_push(c.to_ascii_lowercase()).ok()?;
+fn field_key(key: &str) -> Option<ArrayVec<u8, 16>> {
+    let mut out = ArrayVec::new();
+    for &b in key.as_bytes().iter().filter(|b| b.is_ascii_alphanumeric()) {
+        out.try_push(b.to_ascii_lowercase()).ok()?;
     }
     Some(out)
 }
@@ -273,7 +275,7 @@ fn collect<'c>(field: &'c str, v: &'c Value, targets: &mut Targets<'c>, depth: u
         Value::Object(o) if depth < 2 => {
             let before = targets.len();
             for (k, item) in o {
-                if field_key(k).is_some_and(|key| TARGET_KEYS.contains(&key.as_str())) {
+                if field_key(k).is_some_and(|key| TARGET_KEYS.contains(&&key[..])) {
                     collect(field, item, targets, depth + 1)?;
                 }
             }
@@ -290,12 +292,12 @@ impl<'c> Targets<'c> {
     /// Adds a target written as text: resolved, and judged in its decoded form too when it is
     /// percent-encoded (`temp_%2f..%2finbox` is `temp_/../inbox`, so `inbox`).
     fn push_text(&mut self, field: &'c str, text: &'c str) -> Result<(), String> {
-        let wildcard = text.contains(WILDCARDS).then_some("it holds wildcard characters");
+        let wildcard = has_wildcard(text);
         let name = resolve(field, text)?;
         let decoded = percent_decoded(text);
         self.push(Target { field, name, doubt: wildcard.or(decoded.as_ref().map(|_| "it is percent-encoded")) });
         if let Some(decoded) = decoded {
-            let wildcard = decoded.contains(WILDCARDS).then_some("it holds wildcard characters");
+            let wildcard = has_wildcard(&decoded);
             let name = resolve(field, &decoded)?.into_owned();
             self.push(Target { field, name: Cow::Owned(name), doubt: wildcard.or(Some("it is percent-encoded")) });
         }
@@ -316,6 +318,9 @@ fn number_text(n: &serde_json::Number) -> String {
 /// The text with `%XX` escapes decoded, again until nothing changes (at most a few rounds);
 /// `None` when it holds none. Bytes that do not make UTF-8 become U+FFFD.
 fn percent_decoded(text: &str) -> Option<String> {
+    if !text.contains('%') {
+        return None;
+    }
     let mut current = Cow::Borrowed(text);
     for _ in 0..4 {
         let bytes = current.as_bytes();

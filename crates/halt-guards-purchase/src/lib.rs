@@ -25,6 +25,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use arrayvec::ArrayVec;
 use halt_core::names::{NameFragments, normalize};
 use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, Window, key};
 use halt_core::{
@@ -36,31 +37,41 @@ use serde_json::{Value, json};
 /// The YAML name of this guard type.
 pub const KIND: &str = "purchase";
 
-/// Keys that state what a purchase costs, compared as [`field_key`] writes them (`Total_Amount`
-/// is `totalamount`): the largest present counts.
-const AMOUNT_KEYS: [&str; 15] = [
-    "amount",
-    "price",
-    "total",
-    "cost",
-    "value",
-    "subtotal",
-    "sum",
-    "charge",
-    "totalamount",
-    "totalprice",
-    "totalcost",
-    "grandtotal",
-    "amounttotal",
-    "paymentamount",
-    "orderamount",
-];
-/// Keys that state the price of one unit, multiplied by the quantity beside them.
-const UNIT_PRICE_KEYS: [&str; 5] = ["price", "unitprice", "priceperunit", "unitcost", "unitamount"];
-/// Keys that state how many units are bought.
-const QUANTITY_KEYS: [&str; 7] = ["quantity", "qty", "count", "units", "numitems", "numberofitems", "itemcount"];
-/// Keys that state the currency.
-const CURRENCY_KEYS: [&str; 5] = ["currency", "currencycode", "curr", "isocurrency", "currencyiso"];
+/// What a key of a purchase states, by its name as [`field_key`] writes it (`Total_Amount` is
+/// `totalamount`, `Currency_Code` is `currencycode`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fact {
+    /// What the purchase costs: the largest stated counts.
+    Amount,
+    /// What one unit costs, and what the purchase costs when no quantity is given.
+    UnitPrice,
+    /// The price, which is both.
+    Price,
+    /// How many units.
+    Quantity,
+    /// The currency.
+    Currency,
+    /// Nothing the guard reads (a category is told by its name: it holds `categor`).
+    Other,
+}
+
+impl Fact {
+    fn of(key: &[u8]) -> Self {
+        match key {
+            b"amount" | b"total" | b"cost" | b"value" | b"subtotal" | b"sum" | b"charge" | b"totalamount"
+            | b"totalprice" | b"totalcost" | b"grandtotal" | b"amounttotal" | b"paymentamount" | b"orderamount" => {
+                Self::Amount
+            }
+            b"price" => Self::Price,
+            b"unitprice" | b"priceperunit" | b"unitcost" | b"unitamount" => Self::UnitPrice,
+            b"quantity" | b"qty" | b"count" | b"units" | b"numitems" | b"numberofitems" | b"itemcount" => {
+                Self::Quantity
+            }
+            b"currency" | b"currencycode" | b"curr" | b"isocurrency" | b"currencyiso" => Self::Currency,
+            _ => Self::Other,
+        }
+    }
+}
 
 /// Settings of a [`PurchaseGuard`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -153,20 +164,13 @@ enum Amount {
 }
 
 /// A key as purchase fields are compared: lower case, letters and digits only (`Currency_Code`
-/// is `currencycode`).
-fn field_key(key: &str) -> String {
-    key.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
-}
-
-/// One object of a purchase (the call's arguments, or one item in them) as its fields tell it.
-#[derive(Default)]
-struct Scope<'a> {
-    /// Stated amounts, and where.
-    amounts: Vec<(&'a str, &'a Value)>,
-    /// Stated unit prices, and where.
-    unit_prices: Vec<(&'a str, &'a Value)>,
-    /// Stated quantities, and where.
-    quantities: Vec<(&'a str, &'a Value)>,
+/// is `currencycode`); `None` for a key too long to be one of them.
+fn field_key(key: &str) -> Option<ArrayVec<u8, 32>> {
+    let mut out = ArrayVec::new();
+    for &b in key.as_bytes().iter().filter(|b| b.is_ascii_alphanumeric()) {
+        out.try_push(b.to_ascii_lowercase()).ok()?;
+    }
+    Some(out)
 }
 
 /// Reads a stated amount.
@@ -177,48 +181,97 @@ fn money(field: &str, value: &Value) -> Result<Money, Amount> {
     })
 }
 
-impl<'a> Scope<'a> {
-    fn read(object: &'a serde_json::Map<String, Value>, amount_field: &str) -> Self {
-        let mut scope = Self::default();
+/// What a purchase's arguments and their items state, read in one pass over each. The fields
+/// are held inline: a purchase names a few; one naming more than [`MAX_FIELDS`] currencies or
+/// categories goes to a human.
+#[derive(Default)]
+struct Stated<'a> {
+    /// Every currency field, and where.
+    currencies: ArrayVec<(&'a str, &'a Value), MAX_FIELDS>,
+    /// Every category field, and where.
+    categories: ArrayVec<(&'a str, &'a Value), MAX_FIELDS>,
+}
+
+/// The most currency fields, and category fields, one purchase is read with.
+const MAX_FIELDS: usize = 8;
+
+impl<'a> Stated<'a> {
+    fn keep(
+        fields: &mut ArrayVec<(&'a str, &'a Value), MAX_FIELDS>,
+        key: &'a str,
+        value: &'a Value,
+    ) -> Result<(), Amount> {
+        fields
+            .try_push((key, value))
+            .map_err(|_| Amount::Unknown(format!("more than {MAX_FIELDS} fields like `{key}`")))
+    }
+
+    /// Reads one object (the arguments, or an item): keeps its currency and category fields, and
+    /// returns what it says it costs: the largest of its amounts and of its unit price times its
+    /// quantity; `None` when it states neither.
+    fn read(
+        &mut self,
+        object: &'a serde_json::Map<String, Value>,
+        config: &PurchaseConfig,
+    ) -> Result<Option<Money>, Amount> {
+        let (mut total, mut price, mut quantity): (Option<Money>, Option<(&str, Money)>, Option<Money>) =
+            (None, None, None);
         for (k, v) in object {
             if v.is_null() {
                 continue;
             }
-            let key = field_key(k);
-            if k == amount_field || AMOUNT_KEYS.contains(&key.as_str()) {
-                scope.amounts.push((k, v));
+            let key = field_key(k).unwrap_or_default();
+            let fact = if *k == config.amount_field { Fact::Amount } else { Fact::of(&key) };
+            match fact {
+                Fact::Amount => total = total.max(Some(money(k, v)?)),
+                Fact::Price | Fact::UnitPrice => {
+                    let p = money(k, v)?;
+                    if fact == Fact::Price {
+                        total = total.max(Some(p));
+                    }
+                    if price.is_none_or(|(_, q)| p > q) {
+                        price = Some((k, p));
+                    }
+                }
+                Fact::Quantity => quantity = quantity.max(Some(money(k, v)?)),
+                Fact::Currency => Self::keep(&mut self.currencies, k, v)?,
+                Fact::Other => {}
             }
-            if UNIT_PRICE_KEYS.contains(&key.as_str()) {
-                scope.unit_prices.push((k, v));
-            }
-            if QUANTITY_KEYS.contains(&key.as_str()) {
-                scope.quantities.push((k, v));
+            if *k == config.category_field || key.windows(7).any(|w| w == b"categor") {
+                Self::keep(&mut self.categories, k, v)?;
             }
         }
-        scope
-    }
-
-    /// The largest of the amounts and of each unit price times the quantity (several
-    /// quantities: the largest); `None` when nothing states one.
-    fn total(&self) -> Result<Option<Money>, Amount> {
-        let mut total: Option<Money> = None;
-        for (field, value) in &self.amounts {
-            total = total.max(Some(money(field, value)?));
-        }
-        let mut quantity: Option<Money> = None;
-        for (field, value) in &self.quantities {
-            quantity = quantity.max(Some(money(field, value)?));
-        }
-        if let Some(quantity) = quantity {
-            for (field, value) in &self.unit_prices {
-                let price = money(field, value)?;
-                let product = i128::from(price.micros()) * i128::from(quantity.micros()) / 1_000_000;
-                let product = i64::try_from(product)
-                    .map_err(|_| Amount::Invalid((*field).to_owned(), MoneyError::Overflow(String::new())))?;
-                total = total.max(Some(Money::from_micros(product)));
-            }
+        if let (Some((field, price)), Some(quantity)) = (price, quantity) {
+            let product = i128::from(price.micros()) * i128::from(quantity.micros()) / 1_000_000;
+            let product = i64::try_from(product)
+                .map_err(|_| Amount::Invalid(field.to_owned(), MoneyError::Overflow(String::new())))?;
+            total = total.max(Some(Money::from_micros(product)));
         }
         Ok(total)
+    }
+}
+
+/// The objects of a purchase's items: the objects among its arguments' values, and those in
+/// lists among them (`item`, `items: [...]`, `order: {...}`).
+fn items_of(args: &serde_json::Map<String, Value>) -> impl Iterator<Item = &serde_json::Map<String, Value>> {
+    args.values().flat_map(|v| {
+        let (one, list) = match v {
+            Value::Object(o) => (Some(o), &[][..]),
+            Value::Array(list) => (None, list.as_slice()),
+            _ => (None, &[][..]),
+        };
+        one.into_iter().chain(list.iter().filter_map(Value::as_object))
+    })
+}
+
+/// Calls `f` with each category a category field states: a string, or each string of a list;
+/// anything else by its JSON text. Stops at the first `Some`.
+fn each_category<T>(v: &Value, f: &mut impl FnMut(&str) -> Option<T>) -> Option<T> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => f(&normalize(s)),
+        Value::Array(items) => items.iter().find_map(|i| each_category(i, f)),
+        other => f(&normalize(&other.to_string())),
     }
 }
 
@@ -265,62 +318,82 @@ impl PurchaseGuard {
         &self.config
     }
 
-    /// What the call's purchase costs: its own fields, or its items' added up, whichever says
-    /// more (a model cannot pass a large order off by stating a small amount beside it).
-    fn amount(&self, call: &Call<'_>) -> Amount {
-        let field = self.config.amount_field.as_str();
-        let mut total = match Scope::read(call.arguments(), field).total() {
+    /// What the call's purchase costs (its own fields, or its items' added up, whichever says
+    /// more: a model cannot pass a large order off by stating a small amount beside it), with
+    /// every currency and category field it states.
+    fn stated<'c>(&self, call: &Call<'c>) -> (Stated<'c>, Amount) {
+        let args = call.arguments();
+        let mut stated = Stated::default();
+        let own = match stated.read(args, &self.config) {
             Ok(t) => t,
-            Err(why) => return why,
+            Err(why) => return (stated, why),
         };
         let mut items: Option<Money> = None;
-        for item in items_of(call.arguments()) {
-            let item_total = match Scope::read(item, field).total() {
+        for item in items_of(args) {
+            let item_total = match stated.read(item, &self.config) {
                 Ok(t) => t.unwrap_or(Money::ZERO),
-                Err(why) => return why,
+                Err(why) => return (stated, why),
             };
-            let sum = items.unwrap_or(Money::ZERO).checked_add(item_total);
-            match sum {
+            match items.unwrap_or(Money::ZERO).checked_add(item_total) {
                 Some(sum) => items = Some(sum),
-                None => return Amount::Invalid("items".to_owned(), MoneyError::Overflow(String::new())),
+                None => return (stated, Amount::Invalid("items".to_owned(), MoneyError::Overflow(String::new()))),
             }
         }
-        total = total.max(items.filter(|m| *m > Money::ZERO));
-        total.map_or_else(|| Amount::Unknown("no amount argument".to_owned()), Amount::Known)
+        let total = own.max(items.filter(|m| *m > Money::ZERO));
+        (stated, total.map_or_else(|| Amount::Unknown("no amount argument".to_owned()), Amount::Known))
     }
-}
 
-/// The objects of a purchase's items: the objects among its arguments' values, and those in
-/// lists among them (`item`, `items: [...]`, `order: {...}`).
-fn items_of(args: &serde_json::Map<String, Value>) -> impl Iterator<Item = &serde_json::Map<String, Value>> {
-    args.values().flat_map(|v| {
-        let (one, list) = match v {
-            Value::Object(o) => (Some(o), &[][..]),
-            Value::Array(list) => (None, list.as_slice()),
-            _ => (None, &[][..]),
+    /// The purchase's amount, once every currency and category field it states is allowed; or
+    /// the decision refusing it.
+    fn check_fields(&self, call: &Call<'_>) -> Result<Money, Decision> {
+        let c = &self.config;
+        let (stated, amount) = self.stated(call);
+        let amount = match amount {
+            Amount::Known(m) => m,
+            Amount::Unknown(why) => {
+                return Err(Decision::require_approval(format!("Cannot determine purchase amount ({why})")));
+            }
+            Amount::Invalid(field, e) => {
+                return Err(Decision::deny(format!("Invalid purchase amount: `{field}` {}", e.problem())));
+            }
         };
-        one.into_iter().chain(list.iter().filter_map(Value::as_object))
-    })
-}
-
-/// Every value of the purchase (its arguments and their items) under a key that `matches`, with
-/// the key.
-fn fields_where<'a>(
-    args: &'a serde_json::Map<String, Value>,
-    matches: impl Fn(&str, &str) -> bool + Copy + 'a,
-) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
-    std::iter::once(args)
-        .chain(items_of(args))
-        .flat_map(move |o| o.iter().filter(move |(k, _)| matches(k, &field_key(k))).map(|(k, v)| (k.as_str(), v)))
-}
-
-/// A category's values: a string, or each string of a list; anything else by its JSON text.
-fn category_values(v: &Value) -> Vec<String> {
-    match v {
-        Value::Null => Vec::new(),
-        Value::String(s) => vec![normalize(s).into_owned()],
-        Value::Array(items) => items.iter().flat_map(category_values).collect(),
-        other => vec![normalize(&other.to_string()).into_owned()],
+        for &(field, currency) in &stated.currencies {
+            let matches = match currency {
+                Value::String(s) => s.trim().eq_ignore_ascii_case(c.currency.trim()),
+                _ => false,
+            };
+            if !matches {
+                return Err(Decision::deny(format!(
+                    "Currency in `{field}` is not the configured currency {}",
+                    c.currency
+                ))
+                .with_details_for(call, || json!({"field": field, "expected": c.currency})));
+            }
+        }
+        let mut categories = 0;
+        for &(field, value) in &stated.categories {
+            let refusal = each_category(value, &mut |cat| {
+                categories += 1;
+                if let Some(b) = self.blocked.first_in(cat) {
+                    return Some(
+                        Decision::deny(format!("Category in `{field}` is blocked ('{b}')"))
+                            .with_details_for(call, || json!({"field": field, "blocked": b})),
+                    );
+                }
+                (!self.allowed.is_empty() && !self.allowed.is_in(cat)).then(|| {
+                    Decision::deny(format!("Category in `{field}` is not among the allowed categories"))
+                        .with_details_for(call, || json!({"field": field, "allowed": c.allowed_categories}))
+                })
+            });
+            if let Some(d) = refusal {
+                return Err(d);
+            }
+        }
+        if !self.allowed.is_empty() && categories == 0 {
+            return Err(Decision::deny("No category is given, and only the allowed categories may be bought")
+                .with_details_for(call, || json!({"allowed": c.allowed_categories})));
+        }
+        Ok(amount)
     }
 }
 
@@ -336,51 +409,11 @@ impl Guard for PurchaseGuard {
 
     async fn evaluate(&self, call: &Call<'_>) -> Result<Decision, GuardError> {
         let c = &self.config;
-        let amount = match self.amount(call) {
-            Amount::Known(m) => m,
-            Amount::Unknown(why) => {
-                return Ok(Decision::require_approval(format!("Cannot determine purchase amount ({why})")));
-            }
-            Amount::Invalid(field, e) => {
-                return Ok(Decision::deny(format!("Invalid purchase amount: `{field}` {}", e.problem())));
-            }
+        // What the arguments say is read before anything waits: it stays out of this future.
+        let amount = match self.check_fields(call) {
+            Ok(amount) => amount,
+            Err(refusal) => return Ok(refusal),
         };
-        let args = call.arguments();
-        let currency = |_: &str, key: &str| CURRENCY_KEYS.contains(&key);
-        for (field, stated) in fields_where(args, currency) {
-            let matches = match stated {
-                Value::Null => true,
-                Value::String(s) => s.trim().eq_ignore_ascii_case(c.currency.trim()),
-                _ => false,
-            };
-            if !matches {
-                return Ok(Decision::deny(format!(
-                    "Currency in `{field}` is not the configured currency {}",
-                    c.currency
-                ))
-                .with_details_for(call, || json!({"field": field, "expected": c.currency})));
-            }
-        }
-        let category_field = c.category_field.as_str();
-        let is_category = |k: &str, key: &str| k == category_field || key.contains("categor");
-        let mut categories = 0;
-        for (field, value) in fields_where(args, is_category) {
-            for cat in category_values(value) {
-                categories += 1;
-                if let Some(b) = self.blocked.first_in(&cat) {
-                    return Ok(Decision::deny(format!("Category in `{field}` is blocked ('{b}')"))
-                        .with_details_for(call, || json!({"field": field, "blocked": b})));
-                }
-                if !self.allowed.is_empty() && !self.allowed.is_in(&cat) {
-                    return Ok(Decision::deny(format!("Category in `{field}` is not among the allowed categories"))
-                        .with_details_for(call, || json!({"field": field, "allowed": c.allowed_categories})));
-                }
-            }
-        }
-        if !self.allowed.is_empty() && categories == 0 {
-            return Ok(Decision::deny("No category is given, and only the allowed categories may be bought")
-                .with_details_for(call, || json!({"allowed": c.allowed_categories})));
-        }
         if let Some(max) = c.max_single_purchase
             && amount > max
         {

@@ -19,6 +19,9 @@ pub(crate) struct Detector {
 
 /// What may stand right before and after a finding. Numbers are not words: `ssn_123-45-6789`
 /// and `id_4111111111111111_x` hold an SSN and a card although no word boundary sets them off.
+/// (Their patterns also start with "a line's start or a character that is not a digit", and
+/// capture the number after it: an unanchored count of digits would start a candidate at every
+/// digit of a long text.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Edges {
     /// Whatever the pattern itself asserts.
@@ -71,37 +74,37 @@ pub(crate) const DETECTORS: [Detector; 17] = [
     },
     Detector {
         name: "ssn",
-        pattern: r"([0-9]{3})[-. ]([0-9]{2})[-. ]([0-9]{4})",
-        group: 0,
+        pattern: r"(?:(?m:^)|[^0-9])([0-9]{3}[-. ][0-9]{2}[-. ][0-9]{4})",
+        group: 1,
         check: valid_ssn,
         edges: Edges::NotDigit,
     },
     Detector {
         name: "credit_card",
-        pattern: r"[0-9](?:[ .-]?[0-9]){12,18}",
-        group: 0,
+        pattern: r"(?:(?m:^)|[^0-9])([0-9](?:[ .-]?[0-9]){12,18})",
+        group: 1,
         check: valid_card,
         edges: Edges::NotDigit,
     },
     Detector {
         name: "phone_us",
-        pattern: r"(?:\+1[-. ]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[-. ])[2-9][0-9]{2}[-. ][0-9]{4}",
-        group: 0,
+        pattern: r"(?:(?m:^)|[^0-9])((?:\+1[-. ]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[-. ])[2-9][0-9]{2}[-. ][0-9]{4})",
+        group: 1,
         check: |_| true,
         edges: Edges::NotDigit,
     },
     Detector {
         name: "ip_address",
-        pattern: r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}",
-        group: 0,
+        pattern: r"(?:(?m:^)|[^0-9A-Za-z])((?:[0-9]{1,3}\.){3}[0-9]{1,3})",
+        group: 1,
         check: valid_ipv4,
         // `v1.2.3.4` is a version.
         edges: Edges::NotAlphanumeric,
     },
     Detector {
         name: "iban",
-        pattern: r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?",
-        group: 0,
+        pattern: r"(?:(?m:^)|[^0-9A-Za-z])([A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?)",
+        group: 1,
         check: valid_iban,
         edges: Edges::NotAlphanumeric,
     },

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::OnceLock;
 
+use arrayvec::ArrayVec;
 use regex::{Regex, RegexBuilder};
 use regex_automata::{Input, MatchKind, PatternSet, meta};
 use serde::Serialize;
@@ -261,6 +262,68 @@ fn anchored(pattern: &str) -> bool {
     })
 }
 
+/// The fields' first words, and which end with each byte (as bits), to tell at once whether a
+/// key may hold one as a word (see `Redactor::first_words`): a word of the key must end where
+/// the field's word ends, and most keys have one or two word ends.
+struct FirstWords {
+    ending: Box<[u64; 256]>,
+    words: Vec<ArrayVec<u8, 32>>,
+}
+
+impl FirstWords {
+    fn new(fields: &[Field]) -> Option<Self> {
+        if fields.len() > 64 {
+            return None;
+        }
+        let mut ending = Box::new([0; 256]);
+        let mut words = Vec::with_capacity(fields.len());
+        for (i, f) in fields.iter().enumerate() {
+            let w = f.words[0].as_bytes();
+            let &last = w.last()?;
+            if !w.is_ascii() {
+                return None;
+            }
+            ending[usize::from(last.to_ascii_lowercase())] |= 1 << i;
+            ending[usize::from(last.to_ascii_uppercase())] |= 1 << i;
+            words.push(ArrayVec::try_from(w).ok()?);
+        }
+        Some(Self { ending, words })
+    }
+
+    /// Whether an ASCII key may hold some field's first word as one of its words: one ends,
+    /// ignoring case, where a word of the key may end (before anything but a small letter or a
+    /// digit: a little more often than [`ascii_words`] splits).
+    fn in_key(&self, key: &[u8]) -> bool {
+        /// Bytes that continue a word: small letters and digits.
+        const CONTINUES: [bool; 256] = {
+            let mut t = [false; 256];
+            let mut b = 0;
+            while b < 256 {
+                t[b] = (b >= b'a' as usize && b <= b'z' as usize) || (b >= b'0' as usize && b <= b'9' as usize);
+                b += 1;
+            }
+            t
+        };
+        let Some((&last, _)) = key.split_last() else { return false };
+        key.windows(2).enumerate().any(|(i, pair)| {
+            let bits = self.ending[usize::from(pair[0])];
+            bits != 0 && !CONTINUES[usize::from(pair[1])] && self.ends_at(key, i, bits)
+        }) || self.ends_at(key, key.len() - 1, self.ending[usize::from(last)])
+    }
+
+    /// Whether one of the words in `bits` ends at `key[end]`, ignoring case.
+    fn ends_at(&self, key: &[u8], end: usize, mut bits: u64) -> bool {
+        while bits != 0 {
+            let w = &self.words[bits.trailing_zeros() as usize];
+            bits &= bits - 1;
+            if end + 1 >= w.len() && key[end + 1 - w.len()..=end].eq_ignore_ascii_case(w) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// A sensitive field name, as the sequence of its lower-case words.
 struct Field {
     name: String,
@@ -300,6 +363,10 @@ pub struct Redactor {
     any: meta::Regex,
     patterns: Vec<Compiled>,
     fields: Vec<Field>,
+    /// The fields' first words, to tell whether a key may name a field before splitting it into
+    /// words. `None` when they do not fit it (not ASCII, too long, too many): then every key is
+    /// split.
+    first_words: Option<FirstWords>,
     /// Whether a pattern can tell the start or end of the whole text (`^`, `$`, `\A`, `\z`
     /// outside multi-line mode): then texts are never joined for the pre-pass.
     anchored: bool,
@@ -349,15 +416,14 @@ fn words(key: &str) -> Vec<String> {
 }
 
 /// The words of an ASCII key as [`words`] splits it, in their own case, borrowed.
-fn ascii_words(key: &str) -> Vec<&str> {
-    let mut out = Vec::new();
+fn ascii_words<'k>(key: &'k str, mut each: impl FnMut(&'k str)) {
     let mut start = None;
     let mut prev_lower = false;
     let bytes = key.as_bytes();
     for (i, &c) in bytes.iter().enumerate() {
         if !c.is_ascii_alphanumeric() {
             if let Some(s) = start.take() {
-                out.push(&key[s..i]);
+                each(&key[s..i]);
             }
             prev_lower = false;
             continue;
@@ -368,7 +434,7 @@ fn ascii_words(key: &str) -> Vec<&str> {
             && bytes.get(i + 1).is_some_and(u8::is_ascii_lowercase);
         match start {
             Some(s) if c.is_ascii_uppercase() && (prev_lower || acronym_end) => {
-                out.push(&key[s..i]);
+                each(&key[s..i]);
                 start = Some(i);
             }
             Some(_) => {}
@@ -377,9 +443,8 @@ fn ascii_words(key: &str) -> Vec<&str> {
         prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
     }
     if let Some(s) = start {
-        out.push(&key[s..]);
+        each(&key[s..]);
     }
-    out
 }
 
 /// Last words of a key that say it holds something *about* a secret, not the secret itself:
@@ -389,11 +454,6 @@ const ABOUT_WORDS: [&str; 30] = [
     "uri", "enabled", "required", "min", "max", "hint", "format", "file", "path", "version", "status", "strength",
     "rotation", "created", "updated", "label",
 ];
-
-/// Whether `needle` (lower case) is in `hay`, ignoring ASCII case.
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
-}
 
 /// The text of a number as it is scanned (the same as its JSON form), in `buf`.
 fn number_text<'b>(n: &serde_json::Number, buf: &'b mut NumberText) -> &'b str {
@@ -455,10 +515,13 @@ fn preview(value: &str) -> String {
 /// `４１１１\u{200b}1111…` and `4111‐1111…` are the card they spell. With, for each byte of it,
 /// where its character starts in `text` (and `text.len()` at its end). `None` for ASCII text,
 /// which is scanned as it is.
+#[inline]
 fn fold(text: &str) -> Option<(String, Vec<usize>)> {
-    if text.is_ascii() {
-        return None;
-    }
+    if text.is_ascii() { None } else { Some(fold_text(text)) }
+}
+
+/// [`fold`] for a text that is not ASCII.
+fn fold_text(text: &str) -> (String, Vec<usize>) {
     let mut out = String::with_capacity(text.len());
     let mut map = Vec::with_capacity(text.len() + 1);
     for (at, c) in text.char_indices() {
@@ -470,7 +533,7 @@ fn fold(text: &str) -> Option<(String, Vec<usize>)> {
         map.extend(std::iter::repeat_n(at, folded.len_utf8()));
     }
     map.push(text.len());
-    Some((out, map))
+    (out, map)
 }
 
 /// One character as it is scanned (see [`fold`]).
@@ -571,6 +634,7 @@ impl Redactor {
             }
             fields.push(Field { name: f.clone(), words: w });
         }
+        let first_words = FirstWords::new(&fields);
         let anchored = patterns.iter().any(|p| {
             let reviewed = detectors::find(&p.name).is_some() && JOINABLE_AT_END.contains(&p.name.as_str());
             !reviewed && anchored(&p.source)
@@ -580,6 +644,7 @@ impl Redactor {
             any,
             patterns,
             fields,
+            first_words,
             anchored,
             shortest_match,
             max_depth: config.max_depth,
@@ -644,12 +709,7 @@ impl Redactor {
     /// the key ends with a word saying it is about the secret rather than the secret
     /// ([`ABOUT_WORDS`]: `token_count`). `max_tokens` names no field: `tokens` is not `token`.
     fn field(&self, key: &str) -> Option<&Field> {
-        // Most keys hold none of the fields' first words: skip splitting them. (A key that is
-        // not ASCII may lower-case into one: always split it.)
-        if self.fields.is_empty()
-            || (key.is_ascii()
-                && !self.fields.iter().any(|f| contains_ignore_case(key.as_bytes(), f.words[0].as_bytes())))
-        {
+        if self.fields.is_empty() {
             return None;
         }
         let found = |w: &[&str], same: fn(&str, &str) -> bool| {
@@ -664,8 +724,17 @@ impl Redactor {
             })
         };
         if key.is_ascii() {
-            // Field words are lower case: compare without making lower-case copies.
-            return found(&ascii_words(key), |a, b| a.eq_ignore_ascii_case(b));
+            // Most keys hold none of the fields' first words: they are never split.
+            if self.first_words.as_ref().is_some_and(|t| !t.in_key(key.as_bytes())) {
+                return None;
+            }
+            // Split in place (field words are lower case: compared without lower-case copies).
+            let mut w = ArrayVec::<&str, 16>::new();
+            let mut all = true;
+            ascii_words(key, |word| all &= w.try_push(word).is_ok());
+            if all {
+                return found(&w, |a, b| a.eq_ignore_ascii_case(b));
+            }
         }
         let w = words(key);
         let w: Vec<&str> = w.iter().map(String::as_str).collect();
@@ -1131,7 +1200,8 @@ mod tests {
             "userPassword2Hash",
             "a b.c-d",
         ] {
-            let fast: Vec<String> = ascii_words(key).iter().map(|w| w.to_ascii_lowercase()).collect();
+            let mut fast: Vec<String> = Vec::new();
+            ascii_words(key, |w| fast.push(w.to_ascii_lowercase()));
             assert_eq!(fast, words(key), "{key}");
         }
     }
