@@ -50,9 +50,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use halt_core::*;
+pub use halt_engine::*;
+pub use halt_store_memory::MemoryStore;
 
-/// The core crate, for paths such as `agenthalt::core::store::MemoryStore`.
+/// The core crate, for paths such as `agenthalt::core::store::CounterSpec`.
 pub use halt_core as core;
+/// The engine crate, whole.
+pub use halt_engine as engine;
 
 /// The budget guard.
 #[cfg(feature = "budget")]

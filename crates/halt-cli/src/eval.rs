@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use halt_config::PolicyLoader;
 use halt_core::{
-    ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, CallContext, Clock, Decision, DecisionKind,
-    Engine, Outcome, Prepared, ReplayClock, SpentCall, SystemClock, Timestamp, async_trait,
+    CallContext, Clock, Decision, DecisionKind, Outcome, ReplayClock, SystemClock, Timestamp, async_trait,
 };
+use halt_engine::{ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, Engine, Prepared, SpentCall};
 use serde::Serialize;
 
 use crate::{ClockArg, EvalArgs, report};

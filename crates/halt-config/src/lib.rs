@@ -39,9 +39,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use halt_core::{
-    BuildError, Engine, EngineBuilder, EngineError, FactoryError, Guard, GuardFactory, GuardRegistry, Mode,
-};
+use halt_core::{BuildError, FactoryError, Guard, GuardFactory, GuardRegistry};
+use halt_engine::{Engine, EngineBuilder, EngineError, Mode};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
@@ -191,7 +190,7 @@ impl StoreSettings {
     /// The store cannot be opened, or this build lacks its support.
     pub async fn open(&self) -> Result<Arc<dyn halt_core::StateStore>, halt_core::StoreError> {
         match self {
-            Self::Memory => Ok(Arc::new(halt_core::MemoryStore::new())),
+            Self::Memory => Ok(Arc::new(halt_store_memory::MemoryStore::new())),
             #[cfg(feature = "sled")]
             Self::Sled(s) => {
                 let durability = match s.durability {

@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use halt_config::{PolicyLoader, policy_schema};
-use halt_core::{CallContext, DecisionKind, FactoryError, Mode, TypedFactory, async_trait};
+use halt_core::{CallContext, DecisionKind, FactoryError, TypedFactory, async_trait};
+use halt_engine::Mode;
 use serde_json::json;
 
 const SEED: &str = r#"
@@ -311,12 +312,12 @@ fn the_store_section() {
 struct Refuse;
 
 #[async_trait]
-impl halt_core::ApprovalHandler for Refuse {
+impl halt_engine::ApprovalHandler for Refuse {
     async fn request_approval(
         &self,
-        _: &halt_core::ApprovalRequest<'_>,
-    ) -> Result<halt_core::ApprovalResponse, halt_core::ApprovalError> {
-        Ok(halt_core::ApprovalResponse::refuse("test"))
+        _: &halt_engine::ApprovalRequest<'_>,
+    ) -> Result<halt_engine::ApprovalResponse, halt_engine::ApprovalError> {
+        Ok(halt_engine::ApprovalResponse::refuse("test"))
     }
 }
 

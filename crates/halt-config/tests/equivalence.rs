@@ -6,7 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use halt_config::PolicyLoader;
-use halt_core::{CallContext, Engine, ManualClock, Timestamp};
+use halt_core::{CallContext, ManualClock, Timestamp};
+use halt_engine::Engine;
 use proptest::prelude::*;
 use serde_json::json;
 

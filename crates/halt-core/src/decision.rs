@@ -142,7 +142,8 @@ impl Decision {
     /// ([`Call::wants_details`]): a guard's way to spend nothing on details nobody shows.
     ///
     /// ```
-    /// use halt_core::{Call, CallContext, Decision, MemoryStore, Timestamp};
+    /// use halt_core::{Call, CallContext, Decision, Timestamp};
+    /// use halt_store_memory::MemoryStore;
     /// use serde_json::json;
     ///
     /// let ctx = CallContext::new("buy");
@@ -403,25 +404,25 @@ impl Outcome {
         if self.enforced { self.modified_arguments.as_ref() } else { None }
     }
 
-    /// Names the call (the engine names it last, moving the names out of a call it is done with).
-    pub(crate) fn set_call(&mut self, call_id: String, function_name: String) {
+    /// Names the call (an engine names it last, moving the names out of a call it is done with).
+    pub fn set_call(&mut self, call_id: String, function_name: String) {
         self.call_id = call_id;
         self.function_name = function_name;
     }
 
-    /// Marks the outcome as computed but not enforced (monitor mode).
-    pub(crate) fn set_enforced(&mut self, enforced: bool) {
+    /// Marks the outcome as computed but not enforced (an engine in monitor mode).
+    pub fn set_enforced(&mut self, enforced: bool) {
         self.enforced = enforced;
     }
 
-    /// Records the human's answer.
-    pub(crate) fn set_approved(&mut self, approved: bool, approver: Option<String>) {
+    /// Records the human's answer (an engine does, once one is given).
+    pub fn set_approved(&mut self, approved: bool, approver: Option<String>) {
         self.approved = Some(approved);
         self.approver = approver;
     }
 
     /// Replaces the modified arguments (a human approved with edited arguments).
-    pub(crate) fn set_modified_arguments(&mut self, args: JsonObject) {
+    pub fn set_modified_arguments(&mut self, args: JsonObject) {
         self.modified_arguments = Some(args);
     }
 }

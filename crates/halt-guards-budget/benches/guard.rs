@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use halt_core::{CallContext, MemoryStore};
+use halt_core::CallContext;
 use halt_guards_budget::{BudgetConfig, BudgetGuard};
+use halt_store_memory::MemoryStore;
 use serde_json::json;
 
 fn bench(c: &mut Criterion) {

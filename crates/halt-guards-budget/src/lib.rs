@@ -8,7 +8,8 @@
 //! with the actual cost later by `Engine::settle`.
 //!
 //! ```
-//! use halt_core::{CallContext, Engine};
+//! use halt_core::CallContext;
+//! use halt_engine::Engine;
 //! use halt_guards_budget::{BudgetConfig, BudgetGuard};
 //! use serde_json::json;
 //!

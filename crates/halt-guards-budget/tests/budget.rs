@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use halt_core::{
-    ApprovalResponse, CallContext, Clock, Decision, DecisionKind, Engine, GuardRegistry, ManualClock, Money, Outcome,
-    Timestamp,
-};
+use halt_core::{CallContext, Clock, Decision, DecisionKind, GuardRegistry, ManualClock, Money, Outcome, Timestamp};
+use halt_engine::{ApprovalResponse, Engine};
 use halt_guards_budget::{BudgetConfig, BudgetGuard, factory};
 use halt_testing::guards::{StaticGuard, count_allowed_concurrently};
 use serde_json::{Value, json};

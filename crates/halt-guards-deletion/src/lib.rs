@@ -12,7 +12,8 @@
 //! and the cooldown change only when a deletion runs.
 //!
 //! ```
-//! use halt_core::{CallContext, Engine};
+//! use halt_core::CallContext;
+//! use halt_engine::Engine;
 //! use halt_guards_deletion::{DeletionConfig, DeletionGuard};
 //! use serde_json::json;
 //!

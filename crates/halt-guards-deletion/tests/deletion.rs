@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use halt_core::{ApprovalResponse, CallContext, Decision, DecisionKind, Engine, GuardRegistry, ManualClock, Timestamp};
+use halt_core::{CallContext, Decision, DecisionKind, GuardRegistry, ManualClock, Timestamp};
+use halt_engine::{ApprovalResponse, Engine};
 use halt_guards_deletion::factory;
 use halt_testing::guards::StaticGuard;
 use serde_json::{Value, json};

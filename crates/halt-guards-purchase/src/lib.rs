@@ -7,7 +7,8 @@
 //! approves it.
 //!
 //! ```
-//! use halt_core::{CallContext, Engine};
+//! use halt_core::CallContext;
+//! use halt_engine::Engine;
 //! use halt_guards_purchase::{PurchaseConfig, PurchaseGuard};
 //! use serde_json::json;
 //!

@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use halt_core::{
-    ApprovalResponse, CallContext, Decision, DecisionKind, Engine, GuardRegistry, ManualClock, Money, Timestamp,
-};
+use halt_core::{CallContext, Decision, DecisionKind, GuardRegistry, ManualClock, Money, Timestamp};
+use halt_engine::{ApprovalResponse, Engine};
 use halt_guards_purchase::{PurchaseConfig, PurchaseGuard, factory};
 use halt_testing::guards::{StaticGuard, count_allowed_concurrently};
 use serde_json::{Value, json};

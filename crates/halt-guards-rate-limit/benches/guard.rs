@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use halt_core::{CallContext, MemoryStore};
+use halt_core::CallContext;
+use halt_store_memory::MemoryStore;
 use serde_json::json;
 
 fn bench(c: &mut Criterion) {

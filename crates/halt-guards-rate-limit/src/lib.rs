@@ -8,7 +8,8 @@
 //! call are counted together, atomically, so concurrent calls never slip past a limit.
 //!
 //! ```
-//! use halt_core::{CallContext, Engine};
+//! use halt_core::CallContext;
+//! use halt_engine::Engine;
 //! use halt_guards_rate_limit::{RateLimitConfig, RateLimitGuard};
 //! use serde_json::json;
 //!
@@ -432,7 +433,8 @@ pub fn factory() -> impl halt_core::GuardFactory {
 
 #[cfg(test)]
 mod tests {
-    use halt_core::{CallContext, MemoryStore};
+    use halt_core::CallContext;
+    use halt_store_memory::MemoryStore;
 
     use super::*;
 

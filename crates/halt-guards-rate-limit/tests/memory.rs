@@ -7,8 +7,10 @@
 
 use std::time::Duration;
 
-use halt_core::{CallContext, Engine, ManualClock, MemoryStore, Timestamp};
+use halt_core::{CallContext, ManualClock, Timestamp};
+use halt_engine::Engine;
 use halt_guards_rate_limit::{RateLimitConfig, RateLimitGuard};
+use halt_store_memory::MemoryStore;
 use serde_json::json;
 
 fn peak_rss_mib() -> f64 {

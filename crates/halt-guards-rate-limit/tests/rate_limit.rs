@@ -2,7 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-use halt_core::{CallContext, Decision, DecisionKind, Engine, GuardRegistry, ManualClock, Timestamp};
+use halt_core::{CallContext, Decision, DecisionKind, GuardRegistry, ManualClock, Timestamp};
+use halt_engine::Engine;
 use halt_guards_rate_limit::factory;
 use halt_testing::guards::{StaticGuard, count_allowed_concurrently};
 use serde_json::{Value, json};

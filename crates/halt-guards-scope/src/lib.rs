@@ -6,7 +6,8 @@
 //! full-width and zero-width tricks do not get around a list.
 //!
 //! ```
-//! use halt_core::{CallContext, Engine};
+//! use halt_core::CallContext;
+//! use halt_engine::Engine;
 //! use halt_guards_scope::{ScopeConfig, ScopeGuard};
 //!
 //! let config = ScopeConfig { deny_functions: vec!["drop_*".into()], ..ScopeConfig::default() };

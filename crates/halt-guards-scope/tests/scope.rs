@@ -2,7 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-use halt_core::{CallContext, DecisionKind, Engine, GuardRegistry};
+use halt_core::{CallContext, DecisionKind, GuardRegistry};
+use halt_engine::Engine;
 use halt_guards_scope::{ScopeConfig, ScopeGuard, factory};
 use serde_json::{Value, json};
 

@@ -7,8 +7,9 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use halt_core::{CallContext, MemoryStore};
+use halt_core::CallContext;
 use halt_guards_sensitive::{SensitiveConfig, SensitiveGuard, detector_names};
+use halt_store_memory::MemoryStore;
 use serde_json::{Value, json};
 
 /// About 2 KiB of nested, realistic arguments with nothing sensitive in them, or with one email
@@ -48,7 +49,7 @@ fn bench(c: &mut Criterion) {
         let args = two_kib(to);
         assert!((1800..2600).contains(&args.to_string().len()), "{}", args.to_string().len());
         let ctx = CallContext::new("send_email").with_arguments(args).unwrap();
-        let engine = halt_core::Engine::builder().guard_arc(guard.clone()).build().unwrap();
+        let engine = halt_engine::Engine::builder().guard_arc(guard.clone()).build().unwrap();
         assert_eq!(engine.evaluate_blocking(ctx.clone()).is_denied(), denied, "{name}");
         c.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -69,7 +70,7 @@ fn bench(c: &mut Criterion) {
             .take((1 << 20) - 64)
             .collect();
     let big = CallContext::new("summarise").with_arguments(json!({"document": text})).unwrap();
-    let outcome = halt_core::Engine::builder()
+    let outcome = halt_engine::Engine::builder()
         .guard(SensitiveGuard::new(SensitiveConfig::default()).unwrap())
         .build()
         .unwrap()

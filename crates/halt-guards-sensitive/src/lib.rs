@@ -10,7 +10,8 @@
 //! skipped. The [`Redactor`] is public so other crates (the audit log) redact the same way.
 //!
 //! ```
-//! use halt_core::{CallContext, Engine};
+//! use halt_core::CallContext;
+//! use halt_engine::Engine;
 //! use halt_guards_sensitive::{SensitiveConfig, SensitiveGuard};
 //! use serde_json::json;
 //!

@@ -16,7 +16,7 @@
 //!
 //! # async fn demo() -> Result<(), halt_core::StoreError> {
 //! let store = RedisStore::connect("redis://127.0.0.1:6379/", "{agenthalt}:").await?;
-//! let engine = halt_core::Engine::builder().store(store).build().expect("no guards, no conflict");
+//! let engine = halt_engine::Engine::builder().store(store).build().expect("no guards, no conflict");
 //! # let _ = engine; Ok(()) }
 //! ```
 

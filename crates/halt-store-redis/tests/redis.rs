@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use halt_core::store::{CounterSpec, ReserveRequest, Window};
-use halt_core::{CallContext, Engine, StateStore, StoreError, Timestamp};
+use halt_core::{CallContext, StateStore, StoreError, Timestamp};
+use halt_engine::Engine;
 use halt_store_redis::RedisStore;
 use halt_testing::guards::ReservingGuard;
 use halt_testing::redis_server::RedisServer;

@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use halt_core::store::{CounterSpec, ReserveOutcome, ReserveRequest, Window};
-use halt_core::{
-    ApprovalResponse, CallContext, Clock, Decision, Engine, ManualClock, StateStore, StoreError, SystemClock, Timestamp,
-};
+use halt_core::{CallContext, Clock, Decision, ManualClock, StateStore, StoreError, SystemClock, Timestamp};
+use halt_engine::{ApprovalResponse, Engine};
 use halt_store_sled::{Durability, SledStore, SledStoreConfig};
 use halt_testing::guards::{ReservingGuard, StaticGuard};
 

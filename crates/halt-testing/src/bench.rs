@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use halt_core::names::normalize;
-use halt_core::{Call, CallContext, Effect, Guard, MemoryStore, StateStore, Timestamp};
+use halt_core::{Call, CallContext, Effect, Guard, StateStore, Timestamp};
+use halt_store_memory::MemoryStore;
 
 /// Evaluates `guard` on `ctx` `iters` times, each at a time `step` after the last, committing
 /// its effects; returns the time taken.

@@ -192,7 +192,7 @@ impl Guard for SettingGuard {
 /// Evaluates `n` calls concurrently (each on its own task; needs a multi-threaded runtime) and
 /// returns how many were allowed.
 pub async fn count_allowed_concurrently(
-    engine: &halt_core::Engine,
+    engine: &halt_engine::Engine,
     n: usize,
     call: impl Fn(usize) -> halt_core::CallContext,
 ) -> usize {

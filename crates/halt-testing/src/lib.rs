@@ -2,7 +2,8 @@
 //! [`StateStore`](halt_core::StateStore) implementation must pass.
 //!
 //! ```
-//! use halt_core::{CallContext, Decision, Engine};
+//! use halt_core::{CallContext, Decision};
+//! use halt_engine::Engine;
 //! use halt_testing::guards::StaticGuard;
 //!
 //! let engine = Engine::builder()
@@ -10,14 +11,15 @@
 //!     .guard(StaticGuard::new("b", Decision::require_approval("ask")))
 //!     .build()?;
 //! assert!(engine.evaluate_blocking(CallContext::new("f")).needs_approval());
-//! # Ok::<(), halt_core::EngineError>(())
+//! # Ok::<(), halt_engine::EngineError>(())
 //! ```
 //!
 //! Run the store suite from a store crate's tests:
 //!
 //! ```
 //! use std::sync::Arc;
-//! use halt_core::{MemoryStore, StateStore};
+//! use halt_core::StateStore;
+//! use halt_store_memory::MemoryStore;
 //!
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 //! halt_testing::store_conformance::run(|| async { Arc::new(MemoryStore::new()) as Arc<dyn StateStore> }).await;

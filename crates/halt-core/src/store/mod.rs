@@ -7,7 +7,6 @@
 //! Time is passed in (`now`), never read by the store, so windows follow the engine's clock.
 
 mod key;
-mod memory;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 
 pub use key::{CalendarKey, StoreKey};
-pub use memory::{MemoryStore, MemoryStoreConfig};
 
 /// Joins key parts with `/` into a [`StoreKey`] (inline, without an allocation, when short).
 ///
@@ -344,7 +342,7 @@ const UPDATE_RETRIES: usize = 64;
 
 /// What a store operation returns: the answer at hand, or a future for it.
 ///
-/// A store that answers without waiting (the [`MemoryStore`], a relaxed sled store) returns
+/// A store that answers without waiting (the `MemoryStore`, a relaxed sled store) returns
 /// [`StoreFuture::ready`], which costs no allocation; one that waits on a disk or a network
 /// returns [`StoreFuture::new`] around its `async` block.
 #[must_use = "a store operation does nothing unless awaited"]
@@ -394,7 +392,7 @@ impl<T> std::fmt::Debug for StoreFuture<'_, T> {
 
 /// What every state store offers, atomically.
 ///
-/// Implementations: [`MemoryStore`] here, `halt-store-sled` and `halt-store-redis`. The
+/// Implementations: `MemoryStore` here, `halt-store-sled` and `halt-store-redis`. The
 /// conformance suite in `halt-testing` checks any implementation against this contract.
 ///
 /// Each operation returns a [`StoreFuture`]: a store that waits wraps an `async` block in
@@ -470,7 +468,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug + 'static {
     /// the value that won, and only the last run counts. The default reads with
     /// [`StateStore::get_record`] and writes with [`StateStore::swap_record`], retrying on
     /// conflict ([`StoreError::Contended`] when it never settles); a store that can do it in one
-    /// step (the [`MemoryStore`] under its lock) overrides it.
+    /// step (the `MemoryStore` under its lock) overrides it.
     fn update_record<'a>(
         &'a self,
         key: &'a str,

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::decision::Decision;
-use crate::guard::{GuardError, GuardName};
+use halt_core::{Decision, GuardError, GuardName};
 
 /// A guard's evaluation in flight.
 pub(crate) type GuardFuture<'a> = Pin<Box<dyn Future<Output = Result<Decision, GuardError>> + Send + 'a>>;

@@ -1,15 +1,32 @@
-//! [`MemoryStore`]: the in-process store, bounded in memory.
+//! The in-process [`StateStore`]: [`MemoryStore`], bounded in memory, and the default store of
+//! an engine. Counters, windows and records live in one map under one lock; every operation is
+//! atomic and answers at once.
+//!
+//! ```
+//! use halt_core::store::{CounterSpec, ReserveOutcome, ReserveRequest, Window};
+//! use halt_core::{StateStore, Timestamp};
+//! use halt_store_memory::MemoryStore;
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let store = MemoryStore::new();
+//! let now = Timestamp::from_secs(1);
+//! let spend = CounterSpec::new("spend", Window::Bucket { expires_at: Timestamp::MAX }, 6, Some(10));
+//! let request = ReserveRequest { counters: vec![spend], now, hold_until: Timestamp::from_secs(60) };
+//! assert!(matches!(store.reserve(&request).await?, ReserveOutcome::Reserved { .. }));
+//! assert!(matches!(store.reserve(&request).await?, ReserveOutcome::Rejected { .. }), "6 + 6 > 10");
+//! # Ok::<(), halt_core::StoreError>(()) }).unwrap();
+//! ```
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::{
+use halt_core::Timestamp;
+use halt_core::store::{
     CounterSpec, RecordUpdate, Refusal, ReservationId, ReserveOutcome, ReserveRequest, StateStore, StoreError,
     StoreFuture, StoreKey, Window, check_counters, check_record_key, sliding_retry_at,
 };
-use crate::clock::Timestamp;
 
 /// Limits of a [`MemoryStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +53,9 @@ impl Default for MemoryStoreConfig {
 /// passes; a reservation not committed by its `hold_until` is released.
 ///
 /// ```
-/// use halt_core::store::{CounterSpec, MemoryStore, ReserveOutcome, ReserveRequest, StateStore, Window};
+/// use halt_core::store::{CounterSpec, ReserveOutcome, ReserveRequest, StateStore, Window};
 /// use halt_core::Timestamp;
+/// use halt_store_memory::MemoryStore;
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemoryStore::new();

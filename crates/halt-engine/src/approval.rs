@@ -3,8 +3,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::context::{CallContext, JsonObject};
-use crate::decision::Outcome;
+use halt_core::{CallContext, JsonObject, Outcome};
 
 /// What a human is asked to decide. It borrows the call and its outcome for as long as the
 /// handler is asked: a handler that keeps them longer (a queue for a console) clones what it keeps.

@@ -7,10 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use halt_core::{
-    ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, CallContext, Clock, Decision, DecisionKind,
-    Engine, EngineError, EngineEvent, HookError, ManualClock, MemoryStore, Mode, Money, Outcome, ReplayClock,
-    ResolveError, SettleError, Timestamp, async_trait,
+    CallContext, Clock, Decision, DecisionKind, ManualClock, Money, Outcome, ReplayClock, Timestamp, async_trait,
 };
+use halt_engine::{
+    ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, Engine, EngineError, EngineEvent, HookError,
+    Mode, ResolveError, SettleError,
+};
+use halt_store_memory::MemoryStore;
 use halt_testing::guards::{
     FailingGuard, Failure, ReservingGuard, SettingGuard, StaticGuard, count_allowed_concurrently,
 };
@@ -479,7 +482,7 @@ async fn the_blocking_wrapper_works_inside_a_multi_thread_runtime() {
 
 #[tokio::test]
 async fn a_failing_store_denies_fail_safe() {
-    let store = MemoryStore::with_config(halt_core::store::MemoryStoreConfig { max_keys: 1, ..Default::default() });
+    let store = MemoryStore::with_config(halt_store_memory::MemoryStoreConfig { max_keys: 1, ..Default::default() });
     let engine = Engine::builder()
         .guard(ReservingGuard::new("a", "k1", CENT, ONE))
         .guard(ReservingGuard::new("b", "k2", CENT, ONE))

@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use halt_core::store::{CounterSpec, MemoryStoreConfig, ReserveOutcome, ReserveRequest, Window};
-use halt_core::{MemoryStore, StateStore, StoreError, Timestamp};
+use halt_core::store::{CounterSpec, ReserveOutcome, ReserveRequest, Window};
+use halt_core::{StateStore, StoreError, Timestamp};
+use halt_store_memory::MemoryStore;
+use halt_store_memory::MemoryStoreConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conforms() {
@@ -75,7 +77,8 @@ mod model {
     use std::time::Duration;
 
     use halt_core::store::{CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, StoreFuture, Window};
-    use halt_core::{MemoryStore, StateStore, StoreError, Timestamp};
+    use halt_core::{StateStore, StoreError, Timestamp};
+    use halt_store_memory::MemoryStore;
     use proptest::prelude::*;
 
     const T0: i64 = 1_800_000_000;
@@ -199,10 +202,9 @@ mod recent_model {
     use std::task::{Context, Poll, Waker};
     use std::time::Duration;
 
-    use halt_core::store::{
-        CounterSpec, MemoryStoreConfig, Refusal, ReserveOutcome, ReserveRequest, StoreFuture, Window,
-    };
-    use halt_core::{MemoryStore, StateStore, StoreError, Timestamp};
+    use halt_core::store::{CounterSpec, Refusal, ReserveOutcome, ReserveRequest, StoreFuture, Window};
+    use halt_core::{StateStore, StoreError, Timestamp};
+    use halt_store_memory::{MemoryStore, MemoryStoreConfig};
     use proptest::prelude::*;
 
     const WIDTH: i64 = 10_000_000;

@@ -10,15 +10,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use halt_core::store::{CounterSpec, StateStore, StoreError, Window};
+use halt_core::{
+    Call, CallContext, Clock, Decision, DecisionKind, Effect, Guard, GuardError, GuardName, JsonObject, Money, Outcome,
+    SystemClock, Timestamp, names,
+};
+use halt_store_memory::MemoryStore;
+
 use crate::approval::{ApprovalHandler, ApprovalRequest, ApprovalResponse};
-use crate::clock::{Clock, SystemClock, Timestamp};
-use crate::context::CallContext;
-use crate::decision::{Decision, DecisionKind, Outcome};
-use crate::guard::{Call, Effect, Guard, GuardError, GuardName};
 use crate::join::{self, Slot, panic_message};
-use crate::money::Money;
-use crate::names;
-use crate::store::{CounterSpec, MemoryStore, StateStore, StoreError, Window};
 
 /// The name engine-level decisions carry (invalid calls, failed hooks, failed commits).
 pub const ENGINE_GUARD_NAME: &str = "engine";
@@ -176,7 +176,8 @@ pub struct Prepared {
 /// guards nor their reference count.
 ///
 /// ```
-/// use halt_core::{CallContext, Engine};
+/// use halt_core::CallContext;
+/// use halt_engine::Engine;
 ///
 /// let engine = Engine::new();
 /// let mut preparer = engine.preparer();
@@ -336,7 +337,8 @@ struct Inner {
 /// Cheap to clone (a handle to shared state); safe to share across tasks and threads.
 ///
 /// ```
-/// use halt_core::{async_trait, Call, CallContext, Decision, Engine, Guard, GuardError};
+/// use halt_core::{async_trait, Call, CallContext, Decision, Guard, GuardError};
+/// use halt_engine::Engine;
 ///
 /// #[derive(Debug)]
 /// struct NoDrops;
@@ -357,7 +359,7 @@ struct Inner {
 /// let outcome = engine.evaluate_blocking(CallContext::new("DROP_table"));
 /// assert!(outcome.is_denied());
 /// assert_eq!(outcome.denial_reasons(), ["dropping is not allowed"]);
-/// # Ok::<(), halt_core::EngineError>(())
+/// # Ok::<(), halt_engine::EngineError>(())
 /// ```
 #[derive(Clone)]
 pub struct Engine {
@@ -761,7 +763,8 @@ impl Engine {
     /// again in turn.)
     ///
     /// ```
-    /// use halt_core::{CallContext, Engine};
+    /// use halt_core::CallContext;
+    /// use halt_engine::Engine;
     ///
     /// let engine = Engine::new();
     /// let prepared = engine.prepare(CallContext::new("search"));
@@ -795,7 +798,8 @@ impl Engine {
     /// does) gives it to a third, and the thread that evaluates in turn does only that.
     ///
     /// ```
-    /// use halt_core::{CallContext, Engine};
+    /// use halt_core::CallContext;
+    /// use halt_engine::Engine;
     ///
     /// let engine = Engine::new();
     /// let prepared = engine.prepare(CallContext::new("search"));
@@ -1161,7 +1165,7 @@ impl Engine {
         let (call_id, function) = (ctx.call_id.clone(), ctx.function_name.clone());
         block_on(self.evaluate(ctx)).unwrap_or_else(|reason| {
             let deny = engine_deny(&format!("fail-safe: {reason}"));
-            Outcome::new(call_id, function, vec![deny], &crate::JsonObject::new())
+            Outcome::new(call_id, function, vec![deny], &JsonObject::new())
         })
     }
 
@@ -1243,7 +1247,7 @@ fn run_pre_hooks(hooks: &[PreHook], ctx: &mut CallContext) -> Result<(), String>
 /// Validates the call's names; returns the normalised function name.
 fn check_call(ctx: &CallContext) -> Result<std::borrow::Cow<'_, str>, String> {
     // Before any work on them: normalising a name of megabytes would take seconds.
-    let limit = crate::context::MAX_NAME_BYTES;
+    let limit = halt_core::context::MAX_NAME_BYTES;
     for (field, value) in [
         ("function_name", Some(&ctx.function_name)),
         ("agent_id", ctx.agent_id.as_ref()),

@@ -9,7 +9,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use halt_core::{Call, CallContext, Decision, Engine, Guard, GuardError, async_trait};
+use halt_core::{Call, CallContext, Decision, Guard, GuardError, async_trait};
+use halt_engine::Engine;
 use serde_json::json;
 
 /// The cheapest possible guard: allows everything with a static reason.

@@ -5,9 +5,9 @@
 
 use std::sync::atomic::Ordering;
 
-use halt_core::{
-    Call, CallContext, Decision, DecisionKind, Engine, Guard, GuardError, HookError, MemoryStore, async_trait,
-};
+use halt_core::{Call, CallContext, Decision, DecisionKind, Guard, GuardError, async_trait};
+use halt_engine::{Engine, HookError};
+use halt_store_memory::MemoryStore;
 use halt_testing::guards::{ReservingGuard, StaticGuard};
 
 const ONE: i64 = 1_000_000;
