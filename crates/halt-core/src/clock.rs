@@ -263,7 +263,7 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
         let _ = call_time;
     }
 
-    /// The time a call sees when it is prepared ahead of its turn ([`crate::Engine::prepare`]),
+    /// The time a call sees when it is prepared ahead of its turn (`Engine::prepare` in `halt-engine`),
     /// given the time it carries: only roughly the time, which pure guards do not read. By
     /// default [`Clock::now`]; a [`ReplayClock`] takes the call's own time (the clock's time
     /// when the call's turn comes, for calls in order), so that preparing on one thread does not

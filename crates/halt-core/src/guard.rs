@@ -16,7 +16,7 @@ use crate::store::{CounterSpec, ReservationId, ReserveOutcome, ReserveRequest, S
 
 /// A policy that decides about proposed calls.
 ///
-/// Guards are registered with an [`Engine`](crate::Engine) in order. For each call, the engine
+/// Guards are registered with an engine (`halt-engine`'s `Engine`) in order. For each call, the engine
 /// asks [`Guard::applies`], then evaluates every applicable guard concurrently on the calling
 /// task. An error, a panic or a timeout becomes a fail-safe DENY.
 ///
@@ -47,7 +47,7 @@ pub trait Guard: Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether the guard has anything to say about this call, from the call alone: its context
     /// and normalised function name, not the store or the clock. The engine may ask ahead of the
-    /// call's turn, on another thread ([`crate::Engine::prepare`]). Defaults to every call.
+    /// call's turn, on another thread (`Engine::prepare` in `halt-engine`). Defaults to every call.
     fn applies(&self, call: &Call<'_>) -> bool {
         let _ = call;
         true
@@ -59,7 +59,7 @@ pub trait Guard: Send + Sync + std::fmt::Debug + 'static {
     /// Whether the guard decides from the call alone: its context and normalised function name,
     /// without the store, the clock ([`Call::now`] is then only roughly the time) or effects,
     /// and without waiting. Such a guard may decide ahead of the call's turn, on another thread
-    /// ([`crate::Engine::prepare`]). Defaults to false.
+    /// (`Engine::prepare` in `halt-engine`). Defaults to false.
     fn is_pure(&self) -> bool {
         false
     }
@@ -223,7 +223,7 @@ impl<'a> Call<'a> {
     }
 
     /// Says whether anyone will read the details of the decision about this call (a new call
-    /// says yes; see [`EngineBuilder::details`](crate::EngineBuilder::details)).
+    /// says yes; see `EngineBuilder::details` in `halt-engine`).
     #[must_use]
     pub fn with_details_wanted(mut self, wanted: bool) -> Self {
         self.details = wanted;
