@@ -2,25 +2,26 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Read, Write};
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use halt_config::PolicyLoader;
 use halt_core::{
     CallContext, Clock, Decision, DecisionKind, Outcome, ReplayClock, SystemClock, Timestamp, async_trait,
 };
-use halt_engine::{ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, Engine, Prepared, SpentCall};
+use halt_engine::{ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, Engine};
 use serde::Serialize;
 
 use crate::{ClockArg, EvalArgs, report};
 
-/// Answers every approval request the same way: `eval` has no human to ask.
+/// Answers every approval request the same way (`--approve-all` or not): `eval` has no human
+/// to ask.
 #[derive(Debug)]
-struct Standing(bool);
+struct FixedAnswer(bool);
 
 #[async_trait]
-impl ApprovalHandler for Standing {
+impl ApprovalHandler for FixedAnswer {
     async fn request_approval(&self, _: &ApprovalRequest<'_>) -> Result<ApprovalResponse, ApprovalError> {
         Ok(if self.0 {
             ApprovalResponse::approve("agenthalt eval --approve-all")
@@ -69,10 +70,11 @@ struct GuardTally {
     written: Vec<Written>,
 }
 
-/// A decision with a constant reason (see `Decision::static_reason`), as written in a line.
+/// A decision as written in a line, to copy while the same one repeats (most reasons are
+/// constants: "In scope", "Within budget").
 struct Written {
     kind: DecisionKind,
-    reason: &'static str,
+    reason: Box<str>,
     risk: u64,
     /// Its reason as a JSON string (`text[..reason_len]`), then its whole entry in `guards`.
     text: Vec<u8>,
@@ -81,8 +83,7 @@ struct Written {
 
 impl Written {
     fn is(&self, kind: DecisionKind, reason: &str, risk: u64) -> bool {
-        // The same constant: the same place and length (its text cannot change).
-        self.kind == kind && std::ptr::eq(self.reason, reason) && self.risk == risk
+        self.kind == kind && self.risk == risk && *self.reason == *reason
     }
 
     fn reason(&self) -> &[u8] {
@@ -94,15 +95,15 @@ impl Written {
     }
 }
 
-/// How many decisions with constant reasons a guard keeps written (a guard has a few).
+/// How many decisions a guard keeps written (the first ones it makes: a guard has a few with a
+/// constant reason, and they come early).
 const WRITTEN_PER_GUARD: usize = 8;
 
 impl GuardTally {
     /// The index of `d` in `written`, written now if it is new and there is room; `None` when
-    /// its reason was made for its call.
+    /// there is none.
     fn written(&mut self, d: &Decision) -> std::io::Result<Option<usize>> {
-        let Some(reason) = d.static_reason() else { return Ok(None) };
-        let (kind, risk) = (d.kind(), d.risk_score().to_bits());
+        let (reason, kind, risk) = (d.reason(), d.kind(), d.risk_score().to_bits());
         if let Some(found) = self.written.iter().position(|w| w.is(kind, reason, risk)) {
             return Ok(Some(found));
         }
@@ -115,7 +116,7 @@ impl GuardTally {
         entry_head(&mut text, &self.json, kind);
         text.extend_from_within(..reason_len);
         entry_tail(&mut text, d.risk_score())?;
-        self.written.push(Written { kind, reason, risk, text, reason_len });
+        self.written.push(Written { kind, reason: reason.into(), risk, text, reason_len });
         Ok(Some(self.written.len() - 1))
     }
 }
@@ -157,11 +158,9 @@ pub(crate) fn run(args: &EvalArgs) -> ExitCode {
     let engine = policy
         .engine_builder()
         .clock_arc(clock)
-        .approval_handler(Standing(args.approve_all))
+        .approval_handler(FixedAnswer(args.approve_all))
         // A dry run settles nothing: keep no receipts.
         .settle_window(std::time::Duration::ZERO)
-        // Its lines show no details: guards need not make them.
-        .details(false)
         .build()
         .and_then(|e| policy.apply_enabled(e));
     let engine = match engine {
@@ -182,14 +181,7 @@ pub(crate) fn run(args: &EvalArgs) -> ExitCode {
             }
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
-        Ok(r) => r,
-        Err(e) => {
-            report(&format!("cannot start a runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
-    };
-    let (summary, result) = pipeline(&engine, &runtime, input);
+    let (summary, result) = pipeline(&engine, input);
     if args.summary {
         print_summary(&summary);
     }
@@ -202,116 +194,97 @@ pub(crate) fn run(args: &EvalArgs) -> ExitCode {
     }
 }
 
-/// One input line, read, parsed and prepared.
-enum Parsed {
-    Call(Prepared),
-    Invalid { line: u64, error: String },
-}
-
-/// One output line, to write. The call comes along to be dropped by the writer, not by the
-/// thread that evaluates in turn (every other stage has time to spare).
+/// One output line, to write.
 #[allow(clippy::large_enum_variant, reason = "invalid lines are rare; boxing outcomes costs an allocation a line")]
 enum Answer {
-    Outcome(Outcome, Option<SpentCall>),
+    Outcome(Outcome),
     Invalid { line: u64, error: String },
 }
 
-/// Lines travel between the stages in batches, so that handing them over costs little (each
-/// hand-over may wake a thread, which costs microseconds in a virtual machine). The first batches
-/// are smaller, growing twofold from `FIRST_BATCH`, so that evaluation starts soon.
+/// Answers travel to the writer in batches, so that handing them over costs little; the first
+/// are smaller, growing twofold, so that output starts soon.
 const BATCH: usize = 1024;
 const FIRST_BATCH: usize = 64;
 
-/// Reads, evaluates and writes in three stages on their own threads, so that parsing (with the
-/// part of each evaluation that may run ahead: pre-hooks and pure guards, see
-/// `Engine::prepare`) and printing JSON overlap the evaluations; calls are still evaluated one
-/// by one, in order, and answered in order, in constant memory (a few batches in flight).
-fn pipeline(
-    engine: &Engine,
-    runtime: &tokio::runtime::Runtime,
-    input: Box<dyn Read + Send>,
-) -> (Summary, std::io::Result<()>) {
-    let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel::<Vec<Parsed>>(4);
+/// Reads calls, evaluates them in order (`Engine::evaluate_stream`, which reads and prepares
+/// them on a thread of its own) and writes the answers on a third thread, in constant memory.
+fn pipeline(engine: &Engine, input: Box<dyn Read + Send>) -> (Summary, std::io::Result<()>) {
     let (answer_tx, answer_rx) = std::sync::mpsc::sync_channel::<Vec<Answer>>(4);
+    let read_error = Mutex::new(None);
     std::thread::scope(|scope| {
-        // Named, so that a profiler tells the stages apart.
-        let stage = |name: &str| std::thread::Builder::new().name(format!("eval-{name}"));
-        let reader = match stage("read").spawn_scoped(scope, move || read(engine, input, &parsed_tx)) {
-            Ok(r) => r,
-            Err(e) => return (Summary::default(), Err(e)),
-        };
-        let writer = match stage("write").spawn_scoped(scope, move || write(&answer_rx)) {
+        let writer = match std::thread::Builder::new()
+            .name("eval-write".into())
+            .spawn_scoped(scope, move || write(&answer_rx))
+        {
             Ok(w) => w,
-            // The reader stops when its batches are not taken.
             Err(e) => return (Summary::default(), Err(e)),
         };
-        // Nothing else runs on this runtime, so waiting for the next batch may block it.
-        runtime.block_on(async {
-            for batch in parsed_rx {
-                let mut answers = Vec::with_capacity(batch.len());
-                for item in batch {
-                    answers.push(match item {
-                        Parsed::Call(call) => {
-                            let (outcome, call) = engine.evaluate_prepared_returning_call(call).await;
-                            Answer::Outcome(outcome, call)
-                        }
-                        Parsed::Invalid { line, error } => Answer::Invalid { line, error },
-                    });
-                }
-                if answer_tx.send(answers).is_err() {
-                    // The writer stopped on an error: it reports it.
-                    break;
+        let calls = Calls { lines: Lines::new(input), line_no: 0, error: &read_error };
+        let mut size = FIRST_BATCH;
+        let mut batch = Vec::with_capacity(size);
+        let streamed = engine.evaluate_stream(calls, |answer| {
+            batch.push(match answer {
+                Ok(outcome) => Answer::Outcome(outcome),
+                Err((line, error)) => Answer::Invalid { line, error },
+            });
+            if batch.len() == size {
+                size = (size * 2).min(BATCH);
+                // The writer stopped on an error: it reports it.
+                if answer_tx.send(std::mem::replace(&mut batch, Vec::with_capacity(size))).is_err() {
+                    return ControlFlow::Break(());
                 }
             }
+            ControlFlow::Continue(())
         });
+        if !batch.is_empty() {
+            let _ = answer_tx.send(batch);
+        }
         drop(answer_tx);
-        let read = reader.join().unwrap_or_else(|_| Err(std::io::Error::other("the reader failed")));
         let (summary, written) =
             writer.join().unwrap_or_else(|_| (Summary::default(), Err(std::io::Error::other("the writer failed"))));
+        let read = match read_error.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            Some(e) => Err(e),
+            None => streamed.map_err(std::io::Error::other),
+        };
         (summary, read.and(written))
     })
 }
 
-/// Reads, parses and prepares lines, in batches.
-fn read(
-    engine: &Engine,
-    input: Box<dyn Read + Send>,
-    out: &std::sync::mpsc::SyncSender<Vec<Parsed>>,
-) -> std::io::Result<()> {
-    let mut lines = Lines::new(input);
-    let mut preparer = engine.preparer();
-    let mut line_no: u64 = 0;
-    let mut size = FIRST_BATCH;
-    let mut batch = Vec::with_capacity(size);
-    while let Some(range) = lines.next_line()? {
-        line_no += 1;
-        let parsed = match std::str::from_utf8(&lines.buf[range]) {
-            Err(e) => Parsed::Invalid { line: line_no, error: format!("the line is not UTF-8: {e}") },
-            Ok(text) => {
-                // A byte-order mark may open the first line (text written on Windows).
-                let text = if line_no == 1 { text.strip_prefix('\u{feff}').unwrap_or(text) } else { text };
-                let text = text.trim();
-                if text.is_empty() {
-                    continue;
+/// The calls of the input, one per line: a call, or the line's number and why it is not one.
+/// A read error ends them, kept in `error`.
+struct Calls<'e, R> {
+    lines: Lines<R>,
+    line_no: u64,
+    error: &'e Mutex<Option<std::io::Error>>,
+}
+
+impl<R: Read> Iterator for Calls<'_, R> {
+    type Item = Result<CallContext, (u64, String)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let range = match self.lines.next_line() {
+                Ok(range) => range?,
+                Err(e) => {
+                    *self.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+                    return None;
                 }
-                match CallContext::from_json_str(text) {
-                    Ok(ctx) => Parsed::Call(preparer.prepare(ctx)),
-                    Err(e) => Parsed::Invalid { line: line_no, error: e.to_string() },
-                }
+            };
+            self.line_no += 1;
+            let line = self.line_no;
+            let text = match std::str::from_utf8(&self.lines.buf[range]) {
+                Err(e) => return Some(Err((line, format!("the line is not UTF-8: {e}")))),
+                Ok(text) => text,
+            };
+            // A byte-order mark may open the first line (text written on Windows).
+            let text = if line == 1 { text.strip_prefix('\u{feff}').unwrap_or(text) } else { text };
+            let text = text.trim();
+            if text.is_empty() {
+                continue;
             }
-        };
-        batch.push(parsed);
-        if batch.len() == size {
-            size = (size * 2).min(BATCH);
-            if out.send(std::mem::replace(&mut batch, Vec::with_capacity(size))).is_err() {
-                return Ok(());
-            }
+            return Some(CallContext::from_json_str(text).map_err(|e| (line, e.to_string())));
         }
     }
-    if !batch.is_empty() {
-        let _ = out.send(batch);
-    }
-    Ok(())
 }
 
 /// The lines of a byte stream, read in large blocks and handed out where they lie (no copy,
@@ -380,10 +353,7 @@ fn write(answers: &std::sync::mpsc::Receiver<Vec<Answer>>) -> (Summary, std::io:
             text.clear();
             for answer in batch {
                 match answer {
-                    Answer::Outcome(o, call) => {
-                        write_outcome(&mut text, &o, &mut summary, &mut places, &mut reasons)?;
-                        drop(call);
-                    }
+                    Answer::Outcome(o) => write_outcome(&mut text, &o, &mut summary, &mut places, &mut reasons)?,
                     Answer::Invalid { line, error } => {
                         summary.errors += 1;
                         serde_json::to_writer(&mut text, &ErrorLine { line, error: &error })?;
@@ -652,8 +622,9 @@ mod tests {
             assert_eq!(written, expected(o), "{}", String::from_utf8_lossy(&out));
         }
         let first = summary.by_guard.iter().find(|t| t.name == "first").unwrap();
-        assert_eq!(first.written.len(), WRITTEN_PER_GUARD, "a guard keeps a few constant decisions written");
-        assert!(summary.by_guard.iter().find(|t| t.name != "first").unwrap().written.is_empty());
+        assert_eq!(first.written.len(), WRITTEN_PER_GUARD, "a guard keeps a few decisions written");
+        let second = summary.by_guard.iter().find(|t| t.name != "first").unwrap();
+        assert_eq!(second.written.len(), WRITTEN_PER_GUARD, "its first ones, though they never repeat");
     }
 
     /// Hands out its bytes a few at a time, with an interruption before each read.

@@ -1,12 +1,14 @@
-//! Every guard sees one normalised call, whatever path the call takes: calls prepared ahead of
-//! their turn (`Engine::prepare`, as `agenthalt eval` does) and calls evaluated whole
-//! (`Engine::evaluate`) get the same decisions, for random calls whose names are padded, cased,
-//! full-width or hold invisible characters.
+//! Every guard sees one normalised call, whatever path the call takes: calls streamed through
+//! `Engine::evaluate_stream` (prepared ahead of their turn on another thread, as `agenthalt eval`
+//! does) and calls evaluated one by one (`Engine::evaluate`) get the same decisions, for random
+//! calls whose names are padded, cased, full-width or hold invisible characters.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use halt_config::PolicyLoader;
-use halt_core::{CallContext, ManualClock, Timestamp};
+use std::ops::ControlFlow;
+
+use halt_core::{CallContext, Outcome, ReplayClock, Timestamp};
 use halt_engine::Engine;
 use proptest::prelude::*;
 use serde_json::json;
@@ -51,6 +53,7 @@ fn disguise(name: &str, how: u8) -> String {
     }
 }
 
+/// The `i`-th call, a second after the one before.
 fn call(i: usize, name: &str, arg: u8) -> CallContext {
     let args = match arg % 6 {
         0 => json!({}),
@@ -60,12 +63,31 @@ fn call(i: usize, name: &str, arg: u8) -> CallContext {
         4 => json!({"q": "same"}),
         _ => json!({"resource_id": "inbox", "amount": 500}),
     };
-    CallContext::new(name).with_call_id(format!("c{i}")).with_session("s").with_agent("a").with_arguments(args).unwrap()
+    CallContext::new(name)
+        .with_call_id(format!("c{i}"))
+        .with_timestamp(Timestamp::from_secs(1_795_003_200 + i64::try_from(i).unwrap()))
+        .with_session("s")
+        .with_agent("a")
+        .with_arguments(args)
+        .unwrap()
 }
 
-fn engine(clock: &ManualClock) -> Engine {
+fn engine() -> Engine {
     let policy = PolicyLoader::new().load_str(POLICY, "p.yaml").unwrap();
-    policy.engine_builder().clock(clock.clone()).build().and_then(|e| policy.apply_enabled(e)).unwrap()
+    let clock = ReplayClock::new(Timestamp::EPOCH);
+    policy.engine_builder().clock(clock).build().and_then(|e| policy.apply_enabled(e)).unwrap()
+}
+
+/// The outcomes of `calls` streamed through `engine`.
+fn streamed(engine: &Engine, calls: Vec<CallContext>) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    engine
+        .evaluate_stream(calls.into_iter().map(Ok::<_, ()>), |o| {
+            outcomes.push(o.unwrap());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    outcomes
 }
 
 proptest! {
@@ -77,21 +99,18 @@ proptest! {
     ) {
         const NAMES: [&str; 7] =
             ["render_video", "fetch", "buy_item", "delete_file", "drop_table", "send_email", "web_search"];
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let (clock_a, clock_b) = (ManualClock::new(Timestamp::from_secs(1_795_003_200)), ManualClock::new(Timestamp::from_secs(1_795_003_200)));
-        let (prepared, plain) = (engine(&clock_a), engine(&clock_b));
-        let mut preparer = prepared.preparer();
-        for (i, (name, how, arg)) in calls.into_iter().enumerate() {
-            let name = disguise(NAMES[name], how);
-            let a = rt.block_on(prepared.evaluate_prepared(preparer.prepare(call(i, &name, arg))));
-            let b = rt.block_on(plain.evaluate(call(i, &name, arg)));
-            let summary = |o: &halt_core::Outcome| -> Vec<(String, String, String)> {
-                o.decisions().iter().map(|d| (d.guard().to_owned(), d.kind().to_string(), d.reason().to_owned())).collect()
-            };
-            prop_assert_eq!(summary(&a), summary(&b), "call {} {:?}", i, name);
+        let calls: Vec<CallContext> =
+            calls.into_iter().enumerate().map(|(i, (name, how, arg))| call(i, &disguise(NAMES[name], how), arg)).collect();
+        let (stream, plain) = (engine(), engine());
+        let streamed = streamed(&stream, calls.clone());
+        let summary = |o: &Outcome| -> Vec<(String, String, String)> {
+            o.decisions().iter().map(|d| (d.guard().to_owned(), d.kind().to_string(), d.reason().to_owned())).collect()
+        };
+        for (a, c) in streamed.iter().zip(calls) {
+            let name = c.function_name.clone();
+            let b = plain.evaluate_blocking(c);
+            prop_assert_eq!(summary(a), summary(&b), "{:?}", name);
             prop_assert_eq!(a.modified_arguments(), b.modified_arguments());
-            clock_a.advance(std::time::Duration::from_secs(1));
-            clock_b.advance(std::time::Duration::from_secs(1));
         }
     }
 }
@@ -100,14 +119,8 @@ proptest! {
 /// price, so three 6.00 renders passed a 10.00 budget.
 #[test]
 fn a_padded_name_is_priced_and_counted_as_the_plain_one() {
-    let clock = ManualClock::new(Timestamp::from_secs(1_795_003_200));
-    let engine = engine(&clock);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let mut preparer = engine.preparer();
-    let mut decisions = Vec::new();
-    for (i, name) in ["render_video ", " render_video", "RENDER_VIDEO\u{3000}"].into_iter().enumerate() {
-        let o = rt.block_on(engine.evaluate_prepared(preparer.prepare(call(i, name, 0))));
-        decisions.push(o.decision().to_string());
-    }
+    let calls = ["render_video ", " render_video", "RENDER_VIDEO\u{3000}"].into_iter().enumerate();
+    let outcomes = streamed(&engine(), calls.map(|(i, name)| call(i, name, 0)).collect());
+    let decisions: Vec<String> = outcomes.iter().map(|o| o.decision().to_string()).collect();
     assert_eq!(decisions, ["allow", "deny", "deny"], "6.00 fits 10.00 once");
 }

@@ -262,16 +262,6 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn observe(&self, call_time: Option<Timestamp>) {
         let _ = call_time;
     }
-
-    /// The time a call sees when it is prepared ahead of its turn (`Engine::prepare` in `halt-engine`),
-    /// given the time it carries: only roughly the time, which pure guards do not read. By
-    /// default [`Clock::now`]; a [`ReplayClock`] takes the call's own time (the clock's time
-    /// when the call's turn comes, for calls in order), so that preparing on one thread does not
-    /// read a time that another thread moves on every call.
-    fn prepare_time(&self, call_time: Option<Timestamp>) -> Timestamp {
-        let _ = call_time;
-        self.now()
-    }
 }
 
 /// The operating system's wall clock.
@@ -377,24 +367,11 @@ impl Clock for ReplayClock {
         self.started.store(true, Ordering::Relaxed);
         self.inner.micros.fetch_max(t.as_micros(), Ordering::SeqCst);
     }
-
-    fn prepare_time(&self, call_time: Option<Timestamp>) -> Timestamp {
-        call_time.unwrap_or_else(|| self.now())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_replay_clock_prepares_calls_at_their_own_time() {
-        let clock = ReplayClock::new(Timestamp::from_secs(100));
-        assert_eq!(clock.prepare_time(Some(Timestamp::from_secs(250))), Timestamp::from_secs(250));
-        assert_eq!(clock.prepare_time(None), Timestamp::from_secs(100));
-        assert_eq!(clock.now(), Timestamp::from_secs(100), "preparing moves nothing");
-        assert!(SystemClock.prepare_time(Some(Timestamp::EPOCH)).as_secs_f64() > 1e9, "the system clock ignores it");
-    }
 
     #[test]
     fn calendar_windows_roll_at_utc_midnight() {

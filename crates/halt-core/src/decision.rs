@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::context::JsonObject;
-use crate::guard::{Call, GuardName};
+use crate::guard::GuardName;
 
 /// The kinds of decision, ordered from least to most restrictive:
 /// `Allow < Modify < RequireApproval < Deny`.
@@ -138,28 +138,6 @@ impl Decision {
         self
     }
 
-    /// Attaches the details `make` builds, only when someone will read them
-    /// ([`Call::wants_details`]): a guard's way to spend nothing on details nobody shows.
-    ///
-    /// ```
-    /// use halt_core::{Call, CallContext, Decision, Timestamp};
-    /// use halt_store_memory::MemoryStore;
-    /// use serde_json::json;
-    ///
-    /// let ctx = CallContext::new("buy");
-    /// let (store, now) = (MemoryStore::new(), Timestamp::from_secs(1));
-    /// let call = Call::new(&ctx, "buy", now, &store, now);
-    /// let d = Decision::deny("too dear").with_details_for(&call, || json!({"limit": 10}));
-    /// assert_eq!(d.details(), &json!({"limit": 10}));
-    /// let call = call.with_details_wanted(false);
-    /// let d = Decision::deny("too dear").with_details_for(&call, || json!({"limit": 10}));
-    /// assert!(d.details().is_null());
-    /// ```
-    #[must_use]
-    pub fn with_details_for(self, call: &Call<'_>, make: impl FnOnce() -> Value) -> Self {
-        if call.wants_details() { self.with_details(make()) } else { self }
-    }
-
     /// Says after how many seconds the same call may succeed (rate limits, cooldowns).
     #[must_use]
     pub fn with_retry_after(mut self, seconds: f64) -> Self {
@@ -183,31 +161,13 @@ impl Decision {
     /// The name of the guard that decided.
     #[must_use]
     pub fn guard(&self) -> &str {
-        self.guard.map_or("", GuardName::as_str)
+        self.guard.as_ref().map_or("", GuardName::as_str)
     }
 
     /// Why.
     #[must_use]
     pub fn reason(&self) -> &str {
         &self.reason
-    }
-
-    /// The reason when it is a constant (`Decision::allow("In scope")`), `None` when it was
-    /// made for this call. Output written for one decision with a constant reason may be reused
-    /// for the next with the same reason, kind and risk score.
-    ///
-    /// ```
-    /// use halt_core::Decision;
-    ///
-    /// assert_eq!(Decision::allow("In scope").static_reason(), Some("In scope"));
-    /// assert_eq!(Decision::deny(format!("{} calls", 3)).static_reason(), None);
-    /// ```
-    #[must_use]
-    pub fn static_reason(&self) -> Option<&'static str> {
-        match self.reason {
-            Cow::Borrowed(s) => Some(s),
-            Cow::Owned(_) => None,
-        }
     }
 
     /// Structured details; `null` when none.
@@ -236,7 +196,7 @@ impl Decision {
 }
 
 fn guard_name<S: serde::Serializer>(guard: &Option<GuardName>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(guard.map_or("", GuardName::as_str))
+    s.serialize_str(guard.as_ref().map_or("", GuardName::as_str))
 }
 
 /// The most restrictive of a list of decisions: the first with the highest kind (ties go to the

@@ -1,9 +1,8 @@
 //! The [`Guard`] trait and the [`Call`] a guard sees while it evaluates.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::ops::Deref;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -71,40 +70,30 @@ pub trait Guard: Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
-/// A guard's name as decisions carry it: interned for the life of the process, so that copying
-/// it costs nothing. (A reference-counted name would be counted up where a decision is made and
-/// down where it is dropped, often another thread: on every call, the count would travel between
-/// processor caches.) Each distinct name is kept once; names are those of the guards engines
-/// register, so they are few: never make them from untrusted input.
+/// A guard's name as decisions carry it: made once when the guard is registered, and shared
+/// by every decision of that guard (cloning it counts a reference; it copies no text).
 ///
 /// ```
 /// use halt_core::GuardName;
 ///
 /// let a = GuardName::new("budget");
 /// assert_eq!(a, "budget");
-/// assert_eq!(a.as_str().as_ptr(), GuardName::new(&String::from("budget")).as_str().as_ptr());
+/// assert_eq!(a.clone().as_str().as_ptr(), a.as_str().as_ptr());
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GuardName(&'static str);
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GuardName(Arc<str>);
 
 impl GuardName {
-    /// The interned name `name`.
+    /// The name `name`.
     #[must_use]
     pub fn new(name: &str) -> Self {
-        static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-        let mut names = NAMES.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(&known) = names.get(name) {
-            return Self(known);
-        }
-        let kept: &'static str = Box::leak(name.into());
-        names.insert(kept);
-        Self(kept)
+        Self(Arc::from(name))
     }
 
     /// The name.
     #[must_use]
-    pub fn as_str(self) -> &'static str {
-        self.0
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -112,25 +101,25 @@ impl Deref for GuardName {
     type Target = str;
 
     fn deref(&self) -> &str {
-        self.0
+        &self.0
     }
 }
 
 impl AsRef<str> for GuardName {
     fn as_ref(&self) -> &str {
-        self.0
+        &self.0
     }
 }
 
 impl fmt::Debug for GuardName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.0, f)
+        fmt::Debug::fmt(&*self.0, f)
     }
 }
 
 impl fmt::Display for GuardName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
+        f.write_str(&self.0)
     }
 }
 
@@ -142,19 +131,19 @@ impl From<&str> for GuardName {
 
 impl PartialEq<str> for GuardName {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other
+        &*self.0 == other
     }
 }
 
 impl PartialEq<&str> for GuardName {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
+        &*self.0 == *other
     }
 }
 
 impl Serialize for GuardName {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.0)
+        s.serialize_str(&self.0)
     }
 }
 
@@ -205,7 +194,6 @@ pub struct Call<'a> {
     pub(crate) store: &'a dyn StateStore,
     pub(crate) hold_until: Timestamp,
     pub(crate) effects: Mutex<Vec<Effect>>,
-    details: bool,
 }
 
 impl<'a> Call<'a> {
@@ -219,22 +207,7 @@ impl<'a> Call<'a> {
         store: &'a dyn StateStore,
         hold_until: Timestamp,
     ) -> Self {
-        Self { ctx, function, now, store, hold_until, effects: Mutex::new(Vec::new()), details: true }
-    }
-
-    /// Says whether anyone will read the details of the decision about this call (a new call
-    /// says yes; see `EngineBuilder::details` in `halt-engine`).
-    #[must_use]
-    pub fn with_details_wanted(mut self, wanted: bool) -> Self {
-        self.details = wanted;
-        self
-    }
-
-    /// Whether anyone will read the details of the decision about this call: when not, a guard
-    /// may skip making them ([`Decision::with_details_for`] does that for it).
-    #[must_use]
-    pub fn wants_details(&self) -> bool {
-        self.details
+        Self { ctx, function, now, store, hold_until, effects: Mutex::new(Vec::new()) }
     }
 
     /// The call as proposed.

@@ -162,7 +162,7 @@ struct Snapshot {
 
 /// A call made ready by [`Engine::prepare`] (or a [`Preparer`]), for
 /// [`Engine::evaluate_prepared`].
-pub struct Prepared {
+pub(crate) struct Prepared {
     ctx: CallContext,
     /// The engine it was prepared for, and the version of its guards and hooks then.
     engine: u64,
@@ -174,20 +174,7 @@ pub struct Prepared {
 /// guards and hooks as it last saw them and looks again only when they changed, so that
 /// preparing a call writes no memory that other threads write too: neither the lock over the
 /// guards nor their reference count.
-///
-/// ```
-/// use halt_core::CallContext;
-/// use halt_engine::Engine;
-///
-/// let engine = Engine::new();
-/// let mut preparer = engine.preparer();
-/// let prepared: Vec<_> = ["a", "b"].into_iter().map(|f| preparer.prepare(CallContext::new(f))).collect();
-/// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-/// for p in prepared {
-///     assert!(runtime.block_on(engine.evaluate_prepared(p)).is_allowed());
-/// }
-/// ```
-pub struct Preparer<'e> {
+pub(crate) struct Preparer<'e> {
     engine: &'e Engine,
     snapshot: Arc<Snapshot>,
     version: u64,
@@ -202,7 +189,7 @@ impl fmt::Debug for Preparer<'_> {
 impl Preparer<'_> {
     /// Prepares a call, as [`Engine::prepare`].
     #[must_use]
-    pub fn prepare(&mut self, mut ctx: CallContext) -> Prepared {
+    pub(crate) fn prepare(&mut self, mut ctx: CallContext) -> Prepared {
         let engine = self.engine;
         if engine.inner.version.load(Ordering::Acquire) != self.version {
             (self.snapshot, self.version) = engine.snapshot_and_version();
@@ -228,31 +215,6 @@ impl Preparer<'_> {
 impl fmt::Debug for Prepared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Prepared").field("call_id", &self.ctx.call_id).field("stage", &self.stage).finish()
-    }
-}
-
-impl Prepared {
-    /// The call (after the pre-hooks).
-    #[must_use]
-    pub fn context(&self) -> &CallContext {
-        &self.ctx
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// An evaluation's outcome alone: what is left of the call is dropped with it. (Awaiting the
-    /// evaluation in an `async` block instead would hold it twice, and it is large.)
-    struct OutcomeOf<F> {
-        #[pin]
-        decided: F,
-    }
-}
-
-impl<F: Future<Output = (Outcome, Option<SpentCall>)>> Future for OutcomeOf<F> {
-    type Output = Outcome;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outcome> {
-        self.project().decided.poll(cx).map(|(outcome, _)| outcome)
     }
 }
 
@@ -326,8 +288,6 @@ struct Inner {
     guard_timeout: Duration,
     approval_timeout: Duration,
     settle_window: Duration,
-    /// Whether guards are asked for their decisions' details.
-    details: bool,
     monitor: AtomicBool,
     approvals: Option<Arc<dyn ApprovalHandler>>,
 }
@@ -387,7 +347,6 @@ pub struct EngineBuilder {
     guard_timeout: Duration,
     approval_timeout: Duration,
     settle_window: Duration,
-    details: bool,
     mode: Mode,
     approvals: Option<Arc<dyn ApprovalHandler>>,
     event_capacity: usize,
@@ -409,7 +368,6 @@ impl Default for EngineBuilder {
             guard_timeout: Duration::from_secs(5),
             approval_timeout: Duration::from_secs(900),
             settle_window: Duration::from_secs(3600),
-            details: true,
             mode: Mode::Enforce,
             approvals: None,
             event_capacity: 1024,
@@ -482,16 +440,6 @@ impl EngineBuilder {
     #[must_use]
     pub fn settle_window(mut self, window: Duration) -> Self {
         self.settle_window = window;
-        self
-    }
-
-    /// Whether guards attach details (figures, limits, findings) to their decisions (default
-    /// true). Turned off, guards are told nobody will read them ([`Call::wants_details`]) and
-    /// may skip making them: for a consumer that never shows them, such as `agenthalt eval`,
-    /// whose output has none. The decisions themselves are the same.
-    #[must_use]
-    pub fn details(mut self, details: bool) -> Self {
-        self.details = details;
         self
     }
 
@@ -572,7 +520,6 @@ impl EngineBuilder {
                 guard_timeout: self.guard_timeout,
                 approval_timeout: self.approval_timeout,
                 settle_window: self.settle_window,
-                details: self.details,
                 monitor: AtomicBool::new(self.mode == Mode::Monitor),
                 approvals: self.approvals,
             }),
@@ -752,67 +699,20 @@ impl Engine {
     /// Never fails: an invalid call, a failing hook, guard or store each give a DENY whose
     /// reason says what went wrong.
     pub fn evaluate(&self, ctx: CallContext) -> impl Future<Output = Outcome> + Send + '_ {
-        OutcomeOf { decided: self.decide(ctx, Start::Fresh) }
-    }
-
-    /// Does the part of an evaluation that does not depend on the call's turn: runs the
-    /// pre-hooks, checks the call, asks each guard whether it applies ([`Guard::applies`]), and
-    /// lets the pure guards ([`Guard::is_pure`]) decide. Any thread may do this ahead;
-    /// [`Engine::evaluate_prepared`] then does the rest in turn, with the same outcome as
-    /// [`Engine::evaluate`]. (If the guards or hooks change in between, every guard is asked
-    /// again in turn.)
-    ///
-    /// ```
-    /// use halt_core::CallContext;
-    /// use halt_engine::Engine;
-    ///
-    /// let engine = Engine::new();
-    /// let prepared = engine.prepare(CallContext::new("search"));
-    /// let outcome = std::thread::spawn(move || {
-    ///     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(engine.evaluate_prepared(prepared))
-    /// });
-    /// assert!(outcome.join().unwrap().is_allowed());
-    /// ```
-    #[must_use]
-    pub fn prepare(&self, ctx: CallContext) -> Prepared {
-        self.preparer().prepare(ctx)
+        self.decide(ctx, Start::Fresh)
     }
 
     /// A [`Preparer`]: for a thread that prepares many calls, as `agenthalt eval`'s reading
     /// thread does.
     #[must_use]
-    pub fn preparer(&self) -> Preparer<'_> {
+    pub(crate) fn preparer(&self) -> Preparer<'_> {
         let (snapshot, version) = self.snapshot_and_version();
         Preparer { engine: self, snapshot, version }
     }
 
     /// Evaluates a call [`Engine::prepare`] made ready: as [`Engine::evaluate`], with the pure
     /// guards' decisions already made.
-    pub fn evaluate_prepared(&self, prepared: Prepared) -> impl Future<Output = Outcome> + Send + '_ {
-        OutcomeOf { decided: self.evaluate_prepared_returning_call(prepared) }
-    }
-
-    /// As [`Engine::evaluate_prepared`], and hands what is left of the call back (unless a
-    /// subscriber's event kept it), so that the caller chooses where it is dropped: a pipeline
-    /// that prepares calls on one thread and evaluates them on another (as `agenthalt eval`
-    /// does) gives it to a third, and the thread that evaluates in turn does only that.
-    ///
-    /// ```
-    /// use halt_core::CallContext;
-    /// use halt_engine::Engine;
-    ///
-    /// let engine = Engine::new();
-    /// let prepared = engine.prepare(CallContext::new("search"));
-    /// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    /// let (outcome, call) = runtime.block_on(engine.evaluate_prepared_returning_call(prepared));
-    /// assert!(outcome.is_allowed());
-    /// assert_eq!(outcome.function_name(), "search");
-    /// drop(call);
-    /// ```
-    pub fn evaluate_prepared_returning_call(
-        &self,
-        prepared: Prepared,
-    ) -> impl Future<Output = (Outcome, Option<SpentCall>)> + Send + '_ {
+    pub(crate) fn evaluate_prepared(&self, prepared: Prepared) -> impl Future<Output = Outcome> + Send + '_ {
         let Prepared { ctx, engine, version, stage } = prepared;
         self.decide(ctx, Start::Prepared { engine, version, stage })
     }
@@ -821,10 +721,9 @@ impl Engine {
     /// it applies, and the pure guards' decisions (those that did not decide at once, failed or
     /// panicked are left to decide in turn, as any guard).
     fn decide_ahead(&self, ctx: &CallContext, function: &str, snapshot: &Snapshot) -> Vec<Early> {
-        let now = self.inner.clock.prepare_time(ctx.caller_time());
+        let now = self.inner.clock.now();
         let hold_until = now.saturating_add(self.inner.approval_timeout);
-        let call =
-            Call::new(ctx, function, now, &*self.inner.store, hold_until).with_details_wanted(self.inner.details);
+        let call = Call::new(ctx, function, now, &*self.inner.store, hold_until);
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let early = snapshot
             .guards
@@ -870,11 +769,7 @@ impl Engine {
         clippy::manual_async_fn,
         reason = "an async fn would hold its arguments twice in a future moved on every call"
     )]
-    fn decide(
-        &self,
-        mut ctx: CallContext,
-        start: Start,
-    ) -> impl Future<Output = (Outcome, Option<SpentCall>)> + Send + '_ {
+    fn decide(&self, mut ctx: CallContext, start: Start) -> impl Future<Output = Outcome> + Send + '_ {
         async move {
             let (snapshot, checked) = match start {
                 Start::Fresh => {
@@ -920,11 +815,10 @@ impl Engine {
                 Err(reason) => return self.finish(ctx, engine_deny(&format!("invalid call: {reason}")), snapshot),
             };
             let hold_until = now.saturating_add(self.inner.approval_timeout);
-            let call =
-                Call::new(&ctx, &function, now, &*self.inner.store, hold_until).with_details_wanted(self.inner.details);
+            let call = Call::new(&ctx, &function, now, &*self.inner.store, hold_until);
             let mut slots = Vec::with_capacity(snapshot.guards.len());
             for (i, g) in snapshot.guards.iter().enumerate().filter(|(_, g)| g.enabled.load(Ordering::Relaxed)) {
-                let name = g.name;
+                let name = g.name.clone();
                 match early.get_mut(i).map(std::mem::take) {
                     Some(Early::Decided(d)) => {
                         slots.push(Slot::done(name, d));
@@ -968,7 +862,7 @@ impl Engine {
             } else {
                 Box::pin(self.await_approval(&ctx, &mut outcome, effects, now)).await;
             }
-            self.finish_outcome(ctx, outcome, snapshot, early)
+            self.finish_outcome(ctx, outcome, snapshot)
         }
     }
 
@@ -1169,28 +1063,22 @@ impl Engine {
         })
     }
 
-    fn finish(&self, ctx: CallContext, decision: Decision, hooks: &Snapshot) -> (Outcome, Option<SpentCall>) {
+    fn finish(&self, ctx: CallContext, decision: Decision, hooks: &Snapshot) -> Outcome {
         let mut outcome = Outcome::new(String::new(), String::new(), vec![decision], &ctx.arguments);
         if self.mode() == Mode::Monitor {
             outcome.set_enforced(false);
         }
-        self.finish_outcome(ctx, outcome, hooks, Vec::new())
+        self.finish_outcome(ctx, outcome, hooks)
     }
 
     /// Names the outcome, runs the post-hooks and tells subscribers; what is left of the call
     /// comes back unless an event kept it. With neither hooks nor subscribers, the call's names
     /// move into the outcome instead of being copied.
-    fn finish_outcome(
-        &self,
-        mut ctx: CallContext,
-        mut outcome: Outcome,
-        hooks: &Snapshot,
-        early: Vec<Early>,
-    ) -> (Outcome, Option<SpentCall>) {
+    fn finish_outcome(&self, mut ctx: CallContext, mut outcome: Outcome, hooks: &Snapshot) -> Outcome {
         let watched = self.watched();
         if hooks.post.is_empty() && !watched {
             outcome.set_call(std::mem::take(&mut ctx.call_id), std::mem::take(&mut ctx.function_name));
-            return (outcome, Some(SpentCall { _call: ctx, _early: early }));
+            return outcome;
         }
         outcome.set_call(ctx.call_id.clone(), ctx.function_name.clone());
         for hook in &hooks.post {
@@ -1202,22 +1090,9 @@ impl Engine {
                 .inner
                 .events
                 .send(EngineEvent::Evaluated { context: Arc::new(ctx), outcome: Arc::new(outcome.clone()) });
-            return (outcome, None);
         }
-        (outcome, Some(SpentCall { _call: ctx, _early: early }))
+        outcome
     }
-}
-
-/// What is left of a call once it was evaluated, handed back by
-/// [`Engine::evaluate_prepared_returning_call`] to be dropped where the caller chooses (its
-/// names may have moved into the outcome).
-#[derive(Debug)]
-pub struct SpentCall {
-    /// Held only to be dropped.
-    _call: CallContext,
-    /// What was told ahead of the call's turn, emptied: its buffer was made where the call was
-    /// prepared, and is best freed away from the thread that evaluates.
-    _early: Vec<Early>,
 }
 
 /// Why effects could not be committed or held.

@@ -36,9 +36,14 @@
 mod approval;
 mod engine;
 mod join;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
+mod prepare_tests;
+mod stream;
 
 pub use approval::{ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse};
 pub use engine::{
     ENGINE_GUARD_NAME, Engine, EngineBuilder, EngineError, EngineEvent, GuardInfo, HookError, Mode, PostHook, PreHook,
-    Prepared, Preparer, ResolveError, SettleError, Settlement, SpentCall,
+    ResolveError, SettleError, Settlement,
 };
+pub use stream::StreamError;

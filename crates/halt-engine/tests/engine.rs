@@ -533,27 +533,26 @@ async fn a_zero_settle_window_keeps_no_receipts() {
 }
 
 #[tokio::test]
-async fn a_prepared_call_comes_back_unless_an_event_kept_it_and_its_outcome_is_named() {
+async fn an_outcome_is_named_with_or_without_hooks_and_subscribers() {
     let engine = Engine::builder().guard(StaticGuard::new("a", Decision::allow("ok"))).build().unwrap();
     let named = |o: &Outcome, id: &str| o.call_id() == id && o.function_name() == "f";
     // Neither hooks nor subscribers: the names move into the outcome.
-    let (outcome, back) = engine.evaluate_prepared_returning_call(engine.prepare(call("f").with_call_id("c0"))).await;
-    assert!(outcome.is_allowed() && back.is_some() && named(&outcome, "c0"));
-    // A post-hook only looks at the call, with its names, and at the outcome, named: the call
-    // still comes back.
+    let outcome = engine.evaluate(call("f").with_call_id("c0")).await;
+    assert!(outcome.is_allowed() && named(&outcome, "c0"));
+    // A post-hook looks at the call, with its names, and at the outcome, named.
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&seen);
     engine.add_post_hook(move |ctx, outcome| {
         assert!(ctx.call_id == "c1" && ctx.function_name == "f" && outcome.call_id() == "c1");
         counter.fetch_add(1, Ordering::SeqCst);
     });
-    let (outcome, back) = engine.evaluate_prepared_returning_call(engine.prepare(call("f").with_call_id("c1"))).await;
-    assert!(outcome.is_allowed() && back.is_some() && named(&outcome, "c1"));
+    let outcome = engine.evaluate(call("f").with_call_id("c1")).await;
+    assert!(outcome.is_allowed() && named(&outcome, "c1"));
     assert_eq!(seen.load(Ordering::SeqCst), 1);
-    // A subscriber gets it in its event instead.
+    // A subscriber gets the call and its outcome in an event.
     let mut rx = engine.subscribe();
-    let (outcome, back) = engine.evaluate_prepared_returning_call(engine.prepare(call("f").with_call_id("c2"))).await;
-    assert!(outcome.is_allowed() && back.is_none() && named(&outcome, "c2"));
+    let outcome = engine.evaluate(call("f").with_call_id("c2")).await;
+    assert!(outcome.is_allowed() && named(&outcome, "c2"));
     match rx.recv().await.unwrap() {
         EngineEvent::Evaluated { context, outcome } => {
             assert_eq!(context.call_id, "c2");
@@ -561,11 +560,11 @@ async fn a_prepared_call_comes_back_unless_an_event_kept_it_and_its_outcome_is_n
         }
         other => panic!("unexpected {other:?}"),
     }
-    // Refused by a pre-hook, the call comes back too.
+    // Refused by a pre-hook, the outcome is named too.
     drop(rx);
     engine.add_pre_hook(|_| Err(HookError("no".into())));
-    let (outcome, back) = engine.evaluate_prepared_returning_call(engine.prepare(call("f").with_call_id("c3"))).await;
-    assert!(outcome.is_denied() && back.is_some());
+    let outcome = engine.evaluate(call("f").with_call_id("c3")).await;
+    assert!(outcome.is_denied());
     assert_eq!(outcome.call_id(), "c3");
 }
 
@@ -579,11 +578,10 @@ async fn an_evaluation_runs_nothing_until_awaited_and_stays_small() {
         Ok(())
     });
     let evaluation = engine.evaluate(call("f"));
-    let prepared = engine.evaluate_prepared(engine.prepare(call("g")));
-    assert_eq!(seen.load(Ordering::SeqCst), 1, "only `prepare` ran the hooks");
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "nothing ran yet");
     // The future is moved on every call: it holds the call once (an `async fn` held it twice,
     // 1.5 KB in all).
     assert!(std::mem::size_of_val(&evaluation) < 1_200, "{} bytes", std::mem::size_of_val(&evaluation));
-    assert!(evaluation.await.is_allowed() && prepared.await.is_allowed());
-    assert_eq!(seen.load(Ordering::SeqCst), 2);
+    assert!(evaluation.await.is_allowed());
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
 }

@@ -217,12 +217,12 @@ impl Guard for BudgetGuard {
     async fn evaluate(&self, call: &Call<'_>) -> Result<Decision, GuardError> {
         let (cost, source) = match self.cost(call) {
             Ok(c) => c,
-            Err((field, e)) => return Ok(unknown_cost(call, &field, &e)),
+            Err((field, e)) => return Ok(unknown_cost(&field, &e)),
         };
         if let Some(max) = self.config.max_call_cost
             && cost > max
         {
-            return Ok(over_call_limit(call, cost, max, source));
+            return Ok(over_call_limit(cost, max, source));
         }
         let Charges { specs, limits } = self.windows(call, cost);
         if specs.is_empty() {
@@ -232,14 +232,13 @@ impl Guard for BudgetGuard {
             ReserveOutcome::Reserved { totals, .. } => totals,
             ReserveOutcome::Rejected { index, current, .. } => {
                 let (label, limit) = limits[index];
-                return Ok(over_budget(call, label, limit, Money::from_micros(current), cost, source));
+                return Ok(over_budget(label, limit, Money::from_micros(current), cost, source));
             }
         };
         for ((label, limit), total) in limits.iter().zip(&totals) {
             let warn_at = limit.scale(self.config.warn_threshold);
             if *total > warn_at.micros() {
                 return Ok(near_limit(
-                    call,
                     label,
                     *limit,
                     Money::from_micros(*total),
@@ -260,13 +259,13 @@ impl Guard for BudgetGuard {
 // The decisions other than "within budget", apart and cold, so that the common path stays small.
 
 #[cold]
-fn unknown_cost(call: &Call<'_>, field: &str, e: &MoneyError) -> Decision {
+fn unknown_cost(field: &str, e: &MoneyError) -> Decision {
     // The value itself is never repeated: only where it is and what is wrong with it.
     let reason = match e {
         MoneyError::NotANumber(_) => format!("Cannot determine call cost: `{field}` {}", e.problem()),
         _ => format!("Invalid call cost: `{field}` {}", e.problem()),
     };
-    Decision::deny(reason).with_details_for(call, || json!({"field": field}))
+    Decision::deny(reason).with_details(json!({"field": field}))
 }
 
 /// The call's cost as a reason shows it: a price from the policy as a figure, a cost the call
@@ -281,40 +280,30 @@ fn cost_detail(cost: Money, source: &str) -> Value {
 }
 
 #[cold]
-fn over_call_limit(call: &Call<'_>, cost: Money, max: Money, source: &str) -> Decision {
+fn over_call_limit(cost: Money, max: Money, source: &str) -> Decision {
     let reason = if source == "arguments" {
         format!("The call's stated cost exceeds the per-call limit of {max}")
     } else {
         format!("Call cost {cost} exceeds the per-call limit of {max}")
     };
-    Decision::deny(reason).with_details_for(
-        call,
-        || json!({"window": "call", "cost": cost_detail(cost, source), "source": source, "limit": max}),
-    )
+    Decision::deny(reason)
+        .with_details(json!({"window": "call", "cost": cost_detail(cost, source), "source": source, "limit": max}))
 }
 
 #[cold]
-fn over_budget(call: &Call<'_>, label: &str, limit: Money, spent: Money, cost: Money, source: &str) -> Decision {
+fn over_budget(label: &str, limit: Money, spent: Money, cost: Money, source: &str) -> Decision {
     Decision::deny(format!(
         "{} budget exceeded: {spent} spent + {} would pass the limit of {limit}",
         capitalise(label),
         cost_text(cost, source)
     ))
-    .with_details_for(call, || {
+    .with_details({
         json!({"window": label, "spent": spent, "cost": cost_detail(cost, source), "source": source, "limit": limit})
     })
 }
 
 #[cold]
-fn near_limit(
-    call: &Call<'_>,
-    label: &str,
-    limit: Money,
-    total: Money,
-    cost: Money,
-    source: &str,
-    warn_threshold: f64,
-) -> Decision {
+fn near_limit(label: &str, limit: Money, total: Money, cost: Money, source: &str, warn_threshold: f64) -> Decision {
     let ratio = if limit.micros() == 0 { 1.0 } else { total.as_f64() / limit.as_f64() };
     Decision::require_approval(format!(
         "{} spend would reach {total} of {limit} ({:.0}%), past the warning threshold of {:.0}%",
@@ -323,7 +312,7 @@ fn near_limit(
         warn_threshold * 100.0
     ))
     .with_risk(ratio)
-    .with_details_for(call, || {
+    .with_details({
         json!({"window": label, "total": total, "cost": cost_detail(cost, source), "source": source, "limit": limit})
     })
 }

@@ -407,7 +407,7 @@ impl Guard for DeletionGuard {
             return Ok(Decision::deny(
                 "Only soft deletion is allowed: move the resource to trash instead of deleting it permanently",
             )
-            .with_details_for(call, || json!({"rule": "soft_delete_only"})));
+            .with_details(json!({"rule": "soft_delete_only"})));
         }
         let now = call.now();
         let cooldown_key = || key(&[&self.prefix, "cooldown"]);
@@ -429,7 +429,7 @@ impl Guard for DeletionGuard {
             && n > max
         {
             return Ok(Decision::deny(format!("Bulk deletion of {n} resources exceeds the limit of {max}"))
-                .with_details_for(call, || json!({"rule": "max_bulk_delete", "targets": n, "limit": max})));
+                .with_details(json!({"rule": "max_bulk_delete", "targets": n, "limit": max})));
         }
         // Counts and the cooldown are reserved together, atomically, and kept only if the call runs.
         let mut counters = Vec::with_capacity(3);
@@ -462,34 +462,34 @@ impl Guard for DeletionGuard {
                     "{} deletion limit reached: {current} deleted + {n} would pass {limit}",
                     if label == "session" { "Session" } else { "Daily" }
                 ))
-                .with_details_for(call, || json!({"rule": label, "deleted": current, "targets": n, "limit": limit})),
+                .with_details(json!({"rule": label, "deleted": current, "targets": n, "limit": limit})),
             });
         }
         if targets.is_empty() {
             return Ok(Decision::require_approval("Deletion with no identifiable target needs approval")
-                .with_details_for(call, || json!({"rule": "no_target"})));
+                .with_details(json!({"rule": "no_target"})));
         }
         for Target { field, name: t, .. } in targets.iter() {
             if let Some(p) = self.protected.first_match_normalized(t) {
                 return Ok(Decision::deny(format!("A target in `{field}` is protected ('{p}')"))
-                    .with_details_for(call, || json!({"rule": "protected_resources", "field": field, "pattern": p})));
+                    .with_details(json!({"rule": "protected_resources", "field": field, "pattern": p})));
             }
             if let Some(p) = self.deny.first_match_normalized(t) {
                 return Ok(Decision::deny(format!("A target in `{field}` matches the deny pattern '{p}'"))
-                    .with_details_for(call, || json!({"rule": "deny_patterns", "field": field, "pattern": p})));
+                    .with_details(json!({"rule": "deny_patterns", "field": field, "pattern": p})));
             }
             if !self.allow.is_empty() && !self.allow.is_match_normalized(t) {
                 return Ok(Decision::deny(format!("A target in `{field}` matches no allow pattern"))
-                    .with_details_for(call, || json!({"rule": "allow_patterns", "field": field})));
+                    .with_details(json!({"rule": "allow_patterns", "field": field})));
             }
         }
         if let Some(Target { field, doubt: Some(why), .. }) = targets.iter().find(|t| t.doubt.is_some()) {
             return Ok(Decision::require_approval(format!("A target in `{field}` needs approval: {why}"))
-                .with_details_for(call, || json!({"rule": "ambiguous_target", "field": field})));
+                .with_details(json!({"rule": "ambiguous_target", "field": field})));
         }
         if c.require_approval_always {
             return Ok(Decision::require_approval(format!("Deletion of {n} resource(s) needs approval"))
-                .with_details_for(call, || json!({"rule": "require_approval_always", "targets": n})));
+                .with_details(json!({"rule": "require_approval_always", "targets": n})));
         }
         Ok(Decision::allow("Deletion within policy"))
     }
@@ -505,7 +505,7 @@ impl DeletionGuard {
         let secs = retry_at.map_or(self.cooldown, |t| t.since(call.now())).as_secs_f64();
         Decision::deny(format!("Deletion cooldown active: {secs:.1}s left of {}s", self.config.cooldown_seconds))
             .with_retry_after(secs)
-            .with_details_for(call, || json!({"rule": "cooldown", "seconds_left": secs}))
+            .with_details(json!({"rule": "cooldown", "seconds_left": secs}))
     }
 }
 

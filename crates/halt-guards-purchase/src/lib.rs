@@ -368,7 +368,7 @@ impl PurchaseGuard {
                     "Currency in `{field}` is not the configured currency {}",
                     c.currency
                 ))
-                .with_details_for(call, || json!({"field": field, "expected": c.currency})));
+                .with_details(json!({"field": field, "expected": c.currency})));
             }
         }
         let mut categories = 0;
@@ -378,12 +378,12 @@ impl PurchaseGuard {
                 if let Some(b) = self.blocked.first_in(cat) {
                     return Some(
                         Decision::deny(format!("Category in `{field}` is blocked ('{b}')"))
-                            .with_details_for(call, || json!({"field": field, "blocked": b})),
+                            .with_details(json!({"field": field, "blocked": b})),
                     );
                 }
                 (!self.allowed.is_empty() && !self.allowed.is_in(cat)).then(|| {
                     Decision::deny(format!("Category in `{field}` is not among the allowed categories"))
-                        .with_details_for(call, || json!({"field": field, "allowed": c.allowed_categories}))
+                        .with_details(json!({"field": field, "allowed": c.allowed_categories}))
                 })
             });
             if let Some(d) = refusal {
@@ -392,7 +392,7 @@ impl PurchaseGuard {
         }
         if !self.allowed.is_empty() && categories == 0 {
             return Err(Decision::deny("No category is given, and only the allowed categories may be bought")
-                .with_details_for(call, || json!({"allowed": c.allowed_categories})));
+                .with_details(json!({"allowed": c.allowed_categories})));
         }
         Ok(amount)
     }
@@ -419,7 +419,7 @@ impl Guard for PurchaseGuard {
             && amount > max
         {
             return Ok(Decision::deny(format!("Purchase amount exceeds the single-purchase limit of {max}"))
-                .with_details_for(call, || json!({"limit": max})));
+                .with_details(json!({"limit": max})));
         }
         let (count_key, day) = self.daily_count.at(call.now(), Timestamp::utc_day);
         let (total_key, _) = self.daily_total.at(call.now(), Timestamp::utc_day);
@@ -432,14 +432,14 @@ impl Guard for PurchaseGuard {
             ReserveOutcome::Reserved { .. } => {}
             ReserveOutcome::Rejected { index: 0, current, limit, .. } => {
                 return Ok(Decision::deny(format!("Daily purchase count limit reached: {current}/{limit}"))
-                    .with_details_for(call, || json!({"count": current, "limit": limit})));
+                    .with_details(json!({"count": current, "limit": limit})));
             }
             ReserveOutcome::Rejected { current, limit, .. } => {
                 let (spent, limit) = (Money::from_micros(current), Money::from_micros(limit));
                 return Ok(Decision::deny(format!(
                     "Daily purchase limit exceeded: {spent} spent today, and this purchase would pass {limit}"
                 ))
-                .with_details_for(call, || json!({"spent": spent, "limit": limit})));
+                .with_details(json!({"spent": spent, "limit": limit})));
             }
         };
         if let Some(threshold) = c.require_approval_above
@@ -452,7 +452,7 @@ impl Guard for PurchaseGuard {
                 "Purchase amount is above the approval threshold of {threshold}"
             ))
             .with_risk(risk)
-            .with_details_for(call, || json!({"threshold": threshold})));
+            .with_details(json!({"threshold": threshold})));
         }
         Ok(Decision::allow("Purchase within limits"))
     }

@@ -176,7 +176,7 @@ impl RateLimitGuard {
         let left = until.map_or(0.0, |t| t.since(call.now()).as_secs_f64());
         Decision::deny(format!("Cooling down after a burst: {left:.1}s left"))
             .with_retry_after(left)
-            .with_details_for(call, || json!({"rule": "cooldown", "seconds_left": left}))
+            .with_details(json!({"rule": "cooldown", "seconds_left": left}))
     }
 
     /// The key of the run of identical calls of this call's agent and session.
@@ -200,7 +200,7 @@ impl RateLimitGuard {
         let retry = retry_at.map(|t| t.since(now).as_secs_f64());
         let (d, rule) = match kind {
             Limit::Cooldown => return Self::cooling_down(call, retry_at),
-            Limit::Loop => return loop_denial(call, current),
+            Limit::Loop => return loop_denial(current),
             Limit::Minute => (
                 Decision::deny(format!("Rate limit exceeded: {current}/{limit} calls in the last minute")),
                 "max_calls_per_minute",
@@ -229,7 +229,7 @@ impl RateLimitGuard {
             (Limit::Minute | Limit::Function, Some(r)) => d.with_retry_after(r),
             _ => d,
         };
-        d.with_details_for(call, || json!({"rule": rule, "calls": current, "limit": limit}))
+        d.with_details(json!({"rule": rule, "calls": current, "limit": limit}))
     }
 }
 
@@ -420,9 +420,9 @@ impl Guard for RateLimitGuard {
     }
 }
 
-fn loop_denial(call: &Call<'_>, n: i64) -> Decision {
+fn loop_denial(n: i64) -> Decision {
     Decision::deny(format!("Possible loop: the same call was made {n} times in a row"))
-        .with_details_for(call, || json!({"rule": "max_identical_calls", "repeats": n}))
+        .with_details(json!({"rule": "max_identical_calls", "repeats": n}))
 }
 
 /// The factory that builds rate-limit guards from configuration (YAML type `rate_limit`).

@@ -187,33 +187,33 @@ impl Guard for ScopeGuard {
         let write = || f.split(|c: char| !c.is_alphanumeric()).any(|w| WRITE_WORDS.contains(&w));
         if self.config.read_only_mode && (!self.read_only.is_match_normalized(f) || write()) {
             return Ok(Decision::deny(format!("Read-only mode: '{shown}' is not a read operation"))
-                .with_details_for(call, || json!({"rule": "read_only_mode"})));
+                .with_details(json!({"rule": "read_only_mode"})));
         }
         let per_agent = !self.deny_by_agent.is_empty() || !self.allow_by_agent.is_empty();
         let agent = call.context().agent_id.as_deref().filter(|_| per_agent).map(normalize);
         if let Some(agent) = agent.as_deref() {
             if let Some(p) = self.deny_by_agent.get(agent).and_then(|d| d.first_match_normalized(f)) {
                 return Ok(Decision::deny(format!("Agent '{agent}' may not call '{shown}' (matches '{p}')"))
-                    .with_details_for(call, || json!({"rule": "deny_by_agent", "pattern": p})));
+                    .with_details(json!({"rule": "deny_by_agent", "pattern": p})));
             }
             if let Some(allow) = self.allow_by_agent.get(agent)
                 && !allow.is_match_normalized(f)
             {
                 return Ok(Decision::deny(format!("'{shown}' is not in the allow list of agent '{agent}'"))
-                    .with_details_for(call, || json!({"rule": "allow_by_agent"})));
+                    .with_details(json!({"rule": "allow_by_agent"})));
             }
         }
         if let Some(p) = self.deny.first_match_normalized(f) {
             return Ok(Decision::deny(format!("Function '{shown}' is denied (matches '{p}')"))
-                .with_details_for(call, || json!({"rule": "deny_functions", "pattern": p})));
+                .with_details(json!({"rule": "deny_functions", "pattern": p})));
         }
         if !self.allow.is_empty() && !self.allow.is_match_normalized(f) {
             return Ok(Decision::deny(format!("Function '{shown}' is not in the allow list"))
-                .with_details_for(call, || json!({"rule": "allow_functions"})));
+                .with_details(json!({"rule": "allow_functions"})));
         }
         if let Some(p) = self.approval.first_match_normalized(f) {
             return Ok(Decision::require_approval(format!("Function '{shown}' needs approval (matches '{p}')"))
-                .with_details_for(call, || json!({"rule": "require_approval_functions", "pattern": p})));
+                .with_details(json!({"rule": "require_approval_functions", "pattern": p})));
         }
         Ok(Decision::allow("In scope"))
     }

@@ -211,11 +211,11 @@ impl Guard for SensitiveGuard {
                 return Ok(Decision::deny("Sensitive-data check: arguments changed shape"));
             };
             let reason = format!("Sensitive data redacted: {}", summarise(&in_args, &[]));
-            return Ok(Decision::modify(reason, args).with_details_for(call, || details(in_args, in_meta)));
+            return Ok(Decision::modify(reason, args).with_details(details(in_args, in_meta)));
         }
         let where_ = if in_meta.is_empty() { "" } else { " (metadata cannot be redacted)" };
         let reason = format!("Sensitive data detected: {}{where_}", summarise(&in_args, &in_meta));
-        Ok(Decision::deny(reason).with_details_for(call, || details(in_args, in_meta)))
+        Ok(Decision::deny(reason).with_details(details(in_args, in_meta)))
     }
 
     /// It decides from the call alone, so it may decide ahead of the call's turn.

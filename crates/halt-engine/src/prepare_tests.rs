@@ -1,12 +1,10 @@
-//! Preparing a call ahead of its turn: the same outcomes as `evaluate`, with the pure guards'
+//! Preparing a call ahead of its turn (what `Engine::evaluate_stream` does): the same outcomes as `evaluate`, with the pure guards'
 //! decisions made during `prepare`, and every way that can go otherwise.
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
 use std::sync::atomic::Ordering;
 
+use crate::{Engine, HookError};
 use halt_core::{Call, CallContext, Decision, DecisionKind, Guard, GuardError, async_trait};
-use halt_engine::{Engine, HookError};
 use halt_store_memory::MemoryStore;
 use halt_testing::guards::{ReservingGuard, StaticGuard};
 
@@ -33,7 +31,7 @@ fn prepared_calls_decide_as_evaluated_ones_with_pure_guards_deciding_ahead() {
     let rt = runtime();
     for name in ["search", "drop_db", "search", "search", "DROP_DB"] {
         let before = decided.load(Ordering::SeqCst);
-        let prepared = prepared_engine.prepare(CallContext::new(name).with_call_id("c"));
+        let prepared = prepared_engine.preparer().prepare(CallContext::new(name).with_call_id("c"));
         let after_prepare = decided.load(Ordering::SeqCst);
         let a = rt.block_on(prepared_engine.evaluate_prepared(prepared));
         let b = rt.block_on(plain.evaluate(CallContext::new(name).with_call_id("c")));
@@ -52,7 +50,7 @@ fn prepared_calls_decide_as_evaluated_ones_with_pure_guards_deciding_ahead() {
 #[test]
 fn a_call_prepared_on_one_thread_is_evaluated_on_another() {
     let engine = Engine::builder().guard(StaticGuard::new("pure", Decision::allow("fine")).pure()).build().unwrap();
-    let prepared = std::thread::scope(|s| s.spawn(|| engine.prepare(CallContext::new("f"))).join().unwrap());
+    let prepared = std::thread::scope(|s| s.spawn(|| engine.preparer().prepare(CallContext::new("f"))).join().unwrap());
     assert!(runtime().block_on(engine.evaluate_prepared(prepared)).is_allowed());
 }
 
@@ -62,12 +60,12 @@ fn guards_changed_since_preparing_decide_again_in_turn() {
     let decided = pure.evaluations();
     let engine = Engine::builder().guard(pure).build().unwrap();
     let rt = runtime();
-    let prepared = engine.prepare(CallContext::new("f"));
+    let prepared = engine.preparer().prepare(CallContext::new("f"));
     engine.add_guard(StaticGuard::new("late", Decision::deny("added since"))).unwrap();
     let o = rt.block_on(engine.evaluate_prepared(prepared));
     assert_eq!(o.decision(), DecisionKind::Deny, "the guard added since is heard");
     assert_eq!(decided.load(Ordering::SeqCst), 2, "the pure one decided again");
-    let prepared = engine.prepare(CallContext::new("f"));
+    let prepared = engine.preparer().prepare(CallContext::new("f"));
     engine.set_enabled("pure", false).unwrap();
     let o = rt.block_on(engine.evaluate_prepared(prepared));
     assert!(o.decisions().iter().all(|d| d.guard() != "pure"), "a guard disabled since is not");
@@ -81,9 +79,9 @@ fn refusals_found_while_preparing_are_answered_in_turn() {
         .build()
         .unwrap();
     let rt = runtime();
-    let o = rt.block_on(engine.evaluate_prepared(engine.prepare(CallContext::new("secret"))));
+    let o = rt.block_on(engine.evaluate_prepared(engine.preparer().prepare(CallContext::new("secret"))));
     assert!(o.is_denied() && o.denial_reasons()[0].contains("no secrets"), "{:?}", o.denial_reasons());
-    let o = rt.block_on(engine.evaluate_prepared(engine.prepare(CallContext::new("bad\u{7}name"))));
+    let o = rt.block_on(engine.evaluate_prepared(engine.preparer().prepare(CallContext::new("bad\u{7}name"))));
     assert!(o.is_denied() && o.denial_reasons()[0].starts_with("invalid call"), "{:?}", o.denial_reasons());
 }
 
@@ -131,7 +129,7 @@ fn pure_guards_that_wait_or_reserve_decide_in_turn() {
     let engine =
         Engine::builder().guard(Slow).guard(Liar(ReservingGuard::new("x", "spend", ONE, 10 * ONE))).build().unwrap();
     let rt = runtime();
-    let o = rt.block_on(engine.evaluate_prepared(engine.prepare(CallContext::new("f"))));
+    let o = rt.block_on(engine.evaluate_prepared(engine.preparer().prepare(CallContext::new("f"))));
     assert_eq!(o.denial_reasons(), ["decided after waiting"]);
     // The reservation made while preparing was released; the one made in turn was released
     // with the denial: nothing is left counted.
@@ -172,12 +170,12 @@ fn every_guard_is_asked_ahead_whether_it_applies_and_not_again_in_turn() {
     let engine = Engine::builder().guard(Counted(std::sync::Arc::clone(&counted))).build().unwrap();
     let rt = runtime();
     let counts = || (counted.asked.load(Ordering::SeqCst), counted.decided.load(Ordering::SeqCst));
-    let prepared = engine.prepare(CallContext::new("delete_file"));
+    let prepared = engine.preparer().prepare(CallContext::new("delete_file"));
     assert_eq!(counts(), (1, 0), "asked while preparing; not pure, so it decides in turn");
     let o = rt.block_on(engine.evaluate_prepared(prepared));
     assert_eq!(o.decision(), DecisionKind::RequireApproval);
     assert_eq!(counts(), (1, 1));
-    let prepared = engine.prepare(CallContext::new("search"));
+    let prepared = engine.preparer().prepare(CallContext::new("search"));
     assert_eq!(counts(), (2, 1));
     let o = rt.block_on(engine.evaluate_prepared(prepared));
     assert!(o.is_allowed() && o.decisions().is_empty(), "it does not apply: skipped");
@@ -185,50 +183,6 @@ fn every_guard_is_asked_ahead_whether_it_applies_and_not_again_in_turn() {
     // Evaluated without preparing, it is asked in turn.
     assert_eq!(rt.block_on(engine.evaluate(CallContext::new("delete_x"))).decision(), DecisionKind::RequireApproval);
     assert_eq!(counts(), (3, 2));
-}
-
-/// Records whether the calls it saw wanted details.
-#[derive(Debug)]
-struct DetailsSeen {
-    pure: bool,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<bool>>>,
-}
-
-#[async_trait]
-impl Guard for DetailsSeen {
-    fn name(&self) -> &str {
-        if self.pure { "pure" } else { "in_turn" }
-    }
-
-    async fn evaluate(&self, call: &Call<'_>) -> Result<Decision, GuardError> {
-        self.seen.lock().unwrap().push(call.wants_details());
-        Ok(Decision::deny("no").with_details_for(call, || serde_json::json!({"why": "no"})))
-    }
-
-    fn is_pure(&self) -> bool {
-        self.pure
-    }
-}
-
-#[test]
-fn guards_are_told_whether_details_are_wanted_ahead_and_in_turn() {
-    for details in [true, false] {
-        let seen = std::sync::Arc::default();
-        let guard = |pure| DetailsSeen { pure, seen: std::sync::Arc::clone(&seen) };
-        let mut builder = Engine::builder().guard(guard(true)).guard(guard(false));
-        if !details {
-            builder = builder.details(false);
-        }
-        let engine = builder.build().unwrap();
-        let rt = runtime();
-        let prepared = rt.block_on(engine.evaluate_prepared(engine.prepare(CallContext::new("f"))));
-        let fresh = rt.block_on(engine.evaluate(CallContext::new("f")));
-        assert_eq!(*seen.lock().unwrap(), [details; 4], "prepared and fresh, pure and in turn");
-        for outcome in [prepared, fresh] {
-            assert_eq!(outcome.decision(), DecisionKind::Deny);
-            assert!(outcome.decisions().iter().all(|d| d.details().is_null() != details));
-        }
-    }
 }
 
 #[test]
@@ -256,7 +210,7 @@ fn a_call_prepared_for_another_engine_is_decided_in_turn() {
     // must not stand for the other's guards.
     let a = Engine::builder().guard(StaticGuard::new("scope", Decision::allow("fine")).pure()).build().unwrap();
     let b = Engine::builder().guard(StaticGuard::new("scope", Decision::deny("not here")).pure()).build().unwrap();
-    let o = runtime().block_on(b.evaluate_prepared(a.prepare(CallContext::new("f"))));
+    let o = runtime().block_on(b.evaluate_prepared(a.preparer().prepare(CallContext::new("f"))));
     assert_eq!(o.decision(), DecisionKind::Deny);
     assert_eq!(o.decisions()[0].reason(), "not here");
 }
