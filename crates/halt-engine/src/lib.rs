@@ -34,16 +34,22 @@
 //! ```
 
 mod approval;
+mod builder;
+mod effects;
 mod engine;
+mod evaluate;
+mod events;
 mod join;
+mod prepare;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 mod prepare_tests;
 mod stream;
 
+pub use approval::ResolveError;
 pub use approval::{ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse};
-pub use engine::{
-    ENGINE_GUARD_NAME, Engine, EngineBuilder, EngineError, EngineEvent, GuardInfo, HookError, Mode, PostHook, PreHook,
-    ResolveError, SettleError, Settlement,
-};
+pub use builder::EngineBuilder;
+pub use effects::{SettleError, Settlement};
+pub use engine::{ENGINE_GUARD_NAME, Engine, EngineError, GuardInfo, HookError, Mode, PostHook, PreHook};
+pub use events::EngineEvent;
 pub use stream::StreamError;

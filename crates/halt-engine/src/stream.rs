@@ -5,7 +5,8 @@ use std::ops::ControlFlow;
 
 use halt_core::{CallContext, Outcome};
 
-use crate::engine::{Engine, Prepared};
+use crate::engine::Engine;
+use crate::prepare::Prepared;
 
 /// Calls travel from the preparing thread in batches, so that handing them over costs little
 /// (each hand-over may wake a thread); the first batches are smaller, growing twofold, so that
