@@ -24,7 +24,10 @@
 //! ```
 
 mod detectors;
+mod fold;
+mod keys;
 mod redact;
+mod walk;
 
 use std::collections::BTreeMap;
 

@@ -11,6 +11,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::detectors::{self, Edges, GROUPS};
+use crate::fold::fold;
+use crate::keys::{ABOUT_WORDS, Field, FirstWords, ascii_words, words};
+use crate::walk::{Walk, holds_data};
 
 /// One piece of sensitive data found. It never carries the value itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,41 +101,41 @@ pub struct RedactorConfig {
     pub max_bytes: usize,
 }
 
-struct Compiled {
-    name: String,
-    source: String,
+pub(crate) struct Compiled {
+    pub(crate) name: String,
+    pub(crate) source: String,
     /// Compiled when first needed: the set tells which patterns match a text, and most
     /// patterns of a policy never match at all.
-    regex: OnceLock<Option<Regex>>,
-    group: usize,
-    check: fn(&str) -> bool,
-    edges: Edges,
+    pub(crate) regex: OnceLock<Option<Regex>>,
+    pub(crate) group: usize,
+    pub(crate) check: fn(&str) -> bool,
+    pub(crate) edges: Edges,
 }
 
 impl Compiled {
     /// The pattern alone; `None` only if it failed to compile, which it cannot once the set
     /// holding it compiled within the same size limit (its callers then fail closed).
-    fn regex(&self) -> Option<&Regex> {
+    pub(crate) fn regex(&self) -> Option<&Regex> {
         self.regex.get_or_init(|| RegexBuilder::new(&self.source).size_limit(SIZE_LIMIT).build().ok()).as_ref()
     }
 }
 
 /// The most memory a compiled pattern, set or alternation may take.
-const SIZE_LIMIT: usize = 1 << 24;
+pub(crate) const SIZE_LIMIT: usize = 1 << 24;
 
 /// What the pre-pass over an object learned, in walk order: which texts may hold a match, each
 /// array or object below the root (how many texts and containers it holds, whether a sensitive
 /// field is inside), and whether there is any sensitive field at all. The walk then visits only
 /// what may hold a finding.
-struct Prescan {
-    suspects: Vec<bool>,
-    nodes: Vec<Node>,
-    fields: bool,
+pub(crate) struct Prescan {
+    pub(crate) suspects: Vec<bool>,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) fields: bool,
 }
 
 impl Prescan {
     /// Gives the buffers back for the next scan on this thread.
-    fn recycle(mut self) {
+    pub(crate) fn recycle(mut self) {
         self.suspects.clear();
         self.nodes.clear();
         SPARE.with(|spare| {
@@ -151,29 +154,29 @@ thread_local! {
 }
 
 #[derive(Clone, Copy, Default)]
-struct Node {
-    texts: usize,
-    nodes: usize,
-    fields: bool,
+pub(crate) struct Node {
+    pub(crate) texts: usize,
+    pub(crate) nodes: usize,
+    pub(crate) fields: bool,
 }
 
 /// The texts of an object joined by newlines (but for those too short to hold a match alone),
 /// where each starts (a short one where the next starts), and the bytes of its keys and texts
 /// (and, between scans, the other buffers of a [`Prescan`]).
 #[derive(Default)]
-struct Joined {
-    text: String,
-    starts: Vec<usize>,
-    numbers: NumberText,
-    bytes: usize,
-    suspects: Vec<bool>,
-    nodes: Vec<Node>,
+pub(crate) struct Joined {
+    pub(crate) text: String,
+    pub(crate) starts: Vec<usize>,
+    pub(crate) numbers: NumberText,
+    pub(crate) bytes: usize,
+    pub(crate) suspects: Vec<bool>,
+    pub(crate) nodes: Vec<Node>,
 }
 
 impl Joined {
     /// Adds a text: counts it, and joins it (as it is scanned: see [`fold`]) when it is long
     /// enough to hold a match alone.
-    fn push(&mut self, s: &str, shortest_match: usize) {
+    pub(crate) fn push(&mut self, s: &str, shortest_match: usize) {
         self.starts.push(self.text.len());
         self.bytes += s.len();
         if s.len() >= shortest_match {
@@ -187,22 +190,22 @@ impl Joined {
 }
 
 /// The pre-pass: joins the texts, checks the limits and the field names, records the containers.
-struct Gather<'a> {
-    redactor: &'a Redactor,
-    out: &'a mut Joined,
-    nodes: Vec<Node>,
-    fields: bool,
+pub(crate) struct Gather<'a> {
+    pub(crate) redactor: &'a Redactor,
+    pub(crate) out: &'a mut Joined,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) fields: bool,
 }
 
 impl Gather<'_> {
     /// Within the limits so far?
-    fn within(&self) -> bool {
+    pub(crate) fn within(&self) -> bool {
         self.out.bytes <= self.redactor.max_bytes
     }
 
     /// An object's entries, `depth` levels below the root; whether a sensitive field is among
     /// them is recorded. False when a limit is passed.
-    fn entries(&mut self, map: &Map<String, Value>, depth: usize) -> bool {
+    pub(crate) fn entries(&mut self, map: &Map<String, Value>, depth: usize) -> bool {
         map.iter().all(|(k, v)| {
             // A key is a text like any other: a secret may be used as one.
             self.out.push(k, self.redactor.shortest_match);
@@ -213,7 +216,7 @@ impl Gather<'_> {
         })
     }
 
-    fn value(&mut self, v: &Value, depth: usize) -> bool {
+    pub(crate) fn value(&mut self, v: &Value, depth: usize) -> bool {
         if depth > self.redactor.max_depth {
             return false;
         }
@@ -250,84 +253,16 @@ impl Gather<'_> {
 /// Built-in detectors that assert the end of the text (`\z`), reviewed to find the same
 /// matches in a text joined with others by newlines: `private_key` runs on to the end of the
 /// joined text instead, `google_api_key` ends at the newline (a non-key character).
-const JOINABLE_AT_END: [&str; 2] = ["private_key", "google_api_key"];
+pub(crate) const JOINABLE_AT_END: [&str; 2] = ["private_key", "google_api_key"];
 
 /// Whether a pattern asserts the start or end of the whole text, so that it may match a text
 /// alone and not the same text among others.
-fn anchored(pattern: &str) -> bool {
+pub(crate) fn anchored(pattern: &str) -> bool {
     use regex_syntax::hir::Look;
     regex_syntax::parse(pattern).map_or(true, |hir| {
         let looks = hir.properties().look_set();
         looks.contains(Look::Start) || looks.contains(Look::End)
     })
-}
-
-/// The fields' first words, and which end with each byte (as bits), to tell at once whether a
-/// key may hold one as a word (see `Redactor::first_words`): a word of the key must end where
-/// the field's word ends, and most keys have one or two word ends.
-struct FirstWords {
-    ending: Box<[u64; 256]>,
-    words: Vec<ArrayVec<u8, 32>>,
-}
-
-impl FirstWords {
-    fn new(fields: &[Field]) -> Option<Self> {
-        if fields.len() > 64 {
-            return None;
-        }
-        let mut ending = Box::new([0; 256]);
-        let mut words = Vec::with_capacity(fields.len());
-        for (i, f) in fields.iter().enumerate() {
-            let w = f.words[0].as_bytes();
-            let &last = w.last()?;
-            if !w.is_ascii() {
-                return None;
-            }
-            ending[usize::from(last.to_ascii_lowercase())] |= 1 << i;
-            ending[usize::from(last.to_ascii_uppercase())] |= 1 << i;
-            words.push(ArrayVec::try_from(w).ok()?);
-        }
-        Some(Self { ending, words })
-    }
-
-    /// Whether an ASCII key may hold some field's first word as one of its words: one ends,
-    /// ignoring case, where a word of the key may end (before anything but a small letter or a
-    /// digit: a little more often than [`ascii_words`] splits).
-    fn in_key(&self, key: &[u8]) -> bool {
-        /// Bytes that continue a word: small letters and digits.
-        const CONTINUES: [bool; 256] = {
-            let mut t = [false; 256];
-            let mut b = 0;
-            while b < 256 {
-                t[b] = (b >= b'a' as usize && b <= b'z' as usize) || (b >= b'0' as usize && b <= b'9' as usize);
-                b += 1;
-            }
-            t
-        };
-        let Some((&last, _)) = key.split_last() else { return false };
-        key.windows(2).enumerate().any(|(i, pair)| {
-            let bits = self.ending[usize::from(pair[0])];
-            bits != 0 && !CONTINUES[usize::from(pair[1])] && self.ends_at(key, i, bits)
-        }) || self.ends_at(key, key.len() - 1, self.ending[usize::from(last)])
-    }
-
-    /// Whether one of the words in `bits` ends at `key[end]`, ignoring case.
-    fn ends_at(&self, key: &[u8], end: usize, mut bits: u64) -> bool {
-        while bits != 0 {
-            let w = &self.words[bits.trailing_zeros() as usize];
-            bits &= bits - 1;
-            if end + 1 >= w.len() && key[end + 1 - w.len()..=end].eq_ignore_ascii_case(w) {
-                return true;
-            }
-        }
-        false
-    }
-}
-
-/// A sensitive field name, as the sequence of its lower-case words.
-struct Field {
-    name: String,
-    words: Vec<String>,
 }
 
 /// Finds and redacts sensitive data: every active pattern matched in one pass per string
@@ -358,22 +293,22 @@ struct Field {
 /// ```
 pub struct Redactor {
     /// Every pattern, to learn which match one text (all of them, overlapping).
-    set: meta::Regex,
+    pub(crate) set: meta::Regex,
     /// Every pattern as alternatives of one, to find where any matches in a long text.
-    any: meta::Regex,
-    patterns: Vec<Compiled>,
-    fields: Vec<Field>,
+    pub(crate) any: meta::Regex,
+    pub(crate) patterns: Vec<Compiled>,
+    pub(crate) fields: Vec<Field>,
     /// The fields' first words, to tell whether a key may name a field before splitting it into
     /// words. `None` when they do not fit it (not ASCII, too long, too many): then every key is
     /// split.
-    first_words: Option<FirstWords>,
+    pub(crate) first_words: Option<FirstWords>,
     /// Whether a pattern can tell the start or end of the whole text (`^`, `$`, `\A`, `\z`
     /// outside multi-line mode): then texts are never joined for the pre-pass.
-    anchored: bool,
+    pub(crate) anchored: bool,
     /// The fewest bytes any pattern matches: the pre-pass leaves shorter texts out.
-    shortest_match: usize,
-    max_depth: usize,
-    max_bytes: usize,
+    pub(crate) shortest_match: usize,
+    pub(crate) max_depth: usize,
+    pub(crate) max_bytes: usize,
 }
 
 impl fmt::Debug for Redactor {
@@ -383,80 +318,8 @@ impl fmt::Debug for Redactor {
     }
 }
 
-/// The words of a key: split on `_`, `-`, `.`, spaces, lower-to-upper case changes, and
-/// before the last capital of a run of capitals followed by a small letter (`AWSSecretKey` is
-/// `aws`, `secret`, `key`).
-fn words(key: &str) -> Vec<String> {
-    let chars: Vec<char> = key.chars().collect();
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut prev_lower = false;
-    for (i, &c) in chars.iter().enumerate() {
-        if !c.is_alphanumeric() {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
-            prev_lower = false;
-            continue;
-        }
-        let acronym_end = c.is_uppercase()
-            && i > 0
-            && chars[i - 1].is_uppercase()
-            && chars.get(i + 1).is_some_and(|n| n.is_lowercase());
-        if c.is_uppercase() && (prev_lower || acronym_end) && !cur.is_empty() {
-            out.push(std::mem::take(&mut cur));
-        }
-        prev_lower = c.is_lowercase() || c.is_ascii_digit();
-        cur.extend(c.to_lowercase());
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-/// The words of an ASCII key as [`words`] splits it, in their own case, borrowed.
-fn ascii_words<'k>(key: &'k str, mut each: impl FnMut(&'k str)) {
-    let mut start = None;
-    let mut prev_lower = false;
-    let bytes = key.as_bytes();
-    for (i, &c) in bytes.iter().enumerate() {
-        if !c.is_ascii_alphanumeric() {
-            if let Some(s) = start.take() {
-                each(&key[s..i]);
-            }
-            prev_lower = false;
-            continue;
-        }
-        let acronym_end = c.is_ascii_uppercase()
-            && i > 0
-            && bytes[i - 1].is_ascii_uppercase()
-            && bytes.get(i + 1).is_some_and(u8::is_ascii_lowercase);
-        match start {
-            Some(s) if c.is_ascii_uppercase() && (prev_lower || acronym_end) => {
-                each(&key[s..i]);
-                start = Some(i);
-            }
-            Some(_) => {}
-            None => start = Some(i),
-        }
-        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-    }
-    if let Some(s) = start {
-        each(&key[s..]);
-    }
-}
-
-/// Last words of a key that say it holds something *about* a secret, not the secret itself:
-/// `token_count`, `password_policy`, `api_key_id`, `secret_name`, `private_key_path`.
-const ABOUT_WORDS: [&str; 30] = [
-    "count", "length", "len", "size", "type", "kind", "name", "id", "ids", "policy", "expiry", "expires", "ttl", "url",
-    "uri", "enabled", "required", "min", "max", "hint", "format", "file", "path", "version", "status", "strength",
-    "rotation", "created", "updated", "label",
-];
-
 /// The text of a number as it is scanned (the same as its JSON form), in `buf`.
-fn number_text<'b>(n: &serde_json::Number, buf: &'b mut NumberText) -> &'b str {
+pub(crate) fn number_text<'b>(n: &serde_json::Number, buf: &'b mut NumberText) -> &'b str {
     if let Some(u) = n.as_u64() {
         buf.int.format(u)
     } else if let Some(i) = n.as_i64() {
@@ -471,20 +334,20 @@ fn number_text<'b>(n: &serde_json::Number, buf: &'b mut NumberText) -> &'b str {
 
 /// Room to write numbers' text without allocating each time.
 #[derive(Default)]
-struct NumberText {
-    int: itoa::Buffer,
-    float: String,
+pub(crate) struct NumberText {
+    pub(crate) int: itoa::Buffer,
+    pub(crate) float: String,
 }
 
 /// The path of the root, with room for a deep path.
-fn path_root() -> String {
+pub(crate) fn path_root() -> String {
     let mut path = String::with_capacity(128);
     path.push('$');
     path
 }
 
 /// Appends `[i]` to a path.
-fn push_index(path: &mut String, i: usize) {
+pub(crate) fn push_index(path: &mut String, i: usize) {
     path.push('[');
     path.push_str(itoa::Buffer::new().format(i));
     path.push(']');
@@ -493,7 +356,7 @@ fn push_index(path: &mut String, i: usize) {
 /// The shape of a finding, never its characters: digits as `#`, letters as `x`, ASCII
 /// punctuation and spaces as themselves, anything else as `*`; at most 24 characters
 /// (`123-45-6789` is `###-##-####`).
-fn preview(value: &str) -> String {
+pub(crate) fn preview(value: &str) -> String {
     let mut out: String = value
         .chars()
         .take(24)
@@ -508,59 +371,6 @@ fn preview(value: &str) -> String {
         out.push('…');
     }
     out
-}
-
-/// What a text is scanned as: full-width and other-script digits and letters as ASCII, every
-/// dash as `-`, every space as ` `, wide dots as `.`, and invisible characters left out, so
-/// `４１１１\u{200b}1111…` and `4111‐1111…` are the card they spell. With, for each byte of it,
-/// where its character starts in `text` (and `text.len()` at its end). `None` for ASCII text,
-/// which is scanned as it is.
-#[inline]
-fn fold(text: &str) -> Option<(String, Vec<usize>)> {
-    if text.is_ascii() { None } else { Some(fold_text(text)) }
-}
-
-/// [`fold`] for a text that is not ASCII.
-fn fold_text(text: &str) -> (String, Vec<usize>) {
-    let mut out = String::with_capacity(text.len());
-    let mut map = Vec::with_capacity(text.len() + 1);
-    for (at, c) in text.char_indices() {
-        if halt_core::names::is_default_ignorable(c) {
-            continue;
-        }
-        let folded = fold_char(c);
-        out.push(folded);
-        map.extend(std::iter::repeat_n(at, folded.len_utf8()));
-    }
-    map.push(text.len());
-    (out, map)
-}
-
-/// One character as it is scanned (see [`fold`]).
-fn fold_char(c: char) -> char {
-    /// The zeros of Unicode's decimal digit runs (each zero to nine in order) outside ASCII,
-    /// in the Basic Multilingual Plane.
-    const DIGIT_ZEROS: [u32; 36] = [
-        0x0660, 0x06F0, 0x07C0, 0x0966, 0x09E6, 0x0A66, 0x0AE6, 0x0B66, 0x0BE6, 0x0C66, 0x0CE6, 0x0D66, 0x0DE6, 0x0E50,
-        0x0ED0, 0x0F20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90, 0x1B50, 0x1BB0, 0x1C40, 0x1C50,
-        0xA620, 0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10,
-    ];
-    let code = u32::from(c);
-    if let Some(zero) = DIGIT_ZEROS.iter().find(|&&z| (z..z + 10).contains(&code)) {
-        return char::from_digit(code - zero, 10).unwrap_or(c);
-    }
-    // The mathematical digits: five runs of zero to nine.
-    if (0x1D7CE..=0x1D7FF).contains(&code) {
-        return char::from_digit((code - 0x1D7CE) % 10, 10).unwrap_or(c);
-    }
-    match c {
-        // Full-width ASCII.
-        '\u{FF01}'..='\u{FF5E}' => char::from_u32(code - 0xFEE0).unwrap_or(c),
-        '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}' | '\u{2043}' => '-',
-        '\u{2024}' | '\u{3002}' | '\u{FF61}' | '\u{00B7}' | '\u{2027}' => '.',
-        c if c.is_whitespace() => ' ',
-        c => c,
-    }
 }
 
 impl Redactor {
@@ -708,7 +518,7 @@ impl Redactor {
     /// key's (`secret_key`, `aws_secret_access_key`, `X-Auth-Token`, `userPassword`), unless
     /// the key ends with a word saying it is about the secret rather than the secret
     /// ([`ABOUT_WORDS`]: `token_count`). `max_tokens` names no field: `tokens` is not `token`.
-    fn field(&self, key: &str) -> Option<&Field> {
+    pub(crate) fn field(&self, key: &str) -> Option<&Field> {
         if self.fields.is_empty() {
             return None;
         }
@@ -750,7 +560,7 @@ impl Redactor {
     /// and a newline is a non-word character, as the edges of a lone text are: a match inside a
     /// text alone is found in the joined text starting in that text, or is overlapped by an
     /// earlier (leftmost) match, which then touches that text too.
-    fn prescan(&self, object: &Map<String, Value>) -> Option<Prescan> {
+    pub(crate) fn prescan(&self, object: &Map<String, Value>) -> Option<Prescan> {
         // A scan never starts another on its thread; were it ever to, it would work on buffers
         // of its own.
         SPARE.with(|spare| match spare.try_borrow_mut() {
@@ -759,7 +569,7 @@ impl Redactor {
         })
     }
 
-    fn prescan_with(&self, object: &Map<String, Value>, joined: &mut Joined) -> Option<Prescan> {
+    pub(crate) fn prescan_with(&self, object: &Map<String, Value>, joined: &mut Joined) -> Option<Prescan> {
         joined.bytes = 0;
         let nodes = std::mem::take(&mut joined.nodes);
         let mut gather = Gather { redactor: self, out: joined, nodes, fields: false };
@@ -791,14 +601,14 @@ impl Redactor {
 
     /// The sensitive spans of a text: (start, end, pattern index), validated; found in the text
     /// as [`fold`] makes it, and given in `text`'s own offsets.
-    fn spans(&self, text: &str) -> Vec<(usize, usize, usize)> {
+    pub(crate) fn spans(&self, text: &str) -> Vec<(usize, usize, usize)> {
         match fold(text) {
             None => self.spans_of(text),
             Some((folded, map)) => self.spans_of(&folded).into_iter().map(|(s, e, i)| (map[s], map[e], i)).collect(),
         }
     }
 
-    fn spans_of(&self, text: &str) -> Vec<(usize, usize, usize)> {
+    pub(crate) fn spans_of(&self, text: &str) -> Vec<(usize, usize, usize)> {
         let mut out = Vec::new();
         if text.len() < 3 {
             return out;
@@ -824,337 +634,6 @@ impl Redactor {
             }
         }
         out
-    }
-}
-
-struct Walk<'a> {
-    redactor: &'a Redactor,
-    bytes: usize,
-    findings: Vec<Finding>,
-    redact: bool,
-    /// What the pre-pass learned (nothing is known without it).
-    prescan: Option<Prescan>,
-    /// The number of texts (strings and numbers) walked so far.
-    texts: usize,
-    /// The number of arrays and objects below the root walked (or skipped) so far.
-    containers: usize,
-    numbers: NumberText,
-}
-
-/// Whether a sensitive field's value holds anything to report: text, a number, or a list or
-/// object that is not empty (`{"password": ["hunter2"]}`, `{"pin": 1234}`).
-fn holds_data(v: &Value) -> bool {
-    match v {
-        Value::String(s) => !s.is_empty(),
-        Value::Number(_) => true,
-        Value::Array(items) => !items.is_empty(),
-        Value::Object(map) => !map.is_empty(),
-        Value::Null | Value::Bool(_) => false,
-    }
-}
-
-/// `text` with each span replaced by `[REDACTED:<pattern>]`; overlapping spans merge, and the
-/// earliest, then longest, names the merged span.
-fn redacted(text: &str, mut spans: Vec<(usize, usize, usize)>, redactor: &Redactor) -> String {
-    spans.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-    let mut out = String::with_capacity(text.len());
-    let mut at = 0;
-    let mut iter = spans.into_iter().peekable();
-    while let Some((s, mut e, i)) = iter.next() {
-        while let Some(&(s2, e2, _)) = iter.peek() {
-            if s2 < e {
-                e = e.max(e2);
-                iter.next();
-            } else {
-                break;
-            }
-        }
-        if s >= at {
-            out.push_str(&text[at..s]);
-            out.push_str("[REDACTED:");
-            out.push_str(&redactor.patterns[i].name);
-            out.push(']');
-            at = e;
-        }
-    }
-    out.push_str(&text[at..]);
-    out
-}
-
-impl<'a> Walk<'a> {
-    fn new(redactor: &'a Redactor, redact: bool) -> Self {
-        Walk {
-            redactor,
-            bytes: 0,
-            findings: Vec::new(),
-            redact,
-            prescan: None,
-            texts: 0,
-            containers: 0,
-            numbers: NumberText::default(),
-        }
-    }
-
-    /// Counts a text; whether it may hold a match.
-    fn next_text(&mut self) -> bool {
-        let i = self.texts;
-        self.texts += 1;
-        self.prescan.as_ref().is_none_or(|p| p.suspects.get(i).copied().unwrap_or(true))
-    }
-
-    /// Counts an array or object; true (having counted what is inside) when the pre-pass knows
-    /// it holds nothing to find.
-    fn skip_container(&mut self) -> bool {
-        let Some(p) = &self.prescan else { return false };
-        let Some(node) = p.nodes.get(self.containers).copied() else { return false };
-        self.containers += 1;
-        let suspect = p.suspects.get(self.texts..self.texts + node.texts).is_none_or(|s| s.contains(&true));
-        if node.fields || suspect {
-            return false;
-        }
-        self.texts += node.texts;
-        self.containers += node.nodes;
-        true
-    }
-
-    fn count(&mut self, n: usize) -> Result<(), ScanError> {
-        self.bytes = self.bytes.saturating_add(n);
-        if self.bytes > self.redactor.max_bytes {
-            return Err(ScanError::TooLarge { limit: self.redactor.max_bytes });
-        }
-        Ok(())
-    }
-
-    fn check_depth(&self, path: &str, depth: usize) -> Result<(), ScanError> {
-        if depth > self.redactor.max_depth {
-            return Err(ScanError::TooDeep { path: path.to_owned(), limit: self.redactor.max_depth });
-        }
-        Ok(())
-    }
-
-    /// Appends an object's key to `path`, scanned like a text: a key that holds sensitive data
-    /// is reported, stands redacted in the paths below it, and comes back redacted.
-    fn key(&mut self, key: &str, path: &mut String, suspect: bool) -> Option<String> {
-        path.push('.');
-        let spans = if suspect { self.redactor.spans(key) } else { Vec::new() };
-        if spans.is_empty() {
-            path.push_str(key);
-            return None;
-        }
-        let names: Vec<usize> = spans.iter().map(|(_, _, i)| *i).collect();
-        let clean = redacted(key, spans, self.redactor);
-        path.push_str(&clean);
-        for i in names {
-            self.findings.push(Finding {
-                pattern: self.redactor.patterns[i].name.clone(),
-                path: path.clone(),
-                preview: preview(key),
-            });
-        }
-        Some(clean)
-    }
-
-    /// Reports every text and number inside a sensitive field's value (walking lists and
-    /// objects), redacting each when `self.redact`; counts what it walks as the pre-pass did.
-    fn field_value(&mut self, name: &str, v: &mut Value, path: &mut String, depth: usize) -> Result<(), ScanError> {
-        self.check_depth(path, depth)?;
-        match v {
-            Value::String(s) if s.is_empty() => {
-                self.texts += 1;
-            }
-            Value::String(_) | Value::Number(_) => {
-                self.texts += 1;
-                let shown = match &*v {
-                    Value::String(s) => {
-                        self.count(s.len())?;
-                        preview(s)
-                    }
-                    other => preview(&other.to_string()),
-                };
-                self.findings.push(Finding { pattern: format!("field:{name}"), path: path.clone(), preview: shown });
-                if self.redact {
-                    *v = Value::String(format!("[REDACTED:{name}]"));
-                }
-            }
-            Value::Array(items) => {
-                self.containers += 1;
-                for (i, item) in items.iter_mut().enumerate() {
-                    let len = path.len();
-                    push_index(path, i);
-                    self.field_value(name, item, path, depth + 1)?;
-                    path.truncate(len);
-                }
-            }
-            Value::Object(map) => {
-                self.containers += 1;
-                let mut renamed = Vec::new();
-                for (k, item) in map.iter_mut() {
-                    self.count(k.len())?;
-                    let len = path.len();
-                    let suspect = self.next_text();
-                    if let Some(clean) = self.key(k, path, suspect) {
-                        renamed.push((k.clone(), clean));
-                    }
-                    self.field_value(name, item, path, depth + 1)?;
-                    path.truncate(len);
-                }
-                if self.redact {
-                    rename(map, renamed);
-                }
-            }
-            Value::Null | Value::Bool(_) => {}
-        }
-        Ok(())
-    }
-
-    /// Walks `v`, which sits `depth` levels below the root (the root is 0), redacting in place
-    /// when `self.redact`.
-    fn value(&mut self, v: &mut Value, path: &mut String, depth: usize) -> Result<(), ScanError> {
-        self.check_depth(path, depth)?;
-        match v {
-            Value::String(s) => {
-                self.count(s.len())?;
-                if let Some(new) = self.text(s, path) {
-                    *s = new;
-                }
-            }
-            Value::Number(n) => {
-                let text = number_text(n, &mut self.numbers).to_owned();
-                self.count(text.len())?;
-                if let Some(new) = self.text(&text, path) {
-                    *v = Value::String(new);
-                }
-            }
-            Value::Array(items) => {
-                for (i, item) in items.iter_mut().enumerate() {
-                    let len = path.len();
-                    push_index(path, i);
-                    self.value(item, path, depth + 1)?;
-                    path.truncate(len);
-                }
-            }
-            Value::Object(map) => {
-                let mut renamed = Vec::new();
-                for (k, item) in map.iter_mut() {
-                    self.count(k.len())?;
-                    let len = path.len();
-                    if let Some(clean) = self.key(k, path, true) {
-                        renamed.push((k.clone(), clean));
-                    }
-                    match self.redactor.field(k) {
-                        Some(f) if holds_data(item) => {
-                            let name = f.name.clone();
-                            self.field_value(&name, item, path, depth + 1)?;
-                        }
-                        _ => self.value(item, path, depth + 1)?,
-                    }
-                    path.truncate(len);
-                }
-                if self.redact {
-                    rename(map, renamed);
-                }
-            }
-            Value::Null | Value::Bool(_) => {}
-        }
-        Ok(())
-    }
-
-    /// As [`Walk::value`], reading only.
-    fn value_ref(&mut self, v: &Value, path: &mut String, depth: usize) -> Result<(), ScanError> {
-        // With the pre-pass's verdict at hand, the limits are known to hold.
-        let verified = self.prescan.is_some();
-        if !verified {
-            self.check_depth(path, depth)?;
-        }
-        match v {
-            Value::String(s) => {
-                if !verified {
-                    self.count(s.len())?;
-                }
-                if self.next_text() {
-                    self.text(s, path);
-                }
-            }
-            Value::Number(n) => {
-                let suspect = self.next_text();
-                if suspect || !verified {
-                    let mut numbers = std::mem::take(&mut self.numbers);
-                    let text = number_text(n, &mut numbers);
-                    if !verified {
-                        self.count(text.len())?;
-                    }
-                    if suspect {
-                        self.text(text, path);
-                    }
-                    self.numbers = numbers;
-                }
-            }
-            Value::Array(_) | Value::Object(_) if self.skip_container() => {}
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    let len = path.len();
-                    push_index(path, i);
-                    self.value_ref(item, path, depth + 1)?;
-                    path.truncate(len);
-                }
-            }
-            Value::Object(map) => self.object_ref(map, path, depth)?,
-            Value::Null | Value::Bool(_) => {}
-        }
-        Ok(())
-    }
-
-    fn object_ref(&mut self, map: &Map<String, Value>, path: &mut String, depth: usize) -> Result<(), ScanError> {
-        for (k, item) in map {
-            if self.prescan.is_none() {
-                self.count(k.len())?;
-            }
-            let len = path.len();
-            let suspect = self.next_text();
-            self.key(k, path, suspect);
-            match self.redactor.field(k) {
-                Some(f) if holds_data(item) => {
-                    // Reported whole, not scanned (a copy, read only: sensitive fields are rare).
-                    let name = f.name.clone();
-                    let mut copy = item.clone();
-                    self.field_value(&name, &mut copy, path, depth + 1)?;
-                }
-                _ => self.value_ref(item, path, depth + 1)?,
-            }
-            path.truncate(len);
-        }
-        Ok(())
-    }
-
-    /// Records the findings of one text; returns its redacted form when redacting and something
-    /// was found.
-    fn text(&mut self, text: &str, path: &str) -> Option<String> {
-        let spans = self.redactor.spans(text);
-        if spans.is_empty() {
-            return None;
-        }
-        for (s, e, i) in &spans {
-            self.findings.push(Finding {
-                pattern: self.redactor.patterns[*i].name.clone(),
-                path: path.to_owned(),
-                preview: preview(&text[*s..*e]),
-            });
-        }
-        self.redact.then(|| redacted(text, spans, self.redactor))
-    }
-}
-
-/// Gives the keys in `renamed` their redacted names (a name already taken gets `#2`, `#3`, ...).
-fn rename(map: &mut Map<String, Value>, renamed: Vec<(String, String)>) {
-    for (old, clean) in renamed {
-        let Some(item) = map.remove(&old) else { continue };
-        let mut name = clean.clone();
-        let mut n = 1;
-        while map.contains_key(&name) {
-            n += 1;
-            name = format!("{clean}#{n}");
-        }
-        map.insert(name, item);
     }
 }
 
@@ -1237,19 +716,5 @@ mod tests {
         assert_eq!(preview("\u{e9}t\u{e9}"), "*x*");
         assert_eq!(preview(""), "");
         assert_eq!(preview(&"9".repeat(40)), format!("{}…", "#".repeat(24)));
-    }
-
-    #[test]
-    fn folding_finds_numbers_written_in_other_characters() {
-        let (folded, map) = fold("４１\u{200b}1\u{2011}x").unwrap();
-        assert_eq!(folded, "411-x");
-        assert_eq!(map.len(), folded.len() + 1);
-        assert_eq!(map[0], 0);
-        assert_eq!(map[2], "４１\u{200b}".len(), "the invisible character is left out");
-        assert_eq!(*map.last().unwrap(), "４１\u{200b}1\u{2011}x".len());
-        assert_eq!(fold_char('\u{0663}'), '3', "Arabic-Indic three");
-        assert_eq!(fold_char('\u{1D7D9}'), '1', "double-struck one");
-        assert_eq!(fold_char('\u{00a0}'), ' ');
-        assert!(fold("plain").is_none());
     }
 }
