@@ -209,7 +209,7 @@ pub enum ParseCallError {
 
 /// One field of a call's wire form as read.
 #[derive(Default)]
-enum Slot<T> {
+enum Given<T> {
     /// Absent, or `null`.
     #[default]
     Absent,
@@ -219,7 +219,7 @@ enum Slot<T> {
     Wrong(&'static str),
 }
 
-impl<T> Slot<T> {
+impl<T> Given<T> {
     /// The value, absent as `None`, or the error saying the field is `expected`.
     fn take(self, field: &'static str, expected: &'static str) -> Result<Option<T>, ContextError> {
         match self {
@@ -260,13 +260,13 @@ impl Field {
 /// The fields of a call's wire form, typed as read.
 #[derive(Default)]
 struct Fields {
-    function_name: Slot<String>,
-    call_id: Slot<String>,
-    agent_id: Slot<String>,
-    session_id: Slot<String>,
-    timestamp: Slot<serde_json::Number>,
-    arguments: Slot<JsonObject>,
-    metadata: Slot<JsonObject>,
+    function_name: Given<String>,
+    call_id: Given<String>,
+    agent_id: Given<String>,
+    session_id: Given<String>,
+    timestamp: Given<serde_json::Number>,
+    arguments: Given<JsonObject>,
+    metadata: Given<JsonObject>,
 }
 
 impl<'de> Deserialize<'de> for Fields {
@@ -339,10 +339,10 @@ impl Fields {
     }
 
     fn set_field(&mut self, field: Field, value: Value) {
-        fn slot<T>(value: Value, want: impl FnOnce(Value) -> Result<T, Value>) -> Slot<T> {
+        fn slot<T>(value: Value, want: impl FnOnce(Value) -> Result<T, Value>) -> Given<T> {
             match value {
-                Value::Null => Slot::Absent,
-                v => want(v).map_or_else(|other| Slot::Wrong(json_type(&other)), Slot::Got),
+                Value::Null => Given::Absent,
+                v => want(v).map_or_else(|other| Given::Wrong(json_type(&other)), Given::Got),
             }
         }
         let string = |v| match v {
