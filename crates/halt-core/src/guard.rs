@@ -46,7 +46,8 @@ pub trait Guard: Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether the guard has anything to say about this call, from the call alone: its context
     /// and normalised function name, not the store or the clock. The engine may ask ahead of the
-    /// call's turn, on another thread (`Engine::prepare` in `halt-engine`). Defaults to every call.
+    /// call's turn, on another thread (`Engine::evaluate_stream` in `halt-engine`). Defaults to
+    /// every call.
     fn applies(&self, call: &Call<'_>) -> bool {
         let _ = call;
         true
@@ -58,7 +59,7 @@ pub trait Guard: Send + Sync + std::fmt::Debug + 'static {
     /// Whether the guard decides from the call alone: its context and normalised function name,
     /// without the store, the clock ([`Call::now`] is then only roughly the time) or effects,
     /// and without waiting. Such a guard may decide ahead of the call's turn, on another thread
-    /// (`Engine::prepare` in `halt-engine`). Defaults to false.
+    /// (`Engine::evaluate_stream` in `halt-engine`). Defaults to false.
     fn is_pure(&self) -> bool {
         false
     }

@@ -107,7 +107,7 @@ pub(crate) struct Inner {
     pub(crate) events: broadcast::Sender<EngineEvent>,
     /// Set once anyone subscribes, so engines nobody watches skip building events.
     pub(crate) watched: AtomicBool,
-    /// Counts the changes of `snapshot` (while holding its lock), so that a [`Preparer`] sees
+    /// Counts the changes of `snapshot` (while holding its lock), so that a `Preparer` sees
     /// whether the guards changed without taking the lock, and a prepared call whether it was
     /// prepared against the current ones.
     pub(crate) version: CachePadded<AtomicU64>,
