@@ -283,7 +283,7 @@ impl State {
         (total, generation)
     }
 
-    /// [`MemoryStore::reserve_now`] for `N` counters whose keys all exist (or only check), with
+    /// [`MemoryStore::reserve_or_add`] for `N` counters whose keys all exist (or only check), with
     /// one lookup per key; `None` when a key must be created (the general path does that).
     fn reserve_existing<const N: usize>(
         &mut self,
@@ -474,8 +474,16 @@ fn insert_new(
 const PURGE_PER_OP: usize = 64;
 
 impl MemoryStore {
+    /// Runs `op` on the state under the lock, after releasing expired holds and dropping a few
+    /// expired keys; the answer is ready at once.
+    fn run<T>(&self, now: Timestamp, op: impl FnOnce(&mut State) -> Result<T, StoreError>) -> StoreFuture<'_, T> {
+        let mut st = self.lock();
+        st.purge(now, PURGE_PER_OP);
+        StoreFuture::ready(op(&mut st))
+    }
+
     /// Reserves (`hold`), or adds for good at once.
-    fn reserve_now(&self, req: &ReserveRequest, hold: bool) -> Result<ReserveOutcome, StoreError> {
+    fn reserve_or_add(&self, req: &ReserveRequest, hold: bool) -> Result<ReserveOutcome, StoreError> {
         check_counters(&req.counters, true)?;
         let mut st = self.lock();
         let now = req.now;
@@ -495,7 +503,7 @@ impl MemoryStore {
         }
     }
 
-    /// [`MemoryStore::reserve_now`] for what the one-pass path leaves: more than four counters,
+    /// [`MemoryStore::reserve_or_add`] for what the one-pass path leaves: more than four counters,
     /// no room for new keys, a cooldown to start on an empty window. Apart, so that the common
     /// path stays small.
     #[cold]
@@ -567,150 +575,61 @@ impl MemoryStore {
         }
         Ok(ReserveOutcome::Reserved { id: ReservationId(id), totals })
     }
-
-    fn commit_now(&self, id: ReservationId, now: Timestamp) -> Result<bool, StoreError> {
-        let id = id.0;
-        let mut st = self.lock();
-        st.purge(now, PURGE_PER_OP);
-        match st.pending.remove(&id) {
-            Some(p) => {
-                st.recycle(p.parts);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    fn release_now(&self, id: ReservationId, now: Timestamp) -> Result<bool, StoreError> {
-        let id = id.0;
-        let mut st = self.lock();
-        st.purge(now, PURGE_PER_OP);
-        match st.pending.remove(&id) {
-            Some(p) => {
-                st.undo(id, &p.parts, now);
-                st.recycle(p.parts);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    fn add_now(&self, counters: &[CounterSpec], now: Timestamp) -> Result<Vec<i64>, StoreError> {
-        check_counters(counters, false)?;
-        let mut st = self.lock();
-        st.purge(now, PURGE_PER_OP);
-        for c in counters {
-            st.live(&c.key, c.window, now)?;
-        }
-        let new_keys = counters.iter().filter(|c| !st.entries.contains_key(c.key.as_str())).count();
-        st.make_room(new_keys, self.config.max_keys, now)?;
-        counters.iter().map(|c| Ok(st.apply(c, c.amount, 0, now, self.config.max_events_per_window).0)).collect()
-    }
-
-    fn total_now(&self, key: &str, window: Window, now: Timestamp) -> Result<i64, StoreError> {
-        let mut st = self.lock();
-        st.purge(now, PURGE_PER_OP);
-        Ok(st.current(key, window, now)?.0)
-    }
-
-    fn get_record_now(&self, key: &str, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut st = self.lock();
-        st.purge(now, PURGE_PER_OP);
-        Ok(record(&st.entries, key, now)?.map(<[u8]>::to_vec))
-    }
-
-    fn swap_record_now(
-        &self,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-        expires_at: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        check_record_key(key)?;
-        let mut st = self.lock();
-        st.purge(now, PURGE_PER_OP);
-        if record(&st.entries, key, now)? != expected {
-            return Ok(false);
-        }
-        st.write_record(key, new, expires_at, self.config.max_keys, now)?;
-        Ok(true)
-    }
-
-    fn update_record_now(
-        &self,
-        key: &str,
-        update: &mut RecordUpdate<'_>,
-        expires_at: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        check_record_key(key)?;
-        let mut st = self.lock();
-        st.purge(now, PURGE_PER_OP);
-        let State { entries, scratch, expiry, .. } = &mut *st;
-        scratch.clear();
-        // An existing key: read and rewritten in place, with one lookup.
-        if let Some((k, e)) = entries.get_key_value_mut(key) {
-            if update(e.record(key, now)?, scratch) {
-                let at = expires_at.unwrap_or(Timestamp::MAX);
-                if e.rewrite(scratch, at) {
-                    expiry.push(Reverse(Due(at, Arc::clone(k))));
-                }
-            }
-            return Ok(());
-        }
-        if !update(None, scratch) {
-            return Ok(());
-        }
-        let next = std::mem::take(scratch);
-        let written = st.write_record(key, Some(&next), expires_at, self.config.max_keys, now);
-        st.scratch = next;
-        written
-    }
-
-    fn put_record_now(
-        &self,
-        key: &str,
-        value: Option<&[u8]>,
-        expires_at: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        check_record_key(key)?;
-        let mut st = self.lock();
-        st.purge(now, PURGE_PER_OP);
-        // Only over a record (or nothing): another kind of value is an error.
-        record(&st.entries, key, now)?;
-        st.write_record(key, value, expires_at, self.config.max_keys, now)
-    }
 }
 
 impl StateStore for MemoryStore {
     fn reserve<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome> {
-        StoreFuture::ready(self.reserve_now(request, true))
+        StoreFuture::ready(self.reserve_or_add(request, true))
     }
 
     fn add_within<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome> {
-        StoreFuture::ready(self.reserve_now(request, false))
+        StoreFuture::ready(self.reserve_or_add(request, false))
     }
 
     fn commit(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {
-        StoreFuture::ready(self.commit_now(id, now))
+        self.run(now, |st| {
+            let held = st.pending.remove(&id.0);
+            let found = held.is_some();
+            if let Some(p) = held {
+                st.recycle(p.parts);
+            }
+            Ok(found)
+        })
     }
 
     fn release(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {
-        StoreFuture::ready(self.release_now(id, now))
+        self.run(now, |st| {
+            let held = st.pending.remove(&id.0);
+            let found = held.is_some();
+            if let Some(p) = held {
+                st.undo(id.0, &p.parts, now);
+                st.recycle(p.parts);
+            }
+            Ok(found)
+        })
     }
 
     fn add<'a>(&'a self, counters: &'a [CounterSpec], now: Timestamp) -> StoreFuture<'a, Vec<i64>> {
-        StoreFuture::ready(self.add_now(counters, now))
+        if let Err(e) = check_counters(counters, false) {
+            return StoreFuture::ready(Err(e));
+        }
+        let (cap, max_keys) = (self.config.max_events_per_window, self.config.max_keys);
+        self.run(now, |st| {
+            for c in counters {
+                st.live(&c.key, c.window, now)?;
+            }
+            let new_keys = counters.iter().filter(|c| !st.entries.contains_key(c.key.as_str())).count();
+            st.make_room(new_keys, max_keys, now)?;
+            Ok(counters.iter().map(|c| st.apply(c, c.amount, 0, now, cap).0).collect())
+        })
     }
 
     fn total<'a>(&'a self, key: &'a str, window: Window, now: Timestamp) -> StoreFuture<'a, i64> {
-        StoreFuture::ready(self.total_now(key, window, now))
+        self.run(now, |st| Ok(st.current(key, window, now)?.0))
     }
 
     fn get_record<'a>(&'a self, key: &'a str, now: Timestamp) -> StoreFuture<'a, Option<Vec<u8>>> {
-        StoreFuture::ready(self.get_record_now(key, now))
+        self.run(now, |st| Ok(record(&st.entries, key, now)?.map(<[u8]>::to_vec)))
     }
 
     fn swap_record<'a>(
@@ -721,7 +640,16 @@ impl StateStore for MemoryStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> StoreFuture<'a, bool> {
-        StoreFuture::ready(self.swap_record_now(key, expected, new, expires_at, now))
+        if let Err(e) = check_record_key(key) {
+            return StoreFuture::ready(Err(e));
+        }
+        self.run(now, |st| {
+            if record(&st.entries, key, now)? != expected {
+                return Ok(false);
+            }
+            st.write_record(key, new, expires_at, self.config.max_keys, now)?;
+            Ok(true)
+        })
     }
 
     fn put_record<'a>(
@@ -731,7 +659,14 @@ impl StateStore for MemoryStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> StoreFuture<'a, ()> {
-        StoreFuture::ready(self.put_record_now(key, value, expires_at, now))
+        if let Err(e) = check_record_key(key) {
+            return StoreFuture::ready(Err(e));
+        }
+        self.run(now, |st| {
+            // Only over a record (or nothing): another kind of value is an error.
+            record(&st.entries, key, now)?;
+            st.write_record(key, value, expires_at, self.config.max_keys, now)
+        })
     }
 
     fn update_record<'a>(
@@ -741,6 +676,29 @@ impl StateStore for MemoryStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> StoreFuture<'a, ()> {
-        StoreFuture::ready(self.update_record_now(key, update, expires_at, now))
+        if let Err(e) = check_record_key(key) {
+            return StoreFuture::ready(Err(e));
+        }
+        self.run(now, |st| {
+            let State { entries, scratch, expiry, .. } = st;
+            scratch.clear();
+            // An existing key: read and rewritten in place, with one lookup.
+            if let Some((k, e)) = entries.get_key_value_mut(key) {
+                if update(e.record(key, now)?, scratch) {
+                    let at = expires_at.unwrap_or(Timestamp::MAX);
+                    if e.rewrite(scratch, at) {
+                        expiry.push(Reverse(Due(at, Arc::clone(k))));
+                    }
+                }
+                return Ok(());
+            }
+            if !update(None, scratch) {
+                return Ok(());
+            }
+            let next = std::mem::take(scratch);
+            let written = st.write_record(key, Some(&next), expires_at, self.config.max_keys, now);
+            st.scratch = next;
+            written
+        })
     }
 }

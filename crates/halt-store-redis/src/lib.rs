@@ -161,10 +161,9 @@ fn bad_reply(what: &str) -> StoreError {
     StoreError::Unavailable(format!("redis: unexpected reply to {what}"))
 }
 
-/// The operations, each one script call.
 impl RedisStore {
     /// `reserve`, or `add_within` (the same, added for good: no hold).
-    async fn reserve_op(&self, req: &ReserveRequest, op: &str) -> Result<ReserveOutcome, StoreError> {
+    async fn reserve_or_add(&self, req: &ReserveRequest, op: &str) -> Result<ReserveOutcome, StoreError> {
         check(&req.counters, true)?;
         let reply = self
             .run(op, req.now, |inv| {
@@ -194,122 +193,72 @@ impl RedisStore {
             _ => Err(bad_reply(op)),
         }
     }
-
-    async fn commit_op(&self, id: ReservationId, now: Timestamp) -> Result<bool, StoreError> {
-        let reply = self.run("commit", now, |inv| {
-            inv.arg(id.0);
-        });
-        Ok(int(&reply.await?) == Some(1))
-    }
-
-    async fn release_op(&self, id: ReservationId, now: Timestamp) -> Result<bool, StoreError> {
-        let reply = self.run("release", now, |inv| {
-            inv.arg(id.0);
-        });
-        Ok(int(&reply.await?) == Some(1))
-    }
-
-    async fn add_op(&self, counters: &[CounterSpec], now: Timestamp) -> Result<Vec<i64>, StoreError> {
-        check(counters, false)?;
-        let reply = self
-            .run("add", now, |inv| {
-                inv.arg(MAX_EVENTS).arg(counters.len());
-                push_counters(inv, counters);
-            })
-            .await?;
-        let RedisValue::Array(items) = reply else { return Err(bad_reply("add")) };
-        items.iter().map(int).collect::<Option<_>>().ok_or_else(|| bad_reply("add"))
-    }
-
-    async fn total_op(&self, key: &str, window: Window, now: Timestamp) -> Result<i64, StoreError> {
-        let spec = [CounterSpec::new(key, window, 0, None)];
-        check(&spec, false)?;
-        let reply = self.run("total", now, |inv| push_counters(inv, &spec)).await?;
-        int(&reply).ok_or_else(|| bad_reply("total"))
-    }
-
-    async fn get_record_op(&self, key: &str, now: Timestamp) -> Result<Option<Vec<u8>>, StoreError> {
-        halt_core::store::check_record_key(key)?;
-        match self
-            .run("get", now, |inv| {
-                inv.arg(key);
-            })
-            .await?
-        {
-            RedisValue::Nil => Ok(None),
-            RedisValue::BulkString(b) => Ok(Some(b)),
-            _ => Err(bad_reply("get")),
-        }
-    }
-
-    async fn swap_record_op(
-        &self,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-        expires_at: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<bool, StoreError> {
-        halt_core::store::check_record_key(key)?;
-        let reply = self.run("swap", now, |inv| {
-            inv.arg(key)
-                .arg(if expected.is_some() { "1" } else { "0" })
-                .arg(expected.unwrap_or_default())
-                .arg(if new.is_some() { "1" } else { "0" })
-                .arg(new.unwrap_or_default())
-                .arg(expires_at.map(|t| t.as_micros().to_string()).unwrap_or_default());
-        });
-        Ok(int(&reply.await?) == Some(1))
-    }
-
-    async fn put_record_op(
-        &self,
-        key: &str,
-        value: Option<&[u8]>,
-        expires_at: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        halt_core::store::check_record_key(key)?;
-        self.run("put", now, |inv| {
-            inv.arg(key)
-                .arg("0")
-                .arg("")
-                .arg(if value.is_some() { "1" } else { "0" })
-                .arg(value.unwrap_or_default())
-                .arg(expires_at.map(|t| t.as_micros().to_string()).unwrap_or_default());
-        })
-        .await?;
-        Ok(())
-    }
 }
 
 impl StateStore for RedisStore {
     fn reserve<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome> {
-        StoreFuture::new(self.reserve_op(request, "reserve"))
+        StoreFuture::new(self.reserve_or_add(request, "reserve"))
     }
 
     fn add_within<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome> {
-        StoreFuture::new(self.reserve_op(request, "add_within"))
+        StoreFuture::new(self.reserve_or_add(request, "add_within"))
     }
 
     fn commit(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {
-        StoreFuture::new(self.commit_op(id, now))
+        StoreFuture::new(async move {
+            let reply = self.run("commit", now, |inv| {
+                inv.arg(id.0);
+            });
+            Ok(int(&reply.await?) == Some(1))
+        })
     }
 
     fn release(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {
-        StoreFuture::new(self.release_op(id, now))
+        StoreFuture::new(async move {
+            let reply = self.run("release", now, |inv| {
+                inv.arg(id.0);
+            });
+            Ok(int(&reply.await?) == Some(1))
+        })
     }
 
     fn add<'a>(&'a self, counters: &'a [CounterSpec], now: Timestamp) -> StoreFuture<'a, Vec<i64>> {
-        StoreFuture::new(self.add_op(counters, now))
+        StoreFuture::new(async move {
+            check(counters, false)?;
+            let reply = self
+                .run("add", now, |inv| {
+                    inv.arg(MAX_EVENTS).arg(counters.len());
+                    push_counters(inv, counters);
+                })
+                .await?;
+            let RedisValue::Array(items) = reply else { return Err(bad_reply("add")) };
+            items.iter().map(int).collect::<Option<_>>().ok_or_else(|| bad_reply("add"))
+        })
     }
 
     fn total<'a>(&'a self, key: &'a str, window: Window, now: Timestamp) -> StoreFuture<'a, i64> {
-        StoreFuture::new(self.total_op(key, window, now))
+        StoreFuture::new(async move {
+            let spec = [CounterSpec::new(key, window, 0, None)];
+            check(&spec, false)?;
+            let reply = self.run("total", now, |inv| push_counters(inv, &spec)).await?;
+            int(&reply).ok_or_else(|| bad_reply("total"))
+        })
     }
 
     fn get_record<'a>(&'a self, key: &'a str, now: Timestamp) -> StoreFuture<'a, Option<Vec<u8>>> {
-        StoreFuture::new(self.get_record_op(key, now))
+        StoreFuture::new(async move {
+            halt_core::store::check_record_key(key)?;
+            match self
+                .run("get", now, |inv| {
+                    inv.arg(key);
+                })
+                .await?
+            {
+                RedisValue::Nil => Ok(None),
+                RedisValue::BulkString(b) => Ok(Some(b)),
+                _ => Err(bad_reply("get")),
+            }
+        })
     }
 
     fn swap_record<'a>(
@@ -320,7 +269,18 @@ impl StateStore for RedisStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> StoreFuture<'a, bool> {
-        StoreFuture::new(self.swap_record_op(key, expected, new, expires_at, now))
+        StoreFuture::new(async move {
+            halt_core::store::check_record_key(key)?;
+            let reply = self.run("swap", now, |inv| {
+                inv.arg(key)
+                    .arg(if expected.is_some() { "1" } else { "0" })
+                    .arg(expected.unwrap_or_default())
+                    .arg(if new.is_some() { "1" } else { "0" })
+                    .arg(new.unwrap_or_default())
+                    .arg(expires_at.map(|t| t.as_micros().to_string()).unwrap_or_default());
+            });
+            Ok(int(&reply.await?) == Some(1))
+        })
     }
 
     fn put_record<'a>(
@@ -330,6 +290,18 @@ impl StateStore for RedisStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> StoreFuture<'a, ()> {
-        StoreFuture::new(self.put_record_op(key, value, expires_at, now))
+        StoreFuture::new(async move {
+            halt_core::store::check_record_key(key)?;
+            self.run("put", now, |inv| {
+                inv.arg(key)
+                    .arg("0")
+                    .arg("")
+                    .arg(if value.is_some() { "1" } else { "0" })
+                    .arg(value.unwrap_or_default())
+                    .arg(expires_at.map(|t| t.as_micros().to_string()).unwrap_or_default());
+            })
+            .await?;
+            Ok(())
+        })
     }
 }

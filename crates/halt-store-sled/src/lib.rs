@@ -357,10 +357,9 @@ impl SledStore {
     }
 }
 
-/// The operations, done at once; each says whether it wrote (and so must be made durable).
 impl SledStore {
-    /// Reserves (`hold`), or adds for good at once.
-    fn reserve_now(&self, req: &ReserveRequest, hold: bool) -> Result<(ReserveOutcome, bool), StoreError> {
+    /// Reserves (`hold`), or adds for good at once; says whether it wrote for good.
+    fn reserve_or_add(&self, req: &ReserveRequest, hold: bool) -> Result<(ReserveOutcome, bool), StoreError> {
         check_counters(&req.counters, true)?;
         self.release_lapsed(req.now)?;
         let now = req.now;
@@ -481,118 +480,10 @@ impl SledStore {
         lock(self.held.as_ref()?).remove(&id.0)
     }
 
-    fn commit_now(&self, id: ReservationId, now: Timestamp) -> Result<(bool, bool), StoreError> {
-        self.release_lapsed(now)?;
-        if let Some(p) = self.take_held(id) {
-            if p.hold_until <= now {
-                self.with_entries(|tx| undo(tx, id.0, &p, now))?;
-                return Ok((false, false));
-            }
-            return Ok((true, false));
-        }
-        let key = pending_key(id.0);
-        // Committing only forgets the pending record: on disk, one atomic remove (no transaction).
-        let removed = match self.behind {
-            Some(_) => self.with_entries(|tx| tx.remove(&key))?,
-            None => self.db.remove(&key).map_err(unavailable)?,
-        };
-        let Some(raw) = removed else { return Ok((false, false)) };
-        let p = Pending::decode(&raw).map_err(|r| corrupt(&key, r))?;
-        if p.hold_until <= now {
-            // It lapsed before anyone noticed: take its amounts back instead.
-            self.with_entries(|tx| undo(tx, id.0, &p, now))?;
-            return Ok((false, false));
-        }
-        Ok((true, true))
-    }
-
-    fn release_now(&self, id: ReservationId, now: Timestamp) -> Result<(bool, bool), StoreError> {
-        self.release_lapsed(now)?;
-        if let Some(p) = self.take_held(id) {
-            self.with_entries(|tx| undo(tx, id.0, &p, now))?;
-            return Ok((true, false));
-        }
-        let key = pending_key(id.0);
-        let released = self.with_entries(|tx| {
-            let Some(raw) = tx.get(&key)? else { return Ok(false) };
-            let p = Pending::decode(&raw).map_err(|r| abort(corrupt(&key, r)))?;
-            undo(tx, id.0, &p, now)?;
-            tx.remove(&key)?;
-            Ok(true)
-        })?;
-        Ok((released, false))
-    }
-
-    fn add_now(&self, counters: &[CounterSpec], now: Timestamp) -> Result<(Vec<i64>, bool), StoreError> {
-        check_counters(counters, false)?;
-        self.release_lapsed(now)?;
-        let totals = self.with_entries(|tx| {
-            let mut entries = Vec::with_capacity(counters.len());
-            for c in counters {
-                let k = counter_key(&c.key);
-                let e = live(tx, &k, c.window, now)?;
-                entries.push((k, e));
-            }
-            let mut totals = Vec::with_capacity(counters.len());
-            for (c, (k, e)) in counters.iter().zip(entries) {
-                let e = apply(e, c, 0, now, self.max_events);
-                totals.push(total_of(Some(&e), c.window));
-                tx.insert(&k, e.encode())?;
-            }
-            Ok(totals)
-        })?;
-        Ok((totals, true))
-    }
-
-    fn total_now(&self, key: &str, window: Window, now: Timestamp) -> Result<(i64, bool), StoreError> {
-        self.release_lapsed(now)?;
-        let total = self.with_entries(|tx| Ok(total_of(live(tx, &counter_key(key), window, now)?.as_ref(), window)))?;
-        Ok((total, false))
-    }
-
-    fn get_record_now(&self, key: &str, now: Timestamp) -> Result<(Option<Vec<u8>>, bool), StoreError> {
-        Ok((self.with_entries(|tx| Self::record_of(tx, key, now))?, false))
-    }
-
-    fn swap_record_now(
-        &self,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: Option<&[u8]>,
-        expires_at: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<(bool, bool), StoreError> {
-        check_record_key(key)?;
-        let swapped = self.with_entries(|tx| {
-            if Self::record_of(tx, key, now)?.as_deref() != expected {
-                return Ok(false);
-            }
-            Self::write_record(tx, key, new, expires_at)?;
-            Ok(true)
-        })?;
-        Ok((swapped, swapped))
-    }
-
-    fn put_record_now(
-        &self,
-        key: &str,
-        value: Option<&[u8]>,
-        expires_at: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<((), bool), StoreError> {
-        check_record_key(key)?;
-        self.with_entries(|tx| {
-            Self::record_of(tx, key, now)?;
-            Self::write_record(tx, key, value, expires_at)
-        })?;
-        Ok(((), true))
-    }
-}
-
-impl SledStore {
-    /// Answers at once, unless the answer wrote and must wait for the disk (strict durability).
-    fn answer<T: Send + 'static>(&self, result: Result<(T, bool), StoreError>) -> StoreFuture<'_, T> {
-        match result {
+    /// Runs `op`, which says whether it wrote for good; answers at once, unless that write must
+    /// first reach the disk (strict durability).
+    fn answer<T: Send + 'static>(&self, op: impl FnOnce() -> Result<(T, bool), StoreError>) -> StoreFuture<'_, T> {
+        match op() {
             Ok((value, true)) if self.strict && self.flusher.is_some() => {
                 StoreFuture::new(async move { self.durable().await.map(|()| value) })
             }
@@ -603,31 +494,93 @@ impl SledStore {
 
 impl StateStore for SledStore {
     fn reserve<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome> {
-        self.answer(self.reserve_now(request, true))
+        self.answer(|| self.reserve_or_add(request, true))
     }
 
     fn add_within<'a>(&'a self, request: &'a ReserveRequest) -> StoreFuture<'a, ReserveOutcome> {
-        self.answer(self.reserve_now(request, false))
+        self.answer(|| self.reserve_or_add(request, false))
     }
 
     fn commit(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {
-        self.answer(self.commit_now(id, now))
+        self.answer(|| {
+            self.release_lapsed(now)?;
+            if let Some(p) = self.take_held(id) {
+                if p.hold_until <= now {
+                    self.with_entries(|tx| undo(tx, id.0, &p, now))?;
+                    return Ok((false, false));
+                }
+                return Ok((true, false));
+            }
+            let key = pending_key(id.0);
+            // Committing only forgets the pending record: on disk, one atomic remove (no transaction).
+            let removed = match self.behind {
+                Some(_) => self.with_entries(|tx| tx.remove(&key))?,
+                None => self.db.remove(&key).map_err(unavailable)?,
+            };
+            let Some(raw) = removed else { return Ok((false, false)) };
+            let p = Pending::decode(&raw).map_err(|r| corrupt(&key, r))?;
+            if p.hold_until <= now {
+                // It lapsed before anyone noticed: take its amounts back instead.
+                self.with_entries(|tx| undo(tx, id.0, &p, now))?;
+                return Ok((false, false));
+            }
+            Ok((true, true))
+        })
     }
 
     fn release(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {
-        self.answer(self.release_now(id, now))
+        self.answer(|| {
+            self.release_lapsed(now)?;
+            if let Some(p) = self.take_held(id) {
+                self.with_entries(|tx| undo(tx, id.0, &p, now))?;
+                return Ok((true, false));
+            }
+            let key = pending_key(id.0);
+            let released = self.with_entries(|tx| {
+                let Some(raw) = tx.get(&key)? else { return Ok(false) };
+                let p = Pending::decode(&raw).map_err(|r| abort(corrupt(&key, r)))?;
+                undo(tx, id.0, &p, now)?;
+                tx.remove(&key)?;
+                Ok(true)
+            })?;
+            Ok((released, false))
+        })
     }
 
     fn add<'a>(&'a self, counters: &'a [CounterSpec], now: Timestamp) -> StoreFuture<'a, Vec<i64>> {
-        self.answer(self.add_now(counters, now))
+        self.answer(|| {
+            check_counters(counters, false)?;
+            self.release_lapsed(now)?;
+            let totals = self.with_entries(|tx| {
+                let mut entries = Vec::with_capacity(counters.len());
+                for c in counters {
+                    let k = counter_key(&c.key);
+                    let e = live(tx, &k, c.window, now)?;
+                    entries.push((k, e));
+                }
+                let mut totals = Vec::with_capacity(counters.len());
+                for (c, (k, e)) in counters.iter().zip(entries) {
+                    let e = apply(e, c, 0, now, self.max_events);
+                    totals.push(total_of(Some(&e), c.window));
+                    tx.insert(&k, e.encode())?;
+                }
+                Ok(totals)
+            })?;
+            Ok((totals, true))
+        })
     }
 
     fn total<'a>(&'a self, key: &'a str, window: Window, now: Timestamp) -> StoreFuture<'a, i64> {
-        self.answer(self.total_now(key, window, now))
+        self.answer(|| {
+            self.release_lapsed(now)?;
+            let total =
+                self.with_entries(|tx| Ok(total_of(live(tx, &counter_key(key), window, now)?.as_ref(), window)))?;
+            Ok((total, false))
+        })
     }
 
     fn get_record<'a>(&'a self, key: &'a str, now: Timestamp) -> StoreFuture<'a, Option<Vec<u8>>> {
-        self.answer(self.get_record_now(key, now))
+        self.answer(|| Ok((self.with_entries(|tx| Self::record_of(tx, key, now))?, false)))
     }
 
     fn swap_record<'a>(
@@ -638,7 +591,17 @@ impl StateStore for SledStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> StoreFuture<'a, bool> {
-        self.answer(self.swap_record_now(key, expected, new, expires_at, now))
+        self.answer(|| {
+            check_record_key(key)?;
+            let swapped = self.with_entries(|tx| {
+                if Self::record_of(tx, key, now)?.as_deref() != expected {
+                    return Ok(false);
+                }
+                Self::write_record(tx, key, new, expires_at)?;
+                Ok(true)
+            })?;
+            Ok((swapped, swapped))
+        })
     }
 
     fn put_record<'a>(
@@ -648,7 +611,14 @@ impl StateStore for SledStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> StoreFuture<'a, ()> {
-        self.answer(self.put_record_now(key, value, expires_at, now))
+        self.answer(|| {
+            check_record_key(key)?;
+            self.with_entries(|tx| {
+                Self::record_of(tx, key, now)?;
+                Self::write_record(tx, key, value, expires_at)
+            })?;
+            Ok(((), true))
+        })
     }
 }
 
