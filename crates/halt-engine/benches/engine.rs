@@ -1,6 +1,6 @@
 //! Engine overhead: one evaluation with no guards and with six trivial guards.
 //!
-//! Run with `cargo bench -p halt-core --bench engine`. The target is under 1 µs per evaluation
+//! Run with `cargo bench -p halt-engine --bench engine`. The target is under 1 µs per evaluation
 //! with six trivial guards.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
