@@ -6,11 +6,13 @@ use std::panic::catch_unwind;
 use std::time::Duration;
 
 use halt_core::store::StoreError;
-use halt_core::{CallContext, Effect, JsonObject, Outcome, Timestamp};
+use halt_core::{CallContext, Decision, DecisionKind, Effect, JsonObject, Outcome, Timestamp, names};
 
 use crate::effects::CommitError;
 use crate::engine::Engine;
+use crate::evaluate::engine_deny;
 use crate::events::EngineEvent;
+use crate::prepare::{Edited, Start};
 use serde::{Deserialize, Serialize};
 
 /// What a human is asked to decide. It borrows the call and its outcome for as long as the
@@ -36,22 +38,40 @@ pub struct ApprovalResponse {
     /// Why.
     #[serde(default)]
     pub reason: Option<String>,
-    /// Arguments the approver edited, to run instead of the proposed ones.
+    /// Arguments the approver edited, to run instead of the proposed ones. The edited call goes
+    /// through every guard again: a guard that denies it denies it, and a guard that did not ask
+    /// for this approval but asks now asks a human again.
     #[serde(default)]
     pub arguments: Option<JsonObject>,
+    /// Another tool the approver would run instead. That is another call: it goes through every
+    /// guard and always asks a human again.
+    #[serde(default)]
+    pub function: Option<String>,
 }
 
 impl ApprovalResponse {
     /// An approval by `approver`.
     #[must_use]
     pub fn approve(approver: impl Into<String>) -> Self {
-        Self { approved: true, approver: Some(approver.into()), reason: None, arguments: None }
+        Self { approved: true, approver: Some(approver.into()), reason: None, arguments: None, function: None }
     }
 
     /// A refusal by `approver`.
     #[must_use]
     pub fn refuse(approver: impl Into<String>) -> Self {
-        Self { approved: false, approver: Some(approver.into()), reason: None, arguments: None }
+        Self { approved: false, approver: Some(approver.into()), reason: None, arguments: None, function: None }
+    }
+
+    /// An approval by `approver` of the call with edited `arguments`.
+    #[must_use]
+    pub fn approve_edited(approver: impl Into<String>, arguments: JsonObject) -> Self {
+        Self { arguments: Some(arguments), ..Self::approve(approver) }
+    }
+
+    /// Whether the approver changed the call.
+    #[must_use]
+    pub fn is_edit(&self) -> bool {
+        self.approved && (self.arguments.is_some() || self.function.is_some())
     }
 
     /// Adds the approver's reason.
@@ -94,21 +114,41 @@ pub enum ResolveError {
     /// The approval was given after the call's reservations lapsed; the call must not run.
     #[error("approval for call `{0}` came after its hold expired")]
     Expired(String),
+    /// An edit can only be approved while the call waits for its answer (through an
+    /// [`ApprovalHandler`]): a held call is answered yes or no, and an edited call is proposed anew.
+    #[error("an edited call cannot be approved for held call `{0}`: refuse it and propose the edited call")]
+    Edited(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
+/// How many edits may follow one another on one call before it is refused.
+const MAX_EDITS: u8 = 3;
+
 impl Engine {
     /// Holds the effects of a call that needs approval while a human decides (or, with no
-    /// approval handler, until `Engine::resolve_approval`), then commits or releases them.
+    /// approval handler, until `Engine::resolve_approval`), then commits or releases them. A call
+    /// an approver edited (`edited`) and that no new guard asks about is approved by that edit.
     pub(crate) async fn await_approval(
         &self,
-        ctx: &CallContext,
+        ctx: &mut CallContext,
         outcome: &mut Outcome,
         effects: Vec<Effect>,
         now: Timestamp,
+        edited: Option<Box<Edited>>,
     ) {
+        if let Some(edit) = &edited
+            && !edit.other_tool
+            && asking(outcome).all(|guard| edit.covered.iter().any(|c| c == guard))
+        {
+            if let Err(e) = self.commit(&ctx.call_id, &effects, now).await {
+                self.fail_commit(ctx, outcome, &effects, &e, now).await;
+                return;
+            }
+            outcome.set_approved(true, edit.approver.clone());
+            return;
+        }
         let Some(handler) = self.inner.approvals.clone() else {
             if let Err(e) = self.hold(&ctx.call_id, &effects, now).await {
                 self.fail_commit(ctx, outcome, &effects, &e, now).await;
@@ -125,24 +165,58 @@ impl Engine {
             Some(Err(e)) => ApprovalResponse::refuse("engine").with_reason(format!("approval failed: {e}")),
             None => ApprovalResponse::refuse("engine").with_reason("approval timed out"),
         };
+        self.emit(|| EngineEvent::ApprovalResolved {
+            call_id: ctx.call_id.clone(),
+            approved: answer.approved,
+            approver: answer.approver.clone(),
+        });
+        if answer.is_edit() {
+            self.release(&effects, self.inner.clock.now()).await;
+            let depth = edited.map_or(0, |e| e.depth) + 1;
+            self.run_edit(ctx, outcome, answer, depth).await;
+            return;
+        }
         if answer.approved {
             let now = self.inner.clock.now();
             if let Err(e) = self.commit(&ctx.call_id, &effects, now).await {
                 self.fail_commit(ctx, outcome, &effects, &e, now).await;
                 return;
             }
-            if let Some(args) = answer.arguments.clone() {
-                outcome.set_modified_arguments(args);
-            }
         } else {
             self.release(&effects, self.inner.clock.now()).await;
         }
-        outcome.set_approved(answer.approved, answer.approver.clone());
-        self.emit(|| EngineEvent::ApprovalResolved {
-            call_id: ctx.call_id.clone(),
-            approved: answer.approved,
-            approver: answer.approver.clone(),
+        outcome.set_approved(answer.approved, answer.approver);
+    }
+
+    /// Evaluates the call as an approver edited it, through every guard, in place of `ctx`.
+    async fn run_edit(&self, ctx: &mut CallContext, outcome: &mut Outcome, answer: ApprovalResponse, depth: u8) {
+        if depth > MAX_EDITS {
+            let deny = engine_deny(&format!("the call was edited more than {MAX_EDITS} times"));
+            *outcome = Outcome::new(String::new(), String::new(), vec![deny], &ctx.arguments);
+            return;
+        }
+        let ApprovalResponse { approver, arguments, function, .. } = answer;
+        let other_tool = function.as_deref().is_some_and(|f| {
+            names::validate(f).map_or(true, |f| names::validate(&ctx.function_name).map_or(true, |g| f != g))
         });
+        let covered = asking(outcome).map(str::to_owned).collect();
+        if let Some(function) = function {
+            ctx.function_name = function;
+        }
+        if let Some(arguments) = arguments {
+            ctx.arguments = arguments;
+        }
+        ctx.timestamp = None;
+        let edit = Edited { covered, other_tool, approver: approver.clone(), depth };
+        *outcome = Box::pin(self.decide(ctx.clone(), Start::Edited(Box::new(edit)))).await;
+        if outcome.is_allowed() {
+            if outcome.approved().is_none() {
+                outcome.set_approved(true, approver);
+            }
+            if outcome.modified_arguments().is_none() {
+                outcome.set_modified_arguments(ctx.arguments.clone());
+            }
+        }
     }
 
     /// Answers a held approval (one asked with no approval handler configured). Approval commits
@@ -155,6 +229,9 @@ impl Engine {
         let store = &self.inner.store;
         let now = self.inner.clock.now();
         let key = pending_key(call_id);
+        if response.is_edit() {
+            return Err(ResolveError::Edited(call_id.to_owned()));
+        }
         let Some(bytes) = store.get_record(&key, now).await? else {
             return Err(ResolveError::NotPending(call_id.to_owned()));
         };
@@ -186,6 +263,11 @@ impl Engine {
         });
         Ok(())
     }
+}
+
+/// The guards that ask for approval in `outcome`.
+fn asking(outcome: &Outcome) -> impl Iterator<Item = &str> {
+    outcome.decisions().iter().filter(|d| d.kind() == DecisionKind::RequireApproval).map(Decision::guard)
 }
 
 pub(crate) fn pending_key(call_id: &str) -> String {

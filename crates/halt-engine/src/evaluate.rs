@@ -33,8 +33,12 @@ impl Engine {
     )]
     pub(crate) fn decide(&self, mut ctx: CallContext, start: Start) -> impl Future<Output = Outcome> + Send + '_ {
         async move {
+            let (start, edited) = match start {
+                Start::Edited(edited) => (Start::Fresh, Some(edited)),
+                start => (start, None),
+            };
             let (snapshot, checked) = match start {
-                Start::Fresh => {
+                Start::Fresh | Start::Edited(_) => {
                     let snapshot = self.snapshot();
                     if let Err(reason) = run_pre_hooks(&snapshot.pre, &mut ctx) {
                         return self.finish(ctx, engine_deny(&reason), &snapshot);
@@ -102,7 +106,12 @@ impl Engine {
                     }
                 }
             }
-            let decisions = join::run_guards(slots, self.inner.guard_timeout).await;
+            let mut decisions = join::run_guards(slots, self.inner.guard_timeout).await;
+            if edited.as_ref().is_some_and(|e| e.other_tool) {
+                // Whatever the guards say, another tool than the one asked about needs a human.
+                let ask = Decision::require_approval("an approver's edit names another tool");
+                decisions.push(ask.with_guard(GuardName::new(ENGINE_GUARD_NAME)));
+            }
             let effects = call.into_effects();
             // Named in `finish_outcome` (or before it is shown to a human, in `await_approval`).
             let mut outcome = Outcome::new(String::new(), String::new(), decisions, &ctx.arguments);
@@ -122,7 +131,7 @@ impl Engine {
             } else if outcome.decision() == DecisionKind::Deny {
                 self.release(&effects, now).await;
             } else {
-                Box::pin(self.await_approval(&ctx, &mut outcome, effects, now)).await;
+                Box::pin(self.await_approval(&mut ctx, &mut outcome, effects, now, edited)).await;
             }
             self.finish_outcome(ctx, outcome, snapshot)
         }

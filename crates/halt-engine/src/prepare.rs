@@ -76,6 +76,22 @@ pub(crate) enum Start {
     Fresh,
     /// Prepared ahead for the engine `engine` at `version`.
     Prepared { engine: u64, version: u64, stage: Stage },
+    /// A call as an approver edited it: evaluated afresh, and covered by that approval only as
+    /// far as [`Edited`] says.
+    Edited(Box<Edited>),
+}
+
+/// What an approver's edit already covers.
+#[derive(Debug)]
+pub(crate) struct Edited {
+    /// The guards that asked for the approval; a guard not among them asks again.
+    pub(crate) covered: Vec<String>,
+    /// The edit names another tool: whatever the guards say, a human approves it again.
+    pub(crate) other_tool: bool,
+    /// Who approved the edit.
+    pub(crate) approver: Option<String>,
+    /// How many edits led here.
+    pub(crate) depth: u8,
 }
 
 /// How far preparing a call went.
