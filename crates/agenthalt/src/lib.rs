@@ -68,6 +68,11 @@ pub use halt_guards_budget as budget;
 #[cfg_attr(docsrs, doc(cfg(feature = "yaml")))]
 pub use halt_config as config;
 
+/// Human approval: handlers and the approval broker.
+#[cfg(feature = "hil")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hil")))]
+pub use halt_hil as hil;
+
 /// The embedded persistent store.
 #[cfg(feature = "sled")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sled")))]

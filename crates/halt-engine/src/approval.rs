@@ -92,6 +92,10 @@ pub enum ApprovalError {
     /// The approval channel failed.
     #[error("approval channel failed: {0}")]
     Channel(String),
+    /// The handler passed the request on and its answer comes another way (through a broker
+    /// such as `halt_hil::Broker`, which keeps waiting). Used alone, it refuses the call.
+    #[error("the answer comes through another channel")]
+    Deferred,
 }
 
 /// Asks a human (or a policy standing in for one) whether a call may run.
