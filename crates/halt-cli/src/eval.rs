@@ -13,7 +13,7 @@ use halt_core::{
 use halt_engine::{ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse, Engine};
 use serde::Serialize;
 
-use crate::{ClockArg, EvalArgs, report};
+use crate::{ApprovalsArg, ClockArg, EvalArgs, report};
 
 /// Answers every approval request the same way (`--approve-all` or not): `eval` has no human
 /// to ask.
@@ -155,10 +155,21 @@ pub(crate) fn run(args: &EvalArgs) -> ExitCode {
         ClockArg::System => Arc::new(SystemClock),
         ClockArg::Replay => Arc::new(ReplayClock::new(Timestamp::EPOCH)),
     };
+    let approvals: Arc<dyn ApprovalHandler> = match (args.approve_all, args.approvals) {
+        (true, _) | (false, ApprovalsArg::ApproveAll) => Arc::new(FixedAnswer(true)),
+        (false, ApprovalsArg::Deny) => Arc::new(FixedAnswer(false)),
+        (false, ApprovalsArg::Console) => {
+            if let Err(why) = halt_hil::Console::terminal_ready() {
+                report(&format!("--approvals console needs a terminal: {why}"));
+                return ExitCode::from(2);
+            }
+            Arc::new(halt_hil::Console::new(std::time::Duration::from_secs_f64(policy.approvals.timeout_seconds)))
+        }
+    };
     let engine = policy
         .engine_builder()
         .clock_arc(clock)
-        .approval_handler(FixedAnswer(args.approve_all))
+        .approval_handler_arc(approvals)
         // A dry run settles nothing: keep no receipts.
         .settle_window(std::time::Duration::ZERO)
         .build()

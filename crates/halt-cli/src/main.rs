@@ -62,12 +62,26 @@ struct EvalArgs {
     /// `system` uses the wall clock; `replay` follows each call's `timestamp` (never backwards).
     #[arg(long, value_enum, default_value_t = ClockArg::System)]
     clock: ClockArg,
-    /// Treat every approval request as approved (the call runs and its effects count).
-    #[arg(long)]
+    /// Treat every approval request as approved (the call runs and its effects count); the same
+    /// as `--approvals approve-all`.
+    #[arg(long, conflicts_with = "approvals")]
     approve_all: bool,
+    /// Who answers approval requests: `deny` (the default: nobody, so they are refused),
+    /// `approve-all`, or `console` (a person at the terminal decides each, within the policy's
+    /// `approvals.timeout_seconds`).
+    #[arg(long, value_enum, default_value_t = ApprovalsArg::Deny)]
+    approvals: ApprovalsArg,
     /// Print counts per decision and per guard to standard error at the end.
     #[arg(long)]
     summary: bool,
+}
+
+/// Who answers approval requests in `eval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ApprovalsArg {
+    Deny,
+    ApproveAll,
+    Console,
 }
 
 /// Which clock `eval` uses.
@@ -136,6 +150,14 @@ fn check(file: &std::path::Path) -> ExitCode {
             }
         }
     }
+    let a = &policy.approvals;
+    let handler = serde_json::to_value(a.handler).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    let expires = a.expires_after_seconds.unwrap_or(policy.engine.approval_timeout_seconds);
+    text.push_str(&format!("  approvals: handler {handler}, expire after {expires} s"));
+    for (pattern, n) in &a.require_approvers {
+        text.push_str(&format!(", {pattern} needs {n} approvers"));
+    }
+    text.push_str(&format!("\n  policy version {}\n", policy.version));
     match out.write_all(text.as_bytes()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

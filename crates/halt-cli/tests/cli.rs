@@ -20,6 +20,15 @@ fn check_summarises_a_valid_policy_and_refuses_an_invalid_one() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("valid, 2 guard(s), mode enforce, store memory"), "{text}");
     assert!(text.contains("budget [budget]") && text.contains("max_daily_spend: 10.0"), "{text}");
+    assert!(text.contains("  approvals: handler none, expire after 900 s\n"), "{text}");
+    let two = temp_file(
+        "two.yaml",
+        "approvals:\n  handler: console\n  expires_after_seconds: 60\n  require_approvers: {\"wire_*\": 2}\n",
+    );
+    let out = bin().args(["check", two.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("  approvals: handler console, expire after 60 s, wire_* needs 2 approvers\n"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("  policy version ") && l.len() == 17 + 64), "{text}");
     let bad = temp_file("bad.yaml", "guards:\n  budget:\n    max_daily_spnd: 10\n");
     let out = bin().args(["check", bad.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -36,6 +45,10 @@ fn schema_prints_json_schema() {
     assert!(out.status.success());
     let schema: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(schema["title"], "AgentHalt policy");
+    let approvals = &schema["properties"]["approvals"]["properties"];
+    for key in ["handler", "timeout_seconds", "expires_after_seconds", "webhook", "require_approvers"] {
+        assert!(approvals.get(key).is_some(), "approvals.{key} is in the schema: {approvals}");
+    }
 }
 
 #[test]

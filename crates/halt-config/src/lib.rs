@@ -30,6 +30,7 @@
 
 #![allow(clippy::result_large_err, reason = "loading a policy is not a hot path, and a flat error is easier to use")]
 
+mod approvals;
 mod env;
 mod locate;
 mod schema;
@@ -45,10 +46,11 @@ use halt_engine::{Engine, EngineBuilder, EngineError, Mode};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
+pub use approvals::{ApprovalSettings, HandlerSetting, WebhookSettings};
 pub use schema::policy_schema;
 
 /// The top-level sections a policy file may have.
-const SECTIONS: [&str; 3] = ["guards", "engine", "store"];
+const SECTIONS: [&str; 4] = ["guards", "engine", "store", "approvals"];
 
 /// A policy file's mistake: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -237,6 +239,11 @@ pub struct Policy {
     pub engine: EngineSettings,
     /// Where state lives.
     pub store: StoreSettings,
+    /// Who is asked for approvals, and their rules.
+    pub approvals: ApprovalSettings,
+    /// The policy's version: a SHA-256 (hex) of the whole policy as loaded. An approval covers
+    /// only calls evaluated under the version it was asked under.
+    pub version: String,
 }
 
 /// Whether `v` is a positive number of seconds that a duration holds.
@@ -246,7 +253,7 @@ fn positive_seconds(v: f64) -> bool {
 
 /// `v` seconds as a duration (checked when loaded; a policy built by hand with a negative or
 /// NaN value gets zero, which times out at once, and one too large gets the longest duration).
-fn duration(v: f64) -> Duration {
+pub(crate) fn duration(v: f64) -> Duration {
     if v > 0.0 { Duration::try_from_secs_f64(v).unwrap_or(Duration::MAX) } else { Duration::ZERO }
 }
 
@@ -375,6 +382,7 @@ impl PolicyLoader {
         // Variables are replaced in values once the text is read, never in the text: a value
         // cannot turn into YAML of its own, and comments are left alone.
         env::substitute(&mut doc, &mut Vec::new(), env).map_err(|(path, message)| ctx.at_path(&path, message, None))?;
+        let version = approvals::version(&doc);
         let root = match doc {
             Value::Null => Mapping::new(),
             Value::Mapping(m) => m,
@@ -384,6 +392,7 @@ impl PolicyLoader {
         };
         let mut engine = EngineSettings::default();
         let mut store = StoreSettings::default();
+        let mut approvals = ApprovalSettings::default();
         let mut guards = Vec::new();
         for (key, value) in root {
             let Some(section) = key.as_str() else {
@@ -393,6 +402,7 @@ impl PolicyLoader {
                 "guards" => guards = self.guards(&ctx, value)?,
                 "engine" => engine = ctx.section("engine", value)?,
                 "store" => store = ctx.section("store", value)?,
+                "approvals" => approvals = ctx.section("approvals", value)?,
                 other => {
                     let s = suggest(other, SECTIONS.iter().copied());
                     return Err(ctx.at_path(&[Seg::Key(other.to_owned())], format!("unknown section `{other}`"), s));
@@ -451,7 +461,9 @@ impl PolicyLoader {
                 }
             }
         }
-        Ok(Policy { guards, engine, store })
+        approvals::check(&approvals, &engine)
+            .map_err(|(path, message)| ctx.at_path(&key_path(&path), message, None))?;
+        Ok(Policy { guards, engine, store, approvals, version })
     }
 
     fn guards(&self, ctx: &Ctx<'_>, value: Value) -> Result<Vec<ConfiguredGuard>, ConfigError> {

@@ -3,7 +3,7 @@
 use halt_core::GuardRegistry;
 use serde_json::{Map, Value, json};
 
-use crate::{EngineSettings, StoreSettings};
+use crate::{ApprovalSettings, EngineSettings, StoreSettings};
 
 /// The JSON Schema (2020-12) of a policy file whose guards are the types `registry` knows.
 #[must_use]
@@ -36,6 +36,8 @@ pub fn policy_schema(registry: &GuardRegistry) -> Value {
     hoist_defs(&mut engine, &mut defs);
     let mut store = schemars::schema_for!(StoreSettings).to_value();
     hoist_defs(&mut store, &mut defs);
+    let mut approvals = schemars::schema_for!(ApprovalSettings).to_value();
+    hoist_defs(&mut approvals, &mut defs);
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "AgentHalt policy",
@@ -50,7 +52,8 @@ pub fn policy_schema(registry: &GuardRegistry) -> Value {
                 ]
             },
             "engine": engine,
-            "store": store
+            "store": store,
+            "approvals": approvals
         },
         "$defs": defs
     })

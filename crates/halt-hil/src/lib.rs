@@ -48,9 +48,11 @@
 //! ```
 
 mod broker;
+mod console;
 mod handlers;
 mod record;
 
 pub use broker::{Broker, BrokerConfig, BrokerError, Filter, Verdict};
+pub use console::Console;
 pub use handlers::{AutoApprove, AutoDeny, Callback, CallbackFuture, OwnedRequest};
 pub use record::{Approval, ApprovalState, Edit, Vote, fingerprint};
