@@ -89,7 +89,8 @@ pub struct BrokerConfig {
     pub policy_version: String,
     /// How often a waiter looks at the store for a decision made in another process.
     pub poll_interval: Duration,
-    /// Functions that need more than one approver: the first pattern that matches says how many.
+    /// Functions that need more than one approver, and how many: the largest number among the
+    /// patterns a function matches counts.
     pub require_approvers: Vec<(NamePatterns, u32)>,
 }
 
@@ -174,8 +175,14 @@ impl Broker {
         let now = self.now();
         let config = &self.inner.config;
         let function = names::normalize(&ctx.function_name);
-        let required =
-            config.require_approvers.iter().find(|(p, _)| p.is_match(&function)).map_or(1, |(_, n)| (*n).max(1));
+        let required = config
+            .require_approvers
+            .iter()
+            .filter(|(p, _)| p.is_match(&function))
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let asking = outcome.decisions().iter().filter(|d| d.kind() == DecisionKind::RequireApproval);
         let approval = Approval {
             id: new_id(),

@@ -211,7 +211,11 @@ async fn of_a_hundred_concurrent_decisions_exactly_one_wins() {
 async fn two_person_rule_needs_two_distinct_approvers_and_any_denial_ends_it() {
     let (store, clock) = (memory(), clock());
     let mut cfg = config("v1");
-    cfg.require_approvers = vec![(NamePatterns::new(["purchase_*"]).unwrap(), 2)];
+    cfg.require_approvers = vec![
+        (NamePatterns::new(["purchase_*"]).unwrap(), 2),
+        (NamePatterns::new(["*_item"]).unwrap(), 1),
+        (NamePatterns::new(["purchase_fleet"]).unwrap(), 3),
+    ];
     let b = Broker::new(Arc::clone(&store), Arc::new(clock.clone()), cfg);
 
     let a = ask(&b, &call("purchase_item", json!({"qty": 1}))).await;
@@ -233,6 +237,8 @@ async fn two_person_rule_needs_two_distinct_approvers_and_any_denial_ends_it() {
 
     let single = ask(&b, &call("refund", json!({}))).await;
     assert_eq!(single.required, 1, "other functions need one approver");
+    let strictest = ask(&b, &call("purchase_fleet", json!({}))).await;
+    assert_eq!(strictest.required, 3, "the largest number among the matching patterns counts");
 }
 
 #[tokio::test]
