@@ -98,8 +98,8 @@ pub(crate) fn check(a: &ApprovalSettings, engine: &crate::EngineSettings) -> Res
         }
     }
     match (&a.handler, &a.webhook) {
-        (HandlerSetting::Webhook, _) => {
-            return Err((vec!["approvals", "handler"], "the webhook handler is not in this build yet".into()));
+        (HandlerSetting::Webhook, None) => {
+            return Err((vec!["approvals", "webhook"], "the webhook handler needs `webhook: {url, secret}`".into()));
         }
         (_, Some(w)) => {
             if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
@@ -151,26 +151,38 @@ fn sorted(v: serde_json::Value) -> serde_json::Value {
 impl crate::Policy {
     /// The handler the `approvals:` section names, if any (`none` has none: approvals wait for a
     /// decision through the broker).
-    #[must_use]
-    pub fn approval_handler(&self) -> Option<std::sync::Arc<dyn halt_engine::ApprovalHandler>> {
+    ///
+    /// # Errors
+    /// The webhook's HTTP client cannot start, or its URL is not one it can post to.
+    pub fn approval_handler(
+        &self,
+    ) -> Result<Option<std::sync::Arc<dyn halt_engine::ApprovalHandler>>, halt_hil::webhook::WebhookError> {
         let timeout = crate::duration(self.approvals.timeout_seconds);
-        match self.approvals.handler {
-            HandlerSetting::None | HandlerSetting::Webhook => None,
-            HandlerSetting::Console => Some(std::sync::Arc::new(halt_hil::Console::new(timeout))),
-            HandlerSetting::AutoDeny => Some(std::sync::Arc::new(halt_hil::AutoDeny)),
-            HandlerSetting::AutoApprove => Some(std::sync::Arc::new(halt_hil::AutoApprove)),
-        }
+        Ok(match (self.approvals.handler, &self.approvals.webhook) {
+            (HandlerSetting::None, _) => None,
+            (HandlerSetting::Console, _) => Some(std::sync::Arc::new(halt_hil::Console::new(timeout))),
+            (HandlerSetting::AutoDeny, _) => Some(std::sync::Arc::new(halt_hil::AutoDeny)),
+            (HandlerSetting::AutoApprove, _) => Some(std::sync::Arc::new(halt_hil::AutoApprove)),
+            (HandlerSetting::Webhook, Some(w)) => {
+                Some(std::sync::Arc::new(halt_hil::Webhook::new(&w.url, w.secret.as_bytes(), timeout)?))
+            }
+            (HandlerSetting::Webhook, None) => {
+                return Err(halt_hil::webhook::WebhookError::Url("the policy names no webhook".into()));
+            }
+        })
     }
 
     /// The approval broker this policy describes, keeping approvals in `store` on `clock` (the
     /// engine's two), asking through [`Policy::approval_handler`]. Pass it to the engine builder
     /// as its approval handler.
-    #[must_use]
+    ///
+    /// # Errors
+    /// As [`Policy::approval_handler`].
     pub fn broker(
         &self,
         store: std::sync::Arc<dyn halt_core::StateStore>,
         clock: std::sync::Arc<dyn halt_core::Clock>,
-    ) -> halt_hil::Broker {
+    ) -> Result<halt_hil::Broker, halt_hil::webhook::WebhookError> {
         let a = &self.approvals;
         let expires = a.expires_after_seconds.unwrap_or(self.engine.approval_timeout_seconds);
         let require_approvers = a
@@ -185,9 +197,9 @@ impl crate::Policy {
             ..halt_hil::BrokerConfig::default()
         };
         let broker = halt_hil::Broker::new(store, clock, config);
-        match self.approval_handler() {
+        Ok(match self.approval_handler()? {
             Some(handler) => broker.with_handler(handler),
             None => broker,
-        }
+        })
     }
 }

@@ -31,7 +31,7 @@ fn mistakes_in_the_section_are_pointed_at() {
         ),
         ("approvals:\n  require_approvers:\n    \"purchase_*\": 0\n", "`purchase_*`: must be from 1 to 10 approvers"),
         ("approvals:\n  require_approvers:\n    \"[a\": 2\n", "approvals.require_approvers"),
-        ("approvals:\n  handler: webhook\n", "the webhook handler is not in this build yet"),
+        ("approvals:\n  handler: webhook\n", "the webhook handler needs `webhook: {url, secret}`"),
         ("approvals:\n  webhook: {url: ftp://x, secret: 0123456789abcdef}\n", "must start with http:// or https://"),
         ("approvals:\n  webhook: {url: https://x, secret: short}\n", "must be at least 16 bytes"),
         ("approval:\n  handler: console\n", "unknown section `approval` at approval; did you mean `approvals`?"),
@@ -41,6 +41,15 @@ fn mistakes_in_the_section_are_pointed_at() {
     }
     let p = load("approvals:\n  handler: auto_deny\n  require_approvers: {\"purchase_*\": 2}\n").unwrap();
     assert_eq!(p.approvals.handler, HandlerSetting::AutoDeny);
+    let hook = "approvals:\n  handler: webhook\n  webhook: {url: \"https://hooks.example.com/a\", secret: \"${HOOK_SECRET}\"}\n";
+    let env = |name: &str| (name == "HOOK_SECRET").then(|| "0123456789abcdef0123".to_owned());
+    let p = PolicyLoader::new().load_with_env(hook, "p.yaml", &env).unwrap();
+    assert_eq!(
+        p.approvals.webhook.as_ref().unwrap().secret,
+        "0123456789abcdef0123",
+        "the secret comes from the environment"
+    );
+    assert!(p.approval_handler().unwrap().is_some());
 }
 
 #[test]
@@ -69,7 +78,7 @@ fn setup() -> (halt_config::Policy, Broker, halt_engine::Engine) {
     let policy = load(POLICY).unwrap();
     let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::from_secs(1_800_000_000)));
-    let broker = policy.broker(Arc::clone(&store), Arc::clone(&clock));
+    let broker = policy.broker(Arc::clone(&store), Arc::clone(&clock)).unwrap();
     let engine = policy
         .engine_builder()
         .store_arc(store)

@@ -25,6 +25,9 @@ pub struct ApprovalRequest<'a> {
     pub outcome: &'a Outcome,
     /// Seconds since the epoch after which the request lapses and the call is refused.
     pub expires_at: f64,
+    /// The id of the approval a broker keeps for this request, when one does: what a decision
+    /// made later, elsewhere (a dashboard, a webhook's receiver), names.
+    pub approval_id: Option<&'a str>,
 }
 
 /// A human's answer.
@@ -162,7 +165,8 @@ impl Engine {
         let expires = now.saturating_add(self.inner.approval_timeout);
         // The outcome is shown before `finish_outcome` names it: name it now.
         outcome.set_call(ctx.call_id.clone(), ctx.function_name.clone());
-        let request = ApprovalRequest { context: ctx, outcome: &*outcome, expires_at: expires.as_secs_f64() };
+        let request =
+            ApprovalRequest { context: ctx, outcome: &*outcome, expires_at: expires.as_secs_f64(), approval_id: None };
         let answer = with_timeout(self.inner.approval_timeout, handler.request_approval(&request)).await;
         let answer = match answer {
             Some(Ok(a)) => a,

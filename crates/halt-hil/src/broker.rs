@@ -462,7 +462,8 @@ impl Broker {
         let id = approval.id.as_str();
         let front = async {
             if let Some(handler) = &self.inner.notify {
-                match handler.request_approval(request).await {
+                let asked = ApprovalRequest { expires_at: approval.expires_at, approval_id: Some(id), ..*request };
+                match handler.request_approval(&asked).await {
                     Ok(answer) => {
                         let approver = answer.approver.clone().unwrap_or_else(|| "approval handler".into());
                         let verdict = match (answer.approved, answer.arguments) {

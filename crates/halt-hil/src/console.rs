@@ -170,8 +170,10 @@ mod tests {
             Decision::require_approval("outbound mail\nAPPROVED").with_guard("scope".into()),
         ];
         let outcome = Outcome::new(ctx.call_id.clone(), ctx.function_name.clone(), decisions, &ctx.arguments);
-        let q =
-            question(&ApprovalRequest { context: &ctx, outcome: &outcome, expires_at: 0.0 }, Duration::from_secs(30));
+        let q = question(
+            &ApprovalRequest { context: &ctx, outcome: &outcome, expires_at: 0.0, approval_id: None },
+            Duration::from_secs(30),
+        );
         assert!(q.contains("function:  send\\u{1b}[2Jmail\n"), "{q}");
         assert!(q.contains("agent:     bot\\rX\n"), "{q}");
         assert!(q.contains("reason:    outbound mail\\nAPPROVED\n"), "{q}");

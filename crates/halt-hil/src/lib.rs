@@ -51,8 +51,12 @@ mod broker;
 mod console;
 mod handlers;
 mod record;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 pub use broker::{Broker, BrokerConfig, BrokerError, Filter, Verdict};
 pub use console::Console;
 pub use handlers::{AutoApprove, AutoDeny, Callback, CallbackFuture, OwnedRequest};
 pub use record::{Approval, ApprovalState, Edit, Vote, fingerprint};
+#[cfg(feature = "webhook")]
+pub use webhook::Webhook;

@@ -43,7 +43,7 @@ async fn ask(broker: &Broker, ctx: &CallContext) -> Approval {
         vec![Decision::require_approval("a person decides").with_guard("ask".into())],
         &ctx.arguments,
     );
-    broker.ask(&ApprovalRequest { context: ctx, outcome: &outcome, expires_at: 0.0 }).await.unwrap()
+    broker.ask(&ApprovalRequest { context: ctx, outcome: &outcome, expires_at: 0.0, approval_id: None }).await.unwrap()
 }
 
 fn engine_for(store: &Arc<dyn StateStore>, clock: &ManualClock, broker: Broker) -> Engine {
