@@ -140,3 +140,33 @@ async fn an_edit_that_adds_an_ssn_is_still_denied() {
     assert!(o.decisions().iter().any(|d| d.guard() == "sensitive_data" && d.kind() == halt_core::DecisionKind::Deny));
     assert!(o.modified_arguments().is_none(), "nothing of the edit runs");
 }
+
+#[tokio::test]
+async fn an_edit_naming_another_tool_or_asked_about_by_a_new_guard_asks_again() {
+    let (_, broker, engine) = setup();
+    let call = CallContext::new("buy_item").with_arguments(json!({"amount": 50, "item": "desk"})).unwrap();
+    let running = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.evaluate(call).await }
+    });
+    let first = first_pending(&broker).await;
+    let edit = Verdict::Edit { arguments: json!({"amount": 5}), function: Some("wire_funds".into()) };
+    broker.decide(&first.id, edit, "alice", None).await.unwrap();
+    // The other tool is a new approval, under its own rules (two approvers for wire_*).
+    let mut second = first_pending(&broker).await;
+    for _ in 0..100 {
+        if second.id != first.id {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        second = first_pending(&broker).await;
+    }
+    assert_ne!(second.id, first.id);
+    assert_eq!(second.function, "wire_funds");
+    assert_eq!(second.required, 2);
+    assert_eq!(second.reasons, ["an approver's edit names another tool"]);
+    broker.decide(&second.id, Verdict::Deny, "bob", Some("not what was asked")).await.unwrap();
+    let o = running.await.unwrap();
+    assert!(o.is_denied(), "{o:?}");
+    assert_eq!(o.function_name(), "wire_funds");
+}
