@@ -173,11 +173,11 @@ impl crate::Policy {
     }
 
     /// The approval broker this policy describes, keeping approvals in `store` on `clock` (the
-    /// engine's two), asking through [`Policy::approval_handler`]. Pass it to the engine builder
+    /// engine's two), asking through [`crate::Policy::approval_handler`]. Pass it to the engine builder
     /// as its approval handler.
     ///
     /// # Errors
-    /// As [`Policy::approval_handler`].
+    /// As [`crate::Policy::approval_handler`].
     pub fn broker(
         &self,
         store: std::sync::Arc<dyn halt_core::StateStore>,

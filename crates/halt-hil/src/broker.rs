@@ -210,13 +210,21 @@ impl Broker {
         let store = &self.inner.store;
         let keep_until = keep_until(approval.expires_at, config.retention);
         let mut full = false;
+        let mut corrupt = None;
         let id = approval.id.clone();
         store
             .update_record(
                 INDEX_KEY,
                 &mut |current, out| {
-                    let mut index: Vec<(String, i64)> =
-                        current.and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default();
+                    let mut index: Vec<(String, i64)> = match current.map(serde_json::from_slice).transpose() {
+                        Ok(index) => index.unwrap_or_default(),
+                        Err(e) => {
+                            // Never start a new list over one that cannot be read.
+                            corrupt = Some(e.to_string());
+                            return false;
+                        }
+                    };
+                    corrupt = None;
                     index.retain(|(_, until)| *until > now.as_micros());
                     full = index.len() >= MAX_APPROVALS;
                     if !full {
@@ -229,6 +237,9 @@ impl Broker {
                 now,
             )
             .await?;
+        if let Some(reason) = corrupt {
+            return Err(StoreError::Corrupt { key: INDEX_KEY.into(), reason }.into());
+        }
         if full {
             return Err(BrokerError::Full);
         }

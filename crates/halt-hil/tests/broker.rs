@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use halt_core::names::NamePatterns;
-use halt_core::{CallContext, Decision, ManualClock, Outcome, StateStore, Timestamp};
+use halt_core::{CallContext, Clock, Decision, JsonObject, ManualClock, Outcome, StateStore, Timestamp};
 use halt_engine::{ApprovalRequest, Engine};
 use halt_hil::{Approval, ApprovalState, AutoDeny, Broker, BrokerConfig, BrokerError, Filter, Verdict};
 use halt_store_memory::MemoryStore;
@@ -342,4 +342,18 @@ async fn approvals_survive_reopening_a_sled_store() {
     b.decide(&pending_id, Verdict::Deny, "bob", None).await.unwrap();
     drop((engine, b, store));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_unreadable_list_of_approvals_is_an_error_not_a_fresh_start() {
+    let (store, clock) = (memory(), clock());
+    let b = broker(&store, &clock, "v1");
+    let first = ask(&b, &call("buy", json!({}))).await;
+    store.put_record("halt/approvals", Some(b"not json"), None, clock.now()).await.unwrap();
+    let outcome = Outcome::new(String::new(), "buy".into(), Vec::new(), &JsonObject::new());
+    let ctx = call("buy", json!({"n": 2}));
+    let e = b.ask(&ApprovalRequest { context: &ctx, outcome: &outcome, expires_at: 0.0, approval_id: None }).await;
+    assert!(matches!(e, Err(BrokerError::Store(halt_core::StoreError::Corrupt { .. }))), "{e:?}");
+    assert!(b.list(&Filter::default()).await.is_err());
+    assert_eq!(b.get(&first.id).await.unwrap().state, ApprovalState::Pending, "the approval itself is intact");
 }
