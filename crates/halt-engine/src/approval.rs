@@ -13,6 +13,7 @@ use crate::engine::Engine;
 use crate::evaluate::engine_deny;
 use crate::events::EngineEvent;
 use crate::prepare::{Edited, Start};
+use crate::record::Record;
 use serde::{Deserialize, Serialize};
 
 /// What a human is asked to decide. It borrows the call and its outcome for as long as the
@@ -156,6 +157,9 @@ impl Engine {
             outcome.set_approved(true, edit.approver.clone());
             return;
         }
+        if let Some(recorder) = &self.inner.recorder {
+            let _ = recorder.record(Record::ApprovalRequested { context: ctx, outcome });
+        }
         let Some(handler) = self.inner.approvals.clone() else {
             if let Err(e) = self.hold(&ctx.call_id, &effects, now).await {
                 self.fail_commit(ctx, outcome, &effects, &e, now).await;
@@ -173,6 +177,13 @@ impl Engine {
             Some(Err(e)) => ApprovalResponse::refuse("engine").with_reason(format!("approval failed: {e}")),
             None => ApprovalResponse::refuse("engine").with_reason("approval timed out"),
         };
+        if let Some(recorder) = &self.inner.recorder {
+            let _ = recorder.record(Record::ApprovalResolved {
+                call_id: &ctx.call_id,
+                context: Some(ctx),
+                response: &answer,
+            });
+        }
         self.emit(|| EngineEvent::ApprovalResolved {
             call_id: ctx.call_id.clone(),
             approved: answer.approved,
@@ -263,6 +274,9 @@ impl Engine {
             }
         } else {
             self.release(&effects, now).await;
+        }
+        if let Some(recorder) = &self.inner.recorder {
+            let _ = recorder.record(Record::ApprovalResolved { call_id, context: None, response });
         }
         self.emit(|| EngineEvent::ApprovalResolved {
             call_id: call_id.to_owned(),

@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 
 use crate::approval::ApprovalHandler;
 use crate::engine::{CachePadded, Engine, EngineError, HookError, Inner, Mode, Snapshot};
+use crate::record::Recorder;
 
 /// Builds an [`Engine`].
 pub struct EngineBuilder {
@@ -24,6 +25,7 @@ pub struct EngineBuilder {
     pub(crate) settle_window: Duration,
     pub(crate) mode: Mode,
     pub(crate) approvals: Option<Arc<dyn ApprovalHandler>>,
+    pub(crate) recorder: Option<Arc<dyn Recorder>>,
     pub(crate) event_capacity: usize,
 }
 
@@ -45,6 +47,7 @@ impl Default for EngineBuilder {
             settle_window: Duration::from_secs(3600),
             mode: Mode::Enforce,
             approvals: None,
+            recorder: None,
             event_capacity: 1024,
         }
     }
@@ -140,6 +143,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Where every decision is reported as it is made (the audit log). A required recorder that
+    /// cannot take a record makes the engine deny the call.
+    #[must_use]
+    pub fn recorder(mut self, recorder: Arc<dyn Recorder>) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
     /// Adds a pre-hook.
     #[must_use]
     pub fn pre_hook(
@@ -197,6 +208,7 @@ impl EngineBuilder {
                 settle_window: self.settle_window,
                 monitor: AtomicBool::new(self.mode == Mode::Monitor),
                 approvals: self.approvals,
+                recorder: self.recorder,
             }),
         }
     }

@@ -11,6 +11,7 @@ use crate::approval::pending_key;
 use crate::engine::Engine;
 use crate::evaluate::engine_deny;
 use crate::events::EngineEvent;
+use crate::record::Record;
 
 /// Errors settling a call's cost.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +57,10 @@ impl Engine {
         let enforced = outcome.enforced();
         *outcome = Outcome::new(String::new(), String::new(), decisions, &ctx.arguments);
         outcome.set_enforced(enforced);
+        if let Some(recorder) = &self.inner.recorder {
+            // The call was recorded as it was decided; this is what became of it.
+            let _ = recorder.record(Record::Evaluated { context: ctx, outcome });
+        }
     }
 
     pub(crate) async fn commit(&self, call_id: &str, effects: &[Effect], now: Timestamp) -> Result<(), CommitError> {
@@ -141,6 +146,9 @@ impl Engine {
                 actual,
                 counters: deltas.len(),
             };
+            if let Some(recorder) = &self.inner.recorder {
+                let _ = recorder.record(Record::Settled(&settlement));
+            }
             self.emit(|| EngineEvent::Settled(settlement.clone()));
             return Ok(settlement);
         }

@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use crate::approval::ApprovalHandler;
 use crate::builder::EngineBuilder;
 use crate::events::EngineEvent;
+use crate::record::Recorder;
 
 /// The name engine-level decisions carry (invalid calls, failed hooks, failed commits).
 pub const ENGINE_GUARD_NAME: &str = "engine";
@@ -118,6 +119,7 @@ pub(crate) struct Inner {
     pub(crate) settle_window: Duration,
     pub(crate) monitor: AtomicBool,
     pub(crate) approvals: Option<Arc<dyn ApprovalHandler>>,
+    pub(crate) recorder: Option<Arc<dyn Recorder>>,
 }
 
 /// Evaluates proposed calls against the registered guards and keeps the books on their effects.

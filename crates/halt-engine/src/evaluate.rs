@@ -12,6 +12,7 @@ use crate::engine::{ENGINE_GUARD_NAME, Engine, Mode, PreHook, Snapshot};
 use crate::events::EngineEvent;
 use crate::join::{self, Slot, panic_message};
 use crate::prepare::{Checked, Early, Stage, Start};
+use crate::record::Record;
 
 impl Engine {
     /// Evaluates a proposed call: runs the pre-hooks, the applicable guards (concurrently), then
@@ -119,6 +120,19 @@ impl Engine {
             if monitor {
                 outcome.set_enforced(false);
             }
+            if let Some(recorder) = &self.inner.recorder
+                && recorder.record(Record::Evaluated { context: &ctx, outcome: &outcome }).is_err()
+                && recorder.required()
+            {
+                // An action nobody can audit does not run.
+                self.release(&effects, now).await;
+                let mut decisions = outcome.decisions().to_vec();
+                decisions.push(engine_deny("audit unavailable (fail-safe)"));
+                let enforced = outcome.enforced();
+                outcome = Outcome::new(String::new(), String::new(), decisions, &ctx.arguments);
+                outcome.set_enforced(enforced);
+                return self.finish_outcome(ctx, outcome, snapshot);
+            }
             // A call that runs commits its effects, a denied one releases them, here; only a call
             // that waits for a human takes the (boxed: its future is large) approval path.
             let runs = monitor || matches!(outcome.decision(), DecisionKind::Allow | DecisionKind::Modify);
@@ -151,6 +165,10 @@ impl Engine {
         let mut outcome = Outcome::new(String::new(), String::new(), vec![decision], &ctx.arguments);
         if self.mode() == Mode::Monitor {
             outcome.set_enforced(false);
+        }
+        if let Some(recorder) = &self.inner.recorder {
+            // Refused before any guard ran: recorded, whether or not the recorder takes it.
+            let _ = recorder.record(Record::Evaluated { context: &ctx, outcome: &outcome });
         }
         self.finish_outcome(ctx, outcome, hooks)
     }

@@ -44,6 +44,7 @@ mod prepare;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 mod prepare_tests;
+mod record;
 mod stream;
 
 pub use approval::ResolveError;
@@ -52,4 +53,5 @@ pub use builder::EngineBuilder;
 pub use effects::{SettleError, Settlement};
 pub use engine::{ENGINE_GUARD_NAME, Engine, EngineError, GuardInfo, HookError, Mode, PostHook, PreHook};
 pub use events::EngineEvent;
+pub use record::{Record, RecordError, Recorder};
 pub use stream::StreamError;
