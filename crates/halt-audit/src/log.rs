@@ -413,31 +413,28 @@ fn write(
 
 /// The entry of `raw`, every text that came from the call redacted.
 fn redacted(raw: Raw, redactor: &Redactor) -> Entry {
-    let mut texts = json!({
-        "call_id": raw.call_id,
-        "function": raw.function,
-        "agent_id": raw.agent_id,
-        "session_id": raw.session_id,
-        "approver": raw.approver,
-        "approver_reason": raw.approver_reason,
-        "arguments": raw.arguments.map(Value::Object),
-    });
-    if let Err(e) = redactor.redact_in_place(&mut texts) {
-        // Partly redacted is not redacted: leave every text of the call out.
-        let left_out = Value::String(format!("[not logged: {e}]"));
-        texts = json!({"arguments": left_out});
-    }
-    let mut take = |key: &str| match texts.get_mut(key).map(Value::take) {
-        Some(Value::String(s)) => Some(s),
-        _ => None,
+    // A text that cannot be scanned (too large) is left out, never written as it is.
+    let clean = |text: Option<String>| {
+        let mut value = Value::String(text?);
+        match (redactor.redact_in_place(&mut value), value) {
+            (Ok(_), Value::String(s)) => Some(s),
+            _ => None,
+        }
     };
-    let call_id = take("call_id");
-    let function = take("function");
-    let agent_id = take("agent_id");
-    let session_id = take("session_id");
-    let approver = take("approver");
-    let approver_reason = take("approver_reason");
-    let arguments = texts.get_mut("arguments").map(Value::take).filter(|v| !v.is_null());
+    let call_id = clean(raw.call_id);
+    let function = clean(raw.function);
+    let agent_id = clean(raw.agent_id);
+    let session_id = clean(raw.session_id);
+    let approver = clean(raw.approver);
+    let approver_reason = clean(raw.approver_reason);
+    let arguments = raw.arguments.map(|args| {
+        let mut value = Value::Object(args);
+        match redactor.redact_in_place(&mut value) {
+            Ok(_) => value,
+            // Partly redacted is not redacted: the arguments are left out.
+            Err(e) => Value::String(format!("[not logged: {e}]")),
+        }
+    });
     Entry {
         at: raw.at,
         kind: raw.kind,

@@ -87,10 +87,15 @@ impl FileSink {
     }
 }
 
+/// The day (UTC) of a time in seconds since the Unix epoch.
+#[allow(clippy::cast_possible_truncation, reason = "whole days since the epoch fit")]
+fn day_of(at: f64) -> i64 {
+    (at / 86_400.0).floor() as i64
+}
+
 impl Sink for FileSink {
     fn write(&mut self, entry: &Entry, line: &str) -> io::Result<()> {
-        #[allow(clippy::cast_possible_truncation, reason = "whole days since the epoch")]
-        let day = (entry.at / 86_400.0).floor() as i64;
+        let day = day_of(entry.at);
         let len = line.len() as u64 + 1;
         let too_big = self.rotation.max_bytes.is_some_and(|max| self.size + len > max);
         let new_day = self.rotation.daily && self.day.is_some_and(|d| d != day);
@@ -141,7 +146,7 @@ impl Sink for FileSink {
         self.first_seq = first_seq;
         match last {
             Some(Ok(entry)) => {
-                self.day = Some((entry.at / 86_400.0).floor() as i64);
+                self.day = Some(day_of(entry.at));
                 Ok(Some((entry, cut)))
             }
             Some(Err(_)) => Err(io::Error::new(
@@ -164,8 +169,11 @@ impl Sink for TracingSink {
     }
 }
 
+/// What a [`CallbackSink`] calls.
+type Callback = dyn FnMut(&Entry) -> io::Result<()> + Send;
+
 /// Hands each entry to a function of yours (a queue, a SIEM).
-pub struct CallbackSink(Box<dyn FnMut(&Entry) -> io::Result<()> + Send>);
+pub struct CallbackSink(Box<Callback>);
 
 impl CallbackSink {
     /// A sink calling `f` with each entry; an error counts as a failed write.

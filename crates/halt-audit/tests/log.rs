@@ -73,7 +73,9 @@ fn no_secret_reaches_the_file_wherever_it_hides() {
 
     let raw = std::fs::read(&path).unwrap();
     let text = String::from_utf8_lossy(&raw);
-    for (secret, name) in [(SSN, "ssn"), (CARD, "card"), (AWS, "aws key"), (JWT, "jwt"), ("MIIEowIBAAKCAQEA7Vn3", "private key")] {
+    for (secret, name) in
+        [(SSN, "ssn"), (CARD, "card"), (AWS, "aws key"), (JWT, "jwt"), ("MIIEowIBAAKCAQEA7Vn3", "private key")]
+    {
         assert!(!text.contains(secret), "the {name} reached the file");
         // Nor escaped in some other spelling of JSON.
         assert!(!text.contains(&serde_json::to_string(secret).unwrap()[1..secret.len()]), "the {name}, escaped");
@@ -151,7 +153,8 @@ fn a_sink_that_blocks_does_not_slow_evaluation_and_its_drops_are_recorded() {
 #[test]
 fn a_required_audit_that_cannot_write_refuses_calls() {
     let failing = CallbackSink::new(|_| Err(std::io::Error::other("the disk is full")));
-    let audit = AuditLog::new(vec![Box::new(failing)], AuditConfig { required: true, ..AuditConfig::default() }).unwrap();
+    let audit =
+        AuditLog::new(vec![Box::new(failing)], AuditConfig { required: true, ..AuditConfig::default() }).unwrap();
     let engine = Engine::builder().recorder(Arc::new(audit.clone())).build().unwrap();
     // The first entry is queued before anyone knows the sink fails; once it has failed, every
     // call is refused.
