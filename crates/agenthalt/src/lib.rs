@@ -73,6 +73,11 @@ pub use halt_config as config;
 #[cfg_attr(docsrs, doc(cfg(feature = "hil")))]
 pub use halt_hil as hil;
 
+/// The audit log: hash-chained, redacted entries of every decision.
+#[cfg(feature = "audit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "audit")))]
+pub use halt_audit as audit;
+
 /// The embedded persistent store.
 #[cfg(feature = "sled")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sled")))]

@@ -25,6 +25,21 @@ pub enum EntryKind {
     Gap,
 }
 
+impl EntryKind {
+    /// Its name, as in JSON.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Evaluation => "evaluation",
+            Self::ApprovalRequest => "approval_request",
+            Self::ApprovalDecision => "approval_decision",
+            Self::Settlement => "settlement",
+            Self::PolicyLoad => "policy_load",
+            Self::Gap => "gap",
+        }
+    }
+}
+
 /// One guard's decision, as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuardEntry {

@@ -23,6 +23,9 @@ pub enum OnFull {
     Drop,
     /// The call is refused ("audit unavailable (fail-safe)").
     Deny,
+    /// The evaluating task waits for room: for batch runs (`agenthalt eval --audit`), never for
+    /// a live agent.
+    Wait,
 }
 
 /// The audit log's settings.
@@ -207,7 +210,13 @@ impl Shared {
         let unavailable = || RecordError("audit unavailable (fail-safe)".into());
         let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let Some(tx) = tx else { return Err(unavailable()) };
-        match tx.try_send(Message::Entry(Box::new(raw))) {
+        let message = Message::Entry(Box::new(raw));
+        let sent = if self.config.on_full == OnFull::Wait {
+            tx.send(message).map_err(|e| TrySendError::Disconnected(e.0))
+        } else {
+            tx.try_send(message)
+        };
+        match sent {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);

@@ -166,8 +166,21 @@ pub(crate) fn run(args: &EvalArgs) -> ExitCode {
             Arc::new(halt_hil::Console::new(std::time::Duration::from_secs_f64(policy.approvals.timeout_seconds)))
         }
     };
-    let engine = policy
-        .engine_builder()
+    let audit = match &args.audit {
+        Some(path) => match eval_audit(path, &policy, &args.config) {
+            Ok(log) => Some(log),
+            Err(e) => {
+                report(&format!("cannot write the audit to {}: {e}", path.display()));
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let mut builder = policy.engine_builder();
+    if let Some(log) = &audit {
+        builder = builder.recorder(Arc::new(log.clone()));
+    }
+    let engine = builder
         .clock_arc(clock)
         .approval_handler_arc(approvals)
         // A dry run settles nothing: keep no receipts.
@@ -196,6 +209,9 @@ pub(crate) fn run(args: &EvalArgs) -> ExitCode {
     if args.summary {
         print_summary(&summary);
     }
+    if let Some(log) = audit {
+        log.close();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -203,6 +219,23 @@ pub(crate) fn run(args: &EvalArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The audit of a run: every entry written (the run waits for the writer rather than drop one).
+fn eval_audit(
+    path: &std::path::Path,
+    policy: &halt_config::Policy,
+    origin: &std::path::Path,
+) -> Result<halt_audit::AuditLog, String> {
+    let file = halt_audit::FileSink::open(path, halt_audit::Rotation::default()).map_err(|e| e.to_string())?;
+    let config = halt_audit::AuditConfig {
+        on_full: halt_audit::OnFull::Wait,
+        policy_version: policy.version.clone(),
+        ..halt_audit::AuditConfig::default()
+    };
+    let log = halt_audit::AuditLog::new(vec![Box::new(file)], config).map_err(|e| e.to_string())?;
+    log.policy_loaded(&policy.version, &origin.display().to_string(), policy.guards.len());
+    Ok(log)
 }
 
 /// One output line, to write.

@@ -1,5 +1,6 @@
 //! `agenthalt`: the command-line entry point of AgentHalt.
 
+mod audit;
 mod eval;
 
 use std::io::Write;
@@ -48,6 +49,9 @@ Calls that would run commit their effects (spend, counts) before the next line.
 
 Exit status: 0, 1 on an I/O failure, 2 for an invalid policy (before any input is read).")]
     Eval(EvalArgs),
+    /// Verify or query audit logs.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// Options of `agenthalt eval`.
@@ -71,6 +75,10 @@ struct EvalArgs {
     /// `approvals.timeout_seconds`).
     #[arg(long, value_enum, default_value_t = ApprovalsArg::Deny)]
     approvals: ApprovalsArg,
+    /// Write the run's audit log (hash-chained, redacted JSONL) to this file, appending to its
+    /// chain if it exists.
+    #[arg(long)]
+    audit: Option<PathBuf>,
     /// Print counts per decision and per guard to standard error at the end.
     #[arg(long)]
     summary: bool,
@@ -97,6 +105,7 @@ fn main() -> ExitCode {
         Command::Check { file } => check(&file),
         Command::Schema => schema(),
         Command::Eval(args) => eval::run(&args),
+        Command::Audit(command) => audit::run(&command),
     }
 }
 
@@ -158,6 +167,20 @@ fn check(file: &std::path::Path) -> ExitCode {
         text.push_str(&format!(", {pattern} needs {n} approvers"));
     }
     text.push_str(&format!("\n  policy version {}\n", policy.version));
+    if let Some(a) = &policy.audit {
+        let mut sinks = Vec::new();
+        if let Some(f) = &a.file {
+            sinks.push(format!("file {}", f.path.display()));
+        }
+        if a.tracing {
+            sinks.push("tracing".to_owned());
+        }
+        if a.memory > 0 {
+            sinks.push(format!("memory ({} entries)", a.memory));
+        }
+        let required = if a.required { ", required" } else { "" };
+        text.push_str(&format!("  audit: {}{required}\n", sinks.join(", ")));
+    }
     match out.write_all(text.as_bytes()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

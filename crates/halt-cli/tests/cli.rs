@@ -49,6 +49,10 @@ fn schema_prints_json_schema() {
     for key in ["handler", "timeout_seconds", "expires_after_seconds", "webhook", "require_approvers"] {
         assert!(approvals.get(key).is_some(), "approvals.{key} is in the schema: {approvals}");
     }
+    let audit = &schema["properties"]["audit"]["properties"];
+    for key in ["file", "tracing", "memory", "queue", "on_full", "required"] {
+        assert!(audit.get(key).is_some(), "audit.{key} is in the schema: {audit}");
+    }
 }
 
 #[test]

@@ -31,6 +31,7 @@
 #![allow(clippy::result_large_err, reason = "loading a policy is not a hot path, and a flat error is easier to use")]
 
 mod approvals;
+mod audit;
 mod env;
 mod locate;
 mod schema;
@@ -47,10 +48,11 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
 pub use approvals::{ApprovalSettings, HandlerSetting, WebhookSettings};
+pub use audit::{AuditFileSettings, AuditSettings, OnFullSetting};
 pub use schema::policy_schema;
 
 /// The top-level sections a policy file may have.
-const SECTIONS: [&str; 4] = ["guards", "engine", "store", "approvals"];
+const SECTIONS: [&str; 5] = ["guards", "engine", "store", "approvals", "audit"];
 
 /// A policy file's mistake: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -241,6 +243,8 @@ pub struct Policy {
     pub store: StoreSettings,
     /// Who is asked for approvals, and their rules.
     pub approvals: ApprovalSettings,
+    /// The audit log, if the policy has one.
+    pub audit: Option<AuditSettings>,
     /// The policy's version: a SHA-256 (hex) of the whole policy as loaded. An approval covers
     /// only calls evaluated under the version it was asked under.
     pub version: String,
@@ -393,6 +397,7 @@ impl PolicyLoader {
         let mut engine = EngineSettings::default();
         let mut store = StoreSettings::default();
         let mut approvals = ApprovalSettings::default();
+        let mut audit = None;
         let mut guards = Vec::new();
         for (key, value) in root {
             let Some(section) = key.as_str() else {
@@ -403,6 +408,7 @@ impl PolicyLoader {
                 "engine" => engine = ctx.section("engine", value)?,
                 "store" => store = ctx.section("store", value)?,
                 "approvals" => approvals = ctx.section("approvals", value)?,
+                "audit" => audit = Some(ctx.section::<AuditSettings>("audit", value)?),
                 other => {
                     let s = suggest(other, SECTIONS.iter().copied());
                     return Err(ctx.at_path(&[Seg::Key(other.to_owned())], format!("unknown section `{other}`"), s));
@@ -463,7 +469,10 @@ impl PolicyLoader {
         }
         approvals::check(&approvals, &engine)
             .map_err(|(path, message)| ctx.at_path(&key_path(&path), message, None))?;
-        Ok(Policy { guards, engine, store, approvals, version })
+        if let Some(a) = &audit {
+            audit::check(a).map_err(|(path, message)| ctx.at_path(&key_path(&path), message, None))?;
+        }
+        Ok(Policy { guards, engine, store, approvals, audit, version })
     }
 
     fn guards(&self, ctx: &Ctx<'_>, value: Value) -> Result<Vec<ConfiguredGuard>, ConfigError> {

@@ -3,7 +3,7 @@
 use halt_core::GuardRegistry;
 use serde_json::{Map, Value, json};
 
-use crate::{ApprovalSettings, EngineSettings, StoreSettings};
+use crate::{ApprovalSettings, AuditSettings, EngineSettings, StoreSettings};
 
 /// The JSON Schema (2020-12) of a policy file whose guards are the types `registry` knows.
 #[must_use]
@@ -38,6 +38,8 @@ pub fn policy_schema(registry: &GuardRegistry) -> Value {
     hoist_defs(&mut store, &mut defs);
     let mut approvals = schemars::schema_for!(ApprovalSettings).to_value();
     hoist_defs(&mut approvals, &mut defs);
+    let mut audit = schemars::schema_for!(AuditSettings).to_value();
+    hoist_defs(&mut audit, &mut defs);
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "AgentHalt policy",
@@ -53,7 +55,8 @@ pub fn policy_schema(registry: &GuardRegistry) -> Value {
             },
             "engine": engine,
             "store": store,
-            "approvals": approvals
+            "approvals": approvals,
+            "audit": audit
         },
         "$defs": defs
     })
