@@ -78,6 +78,35 @@ pub use halt_hil as hil;
 #[cfg_attr(docsrs, doc(cfg(feature = "audit")))]
 pub use halt_audit as audit;
 
+/// `#[guarded]`: every call of a function goes through an engine before its body runs.
+///
+/// ```
+/// use std::sync::LazyLock;
+/// use agenthalt::{guarded, Blocked, Engine};
+///
+/// #[derive(Debug)]
+/// enum MailError { Blocked(Blocked) }
+/// impl From<Blocked> for MailError {
+///     fn from(b: Blocked) -> Self { MailError::Blocked(b) }
+/// }
+///
+/// static ENGINE: LazyLock<Engine> = LazyLock::new(Engine::new);
+///
+/// #[guarded(engine = ENGINE, agent_id = "mailer")]
+/// fn send_email(to: String, body: String) -> Result<usize, MailError> {
+///     Ok(to.len() + body.len())
+/// }
+///
+/// assert_eq!(send_email("a@b.c".into(), "hi".into()).unwrap(), 7);
+/// ```
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+pub use halt_macros::guarded;
+
+#[cfg(feature = "macros")]
+#[doc(hidden)]
+pub mod __private;
+
 /// The embedded persistent store.
 #[cfg(feature = "sled")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sled")))]

@@ -34,6 +34,7 @@
 //! ```
 
 mod approval;
+mod blocked;
 mod builder;
 mod effects;
 mod engine;
@@ -49,6 +50,7 @@ mod stream;
 
 pub use approval::ResolveError;
 pub use approval::{ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalResponse};
+pub use blocked::Blocked;
 pub use builder::EngineBuilder;
 pub use effects::{SettleError, Settlement};
 pub use engine::{ENGINE_GUARD_NAME, Engine, EngineError, GuardInfo, HookError, Mode, PostHook, PreHook};
