@@ -11,14 +11,15 @@ use crate::evaluate::engine_deny;
 /// `From<Blocked>`.
 #[derive(Debug, Clone)]
 pub struct Blocked {
-    outcome: Outcome,
+    // Boxed: an error travels in every `Result` of a guarded fn, and should stay small.
+    outcome: Box<Outcome>,
 }
 
 impl Blocked {
     /// A blocked call with this outcome.
     #[must_use]
     pub fn new(outcome: Outcome) -> Self {
-        Self { outcome }
+        Self { outcome: Box::new(outcome) }
     }
 
     /// A call refused before the guards saw it (its arguments could not be read or written
@@ -26,7 +27,7 @@ impl Blocked {
     #[must_use]
     pub fn refused(function: &str, reason: &str) -> Self {
         let outcome = Outcome::new(String::new(), function.to_owned(), vec![engine_deny(reason)], &JsonObject::new());
-        Self { outcome }
+        Self::new(outcome)
     }
 
     /// The engine's outcome.
