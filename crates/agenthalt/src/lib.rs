@@ -17,11 +17,13 @@
 //! | `scope` (default) | `halt-guards-scope` | [`scope::ScopeGuard`]: which tools each agent may call |
 //! | `sensitive` (default) | `halt-guards-sensitive` | [`sensitive::SensitiveGuard`]: PII and secrets, denied or redacted |
 //! | `yaml` (default) | `halt-config` | [`config::PolicyLoader`]: YAML policies with precise errors, JSON Schema |
+//! | `hil` (default) | `halt-hil` | `hil::Broker`: human approvals, durable, bound and single-use; console, webhook, callback |
+//! | `audit` (default) | `halt-audit` | `audit::AuditLog`: hash-chained, redacted audit entries of every decision |
+//! | `openai` | `halt-openai` | `openai::ToolGuard`: OpenAI-style tool calls through the engine |
+//! | `macros` | `halt-macros` | `#[guarded]`: a function's every call through the engine |
 //! | `sled` | `halt-store-sled` | [`sled::SledStore`]: the embedded persistent store |
 //! | `redis` | `halt-store-redis` | [`redis::RedisStore`]: one shared state for many processes and hosts |
 //! | `full` | all of the above | everything |
-//!
-//! Guard, store, approval, audit and integration features are added here as their crates land.
 //!
 //! ```
 //! use agenthalt::{async_trait, Call, CallContext, Decision, Engine, Guard, GuardError};
@@ -77,6 +79,12 @@ pub use halt_hil as hil;
 #[cfg(feature = "audit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "audit")))]
 pub use halt_audit as audit;
+
+/// OpenAI-style tool calls (Chat Completions, streamed chunks, the Responses API) through the
+/// engine.
+#[cfg(feature = "openai")]
+#[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
+pub use halt_openai as openai;
 
 /// `#[guarded]`: every call of a function goes through an engine before its body runs.
 ///

@@ -207,6 +207,29 @@ pub enum ParseCallError {
     Call(#[from] ContextError),
 }
 
+/// Reads a call's arguments from their JSON text, as a model or a client sends them (an OpenAI
+/// tool call's `arguments`, an MCP `tools/call`'s): exactly one JSON object, with no key
+/// repeated anywhere in it. Text that is not JSON, JSON that is not an object, and a repeated key
+/// are each an error: never an empty object in their place.
+///
+/// ```
+/// use halt_core::context::parse_arguments;
+///
+/// assert_eq!(parse_arguments(r#"{"to": "a@b.c"}"#)?["to"], "a@b.c");
+/// assert!(parse_arguments(r#"{"to": "a@b.c""#).is_err());
+/// assert!(parse_arguments("[1, 2]").is_err());
+/// assert!(parse_arguments(r#"{"to": "x", "to": "y"}"#).is_err());
+/// # Ok::<(), halt_core::ParseCallError>(())
+/// ```
+///
+/// # Errors
+/// [`ParseCallError::Json`] for text that is not JSON (or repeats a key), and
+/// [`ParseCallError::Call`] for JSON that is not an object.
+pub fn parse_arguments(text: &str) -> Result<JsonObject, ParseCallError> {
+    let UniqueKeys(value) = serde_json::from_str(text)?;
+    Ok(into_object("arguments", value)?)
+}
+
 /// One field of a call's wire form as read.
 #[derive(Default)]
 enum Given<T> {
