@@ -45,11 +45,16 @@ impl Blocked {
 
 impl std::fmt::Display for Blocked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let function = self.outcome.function_name();
         let reasons = self.outcome.denial_reasons();
-        if self.approval_refused() && reasons.is_empty() {
-            write!(f, "`{}` was not approved", self.outcome.function_name())
+        if !reasons.is_empty() {
+            write!(f, "`{function}` was blocked: {}", reasons.join("; "))
+        } else if self.approval_refused() {
+            write!(f, "`{function}` was not approved")
         } else {
-            write!(f, "`{}` was blocked: {}", self.outcome.function_name(), reasons.join("; "))
+            // Held for a person who has not answered (no approval handler).
+            let asking = self.outcome.approval_reasons().join("; ");
+            write!(f, "`{function}` waits for a person's approval (call `{}`): {asking}", self.outcome.call_id())
         }
     }
 }

@@ -6,6 +6,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// A list that may come as `null` (as some clients and servers write an empty one).
+fn null_as_empty<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
 /// A tool call the model proposes (`message.tool_calls[]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolCall {
@@ -41,7 +46,7 @@ pub struct ChatMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<Value>,
     /// The tool calls the assistant proposes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_empty")]
     pub tool_calls: Vec<ToolCall>,
     /// For a `tool` message: the call it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,7 +121,7 @@ pub struct Delta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     /// Pieces of tool calls.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_empty")]
     pub tool_calls: Vec<ToolCallDelta>,
     /// A piece of a refusal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,6 +173,8 @@ pub struct Assembled {
 pub struct ToolCallAssembler {
     calls: BTreeMap<u32, ToolCall>,
     finished: bool,
+    /// A chunk could not be read: what was built may miss pieces, so no call is complete.
+    pub(crate) broken: bool,
     refusal: String,
 }
 
@@ -209,10 +216,12 @@ impl ToolCallAssembler {
                 if let Some(name) = &f.name {
                     call.function.name.push_str(name);
                 }
-                if let Some(args) = &f.arguments
-                    && call.function.arguments.len() + args.len() <= MAX_ARGUMENT_BYTES
-                {
-                    call.function.arguments.push_str(args);
+                if let Some(args) = &f.arguments {
+                    if call.function.arguments.len() + args.len() <= MAX_ARGUMENT_BYTES {
+                        call.function.arguments.push_str(args);
+                    } else {
+                        self.broken = true;
+                    }
                 }
             }
         }
@@ -227,7 +236,7 @@ impl ToolCallAssembler {
     /// The tool calls, in index order; each marked complete only if the stream finished.
     #[must_use]
     pub fn finish(self) -> Vec<Assembled> {
-        let complete = self.finished;
+        let complete = self.finished && !self.broken;
         self.calls.into_values().map(|call| Assembled { call, complete }).collect()
     }
 }

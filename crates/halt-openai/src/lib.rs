@@ -34,6 +34,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "async-openai")]
+mod async_openai_types;
 mod chat;
 mod guard;
 mod responses;
