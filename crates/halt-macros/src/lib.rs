@@ -2,7 +2,7 @@
 //! runs. Use it through the `agenthalt` facade (feature `macros`), whose paths the generated code
 //! names.
 //!
-//! ```ignore
+//! ```
 //! use agenthalt::{guarded, Blocked, Engine};
 //!
 //! #[derive(Debug)]
@@ -18,9 +18,9 @@
 //!     // runs only if the engine allows the call, with the arguments a guard may have changed
 //!     Ok(())
 //! }
-//! ```
 //!
-//! (The facade's documentation has this example compiled and run.)
+//! send_email("ops@example.com".into(), "weekly report".into()).unwrap();
+//! ```
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as Tokens};
