@@ -239,23 +239,22 @@ impl ToolGuard {
     /// The `tool` messages for the calls that do not run, in order, one per call id.
     #[must_use]
     pub fn tool_messages(&self, decisions: &[ToolDecision]) -> Vec<ChatMessage> {
-        let mut answered = std::collections::BTreeSet::new();
-        decisions
-            .iter()
-            .filter(|d| answered.insert(d.call_id.as_str()))
-            .filter_map(|d| Some(ChatMessage::tool(&d.call_id, self.answer(d)?)))
-            .collect()
+        self.answers(decisions).map(|(id, text)| ChatMessage::tool(id, text)).collect()
     }
 
     /// The `function_call_output` items for the calls that do not run, in order, one per call id.
     #[must_use]
     pub fn function_call_outputs(&self, decisions: &[ToolDecision]) -> Vec<Value> {
+        self.answers(decisions).map(|(id, text)| function_call_output(id, &text)).collect()
+    }
+
+    /// The call id and answer of each call that does not run, in order, once per id.
+    fn answers<'d>(&'d self, decisions: &'d [ToolDecision]) -> impl Iterator<Item = (&'d str, String)> + 'd {
         let mut answered = std::collections::BTreeSet::new();
         decisions
             .iter()
-            .filter(|d| answered.insert(d.call_id.as_str()))
-            .filter_map(|d| Some(function_call_output(&d.call_id, &self.answer(d)?)))
-            .collect()
+            .filter(move |d| answered.insert(d.call_id.as_str()))
+            .filter_map(|d| Some((d.call_id.as_str(), self.answer(d)?)))
     }
 }
 
