@@ -17,6 +17,7 @@
 //! | `scope` (default) | `halt-guards-scope` | [`scope::ScopeGuard`]: which tools each agent may call |
 //! | `sensitive` (default) | `halt-guards-sensitive` | [`sensitive::SensitiveGuard`]: PII and secrets, denied or redacted |
 //! | `yaml` (default) | `halt-config` | [`config::PolicyLoader`]: YAML policies with precise errors, JSON Schema |
+//! | `rules` | `halt-guards-rules` | `rules::RulesGuard`: declarative rules on argument values (paths, URLs, email domains, amounts) |
 //! | `hil` (default) | `halt-hil` | `hil::Broker`: human approvals, durable, bound and single-use; console, webhook, callback |
 //! | `audit` (default) | `halt-audit` | `audit::AuditLog`: hash-chained, redacted audit entries of every decision |
 //! | `openai` | `halt-openai` | `openai::ToolGuard`: OpenAI-style tool calls through the engine |
@@ -114,6 +115,11 @@ pub use halt_macros::guarded;
 #[cfg(feature = "macros")]
 #[doc(hidden)]
 pub mod __private;
+
+/// The argument rules guard.
+#[cfg(feature = "rules")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rules")))]
+pub use halt_guards_rules as rules;
 
 /// The embedded persistent store.
 #[cfg(feature = "sled")]

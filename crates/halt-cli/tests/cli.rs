@@ -49,6 +49,12 @@ fn schema_prints_json_schema() {
     for key in ["handler", "timeout_seconds", "expires_after_seconds", "webhook", "require_approvers"] {
         assert!(approvals.get(key).is_some(), "approvals.{key} is in the schema: {approvals}");
     }
+    let condition = &schema["$defs"]["Condition"]["properties"];
+    for key in
+        ["all", "any", "not", "field", "path", "url", "email_domain", ">", ">=", "<", "<=", "one_of", "regex", "exists"]
+    {
+        assert!(condition.get(key).is_some(), "rules conditions' {key} is in the schema: {condition}");
+    }
     let audit = &schema["properties"]["audit"]["properties"];
     for key in ["file", "tracing", "memory", "queue", "on_full", "required"] {
         assert!(audit.get(key).is_some(), "audit.{key} is in the schema: {audit}");

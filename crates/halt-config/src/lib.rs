@@ -637,6 +637,8 @@ pub fn builtin_factories() -> Vec<Arc<dyn GuardFactory>> {
     v.push(Arc::new(halt_guards_rate_limit::factory()));
     #[cfg(feature = "scope")]
     v.push(Arc::new(halt_guards_scope::factory()));
+    #[cfg(feature = "rules")]
+    v.push(Arc::new(halt_guards_rules::factory()));
     #[cfg(feature = "sensitive")]
     v.push(Arc::new(halt_guards_sensitive::factory()));
     v
