@@ -255,7 +255,7 @@ fn same_key(k: &str, key: &str) -> bool {
 
 /// Evaluates a condition; `any_value`: a leaf on several values holds if it holds for any (else
 /// for each). `not` turns that around, so that a negated condition is as strict as a plain one.
-fn eval(cond: &Cond, args: &JsonObject, any_value: bool, urls: &mut Urls) -> Tri {
+fn eval<'a>(cond: &Cond, args: &'a JsonObject, any_value: bool, urls: &mut Urls<'a>) -> Tri {
     match cond {
         Cond::All(list) => list.iter().fold(Tri::Yes, |acc, c| acc.and(eval(c, args, any_value, urls))),
         Cond::Any(list) => list.iter().fold(Tri::No, |acc, c| acc.or(eval(c, args, any_value, urls))),
@@ -276,7 +276,7 @@ fn eval(cond: &Cond, args: &JsonObject, any_value: bool, urls: &mut Urls) -> Tri
 }
 
 /// One matcher on one value: wrong type is `No`, a value that does not parse is `Unknown`.
-fn one(m: &Matcher, v: &Value, urls: &mut Urls) -> Tri {
+fn one<'a>(m: &Matcher, v: &'a Value, urls: &mut Urls<'a>) -> Tri {
     match m {
         Matcher::Exists(want) => {
             if *want {
@@ -294,8 +294,8 @@ fn one(m: &Matcher, v: &Value, urls: &mut Urls) -> Tri {
         },
         Matcher::Url { schemes, hosts, ports, private } => match v {
             Value::String(s) => match urls.parse(s) {
-                Some(u) => yes(schemes.as_ref().is_none_or(|list| list.contains(&u.scheme))
-                    && hosts.as_ref().is_none_or(|g| g.is_match(&u.host))
+                Some(u) => yes(schemes.as_ref().is_none_or(|list| list.iter().any(|s| *s == u.scheme))
+                    && hosts.as_ref().is_none_or(|g| g.is_match(u.host.as_ref()))
                     && ports.as_ref().is_none_or(|list| u.port.is_some_and(|p| list.contains(&p)))
                     && private.is_none_or(|want| is_private(u) == want)),
                 None => Tri::Unknown,
@@ -329,21 +329,31 @@ fn one(m: &Matcher, v: &Value, urls: &mut Urls) -> Tri {
     }
 }
 
-/// The URLs one evaluation has parsed: several rules often read the same one.
+/// The URLs one evaluation has parsed: several rules often read the same one. The first two are
+/// kept inline (no allocation for the usual call).
 #[derive(Default)]
-struct Urls(Vec<(*const u8, usize, Option<Url>)>);
+struct Urls<'a> {
+    inline: [Option<(&'a str, Option<Url<'a>>)>; 2],
+    more: Vec<(&'a str, Option<Url<'a>>)>,
+}
 
-impl Urls {
-    fn parse(&mut self, s: &str) -> Option<&Url> {
-        let key = (s.as_ptr(), s.len());
-        let at = match self.0.iter().position(|(p, l, _)| (*p, *l) == key) {
-            Some(at) => at,
+impl<'a> Urls<'a> {
+    fn parse(&mut self, s: &'a str) -> Option<&Url<'a>> {
+        let same = |t: &str| std::ptr::eq(t, s);
+        if let Some(i) = self.inline.iter().position(|e| e.as_ref().is_some_and(|(t, _)| same(t))) {
+            return self.inline[i].as_ref().and_then(|(_, u)| u.as_ref());
+        }
+        if let Some(i) = self.more.iter().position(|(t, _)| same(t)) {
+            return self.more[i].1.as_ref();
+        }
+        let parsed = (s, parse_url(s));
+        match self.inline.iter().position(Option::is_none) {
+            Some(i) => self.inline[i].insert(parsed).1.as_ref(),
             None => {
-                self.0.push((key.0, key.1, parse_url(s)));
-                self.0.len() - 1
+                self.more.push(parsed);
+                self.more.last().and_then(|(_, u)| u.as_ref())
             }
-        };
-        self.0[at].2.as_ref()
+        }
     }
 }
 

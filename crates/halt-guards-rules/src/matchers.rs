@@ -1,6 +1,7 @@
 //! The typed matchers: each reads one argument value and says whether it matches, does not, or
 //! cannot be read (a value that fails to parse, which never lets an `allow` rule match).
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -99,14 +100,14 @@ pub(crate) fn normalize_path(raw: &str, ignore_case: bool) -> Option<String> {
 
 /// A URL's parts, with its host as an address when it is one (in any of the forms a resolver
 /// accepts: dotted, shortened, decimal, hex, IPv6, IPv4-mapped IPv6).
-pub(crate) struct Url {
-    pub(crate) scheme: String,
-    pub(crate) host: String,
+pub(crate) struct Url<'a> {
+    pub(crate) scheme: Cow<'a, str>,
+    pub(crate) host: Cow<'a, str>,
     pub(crate) ip: Option<IpAddr>,
     pub(crate) port: Option<u16>,
 }
 
-pub(crate) fn parse_url(raw: &str) -> Option<Url> {
+pub(crate) fn parse_url(raw: &str) -> Option<Url<'_>> {
     plain_url(raw).or_else(|| whatwg_url(raw))
 }
 
@@ -115,7 +116,7 @@ pub(crate) fn parse_url(raw: &str) -> Option<Url> {
 /// in a number) with at most a numeric port. For exactly these, the WHATWG parser's host and port
 /// are the text's own, lowercased; anything else (userinfo, percent signs, brackets, numeric or
 /// odd hosts, spaces) is left to it. A test checks the two agree.
-pub(crate) fn plain_url(raw: &str) -> Option<Url> {
+pub(crate) fn plain_url(raw: &str) -> Option<Url<'_>> {
     let bytes = raw.as_bytes();
     let (scheme, default_port, start) = if bytes.len() > 8 && bytes[..8].eq_ignore_ascii_case(b"https://") {
         ("https", 443, 8)
@@ -182,11 +183,16 @@ pub(crate) fn plain_url(raw: &str) -> Option<Url> {
     {
         return None;
     }
-    Some(Url { scheme: scheme.to_owned(), host: host.to_ascii_lowercase(), ip: None, port: Some(port) })
+    let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    };
+    Some(Url { scheme: Cow::Borrowed(scheme), host, ip: None, port: Some(port) })
 }
 
 /// Any URL, by the WHATWG parser (the one `reqwest` uses).
-pub(crate) fn whatwg_url(raw: &str) -> Option<Url> {
+pub(crate) fn whatwg_url(raw: &str) -> Option<Url<'static>> {
     let parsed = url::Url::parse(raw.trim()).ok()?;
     let host = parsed.host()?;
     let (name, ip) = match host {
@@ -201,12 +207,13 @@ pub(crate) fn whatwg_url(raw: &str) -> Option<Url> {
             (ip.to_string(), Some(ip))
         }
     };
-    Some(Url { scheme: parsed.scheme().to_owned(), host: name, ip, port: parsed.port_or_known_default() })
+    let scheme = Cow::Owned(parsed.scheme().to_owned());
+    Some(Url { scheme, host: Cow::Owned(name), ip, port: parsed.port_or_known_default() })
 }
 
 /// Whether a host is on a private network: loopback, RFC 1918, carrier-grade NAT, link-local
 /// (the cloud metadata address among them), unspecified, IPv6 unique-local, and `localhost`.
-pub(crate) fn is_private(url: &Url) -> bool {
+pub(crate) fn is_private(url: &Url<'_>) -> bool {
     if url.host == "localhost" || url.host.ends_with(".localhost") {
         return true;
     }
@@ -310,7 +317,7 @@ mod tests {
         assert_eq!(u.host, "evil.com");
         assert_eq!(parse_url("http://evil.com\\@good.com/").unwrap().host, "evil.com");
         assert_eq!(
-            parse_url("HTTPS://API.Example.COM.:8443/x").map(|u| (u.host, u.port)),
+            parse_url("HTTPS://API.Example.COM.:8443/x").map(|u| (u.host.into_owned(), u.port)),
             Some(("api.example.com".into(), Some(8443)))
         );
         assert!(!is_private(&parse_url("https://example.com").unwrap()));
