@@ -236,7 +236,7 @@ fn policy_mistakes_are_pointed_at() {
     };
     let head = "guards:\n  rules:\n    rules:\n      - functions: [f]\n        decision: deny\n        where: ";
     for (condition, expected) in [
-        ("{field: x, pth: {glob: [a]}}", "unknown field `pth`"),
+        ("{field: x, pth: {glob: [a]}}", "unknown field `pth` at guards.rules; did you mean `path`?"),
         ("{field: x, path: {glob: [\"a[\"]}}", "rules[0].where.path.glob"),
         ("{field: x, regex: \"a{1000}{1000}\"}", "rules[0].where.regex"),
         ("{field: x, \">\": \"lots\"}", "invalid `rules[0].where.>`: must be a number"),
