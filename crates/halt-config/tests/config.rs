@@ -160,7 +160,7 @@ fn unknown_keys_and_sections_suggest_the_right_one() {
     assert_eq!(err("guard:\n  budget: {}\n"), "p.yaml:1:1: unknown section `guard` at guard; did you mean `guards`?");
     assert_eq!(
         err("guards:\n  budgit:\n    max_daily_spend: 1\n"),
-        "p.yaml:2:3: unknown guard type `budgit` (known: budget, deletion, purchase, rate_limit, scope, sensitive_data) at guards.budgit; did you mean `budget`?"
+        "p.yaml:2:3: unknown guard type `budgit` (known: budget, deletion, purchase, rate_limit, rules, scope, sensitive_data) at guards.budgit; did you mean `budget`?"
     );
     assert_eq!(err("guards:\n  scope:\n    zzz: 1\n"), "p.yaml:3:5: unknown field `zzz` at guards.scope");
     assert_eq!(
