@@ -85,13 +85,25 @@ enum Message {
     Flush(mpsc::Sender<()>),
 }
 
-struct Shared {
-    tx: Mutex<Option<SyncSender<Message>>>,
+/// What the handles and the writer thread both see. The writer holds only this, so that dropping
+/// the last handle drops the queue's sender and lets the writer finish.
+struct Health {
     dropped: AtomicU64,
     failing: AtomicBool,
+    clock: Arc<dyn Clock>,
+}
+
+impl Health {
+    fn dropped_total(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+struct Shared {
+    tx: Mutex<Option<SyncSender<Message>>>,
+    health: Arc<Health>,
     config: AuditConfig,
     policy_version: RwLock<Arc<str>>,
-    clock: Arc<dyn Clock>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -128,24 +140,26 @@ impl AuditLog {
         };
         let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
         let policy_version = RwLock::new(Arc::from(config.policy_version.as_str()));
-        let shared = Arc::new(Shared {
-            tx: Mutex::new(Some(tx)),
+        let health = Arc::new(Health {
             dropped: AtomicU64::new(0),
             failing: AtomicBool::new(false),
-            config,
-            policy_version,
             clock: Arc::new(SystemClock),
-            writer: Mutex::new(None),
         });
         if resumed.is_some_and(|(_, cut)| cut) {
             // A line a crash cut short was dropped from the file: say so in the chain.
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            health.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        let shared = Arc::new(Shared {
+            tx: Mutex::new(Some(tx)),
+            health: Arc::clone(&health),
+            config,
+            policy_version,
+            writer: Mutex::new(None),
+        });
         let redactor = audit_redactor();
-        let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("agenthalt-audit".into())
-            .spawn(move || write_loop(&rx, &mut sinks, &mut chain, &redactor, &writer_shared))
+            .spawn(move || write_loop(&rx, &mut sinks, &mut chain, &redactor, &health))
             .map_err(AuditError::Thread)?;
         *shared.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(writer);
         Ok(Self { shared })
@@ -154,7 +168,7 @@ impl AuditLog {
     /// How many entries were dropped because the queue was full, since the log started.
     #[must_use]
     pub fn dropped(&self) -> u64 {
-        self.shared.dropped_total()
+        self.shared.health.dropped_total()
     }
 
     /// Records that a policy was loaded, and stamps its version on the entries that follow.
@@ -162,7 +176,7 @@ impl AuditLog {
         *self.shared.policy_version.write().unwrap_or_else(PoisonError::into_inner) = Arc::from(version);
         let raw = Raw {
             kind: Some(EntryKind::PolicyLoad),
-            at: self.shared.clock.now().as_secs_f64(),
+            at: self.shared.health.clock.now().as_secs_f64(),
             policy_version: Some(Arc::from(version)),
             details: Some(json!({"origin": origin, "guards": guards})),
             ..Raw::default()
@@ -201,10 +215,6 @@ impl Drop for Shared {
 }
 
 impl Shared {
-    fn dropped_total(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
     /// Queues a record; says why not when the call must then be refused.
     fn push(&self, raw: Raw) -> Result<(), RecordError> {
         let unavailable = || RecordError("audit unavailable (fail-safe)".into());
@@ -219,14 +229,14 @@ impl Shared {
         match sent {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.health.dropped.fetch_add(1, Ordering::Relaxed);
                 if self.config.required || self.config.on_full == OnFull::Deny {
                     return Err(unavailable());
                 }
             }
             Err(TrySendError::Disconnected(_)) => return Err(unavailable()),
         }
-        if self.config.required && self.failing.load(Ordering::Relaxed) {
+        if self.config.required && self.health.failing.load(Ordering::Relaxed) {
             return Err(unavailable());
         }
         Ok(())
@@ -253,7 +263,7 @@ impl Recorder for AuditLog {
             },
             Record::ApprovalResolved { call_id, context, response } => Raw {
                 kind: Some(EntryKind::ApprovalDecision),
-                at: s.clock.now().as_secs_f64(),
+                at: s.health.clock.now().as_secs_f64(),
                 call_id: Some(call_id.to_owned()),
                 function: context.map(|c| c.function_name.clone()),
                 agent_id: context.and_then(|c| c.agent_id.clone()),
@@ -268,7 +278,7 @@ impl Recorder for AuditLog {
             },
             Record::Settled(settlement) => Raw {
                 kind: Some(EntryKind::Settlement),
-                at: s.clock.now().as_secs_f64(),
+                at: s.health.clock.now().as_secs_f64(),
                 call_id: Some(settlement.call_id.clone()),
                 details: Some(json!({
                     "previous": settlement.previous.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -357,7 +367,7 @@ fn write_loop(
     sinks: &mut [Box<dyn Sink>],
     chain: &mut Chain,
     redactor: &Redactor,
-    shared: &Shared,
+    shared: &Health,
 ) {
     // The drops the chain has already recorded in gap entries.
     let mut recorded = 0u64;
@@ -387,7 +397,7 @@ fn write_loop(
     flush(sinks, shared);
 }
 
-fn flush(sinks: &mut [Box<dyn Sink>], shared: &Shared) {
+fn flush(sinks: &mut [Box<dyn Sink>], shared: &Health) {
     let mut ok = true;
     for sink in sinks.iter_mut() {
         ok &= sink.flush().is_ok();
@@ -401,7 +411,7 @@ fn write(
     sinks: &mut [Box<dyn Sink>],
     chain: &mut Chain,
     redactor: &Redactor,
-    shared: &Shared,
+    shared: &Health,
     raw: Raw,
     lost: Option<u64>,
 ) {

@@ -218,3 +218,20 @@ fn queries_select_over_the_ring_and_files() {
     let future = Query { since: Some(4e9), ..Query::default() };
     assert!(ring.query(&future).is_empty());
 }
+
+#[test]
+fn dropping_the_last_handle_writes_what_is_queued_and_stops_the_writer() {
+    let d = dir("drop");
+    let path = d.join("audit.jsonl");
+    let audit = file_log(&path, AuditConfig::default());
+    let engine = Engine::builder().recorder(Arc::new(audit)).build().unwrap();
+    for i in 0..200 {
+        engine.evaluate_blocking(CallContext::new("read").with_call_id(format!("c{i}")));
+    }
+    drop(engine);
+    assert_eq!(verify(&[&path]).unwrap().entries, 200, "every queued entry was written before the writer stopped");
+    // The file is free to be carried on by a new log.
+    let again = file_log(&path, AuditConfig::default());
+    again.close();
+    assert_eq!(verify(&[&path]).unwrap().entries, 200);
+}
