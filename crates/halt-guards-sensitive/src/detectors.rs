@@ -113,7 +113,9 @@ pub(crate) const DETECTORS: [Detector; 17] = [
         pattern: r"(?-u:\b)(?:AKIA|ASIA)[0-9A-Z]{16}(?-u:\b)",
         group: 0,
         edges: Edges::Pattern,
-        check: not_placeholder,
+        // Every format-valid key counts, AWS's documented example key too (it is what a leaked
+        // key looks like in a test); only filler such as `AKIAXXXXXXXXXXXXXXXX` does not.
+        check: |v| !is_filler(v),
     },
     Detector {
         name: "jwt",
@@ -124,10 +126,11 @@ pub(crate) const DETECTORS: [Detector; 17] = [
     },
     Detector {
         name: "private_key",
-        pattern: r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?s:.*?)(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|\z)",
+        // PEM (`RSA`, `EC`, `OPENSSH`, `ENCRYPTED`, …) and PGP (`… PRIVATE KEY BLOCK`) forms.
+        pattern: r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?s:.*?)(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\z)",
         group: 0,
         edges: Edges::Pattern,
-        check: |_| true,
+        check: has_key_body,
     },
     Detector {
         name: "github_token",
@@ -138,7 +141,9 @@ pub(crate) const DETECTORS: [Detector; 17] = [
     },
     Detector {
         name: "slack_token",
-        pattern: r"(?-u:\b)xox[abposr]-[0-9A-Za-z]{8,}(?:-[0-9A-Za-z]{4,})+",
+        // Bot, user and legacy tokens; app-level tokens; and incoming-webhook URLs, where the
+        // URL itself is the credential.
+        pattern: r"(?-u:\b)(?:xox[abposr]-[0-9A-Za-z]{8,}(?:-[0-9A-Za-z]{4,})+|xapp-[0-9]-[A-Z0-9]{8,}-[0-9]{6,}-[0-9a-f]{32,}|hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{16,})",
         group: 0,
         edges: Edges::Pattern,
         check: not_placeholder,
@@ -234,19 +239,31 @@ fn is_placeholder_beyond(v: &str, min_rest: usize) -> bool {
     if KNOWN_EXAMPLES.contains(&lower.as_str()) || ["...", "<", ">", "{{", "}}"].iter().any(|m| lower.contains(m)) {
         return true;
     }
-    let alnum: String = lower.chars().filter(char::is_ascii_alphanumeric).collect();
-    // Low variety: xxxx, aaaa, 0000, or mostly x.
-    let distinct: std::collections::BTreeSet<char> = alnum.chars().collect();
-    let xs = alnum.chars().filter(|c| *c == 'x').count();
-    if distinct.len() <= 2 || xs * 2 >= alnum.len() {
+    if is_filler(&lower) {
         return true;
     }
     // Nothing much left once the usual placeholder words are taken out.
-    let mut rest = alnum;
+    let mut rest: String = lower.chars().filter(char::is_ascii_alphanumeric).collect();
     for w in WORDS {
         rest = rest.replace(w, "");
     }
     rest.len() < min_rest
+}
+
+/// Low variety: `xxxx`, `aaaa`, `0000`, or mostly `x`.
+fn is_filler(v: &str) -> bool {
+    let alnum: Vec<char> = v.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
+    let distinct: std::collections::BTreeSet<char> = alnum.iter().copied().collect();
+    let xs = alnum.iter().filter(|c| **c == 'x').count();
+    distinct.len() <= 2 || xs * 2 >= alnum.len()
+}
+
+/// A private key block with a body: a run of at least 32 base64 characters after its header. A
+/// text that only mentions the header (documentation, an error message) is not a key.
+fn has_key_body(v: &str) -> bool {
+    let body = v.split_once("-----").and_then(|(_, rest)| rest.split_once("-----")).map_or("", |(_, rest)| rest);
+    body.split(|c: char| c.is_whitespace() || c == '-')
+        .any(|t| t.len() >= 32 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='))
 }
 
 fn not_placeholder(v: &str) -> bool {

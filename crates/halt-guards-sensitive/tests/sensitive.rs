@@ -187,8 +187,9 @@ fn hard_negatives_pass() {
         "api_key=YOUR_API_KEY, sk-..., xxxxxxxxxxxx",
         "the token economy is booming",
         "build 3b18e512dba79e4c8300dd08aeb37f8e728b8dad",
-        "AKIAIOSFODNN7EXAMPLE",
         "version 1.2.3 and v1.2.3.4",
+        "paste the key that starts with -----BEGIN OPENSSH PRIVATE KEY----- here",
+        "-----BEGIN PGP PRIVATE KEY BLOCK----- is the header gpg prints",
     ] {
         let o = run(&e, "f", json!({ "text": text }));
         assert_eq!(o.decision(), DecisionKind::Allow, "{text}: {:?}", o.denial_reasons());
@@ -235,7 +236,8 @@ fn a_finding_is_placed_in_its_own_text_among_many() {
     // Patterns that run to the end of a text find it among others too.
     let e2 = engine(json!({"blocked_patterns": ["private_key", "google_api_key"]}));
     let key = format!("AIza{}", "b".repeat(35));
-    let o = run(&e2, "process", json!({"a": "-----BEGIN PRIVATE KEY-----\nMIIEvQ", "b": "plain", "c": key}));
+    let cut = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC";
+    let o = run(&e2, "process", json!({"a": cut, "b": "plain", "c": key}));
     let found: Vec<&str> = o.final_decision().unwrap().details()["findings"]
         .as_array()
         .unwrap()
@@ -328,4 +330,39 @@ fn redaction_reaches_keys_values_of_any_type_and_folded_numbers() {
     // Paths in the details show a secret key redacted too.
     let details = o.final_decision().unwrap().details().to_string();
     assert!(!details.contains("123-45-6789") && details.contains("$.[REDACTED:ssn]"), "{details}");
+}
+
+#[test]
+fn slack_webhooks_and_app_tokens_pgp_key_blocks_and_the_aws_example_key_are_found_and_redacted() {
+    let e =
+        engine(json!({"blocked_patterns": ["api_key", "aws_key"], "sensitive_fields": [], "redact_on_modify": true}));
+    let webhook = "https://hooks.slack.com/services/T024BE7LD/B01ABCDEF23/kQ4xZ8pV2mN7rT1yW6sD3fGh";
+    let app = "xapp-1-A02B3C4D5E6-4567890123456-0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let pgp = "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBF6Z3bMBCADKv8Xcw0LGw+o0nNBxAq5fYu7JX2G8p1fQb7e2Ck3d9P4kHq2W\n=ab12\n-----END PGP PRIVATE KEY BLOCK-----";
+    let cases = [
+        (json!({"config": {"alerts": {"url": webhook}}}), "slack_token", webhook),
+        (json!({"env": [format!("SLACK_APP_TOKEN={app}")]}), "slack_token", app),
+        (json!({"files": [{"name": "secret.asc", "content": pgp}]}), "private_key", "lQOYBF6Z3bMBCADKv8Xcw0LGw"),
+        (json!({"note": "use AKIAIOSFODNN7EXAMPLE in tests"}), "aws_key", "AKIAIOSFODNN7EXAMPLE"),
+    ];
+    for (args, pattern, secret) in cases {
+        let o = run(&e, "deploy", args.clone());
+        assert_eq!(o.decision(), DecisionKind::Modify, "{args}");
+        let found: Vec<&str> = o.final_decision().unwrap().details()["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["pattern"].as_str().unwrap())
+            .collect();
+        assert!(found.contains(&pattern), "{pattern} in {found:?}");
+        let redacted = serde_json::to_string(o.modified_arguments().unwrap()).unwrap();
+        assert!(!redacted.contains(secret), "{redacted}");
+        assert!(redacted.contains(&format!("[REDACTED:{pattern}]")), "{redacted}");
+    }
+    // Slack's own documentation links and a webhook URL with its secret cut off are not tokens.
+    for text in
+        ["see https://api.slack.com/messaging/webhooks", "https://hooks.slack.com/services/T024BE7LD/B01ABCDEF23/"]
+    {
+        assert_eq!(run(&e, "deploy", json!({ "text": text })).decision(), DecisionKind::Allow, "{text}");
+    }
 }
