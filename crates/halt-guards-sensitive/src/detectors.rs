@@ -88,9 +88,10 @@ pub(crate) const DETECTORS: [Detector; 17] = [
     },
     Detector {
         name: "phone_us",
-        pattern: r"(?:(?m:^)|[^0-9])((?:\+1[-. ]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[-. ])[2-9][0-9]{2}[-. ][0-9]{4})",
+        // Written with separators, or in E.164 form (`+14155552671`).
+        pattern: r"(?:(?m:^)|[^0-9])((?:\+1[-. ]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[-. ])[2-9][0-9]{2}[-. ][0-9]{4}|\+1[2-9][0-9]{2}[2-9][0-9]{6})",
         group: 1,
-        check: |_| true,
+        check: valid_nanp,
         edges: Edges::NotDigit,
     },
     Detector {
@@ -248,6 +249,13 @@ fn is_placeholder_beyond(v: &str, min_rest: usize) -> bool {
         rest = rest.replace(w, "");
     }
     rest.len() < min_rest
+}
+
+/// A North American number whose area code can exist: not an N11 service code (211 … 911).
+fn valid_nanp(v: &str) -> bool {
+    let d = digits(v);
+    let d = if d.len() == 11 { &d[1..] } else { &d[..] };
+    d.len() == 10 && !(d[1] == 1 && d[2] == 1)
 }
 
 /// Low variety: `xxxx`, `aaaa`, `0000`, or mostly `x`.

@@ -366,3 +366,15 @@ fn slack_webhooks_and_app_tokens_pgp_key_blocks_and_the_aws_example_key_are_foun
         assert_eq!(run(&e, "deploy", json!({ "text": text })).decision(), DecisionKind::Allow, "{text}");
     }
 }
+
+#[test]
+fn phones_in_e164_form_count_and_service_codes_do_not() {
+    let e = engine(json!({"blocked_patterns": ["phone_us"], "sensitive_fields": [], "redact_on_modify": true}));
+    let o = run(&e, "notify", json!({"contacts": [{"mobile": "+14155552671"}]}));
+    assert_eq!(o.decision(), DecisionKind::Modify);
+    let redacted = serde_json::to_string(o.modified_arguments().unwrap()).unwrap();
+    assert!(!redacted.contains("4155552671") && redacted.contains("[REDACTED:phone_us]"), "{redacted}");
+    for text in ["call 911-555-0123", "(411) 555-0199", "+1415555267100", "+10155552671"] {
+        assert_eq!(run(&e, "notify", json!({ "text": text })).decision(), DecisionKind::Allow, "{text}");
+    }
+}
