@@ -171,6 +171,17 @@ impl MemoryStore {
 }
 
 impl State {
+    /// Forgets a pending reservation, taking its amounts back first when `undo`; whether it was
+    /// pending.
+    fn settle(&mut self, id: u64, undo: bool, now: Timestamp) -> bool {
+        let Some(p) = self.pending.remove(&id) else { return false };
+        if undo {
+            self.undo(id, &p.parts, now);
+        }
+        self.recycle(p.parts);
+        true
+    }
+
     /// Releases expired holds and drops up to `budget` expired keys.
     fn purge(&mut self, now: Timestamp, budget: usize) {
         if now >= self.next_lapse {
@@ -475,8 +486,16 @@ const PURGE_PER_OP: usize = 64;
 
 impl MemoryStore {
     /// Runs `op` on the state under the lock, after releasing expired holds and dropping a few
-    /// expired keys; the answer is ready at once.
-    fn run<T>(&self, now: Timestamp, op: impl FnOnce(&mut State) -> Result<T, StoreError>) -> StoreFuture<'_, T> {
+    /// expired keys, unless the request was refused before (`valid`); the answer is ready at once.
+    fn run<T>(
+        &self,
+        valid: Result<(), StoreError>,
+        now: Timestamp,
+        op: impl FnOnce(&mut State) -> Result<T, StoreError>,
+    ) -> StoreFuture<'_, T> {
+        if let Err(e) = valid {
+            return StoreFuture::ready(Err(e));
+        }
         let mut st = self.lock();
         st.purge(now, PURGE_PER_OP);
         StoreFuture::ready(op(&mut st))
@@ -587,34 +606,16 @@ impl StateStore for MemoryStore {
     }
 
     fn commit(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {
-        self.run(now, |st| {
-            let held = st.pending.remove(&id.0);
-            let found = held.is_some();
-            if let Some(p) = held {
-                st.recycle(p.parts);
-            }
-            Ok(found)
-        })
+        self.run(Ok(()), now, |st| Ok(st.settle(id.0, false, now)))
     }
 
     fn release(&self, id: ReservationId, now: Timestamp) -> StoreFuture<'_, bool> {
-        self.run(now, |st| {
-            let held = st.pending.remove(&id.0);
-            let found = held.is_some();
-            if let Some(p) = held {
-                st.undo(id.0, &p.parts, now);
-                st.recycle(p.parts);
-            }
-            Ok(found)
-        })
+        self.run(Ok(()), now, |st| Ok(st.settle(id.0, true, now)))
     }
 
     fn add<'a>(&'a self, counters: &'a [CounterSpec], now: Timestamp) -> StoreFuture<'a, Vec<i64>> {
-        if let Err(e) = check_counters(counters, false) {
-            return StoreFuture::ready(Err(e));
-        }
         let (cap, max_keys) = (self.config.max_events_per_window, self.config.max_keys);
-        self.run(now, |st| {
+        self.run(check_counters(counters, false), now, |st| {
             for c in counters {
                 st.live(&c.key, c.window, now)?;
             }
@@ -625,11 +626,11 @@ impl StateStore for MemoryStore {
     }
 
     fn total<'a>(&'a self, key: &'a str, window: Window, now: Timestamp) -> StoreFuture<'a, i64> {
-        self.run(now, |st| Ok(st.current(key, window, now)?.0))
+        self.run(Ok(()), now, |st| Ok(st.current(key, window, now)?.0))
     }
 
     fn get_record<'a>(&'a self, key: &'a str, now: Timestamp) -> StoreFuture<'a, Option<Vec<u8>>> {
-        self.run(now, |st| Ok(record(&st.entries, key, now)?.map(<[u8]>::to_vec)))
+        self.run(Ok(()), now, |st| Ok(record(&st.entries, key, now)?.map(<[u8]>::to_vec)))
     }
 
     fn swap_record<'a>(
@@ -640,10 +641,7 @@ impl StateStore for MemoryStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> StoreFuture<'a, bool> {
-        if let Err(e) = check_record_key(key) {
-            return StoreFuture::ready(Err(e));
-        }
-        self.run(now, |st| {
+        self.run(check_record_key(key), now, |st| {
             if record(&st.entries, key, now)? != expected {
                 return Ok(false);
             }
@@ -659,10 +657,7 @@ impl StateStore for MemoryStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> StoreFuture<'a, ()> {
-        if let Err(e) = check_record_key(key) {
-            return StoreFuture::ready(Err(e));
-        }
-        self.run(now, |st| {
+        self.run(check_record_key(key), now, |st| {
             // Only over a record (or nothing): another kind of value is an error.
             record(&st.entries, key, now)?;
             st.write_record(key, value, expires_at, self.config.max_keys, now)
@@ -676,10 +671,7 @@ impl StateStore for MemoryStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> StoreFuture<'a, ()> {
-        if let Err(e) = check_record_key(key) {
-            return StoreFuture::ready(Err(e));
-        }
-        self.run(now, |st| {
+        self.run(check_record_key(key), now, |st| {
             let State { entries, scratch, expiry, .. } = st;
             scratch.clear();
             // An existing key: read and rewritten in place, with one lookup.
