@@ -198,22 +198,10 @@ fn table(out: &mut impl Write, entries: &[Entry]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `at` as `YYYY-MM-DD HH:MM:SS` (UTC).
+/// `at` as `YYYY-MM-DD HH:MM:SS` (UTC), from the timestamp's own formatting.
 fn utc(at: f64) -> String {
-    #[allow(clippy::cast_possible_truncation, reason = "seconds since the epoch fit")]
-    let secs = at.floor() as i64;
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
+    halt_core::Timestamp::from_secs_f64(at)
+        .map_or_else(|| "-".to_owned(), |t| t.to_string()[..19].replacen('T', " ", 1))
 }
 
 /// `s` cut to `n` characters, control characters escaped.
