@@ -11,7 +11,7 @@ use halt_engine::{ApprovalError, ApprovalHandler, ApprovalRequest, ApprovalRespo
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::record::{Approval, ApprovalState, Edit, Vote, fingerprint, hex};
+use crate::record::{Approval, ApprovalState, Edit, Vote, fingerprint};
 
 /// The longest approver name accepted.
 const MAX_APPROVER_BYTES: usize = 256;
@@ -112,8 +112,8 @@ struct Inner {
     config: BrokerConfig,
     /// Told of each new approval, to ask a human (console, webhook, callback).
     notify: Option<Arc<dyn ApprovalHandler>>,
-    /// Woken by every decision made in this process.
-    decided: Notify,
+    /// Woken by every decision made in this process (shared by a broker and its copies).
+    decided: Arc<Notify>,
 }
 
 /// Keeps approvals in the store and enforces their rules: each is bound to the exact call (and
@@ -138,21 +138,22 @@ impl Broker {
     /// A broker keeping approvals in `store`, on `clock` (use the engine's two).
     #[must_use]
     pub fn new(store: Arc<dyn StateStore>, clock: Arc<dyn Clock>, config: BrokerConfig) -> Self {
-        Self { inner: Arc::new(Inner { store, clock, config, notify: None, decided: Notify::new() }) }
+        Self { inner: Arc::new(Inner { store, clock, config, notify: None, decided: Arc::new(Notify::new()) }) }
     }
 
     /// The same broker, telling `handler` of each new approval so that it asks a human; its
     /// answer becomes that human's decision.
     #[must_use]
     pub fn with_handler(self, handler: Arc<dyn ApprovalHandler>) -> Self {
-        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
-            store: Arc::clone(&shared.store),
-            clock: Arc::clone(&shared.clock),
-            config: shared.config.clone(),
-            notify: shared.notify.clone(),
-            decided: Notify::new(),
-        });
-        Self { inner: Arc::new(Inner { notify: Some(handler), ..inner }) }
+        let i = &self.inner;
+        let inner = Inner {
+            store: Arc::clone(&i.store),
+            clock: Arc::clone(&i.clock),
+            config: i.config.clone(),
+            notify: Some(handler),
+            decided: Arc::clone(&i.decided),
+        };
+        Self { inner: Arc::new(inner) }
     }
 
     /// The settings.
@@ -632,7 +633,7 @@ fn new_id() -> String {
         bytes[..8].copy_from_slice(&n.to_le_bytes());
         bytes[8..].copy_from_slice(&t.to_le_bytes()[..8]);
     }
-    hex(&bytes)
+    format!("{:032x}", u128::from_be_bytes(bytes))
 }
 
 fn check_approver(approver: &str) -> Result<(), BrokerError> {

@@ -122,12 +122,6 @@ pub struct Approval {
 }
 
 impl Approval {
-    /// Whether it is still pending at `now` (seconds since the Unix epoch).
-    #[must_use]
-    pub fn is_open(&self, now: f64) -> bool {
-        self.state == ApprovalState::Pending && now < self.expires_at
-    }
-
     /// The state as seen at `now`: a pending approval past its time reads as expired.
     #[must_use]
     pub fn state_at(&self, now: f64) -> ApprovalState {
@@ -153,27 +147,30 @@ pub fn fingerprint(ctx: &CallContext, policy_version: &str) -> String {
             None => canon.push_str("-;"),
         }
     }
-    canonical(&Value::Object(ctx.arguments.clone()), &mut canon);
-    hex(&Sha256::digest(canon.as_bytes()))
+    canonical_object(&ctx.arguments, &mut canon);
+    format!("{:x}", Sha256::digest(canon.as_bytes()))
 }
 
-/// `value` as JSON with object keys sorted, whatever order the map keeps them in.
+/// An object as JSON with its keys sorted, whatever order the map keeps them in.
+fn canonical_object(map: &halt_core::JsonObject, out: &mut String) {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    out.push('{');
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::String(k.clone()).to_string());
+        out.push(':');
+        canonical(&map[k], out);
+    }
+    out.push('}');
+}
+
+/// `value` as JSON with object keys sorted.
 fn canonical(value: &Value, out: &mut String) {
     match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(&map[k], out);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => canonical_object(map, out),
         Value::Array(items) => {
             out.push('[');
             for (i, v) in items.iter().enumerate() {
@@ -186,14 +183,6 @@ fn canonical(value: &Value, out: &mut String) {
         }
         other => out.push_str(&other.to_string()),
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 #[cfg(test)]

@@ -17,8 +17,6 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::record::hex;
-
 /// The header that carries the request's timestamp (seconds since the Unix epoch).
 pub const TIMESTAMP_HEADER: &str = "x-agenthalt-timestamp";
 /// The header that carries the signature: `v1=` and the hex HMAC-SHA256 of `"{timestamp}.{body}"`.
@@ -217,7 +215,7 @@ impl ApprovalHandler for Webhook {
 /// The signature header's value for `body` sent at `timestamp`.
 #[must_use]
 pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
-    format!("v1={}", hex(&mac(secret, timestamp, body).finalize().into_bytes()))
+    format!("v1={:x}", mac(secret, timestamp, body).finalize().into_bytes())
 }
 
 fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
