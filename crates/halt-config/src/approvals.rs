@@ -132,7 +132,7 @@ pub(crate) fn version(doc: &serde_yaml::Value) -> String {
     let json = serde_json::to_value(doc).unwrap_or_default();
     // Keys sorted here, whatever order the map keeps: the text is canonical.
     let text = sorted(json).to_string();
-    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:x}", Sha256::digest(text.as_bytes()))
 }
 
 fn sorted(v: serde_json::Value) -> serde_json::Value {
