@@ -100,7 +100,8 @@ impl Health {
 }
 
 struct Shared {
-    tx: Mutex<Option<SyncSender<Message>>>,
+    /// Read on every record (no clone of the sender); written once, to close.
+    tx: RwLock<Option<SyncSender<Message>>>,
     health: Arc<Health>,
     config: AuditConfig,
     policy_version: RwLock<Arc<str>>,
@@ -150,7 +151,7 @@ impl AuditLog {
             health.dropped.fetch_add(1, Ordering::Relaxed);
         }
         let shared = Arc::new(Shared {
-            tx: Mutex::new(Some(tx)),
+            tx: RwLock::new(Some(tx)),
             health: Arc::clone(&health),
             config,
             policy_version,
@@ -188,17 +189,19 @@ impl AuditLog {
     /// `timeout`). Returns whether it got there.
     pub fn flush(&self, timeout: Duration) -> bool {
         let (ack, done) = mpsc::channel();
-        let tx = self.shared.tx.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let Some(tx) = tx else { return true };
-        if tx.send(Message::Flush(ack)).is_err() {
-            return false;
+        {
+            let tx = self.shared.tx.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(tx) = tx.as_ref() else { return true };
+            if tx.send(Message::Flush(ack)).is_err() {
+                return false;
+            }
         }
         done.recv_timeout(timeout).is_ok()
     }
 
     /// Writes what is queued and stops the writer; later records are refused.
     pub fn close(&self) {
-        drop(self.shared.tx.lock().unwrap_or_else(PoisonError::into_inner).take());
+        drop(self.shared.tx.write().unwrap_or_else(PoisonError::into_inner).take());
         if let Some(writer) = self.shared.writer.lock().unwrap_or_else(PoisonError::into_inner).take() {
             let _ = writer.join();
         }
@@ -218,8 +221,8 @@ impl Shared {
     /// Queues a record; says why not when the call must then be refused.
     fn push(&self, raw: Raw) -> Result<(), RecordError> {
         let unavailable = || RecordError("audit unavailable (fail-safe)".into());
-        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let Some(tx) = tx else { return Err(unavailable()) };
+        let tx = self.tx.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(tx) = tx.as_ref() else { return Err(unavailable()) };
         let message = Message::Entry(Box::new(raw));
         let sent = if self.config.on_full == OnFull::Wait {
             tx.send(message).map_err(|e| TrySendError::Disconnected(e.0))
