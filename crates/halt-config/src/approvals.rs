@@ -129,7 +129,14 @@ pub(crate) fn check(a: &ApprovalSettings, engine: &crate::EngineSettings) -> Res
 /// that comments, spacing and key order do not change it.
 pub(crate) fn version(doc: &serde_yaml::Value) -> String {
     use sha2::{Digest, Sha256};
-    let json = serde_json::to_value(doc).unwrap_or_default();
+    let mut json = serde_json::to_value(doc).unwrap_or_default();
+    if let Some(map) = json.as_object_mut() {
+        map.remove("server");
+        if map.is_empty() {
+            // The same as an empty file.
+            json = serde_json::Value::Null;
+        }
+    }
     // Keys sorted here, whatever order the map keeps: the text is canonical.
     let text = sorted(json).to_string();
     format!("{:x}", Sha256::digest(text.as_bytes()))

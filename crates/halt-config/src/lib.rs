@@ -35,6 +35,7 @@ mod audit;
 mod env;
 mod locate;
 mod schema;
+mod server;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -50,9 +51,10 @@ use serde_yaml::{Mapping, Value};
 pub use approvals::{ApprovalSettings, HandlerSetting, WebhookSettings};
 pub use audit::{AuditFileSettings, AuditSettings, OnFullSetting};
 pub use schema::policy_schema;
+pub use server::{Role, ServerSettings, TokenSettings};
 
 /// The top-level sections a policy file may have.
-const SECTIONS: [&str; 5] = ["guards", "engine", "store", "approvals", "audit"];
+const SECTIONS: [&str; 6] = ["guards", "engine", "store", "approvals", "audit", "server"];
 
 /// A policy file's mistake: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -245,8 +247,11 @@ pub struct Policy {
     pub approvals: ApprovalSettings,
     /// The audit log, if the policy has one.
     pub audit: Option<AuditSettings>,
-    /// The policy's version: a SHA-256 (hex) of the whole policy as loaded. An approval covers
-    /// only calls evaluated under the version it was asked under.
+    /// How `agenthalt serve` listens and whom it admits.
+    pub server: ServerSettings,
+    /// The policy's version: a SHA-256 (hex) of the policy as loaded, its `server:` section
+    /// aside (who may call the server does not change a decision). An approval covers only calls
+    /// evaluated under the version it was asked under.
     pub version: String,
 }
 
@@ -398,6 +403,7 @@ impl PolicyLoader {
         let mut store = StoreSettings::default();
         let mut approvals = ApprovalSettings::default();
         let mut audit = None;
+        let mut server = ServerSettings::default();
         let mut guards = Vec::new();
         for (key, value) in root {
             let Some(section) = key.as_str() else {
@@ -409,6 +415,7 @@ impl PolicyLoader {
                 "store" => store = ctx.section("store", value)?,
                 "approvals" => approvals = ctx.section("approvals", value)?,
                 "audit" => audit = Some(ctx.section::<AuditSettings>("audit", value)?),
+                "server" => server = ctx.section("server", value)?,
                 other => {
                     let s = suggest(other, SECTIONS.iter().copied());
                     return Err(ctx.at_path(&[Seg::Key(other.to_owned())], format!("unknown section `{other}`"), s));
@@ -472,7 +479,11 @@ impl PolicyLoader {
         if let Some(a) = &audit {
             audit::check(a).map_err(|(path, message)| ctx.at_path(&key_path(&path), message, None))?;
         }
-        Ok(Policy { guards, engine, store, approvals, audit, version })
+        server::check(&server).map_err(|(path, message)| {
+            let path: Vec<Seg> = path.into_iter().map(|p| p.parse::<usize>().map_or(Seg::Key(p), Seg::Index)).collect();
+            ctx.at_path(&path, message, None)
+        })?;
+        Ok(Policy { guards, engine, store, approvals, audit, server, version })
     }
 
     fn guards(&self, ctx: &Ctx<'_>, value: Value) -> Result<Vec<ConfiguredGuard>, ConfigError> {

@@ -3,7 +3,7 @@
 use halt_core::GuardRegistry;
 use serde_json::{Map, Value, json};
 
-use crate::{ApprovalSettings, AuditSettings, EngineSettings, StoreSettings};
+use crate::{ApprovalSettings, AuditSettings, EngineSettings, ServerSettings, StoreSettings};
 
 /// The JSON Schema (2020-12) of a policy file whose guards are the types `registry` knows.
 #[must_use]
@@ -40,6 +40,8 @@ pub fn policy_schema(registry: &GuardRegistry) -> Value {
     hoist_defs(&mut approvals, &mut defs);
     let mut audit = schemars::schema_for!(AuditSettings).to_value();
     hoist_defs(&mut audit, &mut defs);
+    let mut server = schemars::schema_for!(ServerSettings).to_value();
+    hoist_defs(&mut server, &mut defs);
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "AgentHalt policy",
@@ -56,7 +58,8 @@ pub fn policy_schema(registry: &GuardRegistry) -> Value {
             "engine": engine,
             "store": store,
             "approvals": approvals,
-            "audit": audit
+            "audit": audit,
+            "server": server
         },
         "$defs": defs
     })

@@ -306,3 +306,45 @@ fn the_store_section() {
     );
     assert_eq!(err("store:\n  sled:\n    path: \"\"\n"), "p.yaml:3:5: must not be empty at store.sled.path");
 }
+
+#[test]
+fn the_server_section_checks_its_tokens() {
+    let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let ok = format!(
+        "server:\n  bind: 0.0.0.0:9000\n  tokens:\n    - {{name: bot, role: agent, sha256: {hex}}}\n    - {{name: alice, role: approver, token: \"${{ALICE}}\"}}\n"
+    );
+    let env = |k: &str| (k == "ALICE").then(|| "a-long-enough-secret".to_owned());
+    let p = PolicyLoader::new().load_with_env(&ok, "p.yaml", &env).unwrap();
+    assert_eq!(p.server.bind.as_deref(), Some("0.0.0.0:9000"));
+    assert_eq!(p.server.tokens[0].digest(), hex);
+    assert_eq!(p.server.tokens[1].role, halt_config::Role::Approver);
+    assert_eq!(p.server.tokens[1].digest().len(), 64);
+    // Who may call the server is no part of the policy's version.
+    let bare = PolicyLoader::new().load_str("", "p.yaml").unwrap();
+    assert_eq!(p.version, bare.version);
+
+    for (yaml, wanted) in [
+        ("server:\n  tokens:\n    - {name: a, role: agent}\n", "exactly one of `sha256` and `token`"),
+        ("server:\n  tokens:\n    - {name: a, role: agent, sha256: abc}\n", "64 hex digits"),
+        ("server:\n  tokens:\n    - {name: a, role: agent, token: short}\n", "at least 16 characters"),
+        ("server:\n  tokens:\n    - {name: a, role: root, token: aaaaaaaaaaaaaaaaaaaa}\n", "unknown variant `root`"),
+        (
+            "server:\n  tokens:\n    - {name: a, role: agent, token: aaaaaaaaaaaaaaaaaaaa}\n    - {name: a, role: viewer, token: bbbbbbbbbbbbbbbbbbbb}\n",
+            "names two tokens",
+        ),
+        (
+            "server:\n  tokens:\n    - {name: a, role: agent, token: aaaaaaaaaaaaaaaaaaaa}\n    - {name: b, role: viewer, token: aaaaaaaaaaaaaaaaaaaa}\n",
+            "the same token is given twice",
+        ),
+        (
+            "server:\n  tokens:\n    - {name: a, role: viewer, token: aaaaaaaaaaaaaaaaaaaa, agent_id: x}\n",
+            "only an agent",
+        ),
+        ("server:\n  max_body_bytes: 10\n", "at least 1024"),
+        ("server:\n  max_wait_seconds: -1\n", "number of seconds"),
+        ("server:\n  bnd: x\n", "unknown field `bnd`"),
+    ] {
+        let e = err(yaml);
+        assert!(e.contains(wanted), "{yaml}: {e}");
+    }
+}

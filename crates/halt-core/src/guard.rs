@@ -69,6 +69,36 @@ pub trait Guard: Send + Sync + std::fmt::Debug + 'static {
     fn describe(&self) -> Value {
         Value::Null
     }
+
+    /// How much of each of its limits the guard has used now (today's spend against the daily
+    /// budget), for a dashboard's gauges and the server's `/v1/stats`. Defaults to none.
+    ///
+    /// # Errors
+    /// A store error.
+    async fn usage(&self, store: &dyn StateStore, now: Timestamp) -> Result<Vec<Usage>, StoreError> {
+        let _ = (store, now);
+        Ok(Vec::new())
+    }
+}
+
+/// One limit of a guard and how much of it is used: a gauge on a dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct Usage {
+    /// The guard (filled in by whoever collects usage from several guards).
+    #[serde(default)]
+    pub guard: String,
+    /// Which limit: `daily`, `monthly`, ...
+    pub limit_name: String,
+    /// The window it counts now, such as `2026-12-07`.
+    pub window: String,
+    /// What it counts: `money` (amounts as in the policy) or `calls`.
+    pub unit: &'static str,
+    /// What is used of it.
+    pub used: f64,
+    /// The limit.
+    pub limit: f64,
+    /// The share of the limit past which the guard asks a human, if it does.
+    pub warn_at: Option<f64>,
 }
 
 /// A guard's name as decisions carry it: made once when the guard is registered, and shared

@@ -49,6 +49,6 @@ pub use clock::{CalendarWindow, Clock, DateLabel, ManualClock, ReplayClock, Syst
 pub use context::{CallContext, ContextError, JsonObject, ParseCallError};
 pub use decision::{Decision, DecisionKind, Outcome};
 pub use factory::{BuildError, FactoryError, GuardFactory, GuardRegistry, TypedFactory};
-pub use guard::{Call, Effect, Guard, GuardError, GuardName};
+pub use guard::{Call, Effect, Guard, GuardError, GuardName, Usage};
 pub use money::{Money, MoneyError};
 pub use store::{StateStore, StoreError};

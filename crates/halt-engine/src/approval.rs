@@ -96,8 +96,11 @@ pub enum ApprovalError {
     /// The approval channel failed.
     #[error("approval channel failed: {0}")]
     Channel(String),
-    /// The handler passed the request on and its answer comes another way (through a broker
-    /// such as `halt_hil::Broker`, which keeps waiting). Used alone, it refuses the call.
+    /// The handler passed the request on and its answer comes another way, later (a broker
+    /// such as `halt_hil::Broker` keeps the approval open in its queue). The call does not run
+    /// now: its reservations are released and its outcome stays unanswered
+    /// ([`Outcome::needs_approval`](halt_core::Outcome::needs_approval)), so the caller can come
+    /// back with the same call once somebody decided.
     #[error("the answer comes through another channel")]
     Deferred,
 }
@@ -174,6 +177,10 @@ impl Engine {
         let answer = with_timeout(self.inner.approval_timeout, handler.request_approval(&request)).await;
         let answer = match answer {
             Some(Ok(a)) => a,
+            Some(Err(ApprovalError::Deferred)) => {
+                self.release(&effects, self.inner.clock.now()).await;
+                return;
+            }
             Some(Err(e)) => ApprovalResponse::refuse("engine").with_reason(format!("approval failed: {e}")),
             None => ApprovalResponse::refuse("engine").with_reason("approval timed out"),
         };

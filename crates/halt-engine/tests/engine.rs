@@ -369,6 +369,27 @@ async fn an_approval_handler_decides_and_effects_follow() {
     }
 }
 
+#[tokio::test]
+async fn a_deferred_approval_leaves_the_call_unanswered_and_charges_nothing() {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let engine = Engine::builder()
+        .guard(ReservingGuard::new("spend", "k", 40 * CENT, ONE))
+        .guard(StaticGuard::new("ask", Decision::require_approval("big purchase")))
+        .approval_handler(Scripted { answer: Err(ApprovalError::Deferred), asked: Arc::clone(&asked) })
+        .build()
+        .unwrap();
+    let o = engine.evaluate(call("buy").with_call_id("later")).await;
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    assert_eq!(o.approved(), None, "nobody answered yet");
+    assert!(o.needs_approval() && !o.is_allowed() && !o.is_denied());
+    assert_eq!(spent(&engine, "k").await, 0, "released: the same call comes back once decided");
+    assert_eq!(
+        engine.resolve_approval("later", &ApprovalResponse::approve("alice")).await,
+        Err(ResolveError::NotPending("later".into())),
+        "nothing is held for it"
+    );
+}
+
 #[derive(Debug)]
 struct Never;
 

@@ -27,10 +27,10 @@ use std::time::Duration;
 
 use halt_core::names::normalize_keys;
 use halt_core::partition::Partition;
-use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, Window, key, key_part};
+use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, StoreError, Window, key, key_part};
 use halt_core::{
-    CalendarWindow, Call, Decision, FactoryError, Guard, GuardError, Money, MoneyError, Timestamp, TypedFactory,
-    async_trait,
+    CalendarWindow, Call, Decision, FactoryError, Guard, GuardError, Money, MoneyError, StateStore, Timestamp,
+    TypedFactory, Usage, async_trait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -253,6 +253,32 @@ impl Guard for BudgetGuard {
 
     fn describe(&self) -> Value {
         serde_json::to_value(&self.config).unwrap_or(Value::Null)
+    }
+
+    /// The day's and the month's spend against their limits, when the budget is one for all
+    /// calls (`partition_by: global`); a partitioned budget has one per partition, and none here.
+    async fn usage(&self, store: &dyn StateStore, now: Timestamp) -> Result<Vec<Usage>, StoreError> {
+        let Some(keys) = &self.global else { return Ok(Vec::new()) };
+        let c = &self.config;
+        type Span = fn(Timestamp) -> CalendarWindow;
+        let calendar: [(&str, Option<Money>, Span); 2] =
+            [("daily", c.max_daily_spend, Timestamp::utc_day), ("monthly", c.max_monthly_spend, Timestamp::utc_month)];
+        let mut out = Vec::new();
+        for ((label, limit, span), key) in calendar.into_iter().zip(keys) {
+            let Some(limit) = limit else { continue };
+            let (k, span) = key.at(now, span);
+            let used = store.total(&k, Window::Bucket { expires_at: span.end }, now).await?;
+            out.push(Usage {
+                guard: self.name.clone(),
+                limit_name: label.to_owned(),
+                window: span.label.to_string(),
+                unit: "money",
+                used: Money::from_micros(used).as_f64(),
+                limit: limit.as_f64(),
+                warn_at: Some(c.warn_threshold),
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -323,3 +323,27 @@ async fn the_decision_kinds_are_as_documented() {
     assert_eq!(o.decision(), DecisionKind::Allow);
     assert_eq!(o.decisions()[0].reason(), "No spend limit applies");
 }
+
+#[tokio::test]
+async fn usage_reports_the_day_and_the_month_against_their_limits() {
+    let clock = clock();
+    let config = BudgetConfig {
+        max_daily_spend: Some(m("10")),
+        max_monthly_spend: Some(m("100")),
+        warn_threshold: 0.8,
+        ..BudgetConfig::default()
+    };
+    let e = engine(config, &clock);
+    assert!(run(&e, cost_call(json!("2.5"))).await.is_allowed());
+    let guard = e.guard("budget").unwrap();
+    let usage = guard.usage(e.store().as_ref(), clock.now()).await.unwrap();
+    let seen: Vec<_> = usage.iter().map(|u| (u.limit_name.as_str(), u.window.as_str(), u.used, u.limit)).collect();
+    assert_eq!(seen, [("daily", "2026-11-24", 2.5, 10.0), ("monthly", "2026-11", 2.5, 100.0)]);
+    assert!(usage.iter().all(|u| u.guard == "budget" && u.unit == "money" && u.warn_at == Some(0.8)));
+    // The next day starts at zero; a partitioned budget has no single gauge.
+    clock.advance(Duration::from_secs(86_400));
+    assert_eq!(guard.usage(e.store().as_ref(), clock.now()).await.unwrap()[0].used, 0.0);
+    let per_agent = BudgetConfig { partition_by: "agent".parse().unwrap(), ..daily("10") };
+    let e = engine(per_agent, &clock);
+    assert!(e.guard("budget").unwrap().usage(e.store().as_ref(), clock.now()).await.unwrap().is_empty());
+}

@@ -28,9 +28,10 @@
 
 use arrayvec::ArrayVec;
 use halt_core::names::{NameFragments, normalize};
-use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, Window, key};
+use halt_core::store::{CalendarKey, CounterSpec, ReserveOutcome, StoreError, Window, key};
 use halt_core::{
-    Call, Decision, FactoryError, Guard, GuardError, Money, MoneyError, Timestamp, TypedFactory, async_trait,
+    Call, Decision, FactoryError, Guard, GuardError, Money, MoneyError, StateStore, Timestamp, TypedFactory, Usage,
+    async_trait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -459,6 +460,32 @@ impl Guard for PurchaseGuard {
 
     fn describe(&self) -> Value {
         serde_json::to_value(&self.config).unwrap_or(Value::Null)
+    }
+
+    /// The day's purchases (their total and their count) against their limits.
+    async fn usage(&self, store: &dyn StateStore, now: Timestamp) -> Result<Vec<Usage>, StoreError> {
+        let c = &self.config;
+        let limits = [
+            ("daily_purchases", "money", &self.daily_total, c.max_daily_purchases.map(Money::as_f64), 1e-6),
+            ("daily_purchase_count", "calls", &self.daily_count, c.max_purchase_count_per_day.map(f64::from), 1.0),
+        ];
+        let mut out = Vec::new();
+        for (name, unit, key, limit, scale) in limits {
+            let Some(limit) = limit else { continue };
+            let (k, day) = key.at(now, Timestamp::utc_day);
+            #[allow(clippy::cast_precision_loss, reason = "a gauge: amounts far below 2^53 micro-units")]
+            let used = store.total(&k, Window::Bucket { expires_at: day.end }, now).await? as f64 * scale;
+            out.push(Usage {
+                guard: self.name.clone(),
+                limit_name: name.to_owned(),
+                window: day.label.to_string(),
+                unit,
+                used,
+                limit,
+                warn_at: None,
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use halt_core::{CallContext, Decision, DecisionKind, GuardRegistry, ManualClock, Money, Timestamp};
+use halt_core::{CallContext, Clock, Decision, DecisionKind, GuardRegistry, ManualClock, Money, Timestamp};
 use halt_engine::{ApprovalResponse, Engine};
 use halt_guards_purchase::{PurchaseConfig, PurchaseGuard, factory};
 use halt_testing::guards::{StaticGuard, count_allowed_concurrently};
@@ -265,4 +265,15 @@ fn configuration_errors_are_clear() {
         err(json!({"purchase_functions": ["buy", " "]})),
         "invalid `purchase_functions`: entries must not be empty"
     );
+}
+
+#[tokio::test]
+async fn usage_reports_the_days_purchases_and_their_count() {
+    let (e, clock) = engine(basic());
+    assert_eq!(decide(&e, json!({"amount": 12.5})).await.0, DecisionKind::Allow);
+    assert_eq!(decide(&e, json!({"amount": 20})).await.0, DecisionKind::Allow);
+    let usage = e.guard("purchase").unwrap().usage(e.store().as_ref(), clock.now()).await.unwrap();
+    let seen: Vec<_> = usage.iter().map(|u| (u.limit_name.as_str(), u.unit, u.used, u.limit)).collect();
+    assert_eq!(seen, [("daily_purchases", "money", 32.5, 500.0), ("daily_purchase_count", "calls", 2.0, 5.0)]);
+    assert!(usage.iter().all(|u| u.window == "2026-11-24"));
 }
