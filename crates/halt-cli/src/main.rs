@@ -2,6 +2,7 @@
 
 mod audit;
 mod eval;
+mod serve;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -49,6 +50,16 @@ Calls that would run commit their effects (spend, counts) before the next line.
 
 Exit status: 0, 1 on an I/O failure, 2 for an invalid policy (before any input is read).")]
     Eval(EvalArgs),
+    /// Run the decision server: agents in any language ask it over HTTP before they act.
+    #[command(after_help = "Examples:
+  agenthalt serve --config examples/policy.yaml
+  agenthalt serve --config policy.yaml --bind 0.0.0.0:8550    # needs server.tokens in the policy
+
+The API is described at /openapi.json and in docs/server.md. SIGHUP reloads the policy (as POST
+/v1/policy/reload does); SIGTERM or Ctrl-C stops the server once requests in flight finish.
+
+Exit status: 0 after a clean shutdown, 2 when the policy, the store or the address is refused.")]
+    Serve(ServeArgs),
     /// Verify or query audit logs.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -84,6 +95,17 @@ struct EvalArgs {
     summary: bool,
 }
 
+/// Options of `agenthalt serve`.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The policy file.
+    #[arg(long)]
+    config: PathBuf,
+    /// The address to listen on (default: the policy's `server.bind`, else 127.0.0.1:8550).
+    #[arg(long)]
+    bind: Option<std::net::SocketAddr>,
+}
+
 /// Who answers approval requests in `eval`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ApprovalsArg {
@@ -105,6 +127,7 @@ fn main() -> ExitCode {
         Command::Check { file } => check(&file),
         Command::Schema => schema(),
         Command::Eval(args) => eval::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Audit(command) => audit::run(&command),
     }
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Where an approval stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalState {
     /// Waiting for a human (or, under a two-person rule, for more of them).
@@ -44,7 +44,7 @@ impl std::fmt::Display for ApprovalState {
 }
 
 /// One approver's yes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Vote {
     /// Who approved.
     pub approver: String,
@@ -56,7 +56,7 @@ pub struct Vote {
 }
 
 /// The call an approver would run instead of the one proposed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Edit {
     /// The edited arguments.
     pub arguments: JsonObject,
@@ -66,7 +66,7 @@ pub struct Edit {
 }
 
 /// A request for a human decision about one call, as the broker keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Approval {
     /// The approval's id (random, 32 hex digits).
     pub id: String,
