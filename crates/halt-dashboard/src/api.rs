@@ -65,7 +65,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&shared), count_refusals))
         .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(ConcurrencyLimitLayer::new(limits.max_concurrent_requests))
-        .layer(CatchPanicLayer::custom(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }))
         .with_state(shared)
 }
 
@@ -105,7 +107,10 @@ fn checked_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Res
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if !json {
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be JSON (Content-Type: application/json)"));
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON (Content-Type: application/json)",
+        ));
     }
     body.map_err(|e| ApiError::new(e.status(), format!("cannot read the body: {}", e.body_text())))
 }
@@ -128,7 +133,9 @@ fn query(raw: Option<&str>, known: &[&str]) -> Result<BTreeMap<String, String>, 
 fn seconds(shared: &Shared, params: &BTreeMap<String, String>, key: &str, default: f64) -> Result<Duration, ApiError> {
     let max = shared.limits.max_wait_seconds;
     let value = match params.get(key) {
-        Some(text) => text.parse::<f64>().map_err(|_| ApiError::bad_request(format!("`{key}` must be a number of seconds")))?,
+        Some(text) => {
+            text.parse::<f64>().map_err(|_| ApiError::bad_request(format!("`{key}` must be a number of seconds")))?
+        }
         None => default,
     };
     if !(0.0..=max).contains(&value) {
@@ -272,7 +279,8 @@ async fn evaluate(
     let wait = seconds(&shared, &params, "wait", 0.0)?;
     let bytes = checked_body(&headers, body)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
-    let mut ctx = CallContext::from_json_str(text).map_err(|e| ApiError::unprocessable(format!("invalid call: {e}")))?;
+    let mut ctx =
+        CallContext::from_json_str(text).map_err(|e| ApiError::unprocessable(format!("invalid call: {e}")))?;
     serde_json::from_str::<EvaluateRequest>(text).map_err(|e| ApiError::unprocessable(format!("invalid call: {e}")))?;
     if let Some(agent) = &caller.agent_id {
         match &ctx.agent_id {
@@ -291,7 +299,12 @@ async fn evaluate(
     let approval = asked.approval();
     let (call_id, function_name, agent_id, session_id) = watched;
     let seen = CallContext { call_id, function_name, agent_id, session_id, ..CallContext::new("") };
-    shared.events.evaluated(&seen, &outcome, approval.as_ref().map(|(id, _)| id.as_str()), shared.clock.now().as_secs_f64());
+    shared.events.evaluated(
+        &seen,
+        &outcome,
+        approval.as_ref().map(|(id, _)| id.as_str()),
+        shared.clock.now().as_secs_f64(),
+    );
     let approval = approval.filter(|_| outcome.decision() == DecisionKind::RequireApproval);
     Ok(json(StatusCode::OK, &response(&outcome, approval, &live.version)))
 }
@@ -300,7 +313,8 @@ async fn evaluate(
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SettleRequest {
-    /// What the call cost, in the policy's currency (a number or a decimal string).
+    /// What the call cost, in the policy's currency (a number or a decimal string; never
+    /// negative).
     actual_cost: Money,
 }
 
@@ -335,9 +349,6 @@ async fn settle(
 ) -> Result<Response, ApiError> {
     caller(&shared, &headers, Action::Propose)?;
     let request: SettleRequest = json_body(&headers, body)?;
-    if request.actual_cost < Money::ZERO {
-        return Err(ApiError::unprocessable("`actual_cost` must not be negative"));
-    }
     let s = shared.live().engine.settle(&call_id, request.actual_cost).await.map_err(|e| settle_error(&shared, e))?;
     Ok(json(
         StatusCode::OK,
@@ -380,9 +391,6 @@ async fn call_outcome(
         (false, None) => Some(Money::ZERO),
         (true, cost) => cost,
     };
-    if actual.is_some_and(|a| a < Money::ZERO) {
-        return Err(ApiError::unprocessable("`actual_cost` must not be negative"));
-    }
     let mut changed = None;
     if let Some(actual) = actual {
         match shared.live().engine.settle(&call_id, actual).await {
@@ -441,11 +449,7 @@ fn broker_error(shared: &Shared, e: halt_hil::BrokerError) -> ApiError {
 /// An approval the caller may see, or 404 (an agent is not told that another's exists).
 async fn visible(shared: &Shared, caller: &Caller, id: &str) -> Result<Approval, ApiError> {
     let a = shared.live().broker.get(id).await.map_err(|e| broker_error(shared, e))?;
-    if caller.owns(a.agent_id.as_deref()) {
-        Ok(a)
-    } else {
-        Err(halt_hil::BrokerError::Unknown(id.to_owned()).into())
-    }
+    if caller.owns(a.agent_id.as_deref()) { Ok(a) } else { Err(halt_hil::BrokerError::Unknown(id.to_owned()).into()) }
 }
 
 async fn get_approval(
@@ -530,7 +534,11 @@ async fn decide(
         _ => return Err(ApiError::unprocessable("`arguments` and `function` go only with `edit`")),
     };
     let live = shared.live();
-    let a = live.broker.decide(&id, verdict, &approver, request.reason.as_deref()).await.map_err(|e| broker_error(&shared, e))?;
+    let a = live
+        .broker
+        .decide(&id, verdict, &approver, request.reason.as_deref())
+        .await
+        .map_err(|e| broker_error(&shared, e))?;
     shared.events.approval_decided(&a);
     Ok(json(StatusCode::OK, &a))
 }
@@ -569,8 +577,12 @@ async fn stats(State(shared): AppState, headers: HeaderMap) -> Result<Response, 
         }
     }
     let pending = pending(&shared, &live).await?;
-    let response =
-        StatsResponse { counts: shared.metrics.counts(), approvals_pending: pending, usage, policy_version: live.version.clone() };
+    let response = StatsResponse {
+        counts: shared.metrics.counts(),
+        approvals_pending: pending,
+        usage,
+        policy_version: live.version.clone(),
+    };
     Ok(json(StatusCode::OK, &response))
 }
 
@@ -635,10 +647,16 @@ const MAX_AUDIT_ENTRIES: usize = 1000;
 
 async fn audit(State(shared): AppState, RawQuery(raw): RawQuery, headers: HeaderMap) -> Result<Response, ApiError> {
     caller(&shared, &headers, Action::Read)?;
-    let mut p = query(raw.as_deref(), &["function", "decision", "guard", "agent_id", "session_id", "since", "until", "limit"])?;
+    let mut p =
+        query(raw.as_deref(), &["function", "decision", "guard", "agent_id", "session_id", "since", "until", "limit"])?;
     let time = |v: Option<String>, key: &str| -> Result<Option<f64>, ApiError> {
-        v.map(|t| t.parse::<f64>().ok().filter(|t| t.is_finite()).ok_or_else(|| ApiError::bad_request(format!("`{key}` must be seconds since the epoch"))))
-            .transpose()
+        v.map(|t| {
+            t.parse::<f64>()
+                .ok()
+                .filter(|t| t.is_finite())
+                .ok_or_else(|| ApiError::bad_request(format!("`{key}` must be seconds since the epoch")))
+        })
+        .transpose()
     };
     let limit = match p.remove("limit") {
         Some(text) => text
@@ -680,7 +698,11 @@ async fn audit(State(shared): AppState, RawQuery(raw): RawQuery, headers: Header
                 .map_err(|e| ApiError::unavailable(format!("cannot read the audit files: {e}")))?
         }
         (None, Some(ring)) => (ring.query(&q), 0),
-        (None, None) => return Err(ApiError::not_found("the policy keeps no audit log to search (`audit:` with a file or memory)")),
+        (None, None) => {
+            return Err(ApiError::not_found(
+                "the policy keeps no audit log to search (`audit:` with a file or memory)",
+            ));
+        }
     };
     Ok(json(StatusCode::OK, &AuditResponse { entries, skipped }))
 }
@@ -717,7 +739,8 @@ async fn events(
 ) -> Result<Response, ApiError> {
     let live = shared.live();
     check_origin(&headers, &live.origins)?;
-    let upgrade = upgrade.map_err(|e| ApiError::bad_request(format!("a WebSocket upgrade is expected: {}", e.body_text())))?;
+    let upgrade =
+        upgrade.map_err(|e| ApiError::bad_request(format!("a WebSocket upgrade is expected: {}", e.body_text())))?;
     // A header signs in at once; a browser (which cannot set one) sends its token first.
     let caller = if headers.contains_key(header::AUTHORIZATION) || live.tokens.open() {
         let c = live.tokens.authenticate(&headers)?;
@@ -795,7 +818,10 @@ async fn readyz(State(shared): AppState) -> Response {
         Ok(_) => json(StatusCode::OK, &Health { status: "ok".into(), policy_version: version }),
         Err(e) => {
             shared.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
-            json(StatusCode::SERVICE_UNAVAILABLE, &Health { status: format!("store unreachable: {e}"), policy_version: version })
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &Health { status: format!("store unreachable: {e}"), policy_version: version },
+            )
         }
     }
 }

@@ -36,13 +36,13 @@ pub(crate) enum Action {
 impl Caller {
     /// Refuses with 403 what the caller's role may not do.
     pub(crate) fn may(&self, action: Action) -> Result<(), ApiError> {
-        let allowed = match (self.role, action) {
-            (Role::Admin, _) => true,
-            (Role::Agent, Action::Propose | Action::ReadApprovals) => true,
-            (Role::Viewer | Role::Approver, Action::Read | Action::ReadApprovals) => true,
-            (Role::Approver, Action::Decide) => true,
-            _ => false,
-        };
+        let allowed = matches!(
+            (self.role, action),
+            (Role::Admin, _)
+                | (Role::Agent, Action::Propose | Action::ReadApprovals)
+                | (Role::Viewer | Role::Approver, Action::Read | Action::ReadApprovals)
+                | (Role::Approver, Action::Decide)
+        );
         if allowed {
             Ok(())
         } else {

@@ -57,7 +57,7 @@ use crate::metrics::Metrics;
 pub enum ServerError {
     /// The policy file is invalid.
     #[error(transparent)]
-    Policy(#[from] ConfigError),
+    Policy(#[from] Box<ConfigError>),
     /// The store cannot be opened.
     #[error("cannot open the store: {0}")]
     Store(#[from] halt_core::StoreError),
@@ -128,7 +128,7 @@ impl Shared {
     /// old one goes on and the error says why.
     pub(crate) async fn reload(&self) -> Result<Arc<Live>, ServerError> {
         let _one = self.reloading.lock().await;
-        let policy = self.loader.load_file(&self.config_path)?;
+        let policy = self.loader.load_file(&self.config_path).map_err(Box::new)?;
         if policy.store != self.store_settings {
             return Err(ServerError::NeedsRestart("`store:`"));
         }
@@ -195,7 +195,7 @@ impl Server {
     /// As [`Server::open`].
     pub async fn open_with(loader: PolicyLoader, path: impl AsRef<Path>) -> Result<Self, ServerError> {
         let config_path = path.as_ref().to_path_buf();
-        let policy = loader.load_file(&config_path)?;
+        let policy = loader.load_file(&config_path).map_err(Box::new)?;
         let store = policy.store.open().await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let (audit, ring) = match policy.audit_log(&config_path.display().to_string())? {
@@ -229,10 +229,9 @@ impl Server {
     /// The address is not `IP:PORT`.
     pub fn configured_bind(&self) -> Result<Option<SocketAddr>, ServerError> {
         match &self.shared.limits.bind {
-            Some(text) => text
-                .parse()
-                .map(Some)
-                .map_err(|_| ServerError::Bind(format!("server.bind `{text}` is not an address such as 127.0.0.1:8550"))),
+            Some(text) => text.parse().map(Some).map_err(|_| {
+                ServerError::Bind(format!("server.bind `{text}` is not an address such as 127.0.0.1:8550"))
+            }),
             None => Ok(None),
         }
     }
@@ -253,7 +252,6 @@ impl Server {
     }
 
     /// The HTTP service: the whole API, with its limits (body size, timeouts, concurrency).
-    #[must_use]
     pub fn router(&self) -> axum::Router {
         api::router(Arc::clone(&self.shared))
     }
