@@ -156,11 +156,12 @@ fn check(file: &std::path::Path) -> ExitCode {
     }
     let mut out = std::io::stdout().lock();
     let store = match &policy.store {
-        halt_config::StoreSettings::Memory => "memory".to_owned(),
-        halt_config::StoreSettings::Sled(s) => {
+        None => "not set (eval: memory; serve: sled under ./.agenthalt)".to_owned(),
+        Some(halt_config::StoreSettings::Memory) => "memory".to_owned(),
+        Some(halt_config::StoreSettings::Sled(s)) => {
             format!("sled at {} ({:?})", s.path.display(), s.durability).to_lowercase()
         }
-        halt_config::StoreSettings::Redis(r) => format!("redis at {} (prefix {})", r.url, r.prefix),
+        Some(halt_config::StoreSettings::Redis(r)) => format!("redis at {} (prefix {})", r.url, r.prefix),
     };
     let mut text = format!(
         "{}: valid, {} guard(s), mode {}, store {store}\n",

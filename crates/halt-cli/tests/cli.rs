@@ -18,7 +18,7 @@ fn check_summarises_a_valid_policy_and_refuses_an_invalid_one() {
     let out = bin().args(["check", good.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("valid, 2 guard(s), mode enforce, store memory"), "{text}");
+    assert!(text.contains("valid, 2 guard(s), mode enforce, store not set (eval: memory; serve: sled"), "{text}");
     assert!(text.contains("budget [budget]") && text.contains("max_daily_spend: 10.0"), "{text}");
     assert!(text.contains("  approvals: handler none, expire after 900 s\n"), "{text}");
     let two = temp_file(

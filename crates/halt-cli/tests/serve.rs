@@ -22,7 +22,13 @@ struct Serving {
 
 impl Serving {
     fn start(policy: &std::path::Path) -> Self {
+        Self::start_in(policy, &std::env::temp_dir())
+    }
+
+    /// Starts it with `dir` as its working directory.
+    fn start_in(policy: &std::path::Path, dir: &std::path::Path) -> Self {
         let mut child = bin()
+            .current_dir(dir)
             .args(["serve", "--config", policy.to_str().unwrap(), "--bind", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -58,7 +64,7 @@ const BUDGET: &str = "guards:\n  budget:\n    max_daily_spend: 1.00\n    warn_th
 
 #[test]
 fn a_non_loopback_bind_without_tokens_refuses_to_start() {
-    let policy = temp_file("open-bind.yaml", BUDGET);
+    let policy = temp_file("open-bind.yaml", &format!("{BUDGET}store: memory\n"));
     let out = bin().args(["serve", "--config", policy.to_str().unwrap(), "--bind", "0.0.0.0:0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -165,6 +171,25 @@ async fn sigterm_lets_requests_in_flight_finish_then_stops() {
     assert!(body.contains("\"require_approval\""), "{body}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_store_section_state_is_kept_in_sled_under_dot_agenthalt_across_restarts() {
+    let dir = std::env::temp_dir().join(format!("agenthalt-serve-sled-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = temp_file("sled-default.yaml", BUDGET);
+    let http = reqwest::Client::new();
+    let call = json!({"function_name": "llm", "arguments": {"estimated_cost": 0.6}});
+    let server = Serving::start_in(&policy, &dir);
+    assert_eq!(evaluate(&http, &server.base, &call).await["allowed"], true);
+    assert!(tokio::task::spawn_blocking(move || server.terminate()).await.unwrap().success());
+    assert!(dir.join(".agenthalt/store").is_dir());
+    // The day's spend survived the restart: 0.6 + 0.6 would pass 1.00.
+    let server = Serving::start_in(&policy, &dir);
+    assert_eq!(evaluate(&http, &server.base, &call).await["allowed"], false);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Whether a tool the test needs is installed; under `CI=true` a missing one fails.
 fn installed(program: &str, args: &[&str]) -> bool {
     let ok = Command::new(program)
@@ -184,12 +209,19 @@ fn example(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name)
 }
 
+/// The example policy, with its state in memory (a test leaves nothing behind).
+fn example_policy() -> std::path::PathBuf {
+    let text = std::fs::read_to_string(example("policy.yaml")).unwrap();
+    temp_file("example-policy.yaml", &format!("{text}\nstore: memory\n"))
+}
+
 #[test]
 fn the_http_examples_run_against_a_real_server() {
     if !installed("curl", &["--version"]) || !installed("python3", &["--version"]) {
         return;
     }
-    let server = Serving::start(&example("policy.yaml").canonicalize().unwrap());
+    let policy = example_policy();
+    let server = Serving::start(&policy);
     let out = Command::new("bash").arg(example("http/curl.sh")).env("BASE", &server.base).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -197,7 +229,8 @@ fn the_http_examples_run_against_a_real_server() {
     assert!(stdout.contains("agenthalt_evaluations_total"), "{stdout}");
 
     // The Python agent, with a person approving what it asks for.
-    let server = Serving::start(&example("policy.yaml").canonicalize().unwrap());
+    drop(server);
+    let server = Serving::start(&policy);
     let agent = Command::new("python3")
         .arg(example("http/agent.py"))
         .arg(&server.base)
@@ -247,7 +280,7 @@ fn schemathesis_finds_no_server_error() {
     }
     let policy = temp_file(
         "schemathesis.yaml",
-        "guards:\n  budget:\n    max_daily_spend: 5\n  purchase:\n    require_approval_above: 50\n  scope:\n    deny_functions: [\"drop_*\"]\naudit:\n  memory: 1000\n",
+        "guards:\n  budget:\n    max_daily_spend: 5\n  purchase:\n    require_approval_above: 50\n  scope:\n    deny_functions: [\"drop_*\"]\naudit:\n  memory: 1000\nstore: memory\n",
     );
     let server = Serving::start(&policy);
     // The document itself is valid OpenAPI.

@@ -241,8 +241,9 @@ pub struct Policy {
     pub guards: Vec<ConfiguredGuard>,
     /// The engine settings.
     pub engine: EngineSettings,
-    /// Where state lives.
-    pub store: StoreSettings,
+    /// Where state lives, when the policy says (`store:`); without it each program picks:
+    /// `agenthalt eval` keeps state in memory, `agenthalt serve` in sled under `./.agenthalt/`.
+    pub store: Option<StoreSettings>,
     /// Who is asked for approvals, and their rules.
     pub approvals: ApprovalSettings,
     /// The audit log, if the policy has one.
@@ -400,7 +401,7 @@ impl PolicyLoader {
             }
         };
         let mut engine = EngineSettings::default();
-        let mut store = StoreSettings::default();
+        let mut store = None;
         let mut approvals = ApprovalSettings::default();
         let mut audit = None;
         let mut server = ServerSettings::default();
@@ -412,7 +413,7 @@ impl PolicyLoader {
             match section {
                 "guards" => guards = self.guards(&ctx, value)?,
                 "engine" => engine = ctx.section("engine", value)?,
-                "store" => store = ctx.section("store", value)?,
+                "store" => store = Some(ctx.section("store", value)?),
                 "approvals" => approvals = ctx.section("approvals", value)?,
                 "audit" => audit = Some(ctx.section::<AuditSettings>("audit", value)?),
                 "server" => server = ctx.section("server", value)?,
@@ -444,8 +445,8 @@ impl PolicyLoader {
             ));
         }
         match &store {
-            StoreSettings::Memory => {}
-            StoreSettings::Sled(s) => {
+            None | Some(StoreSettings::Memory) => {}
+            Some(StoreSettings::Sled(s)) => {
                 if cfg!(not(feature = "sled")) {
                     return Err(ctx.at_path(
                         &key_path(&["store", "sled"]),
@@ -457,7 +458,7 @@ impl PolicyLoader {
                     return Err(ctx.at_path(&key_path(&["store", "sled", "path"]), "must not be empty".into(), None));
                 }
             }
-            StoreSettings::Redis(r) => {
+            Some(StoreSettings::Redis(r)) => {
                 if cfg!(not(feature = "redis")) {
                     return Err(ctx.at_path(
                         &key_path(&["store", "redis"]),

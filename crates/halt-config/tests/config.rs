@@ -279,15 +279,15 @@ fn a_sled_store_needs_the_sled_feature() {
 #[test]
 fn the_store_section() {
     let p = PolicyLoader::new().load_str("store: memory\n", "p").unwrap();
-    assert_eq!(p.store, halt_config::StoreSettings::Memory);
+    assert_eq!(p.store, None);
     let dir = std::env::temp_dir().join(format!("halt-config-sled-{}", std::process::id()));
     let yaml =
         format!("store:\n  sled:\n    path: {}\n    durability: relaxed\n    flush_every_ms: 100\n", dir.display());
     let p = PolicyLoader::new().load_str(&yaml, "p").unwrap();
-    let halt_config::StoreSettings::Sled(s) = &p.store else { panic!("{:?}", p.store) };
+    let Some(halt_config::StoreSettings::Sled(s)) = &p.store else { panic!("{:?}", p.store) };
     assert_eq!((s.durability, s.flush_every_ms), (halt_config::DurabilitySetting::Relaxed, 100));
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let store = rt.block_on(p.store.open()).unwrap();
+    let store = rt.block_on(p.store.as_ref().unwrap().open()).unwrap();
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(

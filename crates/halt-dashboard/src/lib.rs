@@ -129,7 +129,7 @@ impl Shared {
     pub(crate) async fn reload(&self) -> Result<Arc<Live>, ServerError> {
         let _one = self.reloading.lock().await;
         let policy = self.loader.load_file(&self.config_path).map_err(Box::new)?;
-        if policy.store != self.store_settings {
+        if store_settings(&policy) != self.store_settings {
             return Err(ServerError::NeedsRestart("`store:`"));
         }
         if policy.audit != self.audit_settings {
@@ -144,6 +144,17 @@ impl Shared {
         tracing::info!(version = %live.version, "policy reloaded");
         Ok(live)
     }
+}
+
+/// Where the server keeps state: as the policy says, else in sled under `./.agenthalt/store`.
+fn store_settings(policy: &Policy) -> StoreSettings {
+    policy.store.clone().unwrap_or_else(|| {
+        StoreSettings::Sled(halt_config::SledSettings {
+            path: PathBuf::from(".agenthalt").join("store"),
+            durability: halt_config::DurabilitySetting::Strict,
+            flush_every_ms: 500,
+        })
+    })
 }
 
 fn build_live(
@@ -196,7 +207,8 @@ impl Server {
     pub async fn open_with(loader: PolicyLoader, path: impl AsRef<Path>) -> Result<Self, ServerError> {
         let config_path = path.as_ref().to_path_buf();
         let policy = loader.load_file(&config_path).map_err(Box::new)?;
-        let store = policy.store.open().await?;
+        let store_settings = store_settings(&policy);
+        let store = store_settings.open().await?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let (audit, ring) = match policy.audit_log(&config_path.display().to_string())? {
             Some((log, ring)) => (Some(log), ring),
@@ -210,7 +222,7 @@ impl Server {
             config_path,
             store,
             clock,
-            store_settings: policy.store.clone(),
+            store_settings,
             audit_settings: policy.audit.clone(),
             audit,
             ring,

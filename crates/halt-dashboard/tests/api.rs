@@ -24,6 +24,7 @@ fn tokens() -> String {
 }
 
 const GUARDS: &str = "
+store: memory
 guards:
   budget:
     max_daily_spend: 1.00
@@ -198,6 +199,8 @@ async fn every_endpoint_checks_the_role_of_its_caller() {
         let (status, _) = s.send("GET", path, None, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
     }
+    assert_eq!(s.send("GET", "/v1/audit", Some(AGENT), None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(s.send("GET", "/v1/audit", Some(VIEWER), None).await.0, StatusCode::NOT_FOUND, "no audit log kept");
     // Reload: admin only.
     for token in [AGENT, VIEWER, APPROVER] {
         assert_eq!(s.send("POST", "/v1/policy/reload", Some(token), None).await.0, StatusCode::FORBIDDEN);
@@ -539,7 +542,8 @@ async fn reloads_under_load_drop_no_request_and_keep_the_old_policy_when_the_new
     let (status, body) = s.send("POST", "/v1/policy/reload", Some(ADMIN), None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body["error"].as_str().unwrap().contains("max_daily_spend"), "{body}");
-    std::fs::write(&s.policy, format!("{GUARDS}store:\n  sled:\n    path: /tmp/x\n{}", tokens())).unwrap();
+    let sled = GUARDS.replace("store: memory", "store:\n  sled:\n    path: /tmp/x");
+    std::fs::write(&s.policy, format!("{sled}{}", tokens())).unwrap();
     let (status, body) = s.send("POST", "/v1/policy/reload", Some(ADMIN), None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body["error"].as_str().unwrap().contains("restart"), "{body}");
