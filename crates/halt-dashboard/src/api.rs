@@ -27,6 +27,7 @@ use crate::Shared;
 use crate::approvals::{ASKED, Asked};
 use crate::auth::{Action, Caller};
 use crate::error::ApiError;
+use crate::events::Seen;
 use crate::metrics::Counts;
 
 type AppState = State<Arc<Shared>>;
@@ -291,20 +292,16 @@ async fn evaluate(
         }
     }
     let live = shared.live();
-    let watched = (ctx.call_id.clone(), ctx.function_name.clone(), ctx.agent_id.clone(), ctx.session_id.clone());
+    let seen = shared.events.listened().then(|| Seen::of(&ctx));
     let asked = Asked::new(wait);
     let started = Instant::now();
     let outcome = ASKED.scope(Arc::clone(&asked), live.engine.evaluate(ctx)).await;
     shared.metrics.record(&outcome, started.elapsed());
     let approval = asked.approval();
-    let (call_id, function_name, agent_id, session_id) = watched;
-    let seen = CallContext { call_id, function_name, agent_id, session_id, ..CallContext::new("") };
-    shared.events.evaluated(
-        &seen,
-        &outcome,
-        approval.as_ref().map(|(id, _)| id.as_str()),
-        shared.clock.now().as_secs_f64(),
-    );
+    if let Some(seen) = seen {
+        let id = approval.as_ref().map(|(id, _)| id.as_str());
+        shared.events.evaluated(&seen, &outcome, id, shared.clock.now().as_secs_f64());
+    }
     let approval = approval.filter(|_| outcome.decision() == DecisionKind::RequireApproval);
     Ok(json(StatusCode::OK, &response(&outcome, approval, &live.version)))
 }

@@ -42,7 +42,13 @@ impl Events {
         self.tx.subscribe()
     }
 
-    pub(crate) fn evaluated(&self, ctx: &CallContext, outcome: &Outcome, approval: Option<&str>, at: f64) {
+    /// Whether anybody listens (so that what an event needs is kept only then).
+    pub(crate) fn listened(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
+    /// An evaluation of the call `seen` (its agent and session).
+    pub(crate) fn evaluated(&self, seen: &Seen, outcome: &Outcome, approval: Option<&str>, at: f64) {
         self.send(|| {
             let guards: Vec<_> = outcome
                 .decisions()
@@ -52,10 +58,10 @@ impl Events {
             json!({
                 "type": "evaluation",
                 "at": at,
-                "call_id": ctx.call_id,
-                "function_name": ctx.function_name,
-                "agent_id": ctx.agent_id,
-                "session_id": ctx.session_id,
+                "call_id": outcome.call_id(),
+                "function_name": outcome.function_name(),
+                "agent_id": seen.agent_id,
+                "session_id": seen.session_id,
                 "decision": outcome.decision().as_str(),
                 "allowed": outcome.is_allowed(),
                 "risk_score": outcome.max_risk_score(),
@@ -99,6 +105,19 @@ impl Events {
 
     pub(crate) fn policy_reloaded(&self, version: &str) {
         self.send(|| json!({"type": "policy", "version": version}));
+    }
+}
+
+/// What an evaluation event says of its call besides the outcome.
+#[derive(Debug)]
+pub(crate) struct Seen {
+    agent_id: Option<String>,
+    session_id: Option<String>,
+}
+
+impl Seen {
+    pub(crate) fn of(ctx: &CallContext) -> Self {
+        Self { agent_id: ctx.agent_id.clone(), session_id: ctx.session_id.clone() }
     }
 }
 
