@@ -279,7 +279,8 @@ fn a_sled_store_needs_the_sled_feature() {
 #[test]
 fn the_store_section() {
     let p = PolicyLoader::new().load_str("store: memory\n", "p").unwrap();
-    assert_eq!(p.store, None);
+    assert_eq!(p.store, Some(halt_config::StoreSettings::Memory));
+    assert_eq!(PolicyLoader::new().load_str("guards: {}\n", "p").unwrap().store, None, "not said: the program picks");
     let dir = std::env::temp_dir().join(format!("halt-config-sled-{}", std::process::id()));
     let yaml =
         format!("store:\n  sled:\n    path: {}\n    durability: relaxed\n    flush_every_ms: 100\n", dir.display());
