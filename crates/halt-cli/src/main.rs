@@ -1,6 +1,7 @@
 //! `agenthalt`: the command-line entry point of AgentHalt.
 
 mod audit;
+mod demo;
 mod eval;
 mod serve;
 
@@ -50,6 +51,16 @@ Calls that would run commit their effects (spend, counts) before the next line.
 
 Exit status: 0, 1 on an I/O failure, 2 for an invalid policy (before any input is read).")]
     Eval(EvalArgs),
+    /// Run the server on the embedded store with a scripted agent whose story trips every
+    /// guard; watch it and decide its approvals at the dashboard.
+    #[command(after_help = "Examples:
+  agenthalt demo                 # http://127.0.0.1:8550/, sign in with the token it prints
+  agenthalt demo --headless      # the same story, approvals decided by script, then a summary
+
+Each run starts the story afresh in --dir (its sled store, policy and audit log).
+
+Exit status: 0; with --headless, 1 unless every guard denied or asked at least once.")]
+    Demo(DemoArgs),
     /// Run the decision server: agents in any language ask it over HTTP before they act.
     #[command(after_help = "Examples:
   agenthalt serve --config examples/policy.yaml
@@ -95,6 +106,20 @@ struct EvalArgs {
     summary: bool,
 }
 
+/// Options of `agenthalt demo`.
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Decide approvals by script, print a summary and exit (for CI).
+    #[arg(long)]
+    headless: bool,
+    /// The address to listen on (default 127.0.0.1:8550; with --headless, a free port).
+    #[arg(long)]
+    bind: Option<std::net::SocketAddr>,
+    /// Where the demo keeps its store, policy and audit log (emptied at each start).
+    #[arg(long, default_value = ".agenthalt/demo")]
+    dir: PathBuf,
+}
+
 /// Options of `agenthalt serve`.
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
@@ -127,6 +152,7 @@ fn main() -> ExitCode {
         Command::Check { file } => check(&file),
         Command::Schema => schema(),
         Command::Eval(args) => eval::run(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Audit(command) => audit::run(&command),
     }

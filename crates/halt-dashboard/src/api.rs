@@ -55,6 +55,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
+        .route("/v1/me", get(me))
+        .route("/", get(crate::page::index))
+        .route("/assets/app.js", get(crate::page::app))
+        .route("/assets/style.css", get(crate::page::style))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, quick));
     Router::new()
         .merge(waiting)
@@ -795,6 +799,23 @@ async fn metrics(State(shared): AppState, headers: HeaderMap) -> Result<Response
     let mut r = shared.metrics.prometheus(pending, dropped).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     Ok(r)
+}
+
+/// Who the token belongs to.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct Me {
+    /// The token's name (`local` when the server has no tokens).
+    name: String,
+    /// `agent`, `viewer`, `approver` or `admin`.
+    role: &'static str,
+    /// For an agent token: the agent id its calls carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_id: Option<String>,
+}
+
+async fn me(State(shared): AppState, headers: HeaderMap) -> Result<Response, ApiError> {
+    let c = shared.live().tokens.authenticate(&headers)?;
+    Ok(json(StatusCode::OK, &Me { name: c.name, role: c.role.as_str(), agent_id: c.agent_id }))
 }
 
 /// Health.

@@ -3,7 +3,7 @@
 //! A [`Server`] loads a policy file, opens its store and audit log, and answers a JSON API under
 //! `/v1` (evaluate, settle, outcome, approvals, stats, guards, audit, reload), a WebSocket feed at
 //! `/v1/events`, Prometheus metrics at `/metrics`, health at `/healthz` and `/readyz`, and its own
-//! OpenAPI document at `/openapi.json`. Callers present bearer tokens with roles (`agent`,
+//! OpenAPI document at `/openapi.json`; the dashboard page is at `/`. Callers present bearer tokens with roles (`agent`,
 //! `viewer`, `approver`, `admin`) from the policy's `server:` section; a server without tokens
 //! listens on loopback only. `agenthalt serve` runs one.
 //!
@@ -31,6 +31,7 @@ mod error;
 mod events;
 mod metrics;
 mod openapi;
+mod page;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -5,7 +5,7 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use crate::api::{
-    ApprovalList, AuditResponse, DecisionRequest, EvaluateRequest, EvaluateResponse, GuardList, Health, OutcomeRequest,
+    ApprovalList, AuditResponse, DecisionRequest, EvaluateRequest, EvaluateResponse, GuardList, Health, Me, OutcomeRequest,
     OutcomeResponse, ReloadResponse, SettleRequest, SettleResponse, StatsResponse,
 };
 use halt_hil::Approval;
@@ -167,6 +167,16 @@ pub fn openapi() -> Value {
             params: &[],
             request: None,
             response: text.clone(),
+            errors: &[],
+        },
+        Op {
+            method: "get",
+            path: "/v1/me",
+            summary: "Who the token belongs to, and its role",
+            roles: "all",
+            params: &[],
+            request: None,
+            response: reference::<Me>(&mut g),
             errors: &[],
         },
         Op {
