@@ -172,15 +172,27 @@ fn story() -> Vec<Step> {
     let mut steps = vec![
         Step { says: "searches the web", call: call("web_search", json!({"query": "quarterly report"})) },
         Step { says: "asks a model to summarise", call: call("gpt4_call", json!({"prompt": "summarise the report"})) },
-        Step { says: "renders a video for 7.50", call: call("render_video", json!({"estimated_cost": 7.5, "title": "q3"})) },
         Step {
-            says: "renders another for 1.50 (90% of the day's 10.00)",
+            says: "renders a video for 7.50",
+            call: call("render_video", json!({"estimated_cost": 7.5, "title": "q3"})),
+        },
+        Step {
+            says: "renders another for 1.50 (to 90% of 10.00)",
             call: call("render_video", json!({"estimated_cost": 1.5, "title": "q3-short"})),
         },
-        Step { says: "buys 12.50 of paper", call: call("purchase_item", json!({"item": "paper", "amount": 12.5, "category": "office"})) },
-        Step { says: "buys a 75.00 chair", call: call("purchase_item", json!({"item": "chair", "amount": 75, "category": "office"})) },
+        Step {
+            says: "buys 12.50 of paper",
+            call: call("purchase_item", json!({"item": "paper", "amount": 12.5, "category": "office"})),
+        },
+        Step {
+            says: "buys a 75.00 chair",
+            call: call("purchase_item", json!({"item": "chair", "amount": 75, "category": "office"})),
+        },
         Step { says: "buys a 1,200 laptop", call: call("purchase_item", json!({"item": "laptop", "amount": 1200})) },
-        Step { says: "buys a watch (Luxury_Goods)", call: call("buy", json!({"item": "watch", "amount": 30, "category": "Luxury_Goods"})) },
+        Step {
+            says: "buys a watch (Luxury_Goods)",
+            call: call("buy", json!({"item": "watch", "amount": 30, "category": "Luxury_Goods"})),
+        },
         Step { says: "deletes the inbox", call: call("delete_email", json!({"resource_id": "inbox"})) },
         Step { says: "deletes a temp file", call: call("delete_file", json!({"resource_id": "temp_draft.txt"})) },
         Step { says: "drops a table", call: call("drop_table", json!({"table": "users"})) },
@@ -203,7 +215,8 @@ fn story() -> Vec<Step> {
 /// How an answer reads: the decision and, unless allowed, its reasons.
 fn verdict(answer: &Value) -> String {
     let decision = answer["decision"].as_str().unwrap_or("?");
-    let reasons: Vec<&str> = answer["reasons"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let reasons: Vec<&str> =
+        answer["reasons"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     match decision {
         "allow" => "allowed".to_owned(),
         other => format!("{}: {}", other.replace('_', " "), reasons.join("; ")),
@@ -243,9 +256,17 @@ async fn follow(agent: &Client, asked: &Asked) -> Result<String, String> {
             Some("pending") => continue,
             Some("approved") => {
                 let answer = agent.evaluate(&asked.call).await?;
-                let ran = if answer["allowed"] == true { "ran it".to_owned() } else { format!("was stopped ({})", verdict(&answer)) };
+                let ran = if answer["allowed"] == true {
+                    "ran it".to_owned()
+                } else {
+                    format!("was stopped ({})", verdict(&answer))
+                };
                 let edited = if answer.get("modified_arguments").is_some() { " with the edited arguments" } else { "" };
-                return Ok(format!("agent {:<48} -> approved by {}: {ran}{edited}", asked.says, a["decided_by"].as_str().unwrap_or("?")));
+                return Ok(format!(
+                    "agent {:<48} -> approved by {}: {ran}{edited}",
+                    asked.says,
+                    a["decided_by"].as_str().unwrap_or("?")
+                ));
             }
             Some(state) => return Ok(format!("agent {:<48} -> {state}: did not run it", asked.says)),
             None => return Err("an approval without a state".into()),
@@ -294,7 +315,9 @@ fn scripted(says: &str) -> Value {
 async fn headless(agent: &Client, approver: &Client) -> Result<ExitCode, String> {
     let asked = tell(agent).await?;
     for a in &asked {
-        approver.send(reqwest::Method::POST, &format!("/v1/approvals/{}/decision", a.id), Some(&scripted(a.says))).await?;
+        approver
+            .send(reqwest::Method::POST, &format!("/v1/approvals/{}/decision", a.id), Some(&scripted(a.says)))
+            .await?;
         say(&follow(agent, a).await?);
     }
     let stats = approver.send(reqwest::Method::GET, "/v1/stats", None).await?;
@@ -318,7 +341,10 @@ async fn headless(agent: &Client, approver: &Client) -> Result<ExitCode, String>
     }
     say(&format!(
         "  {} evaluations: {} allowed, {} asked a human, {} denied",
-        stats["evaluations"], stats["by_decision"]["allow"], stats["by_decision"]["require_approval"], stats["by_decision"]["deny"]
+        stats["evaluations"],
+        stats["by_decision"]["allow"],
+        stats["by_decision"]["require_approval"],
+        stats["by_decision"]["deny"]
     ));
     if missing.is_empty() {
         say("Every guard denied or asked at least once.");

@@ -341,3 +341,26 @@ fn schemathesis_finds_no_server_error() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("passed"), "{stdout}");
 }
+
+#[test]
+fn the_headless_demo_trips_every_guard_and_exits_zero() {
+    let dir = std::env::temp_dir().join(format!("agenthalt-demo-{}", std::process::id()));
+    let out = bin().args(["demo", "--headless", "--dir", dir.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Every guard denied or asked at least once."), "{stdout}");
+    for guard in ["budget", "purchase", "deletion", "scope", "rate_limit", "sensitive_data"] {
+        let line =
+            stdout.lines().find(|l| l.trim_start().starts_with(guard)).unwrap_or_else(|| panic!("{guard}: {stdout}"));
+        let n = |label: &str| -> u64 {
+            let rest = &line[line.find(label).unwrap() + label.len()..];
+            rest.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        assert!(n(" ask ") + n(" deny ") > 0, "{line}");
+    }
+    // The approvals were decided by script, and the approved ones ran.
+    assert!(stdout.contains("approved by you: ran it") && stdout.contains("with the edited arguments"), "{stdout}");
+    // Its state is its own, under --dir.
+    assert!(dir.join("store").is_dir() && dir.join("audit.jsonl").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,8 +5,8 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use crate::api::{
-    ApprovalList, AuditResponse, DecisionRequest, EvaluateRequest, EvaluateResponse, GuardList, Health, Me, OutcomeRequest,
-    OutcomeResponse, ReloadResponse, SettleRequest, SettleResponse, StatsResponse,
+    ApprovalList, AuditResponse, DecisionRequest, EvaluateRequest, EvaluateResponse, GuardList, Health, Me,
+    OutcomeRequest, OutcomeResponse, ReloadResponse, SettleRequest, SettleResponse, StatsResponse,
 };
 use halt_hil::Approval;
 
