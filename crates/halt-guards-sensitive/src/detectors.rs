@@ -9,7 +9,8 @@ pub(crate) struct Detector {
     pub(crate) name: &'static str,
     /// The candidate pattern (ASCII word boundaries, ASCII digits).
     pub(crate) pattern: &'static str,
-    /// The capture group whose span is the sensitive value (0: the whole match).
+    /// The capture group whose span is the sensitive value (0: the whole match; 1: the first
+    /// group that took part in the match, so that each alternative of a pattern has its own).
     pub(crate) group: usize,
     /// Keeps only real findings.
     pub(crate) check: fn(&str) -> bool,
@@ -30,6 +31,12 @@ pub(crate) enum Edges {
     NotDigit,
     /// Anything but an ASCII letter or digit.
     NotAlphanumeric,
+    /// Not inside the authority of a URL: no `://` before it in the same word with no `/`, `?`
+    /// or `#` between.
+    NotInUrlAuthority,
+    /// As `NotAlphanumeric`, and no dot next to a digit beyond it: a network address, not one
+    /// part of a longer dotted number (`1.3.6.1.4.1.2021`).
+    Address,
 }
 
 impl Edges {
@@ -37,6 +44,17 @@ impl Edges {
     pub(crate) fn allow(self, text: &str, start: usize, end: usize) -> bool {
         let bad: fn(&u8) -> bool = match self {
             Self::Pattern => return true,
+            Self::NotInUrlAuthority => {
+                let word_start = text[..start].rfind(char::is_whitespace).map_or(0, |i| i + 1);
+                let before = &text[word_start..start];
+                return before.rfind("://").is_none_or(|at| before[at + 3..].contains(['/', '?', '#']));
+            }
+            Self::Address => {
+                let bytes = text.as_bytes();
+                let dotted_before = start >= 2 && bytes[start - 1] == b'.' && bytes[start - 2].is_ascii_digit();
+                let dotted_after = bytes.get(end) == Some(&b'.') && bytes.get(end + 1).is_some_and(u8::is_ascii_digit);
+                return !dotted_before && !dotted_after && Self::NotAlphanumeric.allow(text, start, end);
+            }
             Self::NotDigit => u8::is_ascii_digit,
             Self::NotAlphanumeric => u8::is_ascii_alphanumeric,
         };
@@ -68,13 +86,16 @@ pub(crate) const DETECTORS: [Detector; 17] = [
         name: "email",
         pattern: r"(?-u:\b)[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}(?-u:\b)",
         group: 0,
-        // An address is personal data whatever its domain.
-        edges: Edges::Pattern,
+        // An address is personal data whatever its domain; `user@host` in a URL's authority
+        // (`https://user@example.com`, `postgres://app:pw@db.internal`) is no address.
+        edges: Edges::NotInUrlAuthority,
         check: |_| true,
     },
     Detector {
         name: "ssn",
-        pattern: r"(?:(?m:^)|[^0-9])([0-9]{3}[-. ][0-9]{2}[-. ][0-9]{4})",
+        // Written with separators; or nine bare digits right after the word "SSN" (`SSN:
+        // 123456789`, `ssn=123456789`), where the label is masked with them.
+        pattern: r"(?:(?m:^)|[^0-9])([0-9]{3}[-. ][0-9]{2}[-. ][0-9]{4})|(?i:(?-u:\b)(ssn(?:\s*(?:#|no\.?|number))?[\s:=#'\x22]{1,4}[0-9]{9}))",
         group: 1,
         check: valid_ssn,
         edges: Edges::NotDigit,
@@ -89,22 +110,26 @@ pub(crate) const DETECTORS: [Detector; 17] = [
     Detector {
         name: "phone_us",
         // Written with separators, or in E.164 form (`+14155552671`).
-        pattern: r"(?:(?m:^)|[^0-9])((?:\+1[-. ]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[-. ])[2-9][0-9]{2}[-. ][0-9]{4}|\+1[2-9][0-9]{2}[2-9][0-9]{6})",
+        // Ten bare digits count only right after a word that says it is a phone number.
+        pattern: r"(?:(?m:^)|[^0-9])((?:\+1[-. ]?)?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[-. ])[2-9][0-9]{2}[-. ][0-9]{4}|\+1[2-9][0-9]{2}[2-9][0-9]{6})|(?i:(?-u:\b)((?:phone|mobile|cell|tel)[\s:=#'\x22]{1,4}1?[2-9][0-9]{2}[2-9][0-9]{6}))",
         group: 1,
         check: valid_nanp,
         edges: Edges::NotDigit,
     },
     Detector {
         name: "ip_address",
-        pattern: r"(?:(?m:^)|[^0-9A-Za-z])((?:[0-9]{1,3}\.){3}[0-9]{1,3})",
+        // IPv4; IPv6, full or compressed. A four-part number right after `version`, `build` or
+        // `release` is taken with the word, to be refused as a version (`app_version: 1.2.3.4`).
+        pattern: r"(?:(?m:^)|[^0-9A-Za-z:.])((?i:(?:version|build|release)[\x22']?\s*[:=]?\s*[\x22']?v?)?(?:[0-9]{1,3}\.){3}[0-9]{1,3}|(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{0,4}))",
         group: 1,
-        check: valid_ipv4,
-        // `v1.2.3.4` is a version.
-        edges: Edges::NotAlphanumeric,
+        check: valid_ip,
+        // `v1.2.3.4` is a version; `1.3.6.1.4.1` (an SNMP OID) is no address.
+        edges: Edges::Address,
     },
     Detector {
         name: "iban",
-        pattern: r"(?:(?m:^)|[^0-9A-Za-z])([A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?)",
+        // Upper case, or lower case as some print it (`gb82 west 1234 ...`).
+        pattern: r"(?:(?m:^)|[^0-9A-Za-z])([A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?|[a-z]{2}[0-9]{2}(?: ?[a-z0-9]{4}){2,7}(?: ?[a-z0-9]{1,4})?)",
         group: 1,
         check: valid_iban,
         edges: Edges::NotAlphanumeric,
@@ -179,17 +204,21 @@ pub(crate) const DETECTORS: [Detector; 17] = [
     },
     Detector {
         name: "generic_secret",
-        pattern: r#"(?i)(?-u:\b)(?:api[_-]?key|apikey|secret|secret[_-]?key|client[_-]?secret|access[_-]?key|auth[_-]?token|access[_-]?token|token|passw(?:or)?d|pwd)["']?\s*[:=]\s*["']?([A-Za-z0-9_\-./+=!@#$%^&*]{12,})"#,
+        // A random-looking value after a secret-like key (`client_secret: ...`, `DB_PASSWORD=...`),
+        // taken with its key, whose words must name a secret (`max_tokens`, `token_count` and
+        // `next_page_token` do not); after `--api-key` and the like; after `Bearer` / `Basic`;
+        // or the password in a URL's userinfo (`postgres://app:...@db`), taken with its colon.
+        pattern: r#"(?i)(?:(?:(?m:^)|[^A-Za-z0-9_.-])([A-Za-z0-9_.-]*?(?:api[_-]?key|apikey|secret(?:[_-]?key)?|(?:access|private|signing|encryption|master)[_-]?key|token|passw(?:or)?d|pwd|passphrase|credentials?|authorization)[A-Za-z0-9_.-]*?["']?\s*[:=]\s*["']?(?:bearer\s+|basic\s+)?[A-Za-z0-9_\-./+=!@#$%^&*~]{8,})|(?:(?m:^)|\s)(--(?:api[_-]?key|secret|token|password|passphrase)\s+["']?[A-Za-z0-9_\-./+=!@#$%^&*~]{8,})|(?-u:\b)((?:bearer|basic)\s+[A-Za-z0-9._~+/-]{8,}=*)|://[^\s:/@'"]*(:[^\s@/'"]{3,})@)"#,
         group: 1,
         edges: Edges::Pattern,
-        check: high_entropy_secret,
+        check: generic_secret,
     },
     Detector {
         name: "password_field",
         pattern: r#"(?i)(?-u:\b)(?:password|passwd|pwd|secret|token)["']?\s*[:=]\s*["']?([^\s"',;]{3,})"#,
         group: 1,
         edges: Edges::Pattern,
-        check: |v| !is_short_placeholder(v),
+        check: |v| !is_short_placeholder(v) && !is_reference(v),
     },
 ];
 
@@ -258,6 +287,50 @@ fn valid_nanp(v: &str) -> bool {
     d.len() == 10 && !(d[1] == 1 && d[2] == 1)
 }
 
+/// Ten (or eleven, from 1) bare digits of a North American number that can exist: an area code
+/// and an exchange that start with 2 to 9, and no N11 area code.
+pub(crate) fn valid_nanp_digits(v: &str) -> bool {
+    let d = digits(v);
+    let d = if d.len() == 11 && d[0] == 1 { &d[1..] } else { &d[..] };
+    d.len() == 10 && d[0] >= 2 && d[3] >= 2 && valid_nanp(v)
+}
+
+/// Nine bare digits that the SSA could have issued.
+pub(crate) fn valid_ssn_digits(v: &str) -> bool {
+    v.len() == 9 && valid_ssn(&format!("{}-{}-{}", &v[..3], &v[3..5], &v[5..]))
+}
+
+/// Whether a key's words name a secret: `secret`, `token`, `password`, `passphrase`,
+/// `credentials`, `authorization`, an API, access, private or signing key. Words about the secret
+/// rather than the secret (`token_type`, `page_token`, `max_tokens`, `password_hint`) do not.
+pub(crate) fn secret_like_key(words: &[String]) -> bool {
+    const ABOUT: [&str; 21] = [
+        "page", "count", "max", "min", "limit", "length", "len", "size", "type", "expiry", "expires", "id", "name",
+        "url", "uri", "path", "file", "hint", "hash", "usage", "policy",
+    ];
+    const SECRET: [&str; 12] = [
+        "secret",
+        "token",
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "credential",
+        "credentials",
+        "authorization",
+        "apikey",
+        "secretkey",
+        "accesskey",
+    ];
+    const KEY_OF: [&str; 6] = ["api", "access", "private", "signing", "encryption", "master"];
+    if words.iter().any(|w| ABOUT.contains(&w.as_str())) {
+        return false;
+    }
+    const ENDINGS: [&str; 5] = ["token", "secret", "password", "passwd", "apikey"];
+    words.iter().any(|w| SECRET.contains(&w.as_str()) || ENDINGS.iter().any(|e| w.ends_with(e)))
+        || words.windows(2).any(|p| KEY_OF.contains(&p[0].as_str()) && p[1] == "key")
+}
+
 /// Low variety: `xxxx`, `aaaa`, `0000`, or mostly `x`.
 fn is_filler(v: &str) -> bool {
     let alnum: Vec<char> = v.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
@@ -289,8 +362,10 @@ fn valid_ssn(v: &str) -> bool {
     if d.len() != 9 {
         return false;
     }
+    // After the word "SSN", nine bare digits; else two separators of one kind.
+    let labelled = v.starts_with(|c: char| c.is_ascii_alphabetic());
     let seps: Vec<char> = v.chars().filter(|c| !c.is_ascii_digit()).collect();
-    if seps.len() != 2 || seps[0] != seps[1] {
+    if !labelled && (seps.len() != 2 || seps[0] != seps[1]) {
         return false;
     }
     let area = u32::from(d[0]) * 100 + u32::from(d[1]) * 10 + u32::from(d[2]);
@@ -348,6 +423,29 @@ fn valid_card(v: &str) -> bool {
     issuer && luhn(&d) && !d.iter().all(|x| *x == d[0])
 }
 
+/// An IPv4 or IPv6 address, not a version number.
+fn valid_ip(v: &str) -> bool {
+    // Taken with `version`, `build` or `release` before it: a version.
+    if v.starts_with(|c: char| c.is_ascii_alphabetic()) && !v.contains(':') {
+        return false;
+    }
+    if v.contains(':') {
+        return valid_ipv6(v);
+    }
+    valid_ipv4(v)
+}
+
+/// An IPv6 address written as one: eight groups, or fewer around a `::`, with at least two
+/// groups and one digit (not a time such as `10:30:00`, a MAC address, or `std::io`).
+fn valid_ipv6(v: &str) -> bool {
+    let groups = v.split(':').filter(|g| !g.is_empty()).count();
+    let full = v.matches(':').count() == 7 && !v.contains("::");
+    (full || v.contains("::"))
+        && groups >= 2
+        && v.bytes().any(|b| b.is_ascii_digit())
+        && v.parse::<std::net::Ipv6Addr>().is_ok()
+}
+
 fn valid_ipv4(v: &str) -> bool {
     let parts: Vec<&str> = v.split('.').collect();
     parts.len() == 4
@@ -355,9 +453,12 @@ fn valid_ipv4(v: &str) -> bool {
 }
 
 /// An IBAN: 15 to 34 characters whose mod-97 check (country and check digits moved to the end)
-/// gives 1.
+/// gives 1; written in lower case, its country must be one that issues IBANs.
 fn valid_iban(v: &str) -> bool {
-    let s: String = v.chars().filter(|c| !c.is_whitespace()).collect();
+    let s: String = v.chars().filter(|c| !c.is_whitespace()).map(|c| c.to_ascii_uppercase()).collect();
+    if v.starts_with(|c: char| c.is_ascii_lowercase()) && !s.get(..2).is_some_and(|c| IBAN_COUNTRIES.contains(&c)) {
+        return false;
+    }
     if !(15..=34).contains(&s.len()) {
         return false;
     }
@@ -373,6 +474,15 @@ fn valid_iban(v: &str) -> bool {
     }
     rem == 1
 }
+
+/// The countries that issue IBANs.
+const IBAN_COUNTRIES: [&str; 89] = [
+    "AD", "AE", "AL", "AT", "AZ", "BA", "BE", "BG", "BH", "BI", "BR", "BY", "CH", "CR", "CY", "CZ", "DE", "DJ", "DK",
+    "DO", "EE", "EG", "ES", "FI", "FK", "FO", "FR", "GB", "GE", "GI", "GL", "GR", "GT", "HN", "HR", "HU", "IE", "IL",
+    "IQ", "IS", "IT", "JO", "KW", "KZ", "LB", "LC", "LI", "LT", "LU", "LV", "LY", "MC", "MD", "ME", "MK", "MN", "MR",
+    "MT", "MU", "NI", "NL", "NO", "OM", "PK", "PL", "PS", "PT", "QA", "RO", "RS", "RU", "SA", "SC", "SD", "SE", "SI",
+    "SK", "SM", "SO", "ST", "SV", "TL", "TN", "TR", "UA", "VA", "VG", "XK", "YE",
+];
 
 /// A JWT: its header decodes (base64url) to a JSON object.
 fn valid_jwt(v: &str) -> bool {
@@ -425,12 +535,97 @@ pub(crate) fn entropy(v: &str) -> f64 {
     counts.iter().filter(|c| **c > 0).map(|c| f64::from(*c) / n).map(|p| -p * p.log2()).sum()
 }
 
-/// A value that looks generated: long enough, varied characters (entropy of at least 3.5 bits
-/// per character), mixing letters with digits or symbols, and no placeholder.
+/// A value that looks generated (the thresholds `generic_secret` uses):
+/// - at least 12 characters;
+/// - letters mixed with digits or symbols;
+/// - at least 3.5 bits of entropy per character, or `log2(length) - 0.5` for a value shorter
+///   than 16 (a 12-character value cannot reach 3.5);
+/// - not a placeholder, a `${VAR}` / `$(cmd)` / `%VAR%` reference, a path or a URL.
+///
+/// Low-entropy passwords (`hunter2`) are not judged here: `password_field` catches them by key.
 pub(crate) fn high_entropy_secret(v: &str) -> bool {
+    #[allow(clippy::cast_precision_loss, reason = "a length below 2^52")]
+    let needed = ((v.len() as f64).log2() - 0.5).min(3.5);
     let letters = v.bytes().any(|b| b.is_ascii_alphabetic());
     let others = v.bytes().any(|b| !b.is_ascii_alphabetic());
-    v.len() >= 12 && letters && others && entropy(v) >= 3.5 && not_placeholder(v)
+    v.len() >= 12 && letters && others && entropy(v) >= needed && !is_reference(v) && not_placeholder(v)
+}
+
+/// A reference to a secret kept elsewhere, not a secret: `${VAR}`, `$(cmd)`, `$VAR`, `%VAR%`,
+/// a path, a URL.
+fn is_reference(v: &str) -> bool {
+    v.starts_with('$')
+        || (v.starts_with('%') && v.ends_with('%'))
+        || v.starts_with('/')
+        || v.starts_with("./")
+        || v.starts_with("~/")
+        || v.contains("://")
+}
+
+/// What `generic_secret` found: a random-looking value, `Bearer <opaque token>`,
+/// `Basic <base64 of user:password>`, or `:<password>` from a URL's userinfo.
+fn generic_secret(v: &str) -> bool {
+    let unquote = |t: &str| t.trim().trim_matches(['"', '\'']).to_owned();
+    if let Some(password) = v.strip_prefix(':') {
+        // A URL's userinfo.
+        let lower = password.to_ascii_lowercase();
+        return !is_reference(password)
+            && !["password", "pass", "passwd", "secret", "xxx", "***", "****"].contains(&lower.as_str())
+            && !is_short_placeholder(password);
+    }
+    if let Some(flag) = v.strip_prefix("--") {
+        // `--api-key VALUE`.
+        return flag.split_once(char::is_whitespace).is_some_and(|(_, value)| secret_value(&unquote(value)));
+    }
+    let (scheme, rest) = v.split_once(char::is_whitespace).unwrap_or(("", v));
+    if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("basic") {
+        return secret_value(v);
+    }
+    let _ = rest;
+    // `key: value`: the key's words name a secret, and the value is one.
+    v.find([':', '=']).is_some_and(|sep| {
+        let key = unquote(&v[..sep]);
+        secret_like_key(&crate::keys::words(&key)) && secret_value(&unquote(&v[sep + 1..]))
+    })
+}
+
+/// A secret-like key's value that is a secret: random-looking (and in no vendor's format, which
+/// its own detector reports), `Bearer <opaque token>`, or `Basic <base64 of user:password>`.
+pub(crate) fn secret_value(v: &str) -> bool {
+    let (scheme, rest) = v.split_once(char::is_whitespace).unwrap_or(("", v));
+    let rest = rest.trim_start();
+    if scheme.eq_ignore_ascii_case("basic") {
+        return base64url_decode(rest)
+            .and_then(|b| String::from_utf8(b).ok())
+            .is_some_and(|t| t.len() >= 3 && t.contains(':') && !is_short_placeholder(&t.replace(':', "")));
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return rest.len() >= 16 && !known_format(rest) && high_entropy_secret(rest);
+    }
+    !known_format(v) && high_entropy_secret(v)
+}
+
+/// A value in a vendor's format, which its own detector reports (a JWT, a Slack, Stripe, OpenAI,
+/// GitHub, AWS or Google key): not a generic secret.
+fn known_format(v: &str) -> bool {
+    const PREFIXES: [&str; 15] = [
+        "eyJ",
+        "xox",
+        "xapp-",
+        "sk-",
+        "sk_",
+        "rk_",
+        "ghp_",
+        "gho_",
+        "ghu_",
+        "ghs_",
+        "ghr_",
+        "github_pat_",
+        "AKIA",
+        "ASIA",
+        "AIza",
+    ];
+    PREFIXES.iter().any(|p| v.starts_with(p))
 }
 
 #[cfg(test)]

@@ -190,6 +190,45 @@ impl Joined {
 }
 
 /// The pre-pass: joins the texts, checks the limits and the field names, records the containers.
+/// Whether a key may hold a word [`Redactor::context`] looks for (`ssn`, `social`, `phone`,
+/// `mobile`, `cell`, `tel`, `secret`, `token`, `pass`, `pwd`, `key`, `cred`, `auth`,
+/// `version`): one of their first two letters, in one pass, before any word is compared.
+fn key_hint(key: &[u8]) -> bool {
+    const HINTS: [&[u8]; 14] = [
+        b"ssn", b"social", b"phone", b"mobile", b"cell", b"tel", b"secret", b"token", b"pass", b"pwd", b"key", b"cred",
+        b"auth", b"version",
+    ];
+    /// Bit `b` of entry `a`: some hint starts with the letters `a`, `b`.
+    const PAIRS: [u32; 26] = {
+        let mut t = [0u32; 26];
+        let mut i = 0;
+        while i < HINTS.len() {
+            let (a, b) = (HINTS[i][0] - b'a', HINTS[i][1] - b'a');
+            t[a as usize] |= 1 << b;
+            i += 1;
+        }
+        t
+    };
+    let letter = |b: u8| {
+        let l = b.to_ascii_lowercase();
+        l.is_ascii_lowercase().then(|| usize::from(l - b'a'))
+    };
+    key.windows(2).enumerate().any(|(i, pair)| {
+        let (Some(a), Some(b)) = (letter(pair[0]), letter(pair[1])) else { return false };
+        PAIRS[a] & (1 << b) != 0
+            && HINTS.iter().any(|h| key.get(i..i + h.len()).is_some_and(|w| w.eq_ignore_ascii_case(h)))
+    })
+}
+
+/// What a key says of its value: see [`Redactor::context`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Context {
+    /// The value is a finding of this pattern.
+    Detector(usize),
+    /// The value is a version, not an address.
+    NotAddress,
+}
+
 pub(crate) struct Gather<'a> {
     pub(crate) redactor: &'a Redactor,
     pub(crate) out: &'a mut Joined,
@@ -209,7 +248,10 @@ impl Gather<'_> {
         map.iter().all(|(k, v)| {
             // A key is a text like any other: a secret may be used as one.
             self.out.push(k, self.redactor.shortest_match);
-            if holds_data(v) && self.redactor.field(k).is_some() {
+            // A key that may give context keeps its container from being skipped (the walk
+            // decides).
+            let context = matches!(v, Value::String(_) | Value::Number(_)) && key_hint(k.as_bytes());
+            if holds_data(v) && (context || self.redactor.field(k).is_some()) {
                 self.fields = true;
             }
             self.value(v, depth + 1) && self.within()
@@ -551,6 +593,51 @@ impl Redactor {
         found(&w, |a, b| a == b)
     }
 
+    /// What a key says of the text or number under it, when the value has the shape to match:
+    /// nine bare digits under `ssn`, ten under `phone`/`mobile`, a random-looking value under a
+    /// secret-like key (`client_secret`, `auth.token`, `passphrase`), or a four-part number under
+    /// `version` (no address). The key only raises (or, for versions, lowers) confidence in a
+    /// value of the right shape: it never makes a random value an SSN.
+    pub(crate) fn context(&self, key: &str, value: &Value) -> Option<Context> {
+        // Most keys say nothing: a glance at the key comes first (this runs for every key).
+        if !matches!(value, Value::String(_) | Value::Number(_)) || key.len() > 64 || !key_hint(key.as_bytes()) {
+            return None;
+        }
+        let mut numbers = NumberText::default();
+        let text = match value {
+            Value::String(s) => s.trim(),
+            Value::Number(n) => number_text(n, &mut numbers),
+            _ => return None,
+        };
+        let digits = text.len() <= 12 && text.bytes().all(|b| b.is_ascii_digit());
+        let long = text.len() >= 8;
+        let dotted = text.len() <= 20
+            && text.contains('.')
+            && text.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'v');
+        if !(digits || long || dotted) {
+            return None;
+        }
+        let w = words(key);
+        let has = |word: &str| w.iter().any(|x| x == word);
+        let pattern = |name: &str| self.patterns.iter().position(|p| p.name == name).map(Context::Detector);
+        if digits && text.len() == 9 && (has("ssn") || (has("social") && has("security"))) {
+            return pattern("ssn").filter(|_| detectors::valid_ssn_digits(text));
+        }
+        if digits
+            && (text.len() == 10 || (text.len() == 11 && text.starts_with('1')))
+            && ["phone", "mobile", "cell", "tel", "telephone", "cellphone"].iter().any(|p| has(p))
+        {
+            return pattern("phone_us").filter(|_| detectors::valid_nanp_digits(text));
+        }
+        if dotted && w.iter().any(|x| x.ends_with("version")) {
+            return Some(Context::NotAddress);
+        }
+        if long && detectors::secret_like_key(&w) {
+            return pattern("generic_secret").filter(|_| detectors::secret_value(text));
+        }
+        None
+    }
+
     /// Which texts of `object` (numbered in walk order) may hold a match: one pass of every
     /// pattern, as alternatives of one expression, over all of its text joined by newlines,
     /// marking each text a match touches; also where the sensitive field names and containers
@@ -630,7 +717,8 @@ impl Redactor {
             if p.group == 0 {
                 regex.find_iter(text).for_each(&mut keep);
             } else {
-                regex.captures_iter(text).filter_map(|c| c.get(p.group)).for_each(&mut keep);
+                // Of a pattern's alternatives, the one that matched has its own group.
+                regex.captures_iter(text).filter_map(|c| c.iter().skip(p.group).flatten().next()).for_each(&mut keep);
             }
         }
         out

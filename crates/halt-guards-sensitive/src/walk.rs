@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::redact::{Finding, NumberText, Prescan, Redactor, ScanError, number_text, preview, push_index};
+use crate::redact::{Context, Finding, NumberText, Prescan, Redactor, ScanError, number_text, preview, push_index};
 
 pub(crate) struct Walk<'a> {
     pub(crate) redactor: &'a Redactor,
@@ -16,6 +16,8 @@ pub(crate) struct Walk<'a> {
     /// The number of arrays and objects below the root walked (or skipped) so far.
     pub(crate) containers: usize,
     pub(crate) numbers: NumberText,
+    /// Set while a text under a `version` key is scanned: no address is found in it.
+    pub(crate) not_address: bool,
 }
 
 /// Whether a sensitive field's value holds anything to report: text, a number, or a list or
@@ -69,6 +71,7 @@ impl<'a> Walk<'a> {
             texts: 0,
             containers: 0,
             numbers: NumberText::default(),
+            not_address: false,
         }
     }
 
@@ -229,7 +232,19 @@ impl<'a> Walk<'a> {
                             let name = f.name.clone();
                             self.field_value(&name, item, path, depth + 1)?;
                         }
-                        _ => self.value(item, path, depth + 1)?,
+                        _ => match self.redactor.context(k, item) {
+                            Some(Context::Detector(i)) => {
+                                self.check_depth(path, depth + 1)?;
+                                self.context_finding(i, item, path)?;
+                            }
+                            Some(Context::NotAddress) => {
+                                self.not_address = true;
+                                let walked = self.value(item, path, depth + 1);
+                                self.not_address = false;
+                                walked?;
+                            }
+                            None => self.value(item, path, depth + 1)?,
+                        },
                     }
                     path.truncate(len);
                 }
@@ -307,17 +322,60 @@ impl<'a> Walk<'a> {
                     let mut copy = item.clone();
                     self.field_value(&name, &mut copy, path, depth + 1)?;
                 }
-                _ => self.value_ref(item, path, depth + 1)?,
+                _ => match self.redactor.context(k, item) {
+                    Some(Context::Detector(i)) => {
+                        let mut copy = item.clone();
+                        self.context_finding(i, &mut copy, path)?;
+                    }
+                    Some(Context::NotAddress) => {
+                        self.not_address = true;
+                        let walked = self.value_ref(item, path, depth + 1);
+                        self.not_address = false;
+                        walked?;
+                    }
+                    None => self.value_ref(item, path, depth + 1)?,
+                },
             }
             path.truncate(len);
         }
         Ok(())
     }
 
+    /// Reports a text or number that its key makes a finding of pattern `i` (redacting it when
+    /// `self.redact`); counts it as the pre-pass did.
+    pub(crate) fn context_finding(&mut self, i: usize, v: &mut Value, path: &str) -> Result<(), ScanError> {
+        let verified = self.prescan.is_some();
+        let _ = self.next_text();
+        let shown = match &*v {
+            Value::String(s) => {
+                if !verified {
+                    self.count(s.len())?;
+                }
+                preview(s)
+            }
+            other => {
+                let text = other.to_string();
+                if !verified {
+                    self.count(text.len())?;
+                }
+                preview(&text)
+            }
+        };
+        let name = self.redactor.patterns[i].name.clone();
+        if self.redact {
+            *v = Value::String(format!("[REDACTED:{name}]"));
+        }
+        self.findings.push(Finding { pattern: name, path: path.to_owned(), preview: shown });
+        Ok(())
+    }
+
     /// Records the findings of one text; returns its redacted form when redacting and something
     /// was found.
     pub(crate) fn text(&mut self, text: &str, path: &str) -> Option<String> {
-        let spans = self.redactor.spans(text);
+        let mut spans = self.redactor.spans(text);
+        if self.not_address {
+            spans.retain(|(_, _, i)| self.redactor.patterns[*i].name != "ip_address");
+        }
         if spans.is_empty() {
             return None;
         }

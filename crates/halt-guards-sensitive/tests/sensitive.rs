@@ -378,3 +378,62 @@ fn phones_in_e164_form_count_and_service_codes_do_not() {
         assert_eq!(run(&e, "notify", json!({ "text": text })).decision(), DecisionKind::Allow, "{text}");
     }
 }
+
+#[test]
+fn the_new_families_are_redacted_at_any_depth() {
+    let patterns = ["ssn", "phone_us", "ip_address", "iban", "generic_secret", "slack_token", "private_key", "aws_key"];
+    let e = engine(json!({"redact_on_modify": true, "blocked_patterns": patterns, "sensitive_fields": []}));
+    let basic = format!("Basic {}", "YWxpY2U6czNjcjN0UGFzcw==");
+    let o = run(
+        &e,
+        "crm_update",
+        json!({
+            "customer": {"ssn": "123456789", "mobile": 4155552671u64, "note": "SSN: 219099999 verified"},
+            "net": {"peer": "2001:db8:85a3::8a2e:370:7334", "version": "1.2.3.4", "oid": "1.3.6.1.4.1.2021"},
+            "pay": "to gb82 west 1234 5698 7654 32 today",
+            "env": "DB_PASSWORD=Xk9#mP2$vL7qR4wZ\nDEBUG=true",
+            "headers": {"Authorization": basic},
+            "dsn": "postgres://app:S3cure!Pass@db.internal:5432/orders",
+            "hook": "https://hooks.slack.com/services/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",
+            "keys": ["AKIAIOSFODNN7EXAMPLE"],
+        }),
+    );
+    assert_eq!(o.decision(), DecisionKind::Modify, "{:?}", o.decisions());
+    let a = json!(o.modified_arguments().unwrap());
+    assert_eq!(a["customer"]["ssn"], "[REDACTED:ssn]");
+    assert_eq!(a["customer"]["mobile"], "[REDACTED:phone_us]");
+    assert_eq!(a["customer"]["note"], "[REDACTED:ssn] verified", "the label goes with the number");
+    assert_eq!(a["net"]["peer"], "[REDACTED:ip_address]");
+    assert_eq!(a["net"]["version"], "1.2.3.4", "a version under `version` is no address");
+    assert_eq!(a["net"]["oid"], "1.3.6.1.4.1.2021", "an OID is no address");
+    assert_eq!(a["pay"], "to [REDACTED:iban] today");
+    assert_eq!(a["env"], "[REDACTED:generic_secret]\nDEBUG=true");
+    assert_eq!(a["headers"]["Authorization"], "[REDACTED:generic_secret]");
+    assert_eq!(a["dsn"], "postgres://app[REDACTED:generic_secret]@db.internal:5432/orders");
+    assert_eq!(a["hook"], "https://[REDACTED:slack_token]");
+    assert_eq!(a["keys"][0], "[REDACTED:aws_key]");
+    // Nothing of a value is left in the reasons or the details.
+    let shown = format!("{:?}", o.decisions());
+    for value in ["123456789", "4155552671", "Xk9#mP2", "S3cure", "x9Kl2mN8"] {
+        assert!(!shown.contains(value), "{value} in {shown}");
+    }
+}
+
+#[test]
+fn a_key_alone_never_makes_a_finding() {
+    let e = engine(json!({"blocked_patterns": ["ssn", "phone_us", "generic_secret"], "sensitive_fields": []}));
+    for args in [
+        json!({"ssn": "12345"}),
+        json!({"ssn": "987654321"}),
+        json!({"phone": "1234567890"}),
+        json!({"mobile": "9115551234"}),
+        json!({"client_secret": "short"}),
+        json!({"token": "${TOKEN}"}),
+        json!({"api_key": "/run/secrets/api_key"}),
+        json!({"max_tokens": 123456789}),
+        json!({"page_token": "CiAKGjBpNDd2Nmp2Zml2cXRtcGF6"}),
+        json!({"order_id": "123456789"}),
+    ] {
+        assert_eq!(run(&e, "f", args.clone()).decision(), DecisionKind::Allow, "{args}");
+    }
+}
