@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
@@ -132,6 +132,11 @@ fn query(raw: Option<&str>, known: &[&str]) -> Result<BTreeMap<String, String>, 
         }
     }
     Ok(out)
+}
+
+/// A path parameter, or a JSON 400 naming what is wrong with it.
+fn path_param(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(v)| v).map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))
 }
 
 /// A number of seconds from a query parameter, at most the server's longest wait.
@@ -344,10 +349,11 @@ fn settle_error(shared: &Shared, e: halt_engine::SettleError) -> ApiError {
 
 async fn settle(
     State(shared): AppState,
-    Path(call_id): Path<String>,
+    call_id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let call_id = path_param(call_id)?;
     caller(&shared, &headers, Action::Propose)?;
     let request: SettleRequest = json_body(&headers, body)?;
     let s = shared.live().engine.settle(&call_id, request.actual_cost).await.map_err(|e| settle_error(&shared, e))?;
@@ -381,10 +387,11 @@ pub(crate) struct OutcomeResponse {
 
 async fn call_outcome(
     State(shared): AppState,
-    Path(call_id): Path<String>,
+    call_id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let call_id = path_param(call_id)?;
     caller(&shared, &headers, Action::Propose)?;
     let request: OutcomeRequest = json_body(&headers, body)?;
     let actual = match (request.executed, request.actual_cost) {
@@ -455,19 +462,21 @@ async fn visible(shared: &Shared, caller: &Caller, id: &str) -> Result<Approval,
 
 async fn get_approval(
     State(shared): AppState,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let id = path_param(id)?;
     let caller = caller(&shared, &headers, Action::ReadApprovals)?;
     Ok(json(StatusCode::OK, &visible(&shared, &caller, &id).await?))
 }
 
 async fn wait_approval(
     State(shared): AppState,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let id = path_param(id)?;
     let caller = caller(&shared, &headers, Action::ReadApprovals)?;
     let params = query(raw.as_deref(), &["timeout"])?;
     let timeout = seconds(&shared, &params, "timeout", 30.0_f64.min(shared.limits.max_wait_seconds))?;
@@ -510,10 +519,11 @@ const MAX_REASON_CHARS: usize = 2000;
 
 async fn decide(
     State(shared): AppState,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let id = path_param(id)?;
     let caller = caller(&shared, &headers, Action::Decide)?;
     let request: DecisionRequest = json_body(&headers, body)?;
     let approver = match (&request.approver, shared.live().tokens.open()) {

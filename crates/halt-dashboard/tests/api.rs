@@ -299,6 +299,8 @@ async fn bad_requests_get_a_json_error_naming_the_problem() {
         ("POST", "/v1/evaluate?wait=1&wait=2", StatusCode::BAD_REQUEST),
         ("GET", "/v1/approvals?state=maybe", StatusCode::BAD_REQUEST),
         ("GET", "/v1/approvals/nope", StatusCode::NOT_FOUND),
+        ("GET", "/v1/approvals/%ff%00", StatusCode::BAD_REQUEST),
+        ("POST", "/v1/calls/%ff/outcome", StatusCode::BAD_REQUEST),
         ("GET", "/v1/approvals/nope/wait?timeout=0", StatusCode::NOT_FOUND),
         ("GET", "/v1/audit", StatusCode::NOT_FOUND),
         ("GET", "/v1/nothing", StatusCode::NOT_FOUND),
