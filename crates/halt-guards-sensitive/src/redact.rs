@@ -209,15 +209,30 @@ fn key_hint(key: &[u8]) -> bool {
         }
         t
     };
-    let letter = |b: u8| {
-        let l = b.to_ascii_lowercase();
-        l.is_ascii_lowercase().then(|| usize::from(l - b'a'))
+    /// Each byte's letter index (`a`/`A` is 0), or 32 for anything but an ASCII letter.
+    const LETTER: [u8; 256] = {
+        let mut t = [32u8; 256];
+        let mut b: u8 = 0;
+        while b < 26 {
+            t[(b'a' + b) as usize] = b;
+            t[(b'A' + b) as usize] = b;
+            b += 1;
+        }
+        t
     };
-    key.windows(2).enumerate().any(|(i, pair)| {
-        let (Some(a), Some(b)) = (letter(pair[0]), letter(pair[1])) else { return false };
-        PAIRS[a] & (1 << b) != 0
-            && HINTS.iter().any(|h| key.get(i..i + h.len()).is_some_and(|w| w.eq_ignore_ascii_case(h)))
-    })
+    let mut prev = 32u8;
+    for (i, &byte) in key.iter().enumerate() {
+        let cur = LETTER[usize::from(byte)];
+        if prev < 32
+            && cur < 32
+            && PAIRS[usize::from(prev)] & (1 << cur) != 0
+            && HINTS.iter().any(|h| key.get(i - 1..i - 1 + h.len()).is_some_and(|w| w.eq_ignore_ascii_case(h)))
+        {
+            return true;
+        }
+        prev = cur;
+    }
+    false
 }
 
 /// What a key says of its value: see [`Redactor::context`].
