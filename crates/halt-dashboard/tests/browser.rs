@@ -90,7 +90,12 @@ fn chromium() -> Option<&'static str> {
 
 impl Browser {
     async fn launch(program: &str) -> Self {
-        let profile = std::env::temp_dir().join(format!("halt-chromium-{}", std::process::id()));
+        static N: AtomicU64 = AtomicU64::new(0);
+        let profile = std::env::temp_dir().join(format!(
+            "halt-chromium-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = std::fs::remove_dir_all(&profile);
         std::fs::create_dir_all(&profile).unwrap();
         let child = Command::new(program)
@@ -262,15 +267,31 @@ struct Running {
 }
 
 async fn start() -> Running {
+    let (running, stop) = start_at("127.0.0.1:0").await;
+    // Serves until the test ends.
+    std::mem::forget(stop);
+    running
+}
+
+/// A server on `addr`, and what stops it.
+async fn start_at(addr: &str) -> (Running, oneshot::Sender<()>) {
     let dir = std::env::temp_dir().join(format!("halt-browser-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let policy = dir.join("policy.yaml");
     std::fs::write(&policy, POLICY).unwrap();
     let server = Server::open(&policy).await.unwrap();
-    let listener = server.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let listener = server.listen(addr.parse().unwrap()).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { server.serve(listener, std::future::pending()).await.unwrap() });
-    Running { base, http: reqwest::Client::new() }
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        server
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (Running { base, http: reqwest::Client::new() }, stop)
 }
 
 impl Running {
@@ -455,4 +476,34 @@ async fn the_dashboard_shows_the_feed_and_decides_approvals_in_a_real_browser() 
             || url == "about:blank";
         assert!(same, "the page asked another host: {url}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_says_when_the_server_is_gone_and_reconnects_by_itself() {
+    let Some(program) = chromium() else { return };
+    let (s, stop) = start_at("127.0.0.1:0").await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let browser = Browser::launch(program).await;
+    browser.sign_in(&s.base, APPROVER).await;
+    // The server goes away: the page says so.
+    stop.send(()).unwrap();
+    browser.until("document.getElementById('connection').dataset.state === 'down'", Duration::from_secs(10)).await;
+    browser
+        .until("document.getElementById('error').textContent.includes('reconnecting')", Duration::from_secs(5))
+        .await;
+    // It comes back on the same address: the page is live again, with no click.
+    let mut again = None;
+    for _ in 0..100 {
+        if tokio::net::TcpListener::bind(&addr).await.is_ok() {
+            again = Some(start_at(&addr).await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, _stop) = again.expect("the address is free again");
+    browser.until("document.getElementById('connection').dataset.state === 'live'", Duration::from_secs(20)).await;
+    // And the feed works on the new connection.
+    s.evaluate(json!({"function_name": "drop_table", "call_id": "after-restart"})).await;
+    browser.until("document.querySelector('#feed li[data-call=\"after-restart\"]')", Duration::from_secs(2)).await;
+    assert_eq!(browser.eval("document.getElementById('error').hidden").await, true);
 }
