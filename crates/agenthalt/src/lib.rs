@@ -126,6 +126,12 @@ pub use halt_guards_rules as rules;
 #[cfg_attr(docsrs, doc(cfg(feature = "sled")))]
 pub use halt_store_sled as sled;
 
+/// The decision server: the HTTP API, the event feed and the dashboard page, to run inside a
+/// program of your own (`agenthalt serve` runs it alone).
+#[cfg(feature = "dashboard")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dashboard")))]
+pub use halt_dashboard as dashboard;
+
 /// The shared Redis store.
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
