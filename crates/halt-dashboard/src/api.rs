@@ -76,10 +76,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Counts the requests answered with an error, and gives a timeout its JSON body too.
 async fn count_refusals(State(shared): AppState, request: Request<axum::body::Body>, next: Next) -> Response {
     let response = next.run(request).await;
     if response.status().is_client_error() || response.status().is_server_error() {
         shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
+    }
+    if response.status() == StatusCode::REQUEST_TIMEOUT && !response.headers().contains_key(header::CONTENT_TYPE) {
+        return ApiError::new(StatusCode::REQUEST_TIMEOUT, "the request took too long and was dropped").into_response();
     }
     response
 }

@@ -670,3 +670,21 @@ async fn the_openapi_document_names_every_route_and_its_types() {
     }
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_stalls_is_dropped_with_a_json_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Running::start(&format!("{GUARDS}server:\n  request_timeout_seconds: 0.5\n")).await;
+    let mut socket = tokio::net::TcpStream::connect(s.base.trim_start_matches("http://")).await.unwrap();
+    // Promises a body of 100 bytes and sends one.
+    let head = "POST /v1/calls/x/settle HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/json") && answer.contains("\"error\""), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    s.shutdown().await;
+}
