@@ -120,7 +120,7 @@ pub(crate) const DETECTORS: [Detector; 17] = [
         name: "ip_address",
         // IPv4; IPv6, full or compressed. A four-part number right after `version`, `build` or
         // `release` is taken with the word, to be refused as a version (`app_version: 1.2.3.4`).
-        pattern: r"(?:(?m:^)|[^0-9A-Za-z:.])((?i:(?:version|build|release)[\x22']?\s*[:=]?\s*[\x22']?v?)?(?:[0-9]{1,3}\.){3}[0-9]{1,3}|(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{0,4}))",
+        pattern: r"(?:(?m:^)|[^0-9A-Za-z:.])((?i:(?:version|build|release)[\x22']?[ \t]*[:=]?[ \t]*[\x22']?v?)?(?:[0-9]{1,3}\.){3}[0-9]{1,3}|[0-9A-Fa-f]*:[0-9A-Fa-f]*:[0-9A-Fa-f:.]*)",
         group: 1,
         check: valid_ip,
         // `v1.2.3.4` is a version; `1.3.6.1.4.1` (an SNMP OID) is no address.
@@ -430,7 +430,8 @@ fn valid_ip(v: &str) -> bool {
         return false;
     }
     if v.contains(':') {
-        return valid_ipv6(v);
+        // A sentence may end right after it.
+        return valid_ipv6(v.trim_end_matches('.'));
     }
     valid_ipv4(v)
 }

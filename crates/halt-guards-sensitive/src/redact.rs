@@ -263,10 +263,8 @@ impl Gather<'_> {
         map.iter().all(|(k, v)| {
             // A key is a text like any other: a secret may be used as one.
             self.out.push(k, self.redactor.shortest_match);
-            // A key that may give context keeps its container from being skipped (the walk
-            // decides).
-            let context = matches!(v, Value::String(_) | Value::Number(_)) && key_hint(k.as_bytes());
-            if holds_data(v) && (context || self.redactor.field(k).is_some()) {
+            // A key that gives its value context keeps its container from being skipped.
+            if holds_data(v) && (self.redactor.field(k).is_some() || self.redactor.context(k, v).is_some()) {
                 self.fields = true;
             }
             self.value(v, depth + 1) && self.within()
