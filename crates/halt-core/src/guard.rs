@@ -84,8 +84,7 @@ pub trait Guard: Send + Sync + std::fmt::Debug + 'static {
 /// One limit of a guard and how much of it is used: a gauge on a dashboard.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Usage {
-    /// The guard (filled in by whoever collects usage from several guards).
-    #[serde(default)]
+    /// The guard's name.
     pub guard: String,
     /// Which limit: `daily`, `monthly`, ...
     pub limit_name: String,
