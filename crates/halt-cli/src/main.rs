@@ -217,6 +217,18 @@ fn check(file: &std::path::Path) -> ExitCode {
         text.push_str(&format!(", {pattern} needs {n} approvers"));
     }
     text.push_str(&format!("\n  policy version {}\n", policy.version));
+    let server = &policy.server;
+    let bind = server.bind.as_deref().unwrap_or("127.0.0.1:8550");
+    if server.tokens.is_empty() {
+        text.push_str(&format!("  serve: {bind}, no tokens (loopback only)\n"));
+    } else {
+        let mut roles = std::collections::BTreeMap::new();
+        for t in &server.tokens {
+            *roles.entry(t.role.as_str()).or_insert(0) += 1;
+        }
+        let roles: Vec<String> = roles.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        text.push_str(&format!("  serve: {bind}, {} token(s): {}\n", server.tokens.len(), roles.join(", ")));
+    }
     if let Some(a) = &policy.audit {
         let mut sinks = Vec::new();
         if let Some(f) = &a.file {

@@ -21,6 +21,15 @@ fn check_summarises_a_valid_policy_and_refuses_an_invalid_one() {
     assert!(text.contains("valid, 2 guard(s), mode enforce, store not set (eval: memory; serve: sled"), "{text}");
     assert!(text.contains("budget [budget]") && text.contains("max_daily_spend: 10.0"), "{text}");
     assert!(text.contains("  approvals: handler none, expire after 900 s\n"), "{text}");
+    assert!(text.contains("  serve: 127.0.0.1:8550, no tokens (loopback only)\n"), "{text}");
+    let served = temp_file(
+        "served.yaml",
+        "server:\n  bind: 0.0.0.0:9000\n  tokens:\n    - {name: a, role: agent, token: aaaaaaaaaaaaaaaa1}\n    - {name: v, role: viewer, token: bbbbbbbbbbbbbbbb2}\n",
+    );
+    let out = bin().args(["check", served.to_str().unwrap()]).output().unwrap();
+    let served = String::from_utf8(out.stdout).unwrap();
+    assert!(served.contains("  serve: 0.0.0.0:9000, 2 token(s): agent 1, viewer 1\n"), "{served}");
+    assert!(!served.contains("aaaaaaaa"), "no token is shown: {served}");
     let two = temp_file(
         "two.yaml",
         "approvals:\n  handler: console\n  expires_after_seconds: 60\n  require_approvers: {\"wire_*\": 2}\n",
