@@ -239,8 +239,15 @@ function renderGauges(usage) {
       el("div", { class: "text" },
         el("span", {}, `${u.guard} · ${u.limit_name.replaceAll("_", " ")} (${u.window})`),
         el("span", {}, `${fmt(u.used)} / ${fmt(u.limit)}`)),
-      el("div", { class: "bar" }, el("div", { class: "fill", style: `width: ${Math.min(100, ratio * 100).toFixed(1)}%` })));
+      el("div", { class: "bar" }, fill(ratio)));
   }));
+}
+
+// A gauge's fill. Its width is set through the CSSOM: the page's CSP refuses style attributes.
+function fill(ratio) {
+  const bar = el("div", { class: "fill" });
+  bar.style.width = `${Math.min(100, ratio * 100).toFixed(1)}%`;
+  return bar;
 }
 
 function renderGuards(g) {

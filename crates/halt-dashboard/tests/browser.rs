@@ -164,7 +164,7 @@ impl Browser {
         let attached =
             browser.call("Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true})).await;
         browser.session = attached["sessionId"].as_str().unwrap().to_owned();
-        for domain in ["Page.enable", "Network.enable", "Runtime.enable"] {
+        for domain in ["Page.enable", "Network.enable", "Runtime.enable", "Log.enable"] {
             browser.call(domain, json!({})).await;
         }
         browser
@@ -418,6 +418,12 @@ async fn the_dashboard_shows_the_feed_and_decides_approvals_in_a_real_browser() 
     s.evaluate(buy(60.0, "lamp")).await;
     browser.until("document.querySelectorAll('.approval').length >= 2", Duration::from_secs(5)).await;
     browser.until("document.querySelector('.gauge.warn, .gauge.danger')", Duration::from_secs(5)).await;
+    // The fill is as wide as the share used (the CSP refuses style attributes: set through CSSOM).
+    let share = browser
+        .eval("(() => { const g = document.querySelector('.gauge'); return g.querySelector('.fill').getBoundingClientRect().width / g.querySelector('.bar').getBoundingClientRect().width; })()")
+        .await;
+    let share = share.as_f64().unwrap();
+    assert!((0.79..0.82).contains(&share), "the gauge shows {share} of its width for 8.02 of 10");
     // The audit search finds the denial.
     browser.eval("document.querySelector('#audit-form [name=decision]').value = 'deny'; document.getElementById('audit-form').requestSubmit(); true").await;
     browser.until("document.querySelector('#audit td')?.textContent", Duration::from_secs(5)).await;
@@ -464,6 +470,18 @@ async fn the_dashboard_shows_the_feed_and_decides_approvals_in_a_real_browser() 
         )
         .await;
     assert!(browser.eval("document.getElementById('error').textContent").await.as_str().unwrap().contains("refused"));
+
+    // The page broke none of its own content security policy.
+    let refused: Vec<String> = browser
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["method"] == "Log.entryAdded" || e["method"] == "Runtime.consoleAPICalled")
+        .map(Value::to_string)
+        .filter(|t| t.contains("Content Security Policy") || t.contains("Content-Security-Policy"))
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
 
     // The page asked no host but the server.
     let host = s.base.trim_start_matches("http://").to_owned();
