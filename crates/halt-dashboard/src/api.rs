@@ -159,14 +159,7 @@ fn seconds(shared: &Shared, params: &BTreeMap<String, String>, key: &str, defaul
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => {
-            let mut r = (status, body).into_response();
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            r
-        }
-        Err(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the response").into_response(),
-    }
+    (status, axum::Json(value)).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -328,18 +321,6 @@ pub(crate) struct SettleRequest {
     actual_cost: Money,
 }
 
-/// A settled cost.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub(crate) struct SettleResponse {
-    call_id: String,
-    /// What each window had been charged.
-    previous: Vec<Money>,
-    /// What is charged now.
-    actual: Money,
-    /// How many windows were corrected.
-    counters: usize,
-}
-
 fn settle_error(shared: &Shared, e: halt_engine::SettleError) -> ApiError {
     match e {
         halt_engine::SettleError::UnknownCall(_) => ApiError::not_found(e.to_string()),
@@ -361,10 +342,7 @@ async fn settle(
     caller(&shared, &headers, Action::Propose)?;
     let request: SettleRequest = json_body(&headers, body)?;
     let s = shared.live().engine.settle(&call_id, request.actual_cost).await.map_err(|e| settle_error(&shared, e))?;
-    Ok(json(
-        StatusCode::OK,
-        &SettleResponse { call_id: s.call_id, previous: s.previous, actual: s.actual, counters: s.counters },
-    ))
+    Ok(json(StatusCode::OK, &s))
 }
 
 /// Whether an allowed call ran.

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::api::{
     ApprovalList, AuditResponse, DecisionRequest, EvaluateRequest, EvaluateResponse, GuardList, Health, Me,
-    OutcomeRequest, OutcomeResponse, ReloadResponse, SettleRequest, SettleResponse, StatsResponse,
+    OutcomeRequest, OutcomeResponse, ReloadResponse, SettleRequest, StatsResponse,
 };
 use halt_hil::Approval;
 
@@ -53,7 +53,7 @@ pub fn openapi() -> Value {
             roles: "agent, admin",
             params: &[("call_id", "path", "The call")],
             request: Some(reference::<SettleRequest>(&mut g)),
-            response: reference::<SettleResponse>(&mut g),
+            response: reference::<halt_engine::Settlement>(&mut g),
             errors: &[400, 404, 409, 415, 422],
         },
         Op {

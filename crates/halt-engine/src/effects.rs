@@ -29,7 +29,7 @@ pub enum SettleError {
 }
 
 /// The result of [`Engine::settle`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Settlement {
     /// The call.
     pub call_id: String,
