@@ -578,11 +578,10 @@ fn generic_secret(v: &str) -> bool {
         // `--api-key VALUE`.
         return flag.split_once(char::is_whitespace).is_some_and(|(_, value)| secret_value(&unquote(value)));
     }
-    let (scheme, rest) = v.split_once(char::is_whitespace).unwrap_or(("", v));
+    let scheme = v.split(char::is_whitespace).next().unwrap_or("");
     if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("basic") {
         return secret_value(v);
     }
-    let _ = rest;
     // `key: value`: the key's words name a secret, and the value is one.
     v.find([':', '=']).is_some_and(|sep| {
         let key = unquote(&v[..sep]);

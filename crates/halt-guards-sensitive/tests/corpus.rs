@@ -21,6 +21,15 @@ fn ratio(a: u32, b: u32) -> f64 {
     if b == 0 { 1.0 } else { f64::from(a) / f64::from(b) }
 }
 
+/// Prints one line per entry: its counts, precision and recall.
+fn table(title: &str, scores: &BTreeMap<String, Score>) {
+    println!("{title:<24} {:>4} {:>4} {:>4} {:>9} {:>7}", "tp", "fp", "fn", "precision", "recall");
+    for (name, s) in scores {
+        let (precision, recall) = (ratio(s.tp, s.tp + s.fp), ratio(s.tp, s.tp + s.fn_));
+        println!("{name:<24} {:>4} {:>4} {:>4} {precision:>9.3} {recall:>7.3}", s.tp, s.fp, s.fn_);
+    }
+}
+
 #[test]
 fn precision_and_recall_per_detector() {
     let all: Vec<String> = detector_names().into_iter().filter(|n| *n != "api_key").map(String::from).collect();
@@ -82,33 +91,15 @@ fn precision_and_recall_per_detector() {
     }
     assert!(cases >= 200, "the corpus holds {cases} cases");
     let (mut tp, mut fp, mut fn_) = (0, 0, 0);
-    println!("{:<16} {:>4} {:>4} {:>4} {:>9} {:>7}", "detector", "tp", "fp", "fn", "precision", "recall");
+    table("detector", &scores);
     for (name, s) in &scores {
-        println!(
-            "{name:<16} {:>4} {:>4} {:>4} {:>9.3} {:>7.3}",
-            s.tp,
-            s.fp,
-            s.fn_,
-            ratio(s.tp, s.tp + s.fp),
-            ratio(s.tp, s.tp + s.fn_)
-        );
         assert!(s.tp > 0, "{name} has no positive case in the corpus");
         tp += s.tp;
         fp += s.fp;
         fn_ += s.fn_;
     }
     println!();
-    println!("{:<24} {:>4} {:>4} {:>4} {:>9} {:>7}", "family", "tp", "fp", "fn", "precision", "recall");
-    for (name, s) in &families {
-        println!(
-            "{name:<24} {:>4} {:>4} {:>4} {:>9.3} {:>7.3}",
-            s.tp,
-            s.fp,
-            s.fn_,
-            ratio(s.tp, s.tp + s.fp),
-            ratio(s.tp, s.tp + s.fn_)
-        );
-    }
+    table("family", &families);
     let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fn_));
     println!("overall: {cases} cases, precision {precision:.3}, recall {recall:.3}");
     for m in &mistakes {
