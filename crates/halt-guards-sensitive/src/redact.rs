@@ -167,6 +167,8 @@ pub(crate) struct Node {
 pub(crate) struct Joined {
     pub(crate) text: String,
     pub(crate) starts: Vec<usize>,
+    /// Texts not joined as they repeat an earlier one: (its number, the earlier one's).
+    pub(crate) copies: Vec<(usize, usize)>,
     pub(crate) numbers: NumberText,
     pub(crate) bytes: usize,
     pub(crate) suspects: Vec<bool>,
@@ -174,12 +176,12 @@ pub(crate) struct Joined {
 }
 
 impl Joined {
-    /// Adds a text: counts it, and joins it (as it is scanned: see [`fold`]) when it is long
-    /// enough to hold a match alone.
-    pub(crate) fn push(&mut self, s: &str, shortest_match: usize) {
+    /// Adds a text: counts it, and joins it (as it is scanned: see [`fold`]) when it may hold
+    /// a match alone (see [`Redactor::may_match`]).
+    pub(crate) fn push(&mut self, s: &str, redactor: &Redactor) {
         self.starts.push(self.text.len());
         self.bytes += s.len();
-        if s.len() >= shortest_match {
+        if redactor.may_match(s) {
             match fold(s) {
                 None => self.text.push_str(s),
                 Some((folded, _)) => self.text.push_str(&folded),
@@ -189,7 +191,41 @@ impl Joined {
     }
 }
 
-/// The pre-pass: joins the texts, checks the limits and the field names, records the containers.
+/// The longest [`plain`] word.
+pub(crate) const PLAIN_WORD: usize = 23;
+/// The longest [`plain`] number.
+pub(crate) const PLAIN_NUMBER: usize = 6;
+
+/// Whether no built-in pattern can match anything in `text` alone: a word of at most
+/// [`PLAIN_WORD`] small ASCII letters and underscores (`unit_price`, `office`), or at most
+/// [`PLAIN_NUMBER`] characters of a number (`12.49`, `-1e-7`). Most keys and many values are
+/// such texts, and the pre-pass leaves them out. (A test proves it for every built-in pattern,
+/// by walking its automaton over all such texts.)
+pub(crate) fn plain(text: &str) -> bool {
+    /// Bit 0: a byte of a plain word; bit 1: of a plain number.
+    const CLASS: [u8; 256] = {
+        let mut t = [0u8; 256];
+        let mut b: u8 = 0;
+        loop {
+            let word = b.is_ascii_lowercase() || b == b'_';
+            let number = b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E');
+            t[b as usize] = word as u8 | (number as u8) << 1;
+            if b == u8::MAX {
+                break;
+            }
+            b += 1;
+        }
+        t
+    };
+    let b = text.as_bytes();
+    if b.len() > PLAIN_WORD {
+        return false;
+    }
+    // Every byte is looked at: no branch per byte.
+    let class = b.iter().fold(3u8, |class, &c| class & CLASS[usize::from(c)]);
+    class & 1 != 0 || (class & 2 != 0 && b.len() <= PLAIN_NUMBER)
+}
+
 /// Whether a key may hold a word [`Redactor::context`] looks for (`ssn`, `social`, `phone`,
 /// `mobile`, `cell`, `tel`, `secret`, `token`, `pass`, `pwd`, `key`, `cred`, `auth`,
 /// `version`): one of their first two letters, in one pass, before any word is compared.
@@ -244,14 +280,68 @@ pub(crate) enum Context {
     NotAddress,
 }
 
-pub(crate) struct Gather<'a> {
+pub(crate) struct Gather<'a, 'v> {
     pub(crate) redactor: &'a Redactor,
     pub(crate) out: &'a mut Joined,
     pub(crate) nodes: Vec<Node>,
     pub(crate) fields: bool,
+    /// Keys met so far that say nothing of their values, by a digest of their text: the
+    /// objects of an array mostly share their keys.
+    pub(crate) mute: [Option<&'v str>; SLOTS],
+    /// Long texts joined so far, with their numbers, by a digest of their text: a text met
+    /// again is not joined twice (an array's objects often repeat a title or a note).
+    pub(crate) seen: [Option<(&'v str, usize)>; SLOTS],
 }
 
-impl Gather<'_> {
+/// How many slots [`Gather`]'s tables have.
+const SLOTS: usize = 64;
+
+/// Where a text goes in a table of [`SLOTS`]: a digest of its length and three of its bytes.
+fn slot(text: &str) -> usize {
+    let b = text.as_bytes();
+    let byte = |i: usize| u32::from(b.get(i).copied().unwrap_or(0));
+    #[allow(clippy::cast_possible_truncation, reason = "only the length's low byte is mixed in")]
+    let digest = (b.len() as u32 & 0xff) | byte(0) << 8 | byte(b.len() / 2) << 16 | byte(b.len().wrapping_sub(1)) << 24;
+    // The top bits of a multiplicative hash.
+    (digest.wrapping_mul(0x9E37_79B1) >> (32 - SLOTS.trailing_zeros())) as usize
+}
+
+impl<'a, 'v> Gather<'a, 'v> {
+    pub(crate) fn new(redactor: &'a Redactor, out: &'a mut Joined, nodes: Vec<Node>) -> Self {
+        Gather { redactor, out, nodes, fields: false, mute: [None; SLOTS], seen: [None; SLOTS] }
+    }
+
+    /// Adds a text, but joins a long one met before only once: it is suspect when its first
+    /// copy is (see [`Joined::copies`]).
+    fn text(&mut self, text: &'v str) {
+        if text.len() >= 16 && self.redactor.may_match(text) {
+            let slot = slot(text);
+            match self.seen[slot] {
+                Some((first, at)) if first == text => {
+                    self.out.copies.push((self.out.starts.len(), at));
+                    self.out.starts.push(self.out.text.len());
+                    self.out.bytes += text.len();
+                    return;
+                }
+                _ => self.seen[slot] = Some((text, self.out.starts.len())),
+            }
+        }
+        self.out.push(text, self.redactor);
+    }
+
+    /// Whether a key names no sensitive field and gives no value context, remembered.
+    fn mute(&mut self, key: &'v str) -> bool {
+        let slot = slot(key);
+        if self.mute[slot] == Some(key) {
+            return true;
+        }
+        let mute = self.redactor.field(key).is_none() && !self.redactor.may_give_context(key);
+        if mute {
+            self.mute[slot] = Some(key);
+        }
+        mute
+    }
+
     /// Within the limits so far?
     pub(crate) fn within(&self) -> bool {
         self.out.bytes <= self.redactor.max_bytes
@@ -259,27 +349,30 @@ impl Gather<'_> {
 
     /// An object's entries, `depth` levels below the root; whether a sensitive field is among
     /// them is recorded. False when a limit is passed.
-    pub(crate) fn entries(&mut self, map: &Map<String, Value>, depth: usize) -> bool {
+    pub(crate) fn entries(&mut self, map: &'v Map<String, Value>, depth: usize) -> bool {
         map.iter().all(|(k, v)| {
             // A key is a text like any other: a secret may be used as one.
-            self.out.push(k, self.redactor.shortest_match);
+            self.text(k);
             // A key that gives its value context keeps its container from being skipped.
-            if holds_data(v) && (self.redactor.field(k).is_some() || self.redactor.context(k, v).is_some()) {
+            if holds_data(v)
+                && !self.mute(k)
+                && (self.redactor.field(k).is_some() || self.redactor.context(k, v).is_some())
+            {
                 self.fields = true;
             }
             self.value(v, depth + 1) && self.within()
         })
     }
 
-    pub(crate) fn value(&mut self, v: &Value, depth: usize) -> bool {
+    pub(crate) fn value(&mut self, v: &'v Value, depth: usize) -> bool {
         if depth > self.redactor.max_depth {
             return false;
         }
         match v {
-            Value::String(s) => self.out.push(s, self.redactor.shortest_match),
+            Value::String(s) => self.text(s),
             Value::Number(n) => {
                 let mut numbers = std::mem::take(&mut self.out.numbers);
-                self.out.push(number_text(n, &mut numbers), self.redactor.shortest_match);
+                self.out.push(number_text(n, &mut numbers), self.redactor);
                 self.out.numbers = numbers;
             }
             Value::Array(_) | Value::Object(_) => {
@@ -362,6 +455,8 @@ pub struct Redactor {
     pub(crate) anchored: bool,
     /// The fewest bytes any pattern matches: the pre-pass leaves shorter texts out.
     pub(crate) shortest_match: usize,
+    /// Whether every pattern is a built-in one, so that [`plain`] texts cannot match.
+    pub(crate) built_in_only: bool,
     pub(crate) max_depth: usize,
     pub(crate) max_bytes: usize,
 }
@@ -491,6 +586,7 @@ impl Redactor {
             .configure(unfiltered)
             .build(&any)
             .map_err(|e| err("custom_patterns", e.to_string()))?;
+        let built_in_only = config.custom_patterns.is_empty();
         let mut fields = Vec::new();
         for f in &config.sensitive_fields {
             let w = words(f);
@@ -512,9 +608,16 @@ impl Redactor {
             first_words,
             anchored,
             shortest_match,
+            built_in_only,
             max_depth: config.max_depth,
             max_bytes: config.max_bytes,
         })
+    }
+
+    /// Whether a text may hold a match of some pattern when scanned alone: it is not shorter
+    /// than every match, and not [`plain`] when only built-in patterns are on.
+    pub(crate) fn may_match(&self, text: &str) -> bool {
+        text.len() >= self.shortest_match && !(self.built_in_only && plain(text))
     }
 
     /// Finds sensitive data in `value` (paths start at `$`).
@@ -612,8 +715,7 @@ impl Redactor {
     /// `version` (no address). The key only raises (or, for versions, lowers) confidence in a
     /// value of the right shape: it never makes a random value an SSN.
     pub(crate) fn context(&self, key: &str, value: &Value) -> Option<Context> {
-        // Most keys say nothing: a glance at the key comes first (this runs for every key).
-        if !matches!(value, Value::String(_) | Value::Number(_)) || key.len() > 64 || !key_hint(key.as_bytes()) {
+        if !matches!(value, Value::String(_) | Value::Number(_)) || !self.may_give_context(key) {
             return None;
         }
         let mut numbers = NumberText::default();
@@ -651,6 +753,12 @@ impl Redactor {
         None
     }
 
+    /// Whether [`Redactor::context`] may find anything under `key` (most keys say nothing: a
+    /// glance at the key before anything else).
+    pub(crate) fn may_give_context(&self, key: &str) -> bool {
+        key.len() <= 64 && key_hint(key.as_bytes())
+    }
+
     /// Which texts of `object` (numbered in walk order) may hold a match: one pass of every
     /// pattern, as alternatives of one expression, over all of its text joined by newlines,
     /// marking each text a match touches; also where the sensitive field names and containers
@@ -672,7 +780,7 @@ impl Redactor {
     pub(crate) fn prescan_with(&self, object: &Map<String, Value>, joined: &mut Joined) -> Option<Prescan> {
         joined.bytes = 0;
         let nodes = std::mem::take(&mut joined.nodes);
-        let mut gather = Gather { redactor: self, out: joined, nodes, fields: false };
+        let mut gather = Gather::new(self, joined, nodes);
         // The same limits as the walk counts: keys and texts, below the depth limit.
         let within_limits = gather.entries(object, 0);
         let (nodes, fields) = (gather.nodes, gather.fields);
@@ -687,12 +795,16 @@ impl Redactor {
                     *s = true;
                 }
             }
+            for &(copy, first) in &joined.copies {
+                suspects[copy] |= suspects[first];
+            }
             Prescan { suspects, nodes, fields }
         });
         // Keep the buffers for the next scan on this thread, unless a huge value grew them.
         if joined.text.capacity() <= 1 << 16 {
             joined.text.clear();
             joined.starts.clear();
+            joined.copies.clear();
         } else {
             *joined = Joined::default();
         }
@@ -801,6 +913,74 @@ mod tests {
             assert!(!anchored(d.pattern) || JOINABLE_AT_END.contains(&d.name), "{} needs a review", d.name);
         }
         assert!(anchored("^x") && anchored("x$") && anchored(r"\Ax") && !anchored("(?m)^x$") && !anchored("[^x]"));
+    }
+
+    /// Walks a pattern's lazy DFA over every text of at most `longest` bytes from `alphabet`,
+    /// scanned alone (an unanchored search from the text's start to its end); returns one that
+    /// it matches, if any.
+    fn matches_some(pattern: &str, alphabet: &[u8], longest: usize) -> Option<String> {
+        use regex_automata::hybrid::dfa::DFA;
+        let dfa = DFA::builder()
+            .configure(DFA::config().cache_capacity(256 << 20).minimum_cache_clear_count(Some(0)))
+            .build(pattern)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut cache = dfa.create_cache();
+        let start = dfa.start_state_forward(&mut cache, &Input::new("")).unwrap_or_else(|e| panic!("{e}"));
+        // Each state reached, with a text that reaches it.
+        let mut frontier = std::collections::HashMap::from([(start, Vec::new())]);
+        for len in 0..=longest {
+            let mut next = std::collections::HashMap::new();
+            for (sid, text) in frontier {
+                let end = dfa.next_eoi_state(&mut cache, sid).unwrap_or_else(|e| panic!("{e}"));
+                assert!(!end.is_quit() && !sid.is_quit(), "{pattern}: the DFA gave up");
+                if sid.is_match() || end.is_match() {
+                    return Some(String::from_utf8_lossy(&text).into_owned());
+                }
+                if len == longest || sid.is_dead() {
+                    continue;
+                }
+                for &b in alphabet {
+                    let to = dfa.next_state(&mut cache, sid, b).unwrap_or_else(|e| panic!("{e}"));
+                    next.entry(to).or_insert_with(|| [text.as_slice(), &[b]].concat());
+                }
+            }
+            frontier = next;
+        }
+        assert_eq!(cache.clear_count(), 0, "{pattern}: state ids stayed valid");
+        None
+    }
+
+    #[test]
+    fn no_built_in_pattern_matches_a_plain_text() {
+        let word: Vec<u8> = (b'a'..=b'z').chain([b'_']).collect();
+        let number: Vec<u8> = (b'0'..=b'9').chain(*b".-+eE").collect();
+        for d in detectors::DETECTORS {
+            assert_eq!(matches_some(d.pattern, &word, PLAIN_WORD), None, "{}", d.name);
+            assert_eq!(matches_some(d.pattern, &number, PLAIN_NUMBER), None, "{}", d.name);
+        }
+        // One more byte, and some pattern matches (the limits are as high as they can be).
+        let first = |alphabet: &[u8], longest| {
+            detectors::DETECTORS.iter().find_map(|d| matches_some(d.pattern, alphabet, longest))
+        };
+        assert!(first(&word, PLAIN_WORD + 1).is_some());
+        assert!(first(&number, PLAIN_NUMBER + 1).is_some());
+        assert!(plain("unit_price") && plain("12.49") && !plain("unitPrice") && !plain("1.2.3.4"));
+    }
+
+    #[test]
+    fn a_custom_pattern_finds_plain_texts_too() {
+        let config = RedactorConfig {
+            custom_patterns: BTreeMap::from([("codename".to_owned(), "blue_[a-z]+".to_owned())]),
+            max_depth: 5,
+            max_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let r = Redactor::new(&config).unwrap_or_else(|e| panic!("{e}"));
+        let args = serde_json::json!({"project": "blue_falcon", "blue_heron": 1});
+        let Value::Object(map) = &args else { unreachable!() };
+        let found = r.scan_object(map).unwrap_or_else(|e| panic!("{e}"));
+        let paths: Vec<&str> = found.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths.len(), 2, "{paths:?}");
     }
 
     #[test]

@@ -29,9 +29,13 @@ const PIECES: &[&str] = &[
     "4222222222222",
     "a@b.co",
     "1.1.1.1",
+    // Plain texts, which no built-in pattern matches alone, but which may complete a match.
+    "unit_price",
+    "abcdefghijklmnopqrstuvw",
+    "12.49",
 ];
 
-const KEYS: &[&str] = &["a", "note", "password", "userToken", "max_tokens", "api_key", "list", "x"];
+const KEYS: &[&str] = &["a", "note", "password", "userToken", "max_tokens", "api_key", "list", "x", "unit_price"];
 
 fn leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -85,4 +89,14 @@ proptest! {
         let plain = r.scan(&Value::Object(object.clone()));
         prop_assert_eq!(fast, plain, "{}", Value::Object(object));
     }
+}
+
+#[test]
+fn a_text_met_again_is_scanned_again() {
+    let r = redactor(&detector_names(), 5, 1 << 20);
+    let note = "please call (555) 234-5678 today";
+    let object = json!({"a": [note, "plain words and more", note], "b": {"note": note}});
+    let Value::Object(object) = object else { unreachable!() };
+    let paths: Vec<String> = r.scan_object(&object).unwrap().into_iter().map(|f| f.path).collect();
+    assert_eq!(paths, ["$.a[0]", "$.a[2]", "$.b.note"]);
 }
