@@ -57,6 +57,6 @@ pub mod webhook;
 pub use broker::{Broker, BrokerConfig, BrokerError, Filter, Verdict};
 pub use console::Console;
 pub use handlers::{AutoApprove, AutoDeny, Callback, CallbackFuture, OwnedRequest};
-pub use record::{Approval, ApprovalState, Edit, Vote, fingerprint};
+pub use record::{Approval, ApprovalState, BINDING_KEY, Edit, Vote, fingerprint};
 #[cfg(feature = "webhook")]
 pub use webhook::Webhook;

@@ -132,11 +132,18 @@ impl Approval {
     }
 }
 
+/// The metadata key of what else an approval is bound to, besides the call: a text such as the
+/// digest of the tool's definition that an MCP proxy sees (`mcp-tool:<sha256>`). A call whose
+/// binding differs from the one an approval was asked under is asked again.
+pub const BINDING_KEY: &str = "approval_binding";
+
 /// The fingerprint of `ctx` under `policy_version`: equal for exactly the same call (the function
-/// compared as the guards compare it, arguments whatever their key order).
+/// compared as the guards compare it, arguments whatever their key order) with the same
+/// [`BINDING_KEY`] in its metadata.
 #[must_use]
 pub fn fingerprint(ctx: &CallContext, policy_version: &str) -> String {
     let function = names::normalize(&ctx.function_name);
+    let binding = ctx.metadata.get(BINDING_KEY).map(Value::to_string);
     let mut canon = String::new();
     // Each part with its length first, so no two different calls can run together the same way.
     for part in [Some(function.as_ref()), ctx.agent_id.as_deref(), ctx.session_id.as_deref(), Some(policy_version)] {
@@ -146,6 +153,10 @@ pub fn fingerprint(ctx: &CallContext, policy_version: &str) -> String {
             }
             None => canon.push_str("-;"),
         }
+    }
+    // Only a call with a binding has this part, so that other calls keep the fingerprints they had.
+    if let Some(b) = binding {
+        let _ = write!(canon, "binding{}:{b};", b.len());
     }
     canonical_object(&ctx.arguments, &mut canon);
     format!("{:x}", Sha256::digest(canon.as_bytes()))
@@ -210,5 +221,13 @@ mod tests {
         let x = CallContext::new("f").with_agent("ab").with_session("c");
         let y = CallContext::new("f").with_agent("a").with_session("bc");
         assert_ne!(fingerprint(&x, ""), fingerprint(&y, ""));
+        // What the approval is bound to besides the call counts; other metadata does not.
+        let bound = |b: &str| {
+            ctx("buy", json!({"item": "x", "qty": 1})).with_metadata(json!({BINDING_KEY: b, "trace": b})).unwrap()
+        };
+        assert_ne!(a, fingerprint(&bound("mcp-tool:1"), "v1"), "a binding against none");
+        assert_ne!(fingerprint(&bound("mcp-tool:1"), "v1"), fingerprint(&bound("mcp-tool:2"), "v1"), "binding");
+        let traced = ctx("buy", json!({"item": "x", "qty": 1})).with_metadata(json!({"trace": "t"})).unwrap();
+        assert_eq!(a, fingerprint(&traced, "v1"), "other metadata");
     }
 }

@@ -1,0 +1,291 @@
+//! The MCP proxy: it stands between any MCP client and any MCP server, and puts every
+//! `tools/call` through the engine before the server sees it.
+//!
+//! - **Denied**: the client gets a tool result with `isError: true` and the reasons; the server
+//!   is never called.
+//! - **Modified** (redacted): the server gets the changed arguments.
+//! - **Approval**: the call waits on the engine's approval handler (the broker, decided through
+//!   the dashboard, a webhook or another process sharing the store) up to its timeout; refused
+//!   or timed out, the client gets an error result.
+//! - **`tools/list`**: each tool's definition (name, description, input schema) is digested, and
+//!   an approval is bound to the digest as well as to the call (see
+//!   [`halt_hil::BINDING_KEY`]): a server that changes a tool cannot reuse an approval. Tools
+//!   that a visibility guard (the scope guard) denies to the agent can be left out.
+//! - Everything else (resources, prompts, completions, notifications, progress, cancellation,
+//!   the server's own requests to the client) passes through.
+//!
+//! Built on `rmcp`, the official Rust SDK: the client side may speak protocol 2025-11-25
+//! (`initialize`, sessions) or 2026-07-28 (stateless, `server/discover`), whatever the server
+//! speaks.
+//!
+//! ```no_run
+//! use halt_mcp::{Proxy, ProxyOptions};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = halt_engine::Engine::builder().build()?;
+//! let mut server = tokio::process::Command::new("npx");
+//! server.args(["-y", "@modelcontextprotocol/server-everything"]);
+//! let proxy = Proxy::spawn(engine, ProxyOptions::default(), server).await?;
+//! // Speaks MCP on this process's stdin and stdout until the client or the server goes.
+//! proxy.serve_stdio().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod call;
+mod tools;
+mod upstream;
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use halt_core::Guard;
+use halt_engine::Engine;
+use rmcp::model::{ClientRequest, DiscoverResult, Implementation, InitializeResult, ServerConfig, ServerResult};
+use rmcp::service::{NotificationContext, Peer, RequestContext, RoleClient, RoleServer, RunningService};
+use rmcp::{ErrorData as McpError, Service, ServiceExt};
+
+use crate::tools::Tools;
+use crate::upstream::Upstream;
+
+/// How the proxy treats the calls it passes on.
+#[derive(Clone, Default)]
+pub struct ProxyOptions {
+    /// The agent the calls are from. Without it, the client's name from its `initialize`
+    /// (`claude-desktop`); a 2026-07-28 client names itself in every request.
+    pub agent_id: Option<String>,
+    /// Leave out of `tools/list` the tools a visibility guard denies to the agent.
+    pub hide_denied_tools: bool,
+    /// The guards that decide which tools an agent sees (the policy's scope guards): asked about
+    /// a call of each tool with no arguments. Each must be pure (no effects).
+    pub visibility_guards: Vec<Arc<dyn Guard>>,
+}
+
+impl std::fmt::Debug for ProxyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let guards: Vec<&str> = self.visibility_guards.iter().map(|g| g.name()).collect();
+        f.debug_struct("ProxyOptions")
+            .field("agent_id", &self.agent_id)
+            .field("hide_denied_tools", &self.hide_denied_tools)
+            .field("visibility_guards", &guards)
+            .finish()
+    }
+}
+
+/// Why the proxy could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The server's process could not be started.
+    #[error("cannot start the MCP server: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The server did not complete the MCP handshake.
+    #[error("the MCP server did not start: {0}")]
+    Handshake(String),
+    /// The client did not complete the MCP handshake.
+    #[error("the MCP client did not start: {0}")]
+    Client(String),
+    /// The server went away while the client was connected.
+    #[error("the MCP server exited")]
+    ServerExited,
+}
+
+/// What the client side and the server side share.
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    pub(crate) options: ProxyOptions,
+    /// The server, as the proxy's client.
+    pub(crate) upstream: Peer<RoleClient>,
+    /// What the server said of itself.
+    pub(crate) info: ServerConfig,
+    /// The client, once it connected: where the server's own requests and notifications go.
+    pub(crate) downstream: Mutex<Option<Peer<RoleServer>>>,
+    pub(crate) tools: Tools,
+    pub(crate) progress: upstream::ProgressMap,
+}
+
+impl Shared {
+    pub(crate) fn downstream(&self) -> Option<Peer<RoleServer>> {
+        self.downstream.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// An MCP proxy in front of one server, for one client.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    server: RunningService<RoleClient, Upstream>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("server", &self.shared.info.server_info.name).finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Starts the server `command` as a child process speaking MCP on its stdin and stdout, and
+    /// completes the handshake with it.
+    ///
+    /// # Errors
+    /// The command cannot be started, or the server does not answer the handshake.
+    pub async fn spawn(
+        engine: Engine,
+        options: ProxyOptions,
+        command: tokio::process::Command,
+    ) -> Result<Self, ProxyError> {
+        let transport = rmcp::transport::TokioChildProcess::new(command).map_err(ProxyError::Spawn)?;
+        Self::connect(engine, options, transport).await
+    }
+
+    /// Completes the handshake with a server on any rmcp client transport.
+    ///
+    /// # Errors
+    /// The server does not answer the handshake.
+    pub async fn connect<T, E, A>(engine: Engine, options: ProxyOptions, transport: T) -> Result<Self, ProxyError>
+    where
+        T: rmcp::transport::IntoTransport<RoleClient, E, A>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let server = Upstream::default().serve(transport).await.map_err(|e| ProxyError::Handshake(e.to_string()))?;
+        let peer = server
+            .peer()
+            .peer_info()
+            .ok_or_else(|| ProxyError::Handshake("the server sent no description of itself".into()))?;
+        // The client sees the server as it is, but for the protocol version, which each side
+        // negotiates for itself.
+        let mut info = InitializeResult::new(peer.capabilities.clone())
+            .with_server_info(peer.server_info.clone().unwrap_or_else(|| Implementation::new("mcp-server", "")));
+        info.instructions.clone_from(&peer.instructions);
+        let shared = Shared {
+            engine,
+            options,
+            upstream: server.peer().clone(),
+            info,
+            downstream: Mutex::new(None),
+            tools: Tools::default(),
+            progress: upstream::ProgressMap::default(),
+        };
+        let shared = Arc::new(shared);
+        server.service().attach(&shared);
+        Ok(Self { shared, server })
+    }
+
+    /// Serves one client on this process's stdin and stdout until it or the server goes.
+    ///
+    /// # Errors
+    /// As [`Proxy::serve`].
+    pub async fn serve_stdio(self) -> Result<(), ProxyError> {
+        self.serve(rmcp::transport::stdio()).await
+    }
+
+    /// Serves one client on any rmcp server transport until it or the server goes. The server
+    /// is stopped when the client goes.
+    ///
+    /// # Errors
+    /// The client did not complete the handshake, or the server exited first.
+    pub async fn serve<T, E, A>(self, transport: T) -> Result<(), ProxyError>
+    where
+        T: rmcp::transport::IntoTransport<RoleServer, E, A>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let Self { shared, server } = self;
+        let client = Downstream { shared: Arc::clone(&shared) }
+            .serve(transport)
+            .await
+            .map_err(|e| ProxyError::Client(e.to_string()))?;
+        *shared.downstream.lock().unwrap_or_else(PoisonError::into_inner) = Some(client.peer().clone());
+        let client_ct = client.cancellation_token();
+        let server_ct = server.cancellation_token();
+        let mut client_done = tokio::spawn(client.waiting());
+        let mut server_done = tokio::spawn(server.waiting());
+        tokio::select! {
+            _ = &mut client_done => {
+                server_ct.cancel();
+                let _ = server_done.await;
+                Ok(())
+            }
+            _ = &mut server_done => {
+                client_ct.cancel();
+                let _ = client_done.await;
+                Err(ProxyError::ServerExited)
+            }
+        }
+    }
+}
+
+/// The proxy as the client's server.
+struct Downstream {
+    shared: Arc<Shared>,
+}
+
+impl Downstream {
+    /// Passes a request on to the server as it came, with its `_meta` (the progress token among
+    /// it) put back, and gives up on it when the client cancels.
+    async fn forward(
+        &self,
+        mut request: ClientRequest,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ServerResult, McpError> {
+        upstream::restore_meta(&mut request, context.meta);
+        upstream::send(&self.shared, request, &context.ct).await
+    }
+}
+
+impl Service<RoleServer> for Downstream {
+    async fn handle_request(
+        &self,
+        request: ClientRequest,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ServerResult, McpError> {
+        match request {
+            ClientRequest::InitializeRequest(_) => {
+                // The negotiated version is set by rmcp, from what the client asked.
+                Ok(ServerResult::InitializeResult(self.shared.info.clone()))
+            }
+            ClientRequest::DiscoverRequest(_) => Ok(ServerResult::DiscoverResult(DiscoverResult::from_server_info(
+                self.supported_protocol_versions().into_owned(),
+                self.shared.info.clone(),
+            ))),
+            ClientRequest::CallToolRequest(call) => call::call_tool(&self.shared, call.params, context).await,
+            ClientRequest::ListToolsRequest(list) => {
+                let agent = call::agent(&self.shared, &context);
+                let mut request = ClientRequest::ListToolsRequest(list);
+                upstream::restore_meta(&mut request, context.meta);
+                let result = upstream::send(&self.shared, request, &context.ct).await?;
+                match result {
+                    ServerResult::ListToolsResult(mut tools) => {
+                        tools::listed(&self.shared, &mut tools, agent.as_deref()).await;
+                        Ok(ServerResult::ListToolsResult(tools))
+                    }
+                    other => Ok(other),
+                }
+            }
+            other => self.forward(other, context).await,
+        }
+    }
+
+    async fn handle_notification(
+        &self,
+        notification: rmcp::model::ClientNotification,
+        _context: NotificationContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        use rmcp::model::ClientNotification as N;
+        match notification {
+            // Each side has its own handshake; cancellation is passed on as the request it
+            // cancels is given up (see `upstream::send`).
+            N::InitializedNotification(_) | N::CancelledNotification(_) => Ok(()),
+            other => {
+                let _ = self.shared.upstream.send_notification(other).await;
+                Ok(())
+            }
+        }
+    }
+
+    fn get_info(&self) -> ServerConfig {
+        self.shared.info.clone()
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [rmcp::model::ProtocolVersion]> {
+        Cow::Borrowed(rmcp::model::ProtocolVersion::KNOWN_VERSIONS)
+    }
+}

@@ -1,0 +1,159 @@
+//! The proxy as the server's client: requests go up through [`send`]; what the server sends on
+//! its own (progress, logs, list changes, its requests to the client) comes down through
+//! [`Upstream`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, ClientRequest, ClientResult, GetMeta, Implementation, ProgressToken,
+    RequestMetaObject, ServerNotification, ServerRequest, ServerResult,
+};
+use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RequestContext, RoleClient, ServiceError};
+use rmcp::{ErrorData as McpError, Service};
+use tokio_util::sync::CancellationToken;
+
+use crate::Shared;
+
+/// The `_meta` keys of the 2026-07-28 lifecycle, which describe the client to the proxy and are
+/// not passed on: the proxy describes itself to the server.
+const LIFECYCLE_PREFIX: &str = "io.modelcontextprotocol/";
+
+/// Puts a request's `_meta` back (rmcp hands it to the handler apart), but for the client's
+/// lifecycle keys. Its progress token is kept apart by [`send`].
+pub(crate) fn restore_meta(request: &mut ClientRequest, meta: RequestMetaObject) {
+    let target = request.get_meta_mut();
+    for (k, v) in meta.0.0 {
+        if !k.starts_with(LIFECYCLE_PREFIX) {
+            target.0.0.insert(k, v);
+        }
+    }
+}
+
+/// Which of the client's progress tokens each request passed on reports under.
+#[derive(Default)]
+pub(crate) struct ProgressMap(Mutex<HashMap<ProgressToken, ProgressToken>>);
+
+impl ProgressMap {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, ProgressToken>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Sends `request` to the server and waits for its answer; when `cancelled` fires first, tells
+/// the server the request is cancelled. The client's progress token, if any, is mapped to the
+/// one rmcp gives the request upstream, so that the server's progress reaches the client.
+pub(crate) async fn send(
+    shared: &Shared,
+    mut request: ClientRequest,
+    cancelled: &CancellationToken,
+) -> Result<ServerResult, McpError> {
+    let client_token = request.get_meta_mut().get_progress_token();
+    let mut handle = shared
+        .upstream
+        .send_cancellable_request(request, PeerRequestOptions::no_options())
+        .await
+        .map_err(upstream_error)?;
+    if let Some(token) = &client_token {
+        shared.progress.lock().insert(handle.progress_token.clone(), token.clone());
+    }
+    let upstream_token = handle.progress_token.clone();
+    let answer = tokio::select! {
+        answer = &mut handle.rx => answer.unwrap_or(Err(ServiceError::TransportClosed)).map_err(upstream_error),
+        () = cancelled.cancelled() => {
+            let _ = handle.cancel(Some("cancelled by the client".into())).await;
+            Err(McpError::internal_error("cancelled by the client", None))
+        }
+    };
+    shared.progress.lock().remove(&upstream_token);
+    answer
+}
+
+/// What the client is told when the server cannot answer.
+fn upstream_error(e: ServiceError) -> McpError {
+    match e {
+        ServiceError::McpError(e) => e,
+        ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
+            McpError::internal_error("the MCP server behind the proxy is gone", None)
+        }
+        other => McpError::internal_error(format!("the MCP server behind the proxy failed: {other}"), None),
+    }
+}
+
+/// The proxy's client role towards the server.
+#[derive(Default)]
+pub(crate) struct Upstream {
+    shared: OnceLock<Arc<Shared>>,
+}
+
+impl Upstream {
+    /// Gives it what it passes the server's messages on with, once the handshake is done.
+    pub(crate) fn attach(&self, shared: &Arc<Shared>) {
+        let _ = self.shared.set(Arc::clone(shared));
+    }
+
+    fn client(&self) -> Option<Peer<rmcp::service::RoleServer>> {
+        self.shared.get().and_then(|s| s.downstream())
+    }
+}
+
+impl Service<RoleClient> for Upstream {
+    async fn handle_request(
+        &self,
+        request: ServerRequest,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ClientResult, McpError> {
+        if let ServerRequest::PingRequest(_) = request {
+            return Ok(ClientResult::empty(()));
+        }
+        // The server asks the client (sampling, elicitation, roots): passed on as it came.
+        let Some(client) = self.client() else {
+            return Err(McpError::internal_error("no MCP client is connected to the proxy yet", None));
+        };
+        let mut request = request;
+        let target = request.get_meta_mut();
+        for (k, v) in context.meta.0.0 {
+            target.0.0.insert(k, v);
+        }
+        tokio::select! {
+            answer = client.send_request(request) => answer.map_err(|e| match e {
+                ServiceError::McpError(e) => e,
+                other => McpError::internal_error(format!("the MCP client did not answer: {other}"), None),
+            }),
+            () = context.ct.cancelled() => Err(McpError::internal_error("cancelled by the server", None)),
+        }
+    }
+
+    async fn handle_notification(
+        &self,
+        notification: ServerNotification,
+        _context: NotificationContext<RoleClient>,
+    ) -> Result<(), McpError> {
+        let Some(shared) = self.shared.get() else { return Ok(()) };
+        let notification = match notification {
+            ServerNotification::ProgressNotification(mut n) => {
+                // Progress on a request passed on reaches the client under the client's token;
+                // any other is the proxy's own business.
+                let Some(token) = shared.progress.lock().get(&n.params.progress_token).cloned() else {
+                    return Ok(());
+                };
+                n.params.progress_token = token;
+                ServerNotification::ProgressNotification(n)
+            }
+            // The server cancelling a request of its own to the client: rmcp ends it here.
+            ServerNotification::CancelledNotification(_) => return Ok(()),
+            other => other,
+        };
+        if let Some(client) = shared.downstream() {
+            let _ = client.send_notification(notification).await;
+        }
+        Ok(())
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("agenthalt-mcp-proxy", env!("CARGO_PKG_VERSION")),
+        )
+    }
+}
