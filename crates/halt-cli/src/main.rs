@@ -3,6 +3,7 @@
 mod audit;
 mod demo;
 mod eval;
+mod mcp;
 mod serve;
 
 use std::io::Write;
@@ -71,6 +72,18 @@ The API is described at /openapi.json and in docs/server.md. SIGHUP reloads the 
 
 Exit status: 0 after a clean shutdown, 2 when the policy, the store or the address is refused.")]
     Serve(ServeArgs),
+    /// Stand between an MCP client and an MCP server: every tools/call through the policy first.
+    #[command(after_help = "Examples:
+  agenthalt mcp-proxy --config policy.yaml -- npx -y @modelcontextprotocol/server-filesystem ~/work
+  agenthalt mcp-proxy --config policy.yaml --agent-id claude -- node server.js
+
+The server runs as a child speaking MCP on its stdin and stdout; the proxy speaks MCP on its own
+(stderr is for messages). A denied call comes back as a tool result with isError; approvals wait
+on the policy's approval handler (webhook, or a decision server sharing the store). See docs/mcp.md.
+
+Exit status: 0 when the client closes, 1 when the server exits first, 2 when the policy or the
+server's command is refused.")]
+    McpProxy(McpProxyArgs),
     /// Verify or query audit logs.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -131,6 +144,21 @@ struct ServeArgs {
     bind: Option<std::net::SocketAddr>,
 }
 
+/// Options of `agenthalt mcp-proxy`.
+#[derive(Debug, clap::Args)]
+struct McpProxyArgs {
+    /// The policy file.
+    #[arg(long)]
+    config: PathBuf,
+    /// The agent the calls come from (default: the policy's `mcp.agent_id`, else the MCP
+    /// client's name).
+    #[arg(long)]
+    agent_id: Option<String>,
+    /// The MCP server's command and its arguments.
+    #[arg(last = true, required = true)]
+    server: Vec<String>,
+}
+
 /// Who answers approval requests in `eval`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ApprovalsArg {
@@ -154,6 +182,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::McpProxy(args) => mcp::run(&args),
         Command::Audit(command) => audit::run(&command),
     }
 }

@@ -34,6 +34,7 @@ mod approvals;
 mod audit;
 mod env;
 mod locate;
+mod mcp;
 mod schema;
 mod server;
 
@@ -50,11 +51,12 @@ use serde_yaml::{Mapping, Value};
 
 pub use approvals::{ApprovalSettings, HandlerSetting, WebhookSettings};
 pub use audit::{AuditFileSettings, AuditSettings, OnFullSetting};
+pub use mcp::McpSettings;
 pub use schema::policy_schema;
 pub use server::{Role, ServerSettings, TokenSettings};
 
 /// The top-level sections a policy file may have.
-const SECTIONS: [&str; 6] = ["guards", "engine", "store", "approvals", "audit", "server"];
+const SECTIONS: [&str; 7] = ["guards", "engine", "store", "approvals", "audit", "server", "mcp"];
 
 /// A policy file's mistake: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -250,6 +252,8 @@ pub struct Policy {
     pub audit: Option<AuditSettings>,
     /// How `agenthalt serve` listens and whom it admits.
     pub server: ServerSettings,
+    /// How `agenthalt mcp-proxy` treats the MCP traffic it stands in.
+    pub mcp: McpSettings,
     /// The policy's version: a SHA-256 (hex) of the policy as loaded, its `server:` section
     /// aside (who may call the server does not change a decision). An approval covers only calls
     /// evaluated under the version it was asked under.
@@ -405,6 +409,7 @@ impl PolicyLoader {
         let mut approvals = ApprovalSettings::default();
         let mut audit = None;
         let mut server = ServerSettings::default();
+        let mut mcp = McpSettings::default();
         let mut guards = Vec::new();
         for (key, value) in root {
             let Some(section) = key.as_str() else {
@@ -417,6 +422,7 @@ impl PolicyLoader {
                 "approvals" => approvals = ctx.section("approvals", value)?,
                 "audit" => audit = Some(ctx.section::<AuditSettings>("audit", value)?),
                 "server" => server = ctx.section("server", value)?,
+                "mcp" => mcp = ctx.section("mcp", value)?,
                 other => {
                     let s = suggest(other, SECTIONS.iter().copied());
                     return Err(ctx.at_path(&[Seg::Key(other.to_owned())], format!("unknown section `{other}`"), s));
@@ -484,7 +490,7 @@ impl PolicyLoader {
             let path: Vec<Seg> = path.into_iter().map(|p| p.parse::<usize>().map_or(Seg::Key(p), Seg::Index)).collect();
             ctx.at_path(&path, message, None)
         })?;
-        Ok(Policy { guards, engine, store, approvals, audit, server, version })
+        Ok(Policy { guards, engine, store, approvals, audit, server, mcp, version })
     }
 
     fn guards(&self, ctx: &Ctx<'_>, value: Value) -> Result<Vec<ConfiguredGuard>, ConfigError> {

@@ -42,6 +42,8 @@ pub fn policy_schema(registry: &GuardRegistry) -> Value {
     hoist_defs(&mut audit, &mut defs);
     let mut server = schemars::schema_for!(ServerSettings).to_value();
     hoist_defs(&mut server, &mut defs);
+    let mut mcp = schemars::schema_for!(crate::McpSettings).to_value();
+    hoist_defs(&mut mcp, &mut defs);
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "AgentHalt policy",
@@ -59,7 +61,8 @@ pub fn policy_schema(registry: &GuardRegistry) -> Value {
             "store": store,
             "approvals": approvals,
             "audit": audit,
-            "server": server
+            "server": server,
+            "mcp": mcp
         },
         "$defs": defs
     })

@@ -205,8 +205,9 @@ impl Proxy {
                 Ok(())
             }
             _ = &mut server_done => {
+                // The client's side may be blocked reading its input: it is not waited for long.
                 client_ct.cancel();
-                let _ = client_done.await;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), client_done).await;
                 Err(ProxyError::ServerExited)
             }
         }

@@ -6,7 +6,13 @@
 //! where `.ci/run` installs them). Without them a test says so and passes, but under `CI=true`
 //! it fails.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, reason = "test code fails loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr,
+    reason = "test code fails loudly"
+)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,0 +1,13 @@
+//! The `mcp:` section: how `agenthalt mcp-proxy` treats the MCP traffic it stands in.
+
+use serde::{Deserialize, Serialize};
+
+/// How the MCP proxy treats the calls it passes on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpSettings {
+    /// Leave out of `tools/list` the tools the policy's scope guards deny to the agent.
+    pub hide_denied_tools: bool,
+    /// The agent the calls come from. Without it, the MCP client's own name.
+    pub agent_id: Option<String>,
+}
