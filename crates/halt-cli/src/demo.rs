@@ -27,13 +27,7 @@ fn say(text: &str) {
 }
 
 pub(crate) fn run(args: &DemoArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            report(&format!("cannot start the runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(runtime) = crate::runtime() else { return ExitCode::FAILURE };
     match runtime.block_on(demo(args)) {
         Ok(code) => code,
         Err(e) => {

@@ -187,6 +187,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The runtime of the commands that serve, or `None` (said on stderr) when it cannot start.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| report(&format!("cannot start the runtime: {e}")))
+        .ok()
+}
+
 #[allow(clippy::print_stderr, reason = "a command-line tool reports errors on stderr")]
 fn report(message: &dyn std::fmt::Display) {
     eprintln!("agenthalt: {message}");

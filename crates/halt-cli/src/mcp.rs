@@ -13,13 +13,7 @@ use halt_mcp::{Proxy, ProxyError, ProxyOptions};
 use crate::{McpProxyArgs, report};
 
 pub(crate) fn run(args: &McpProxyArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            report(&format!("cannot start the runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(runtime) = crate::runtime() else { return ExitCode::FAILURE };
     let code = runtime.block_on(proxy(args));
     // Standard input is read on a blocking thread that nothing can interrupt: not waited for.
     runtime.shutdown_timeout(Duration::from_millis(100));
