@@ -74,6 +74,7 @@ async fn proxy(args: &McpProxyArgs) -> ExitCode {
     let options = ProxyOptions {
         agent_id: args.agent_id.clone().or_else(|| policy.mcp.agent_id.clone()),
         hide_denied_tools: policy.mcp.hide_denied_tools,
+        ask_client: policy.mcp.ask_client,
         visibility_guards: policy
             .guards
             .iter()

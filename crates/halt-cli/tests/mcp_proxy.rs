@@ -3,11 +3,9 @@
 //! hostile input never crashes it or passes a call through, and a server that dies mid-call
 //! gives the client an error and ends the proxy.
 //!
-//! The servers are looked for under `$AGENTHALT_MCP_SERVERS` (default `~/.cache/agenthalt-mcp`,
-//! where `.ci/run` installs them); under `CI=true` a missing one fails the test.
+//! The servers are found by [`halt_testing::mcp_servers`]: under `CI=true` a missing one fails.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
-#![allow(clippy::print_stderr, reason = "the test says when it skipped")]
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -15,20 +13,11 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
+use halt_testing::mcp_servers::McpServers;
 use serde_json::{Value, json};
 
 fn everything() -> Option<PathBuf> {
-    let dir = std::env::var_os("AGENTHALT_MCP_SERVERS").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/agenthalt-mcp"),
-        PathBuf::from,
-    );
-    let script = dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    if script.exists() {
-        return Some(script);
-    }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "server-everything is missing: {}", script.display());
-    eprintln!("skipped: server-everything is not installed under {}", dir.display());
-    None
+    McpServers::find().map(|s| s.script("server-everything"))
 }
 
 struct Session {

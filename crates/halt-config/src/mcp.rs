@@ -10,4 +10,8 @@ pub struct McpSettings {
     pub hide_denied_tools: bool,
     /// The agent the calls come from. Without it, the MCP client's own name.
     pub agent_id: Option<String>,
+    /// Ask the MCP client's user about calls that need a human, where the client can ask
+    /// (form elicitation on 2025-11-25, `input_required` on 2026-07-28), instead of
+    /// `approvals.handler`. Only for clients that show the question to a person.
+    pub ask_client: bool,
 }

@@ -349,3 +349,22 @@ fn the_server_section_checks_its_tokens() {
         assert!(e.contains(wanted), "{yaml}: {e}");
     }
 }
+
+#[test]
+fn the_mcp_section_says_how_the_proxy_asks_and_lists() {
+    let p = PolicyLoader::new()
+        .load_str("mcp:\n  hide_denied_tools: true\n  ask_client: true\n  agent_id: desk\n", "p.yaml")
+        .unwrap();
+    assert!(p.mcp.hide_denied_tools && p.mcp.ask_client);
+    assert_eq!(p.mcp.agent_id.as_deref(), Some("desk"));
+    let bare = PolicyLoader::new().load_str("", "p.yaml").unwrap();
+    assert!(!bare.mcp.ask_client, "the client's user is asked only when the policy says so");
+    for (yaml, wanted) in [
+        ("mcp:\n  ask_clients: true\n", "unknown field `ask_clients`"),
+        ("mcp:\n  ask_client: \"yes\"\n", "invalid type"),
+        ("mcp: [1]\n", "invalid type"),
+    ] {
+        let e = err(yaml);
+        assert!(e.contains(wanted), "{yaml}: {e}");
+    }
+}

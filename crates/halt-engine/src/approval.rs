@@ -139,8 +139,9 @@ const MAX_EDITS: u8 = 3;
 
 impl Engine {
     /// Holds the effects of a call that needs approval while a human decides (or, with no
-    /// approval handler, until `Engine::resolve_approval`), then commits or releases them. A call
-    /// an approver edited (`edited`) and that no new guard asks about is approved by that edit.
+    /// approval handler, or when not to `ask` it, until `Engine::resolve_approval`), then commits
+    /// or releases them. A call an approver edited (`edited`) and that no new guard asks about is
+    /// approved by that edit.
     pub(crate) async fn await_approval(
         &self,
         ctx: &mut CallContext,
@@ -148,6 +149,7 @@ impl Engine {
         effects: Vec<Effect>,
         now: Timestamp,
         edited: Option<Box<Edited>>,
+        ask: bool,
     ) {
         if let Some(edit) = &edited
             && !edit.other_tool
@@ -163,7 +165,7 @@ impl Engine {
         if let Some(recorder) = &self.inner.recorder {
             let _ = recorder.record(Record::ApprovalRequested { context: ctx, outcome });
         }
-        let Some(handler) = self.inner.approvals.clone() else {
+        let Some(handler) = self.inner.approvals.clone().filter(|_| ask) else {
             if let Err(e) = self.hold(&ctx.call_id, &effects, now).await {
                 self.fail_commit(ctx, outcome, &effects, &e, now).await;
             }

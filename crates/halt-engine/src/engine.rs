@@ -193,6 +193,12 @@ impl Engine {
         &self.inner.clock
     }
 
+    /// How long a call that needs a human waits for an answer, its reservations held.
+    #[must_use]
+    pub fn approval_timeout(&self) -> Duration {
+        self.inner.approval_timeout
+    }
+
     /// The engine's state store.
     #[must_use]
     pub fn store(&self) -> &Arc<dyn StateStore> {

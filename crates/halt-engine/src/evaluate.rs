@@ -24,6 +24,16 @@ impl Engine {
         self.decide(ctx, Start::Fresh)
     }
 
+    /// Evaluates a proposed call as [`Engine::evaluate`] does, but a call that needs a human is
+    /// not put to the approval handler: it is held, its reservations kept for the approval
+    /// timeout, and its outcome comes back unanswered
+    /// ([`Outcome::needs_approval`](halt_core::Outcome::needs_approval)). For a caller that asks
+    /// its own user through its own channel (an MCP client, a chat) and then answers with
+    /// [`Engine::resolve_approval`], once.
+    pub fn evaluate_held(&self, ctx: CallContext) -> impl Future<Output = Outcome> + Send + '_ {
+        self.decide(ctx, Start::Held)
+    }
+
     /// Decides a call: runs its pre-hooks and checks it unless it was prepared, runs the guards,
     /// settles the effects. One future per call, made without running anything, and built as
     /// a plain function returning an `async move` block so that the call is held once in it (an
@@ -34,12 +44,13 @@ impl Engine {
     )]
     pub(crate) fn decide(&self, mut ctx: CallContext, start: Start) -> impl Future<Output = Outcome> + Send + '_ {
         async move {
+            let ask = !matches!(start, Start::Held);
             let (start, edited) = match start {
                 Start::Edited(edited) => (Start::Fresh, Some(edited)),
                 start => (start, None),
             };
             let (snapshot, checked) = match start {
-                Start::Fresh | Start::Edited(_) => {
+                Start::Fresh | Start::Held | Start::Edited(_) => {
                     let snapshot = self.snapshot();
                     if let Err(reason) = run_pre_hooks(&snapshot.pre, &mut ctx) {
                         return self.finish(ctx, engine_deny(&reason), &snapshot);
@@ -145,7 +156,7 @@ impl Engine {
             } else if outcome.decision() == DecisionKind::Deny {
                 self.release(&effects, now).await;
             } else {
-                Box::pin(self.await_approval(&mut ctx, &mut outcome, effects, now, edited)).await;
+                Box::pin(self.await_approval(&mut ctx, &mut outcome, effects, now, edited, ask)).await;
             }
             self.finish_outcome(ctx, outcome, snapshot)
         }

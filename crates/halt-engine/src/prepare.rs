@@ -74,6 +74,9 @@ impl fmt::Debug for Prepared {
 pub(crate) enum Start {
     /// Nothing done yet (`Engine::evaluate`).
     Fresh,
+    /// Nothing done yet, and a call that needs a human is held for `Engine::resolve_approval`
+    /// rather than put to the approval handler (`Engine::evaluate_held`).
+    Held,
     /// Prepared ahead for the engine `engine` at `version`.
     Prepared { engine: u64, version: u64, stage: Stage },
     /// A call as an approver edited it: evaluated afresh, and covered by that approval only as

@@ -390,6 +390,34 @@ async fn a_deferred_approval_leaves_the_call_unanswered_and_charges_nothing() {
     );
 }
 
+#[tokio::test]
+async fn evaluate_held_holds_the_call_for_its_caller_instead_of_asking_the_handler() {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let engine = Engine::builder()
+        .guard(ReservingGuard::new("spend", "k", 40 * CENT, ONE))
+        .guard(StaticGuard::new("ask", Decision::require_approval("big purchase")))
+        .approval_handler(Scripted { answer: Ok(true), asked: Arc::clone(&asked) })
+        .approval_timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    assert_eq!(engine.approval_timeout(), Duration::from_secs(120));
+    let o = engine.evaluate_held(call("buy").with_call_id("mine")).await;
+    assert_eq!(asked.load(Ordering::SeqCst), 0, "the handler is not asked");
+    assert!(o.needs_approval() && o.approved().is_none());
+    assert_eq!(spent(&engine, "k").await, 40 * CENT, "held while the caller asks");
+    engine.resolve_approval("mine", &ApprovalResponse::approve("the user")).await.unwrap();
+    assert_eq!(spent(&engine, "k").await, 40 * CENT, "approved: committed");
+    assert_eq!(
+        engine.resolve_approval("mine", &ApprovalResponse::approve("the user")).await,
+        Err(ResolveError::NotPending("mine".into())),
+        "answered once"
+    );
+    // A call that needs nobody runs as it would through `evaluate`, and the handler still
+    // answers the calls evaluated the usual way.
+    assert!(engine.evaluate(call("buy")).await.is_allowed());
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+}
+
 #[derive(Debug)]
 struct Never;
 

@@ -6,7 +6,11 @@
 //! - **Modified** (redacted): the server gets the changed arguments.
 //! - **Approval**: the call waits on the engine's approval handler (the broker, decided through
 //!   the dashboard, a webhook or another process sharing the store) up to its timeout; refused
-//!   or timed out, the client gets an error result.
+//!   or timed out, the client gets an error result. With [`ProxyOptions::ask_client`], the
+//!   client's user is asked instead where the client can ask: `elicitation/create` on
+//!   2025-11-25, an `input_required` result on 2026-07-28 whose `requestState` is signed, bound
+//!   to the agent, the tool, the arguments and the tool's definition, expires with the approval
+//!   and is used once.
 //! - **`tools/list`**: each tool's definition (name, description, input schema) is digested, and
 //!   an approval is bound to the digest as well as to the call (see
 //!   [`halt_hil::BINDING_KEY`]): a server that changes a tool cannot reuse an approval. Tools
@@ -32,6 +36,7 @@
 //! # }
 //! ```
 
+mod ask;
 mod call;
 mod tools;
 mod upstream;
@@ -59,6 +64,11 @@ pub struct ProxyOptions {
     /// The guards that decide which tools an agent sees (the policy's scope guards): asked about
     /// a call of each tool with no arguments. Each must be pure (no effects).
     pub visibility_guards: Vec<Arc<dyn Guard>>,
+    /// Ask the client's user about a call that needs a human, where the client can ask (a
+    /// 2025-11-25 client with form elicitation, any 2026-07-28 client), instead of the engine's
+    /// approval handler. Only for clients that put the question to a person: a client that
+    /// answers elicitations itself, or lets its model answer them, approves its own calls.
+    pub ask_client: bool,
 }
 
 impl std::fmt::Debug for ProxyOptions {
@@ -68,6 +78,7 @@ impl std::fmt::Debug for ProxyOptions {
             .field("agent_id", &self.agent_id)
             .field("hide_denied_tools", &self.hide_denied_tools)
             .field("visibility_guards", &guards)
+            .field("ask_client", &self.ask_client)
             .finish()
     }
 }
@@ -85,6 +96,9 @@ pub enum ProxyError {
     /// The client did not complete the MCP handshake.
     #[error("the MCP client did not start: {0}")]
     Client(String),
+    /// No key could be made to sign the state of calls held for the client's user.
+    #[error("cannot make the request-state key: {0}")]
+    Key(String),
     /// The server went away while the client was connected.
     #[error("the MCP server exited")]
     ServerExited,
@@ -102,6 +116,8 @@ pub(crate) struct Shared {
     pub(crate) downstream: Mutex<Option<Peer<RoleServer>>>,
     pub(crate) tools: Tools,
     pub(crate) progress: upstream::ProgressMap,
+    /// Signs and checks the state of calls held for a 2026-07-28 client's user.
+    pub(crate) states: ask::States,
 }
 
 impl Shared {
@@ -164,6 +180,7 @@ impl Proxy {
             downstream: Mutex::new(None),
             tools: Tools::default(),
             progress: upstream::ProgressMap::default(),
+            states: ask::States::new().map_err(ProxyError::Key)?,
         };
         let shared = Arc::new(shared);
         server.service().attach(&shared);

@@ -2,9 +2,7 @@
 //! and `server-everything`, run with the machine's Node.js), driven by an rmcp client speaking
 //! either protocol version.
 //!
-//! The servers are looked for under `$AGENTHALT_MCP_SERVERS` (default `~/.cache/agenthalt-mcp`,
-//! where `.ci/run` installs them). Without them a test says so and passes, but under `CI=true`
-//! it fails.
+//! The servers are found by [`halt_testing::mcp_servers`]: under `CI=true` a missing one fails.
 
 #![allow(
     clippy::unwrap_used,
@@ -16,42 +14,26 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use halt_config::PolicyLoader;
 use halt_core::{Clock, StateStore, SystemClock};
 use halt_hil::{Broker, Filter, Verdict};
 use halt_mcp::{Proxy, ProxyOptions};
-use rmcp::model::{CallToolRequestParams, CallToolResult, ProtocolVersion};
+use halt_testing::mcp_servers::McpServers;
+use rmcp::ClientHandler;
+use rmcp::model::CallToolResponse;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ElicitRequestParams, ElicitResult,
+    ElicitationAction, Implementation, InputResponses, ProtocolVersion,
+};
+use rmcp::service::RequestContext;
 use rmcp::service::{ClientLifecycleMode, RoleClient, RunningService, serve_client_with_lifecycle};
 use serde_json::{Value, json};
 
-/// The folder the npm packages are installed in, or `None` (outside CI) when they are not.
-fn servers() -> Option<PathBuf> {
-    let dir = std::env::var_os("AGENTHALT_MCP_SERVERS").map_or_else(
-        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/agenthalt-mcp"),
-        PathBuf::from,
-    );
-    let present = ["server-filesystem", "server-everything"]
-        .iter()
-        .all(|s| dir.join("node_modules/@modelcontextprotocol").join(s).join("package.json").exists());
-    if present {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "the reference MCP servers are missing from {}: `npm install --prefix {0} @modelcontextprotocol/server-filesystem @modelcontextprotocol/server-everything`",
-        dir.display()
-    );
-    eprintln!("skipped: the reference MCP servers are not installed in {}", dir.display());
-    None
-}
-
-fn server_command(servers: &Path, package: &str, args: &[&Path]) -> tokio::process::Command {
-    let script = servers.join("node_modules/@modelcontextprotocol").join(package).join("dist/index.js");
-    let mut command = tokio::process::Command::new("node");
-    command.arg(script).args(args).stderr(std::process::Stdio::null());
-    command
+fn server_command(servers: &McpServers, package: &str, args: &[&Path]) -> tokio::process::Command {
+    tokio::process::Command::from(servers.command(package, args))
 }
 
 const POLICY: &str = r#"
@@ -76,15 +58,26 @@ approvals:
   timeout_seconds: 3
 "#;
 
-/// A proxy for `policy` in front of `command`, and a client of it; with the broker deciding
-/// the proxy's approvals.
-async fn connect(
+/// How the proxy under test is set up.
+#[derive(Clone, Copy, Default)]
+struct Setup {
+    /// The policy redacts secrets rather than denying them.
     redact: bool,
+    /// Tools the scope guard denies are left out of `tools/list`.
     hide: bool,
+    /// Approvals are asked of the client's user where the client can ask.
+    ask_client: bool,
+}
+
+/// A proxy for the test policy in front of `command`, and `handler` as its client; with the
+/// broker deciding the approvals the client's user is not asked about.
+async fn connect<H: ClientHandler>(
+    handler: H,
+    setup: Setup,
     lifecycle: ClientLifecycleMode,
     command: tokio::process::Command,
-) -> (RunningService<RoleClient, ()>, Broker) {
-    let text = POLICY.replace("REDACT", if redact { "true" } else { "false" });
+) -> (RunningService<RoleClient, H>, Broker) {
+    let text = POLICY.replace("REDACT", if setup.redact { "true" } else { "false" });
     let policy = PolicyLoader::new().load_str(&text, "test").unwrap();
     let store: Arc<dyn StateStore> = Arc::new(halt_store_memory::MemoryStore::new());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -93,13 +86,14 @@ async fn connect(
         policy.engine_builder().store_arc(store).clock_arc(clock).approval_handler(broker.clone()).build().unwrap();
     let options = ProxyOptions {
         agent_id: Some("assistant".into()),
-        hide_denied_tools: hide,
+        hide_denied_tools: setup.hide,
         visibility_guards: policy.guards.iter().filter(|g| g.kind == "scope").map(|g| Arc::clone(&g.guard)).collect(),
+        ask_client: setup.ask_client,
     };
     let proxy = Proxy::spawn(engine, options, command).await.unwrap();
     let (ours, theirs) = tokio::io::duplex(1 << 20);
     tokio::spawn(proxy.serve(tokio::io::split(theirs)));
-    let client = serve_client_with_lifecycle((), tokio::io::split(ours), lifecycle).await.unwrap();
+    let client = serve_client_with_lifecycle(handler, tokio::io::split(ours), lifecycle).await.unwrap();
     (client, broker)
 }
 
@@ -111,9 +105,14 @@ fn stateless() -> ClientLifecycleMode {
     ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] }
 }
 
-async fn call(client: &RunningService<RoleClient, ()>, tool: &str, args: Value) -> CallToolResult {
+/// Calls `tool`, driving any `input_required` rounds through the client's handler.
+async fn call<H: ClientHandler>(client: &RunningService<RoleClient, H>, tool: &str, args: Value) -> CallToolResult {
+    client.call_tool(params(tool, args)).await.unwrap()
+}
+
+fn params(tool: &str, args: Value) -> CallToolRequestParams {
     let Value::Object(args) = args else { panic!("arguments must be an object") };
-    client.peer().call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args)).await.unwrap()
+    CallToolRequestParams::new(tool.to_owned()).with_arguments(args)
 }
 
 fn text(result: &CallToolResult) -> String {
@@ -161,11 +160,16 @@ mod tempfile_dir {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_filesystem_server_reads_and_refuses_as_the_policy_says() {
-    let Some(servers) = servers() else { return };
+    let Some(servers) = McpServers::find() else { return };
     for lifecycle in [legacy(), stateless()] {
         let (_dir, root) = folder();
-        let (client, _) =
-            connect(false, true, lifecycle, server_command(&servers, "server-filesystem", &[&root])).await;
+        let (client, _) = connect(
+            (),
+            Setup { hide: true, ..Setup::default() },
+            lifecycle,
+            server_command(&servers, "server-filesystem", &[&root]),
+        )
+        .await;
 
         // Reading in an allowed folder works.
         let path = root.join("notes.txt");
@@ -208,9 +212,15 @@ async fn the_filesystem_server_reads_and_refuses_as_the_policy_says() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_is_written_redacted_when_the_policy_redacts() {
-    let Some(servers) = servers() else { return };
+    let Some(servers) = McpServers::find() else { return };
     let (_dir, root) = folder();
-    let (client, _) = connect(true, false, legacy(), server_command(&servers, "server-filesystem", &[&root])).await;
+    let (client, _) = connect(
+        (),
+        Setup { redact: true, ..Setup::default() },
+        legacy(),
+        server_command(&servers, "server-filesystem", &[&root]),
+    )
+    .await;
     let path = root.join("config.txt");
     let write =
         call(&client, "write_file", json!({"path": path, "content": "key AKIAZ7Q3KJ2LMN4PRS5T for the backups"})).await;
@@ -238,10 +248,10 @@ async fn decide_first(broker: &Broker, verdict: Verdict) -> halt_hil::Approval {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvals_through_the_broker_bind_to_the_call() {
-    let Some(servers) = servers() else { return };
+    let Some(servers) = McpServers::find() else { return };
     for lifecycle in [legacy(), stateless()] {
         let (client, broker) =
-            connect(false, false, lifecycle, server_command(&servers, "server-everything", &[])).await;
+            connect((), Setup::default(), lifecycle, server_command(&servers, "server-everything", &[])).await;
 
         // An ordinary echo runs.
         let plain = call(&client, "echo", json!({"message": "hello"})).await;
@@ -266,4 +276,161 @@ async fn approvals_through_the_broker_bind_to_the_call() {
         assert!(text(&answer).contains("refused"), "{}", text(&answer));
         client.cancel().await.unwrap();
     }
+}
+
+/// A client whose user answers every approval question the same way.
+struct User {
+    approves: bool,
+    asked: Arc<AtomicUsize>,
+}
+
+impl User {
+    fn new(approves: bool) -> (Self, Arc<AtomicUsize>) {
+        let asked = Arc::new(AtomicUsize::new(0));
+        (Self { approves, asked: Arc::clone(&asked) }, asked)
+    }
+}
+
+impl ClientHandler for User {
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, rmcp::ErrorData> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        let ElicitRequestParams::FormElicitationParams { message, .. } = request else { panic!("a form is asked for") };
+        assert!(message.contains("`echo`") && message.contains("wire"), "the user sees the call: {message}");
+        Ok(ElicitResult::new(ElicitationAction::Accept).with_content(json!({"approve": self.approves})))
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        let capabilities = ClientCapabilities::builder().enable_elicitation().build();
+        ClientConfig::new(capabilities, Implementation::new("desk-app", "1"))
+    }
+}
+
+async fn nothing_pending(broker: &Broker) -> bool {
+    broker.list(&Filter::default()).await.unwrap().is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_user_is_asked_when_the_client_can_ask() {
+    let Some(servers) = McpServers::find() else { return };
+    let ask = Setup { ask_client: true, ..Setup::default() };
+    for lifecycle in [legacy(), stateless()] {
+        for approves in [true, false] {
+            let (user, asked) = User::new(approves);
+            let (client, broker) =
+                connect(user, ask, lifecycle.clone(), server_command(&servers, "server-everything", &[])).await;
+            let plain = call(&client, "echo", json!({"message": "hello"})).await;
+            assert!(text(&plain).contains("hello"), "{}", text(&plain));
+            assert_eq!(asked.load(Ordering::SeqCst), 0, "a call that needs nobody asks nobody");
+
+            let answer = call(&client, "echo", json!({"message": "wire 100 to acme"})).await;
+            assert_eq!(asked.load(Ordering::SeqCst), 1);
+            if approves {
+                assert_ne!(answer.is_error, Some(true), "{}", text(&answer));
+                assert!(text(&answer).contains("wire 100 to acme"), "{}", text(&answer));
+            } else {
+                assert_eq!(answer.is_error, Some(true));
+                assert!(text(&answer).contains("refused by the user"), "{}", text(&answer));
+            }
+            assert!(nothing_pending(&broker).await, "the broker was not asked");
+            client.cancel().await.unwrap();
+        }
+    }
+    // A 2025-11-25 client that cannot show a form leaves the question to the broker.
+    let (client, broker) = connect((), ask, legacy(), server_command(&servers, "server-everything", &[])).await;
+    let asked = call(&client, "echo", json!({"message": "wire 7 to acme"}));
+    let (answer, _) = tokio::join!(asked, decide_first(&broker, Verdict::Approve));
+    assert!(text(&answer).contains("wire 7 to acme"), "{}", text(&answer));
+    client.cancel().await.unwrap();
+}
+
+/// A first `tools/call` of a 2026-07-28 client for `args`: the proxy's `requestState`.
+async fn held<H: ClientHandler>(client: &RunningService<RoleClient, H>, args: &Value) -> String {
+    match client.call_tool_once(params("echo", args.clone())).await.unwrap() {
+        CallToolResponse::InputRequired(asked) => {
+            let requests = asked.input_requests.expect("the user is asked");
+            assert_eq!(requests.len(), 1);
+            asked.request_state.expect("with a state to come back with")
+        }
+        other => panic!("expected input_required, got {other:?}"),
+    }
+}
+
+/// The client's call again, with `state` and its user's `answer` (none: no answer).
+async fn again<H: ClientHandler>(
+    client: &RunningService<RoleClient, H>,
+    args: &Value,
+    state: &str,
+    answer: Option<Value>,
+) -> CallToolResult {
+    let mut retry = params("echo", args.clone()).with_request_state(state.to_owned());
+    if let Some(answer) = answer {
+        let mut responses = InputResponses::new();
+        responses.insert("agenthalt_approval".to_owned(), answer);
+        retry = retry.with_input_responses(responses);
+    }
+    match client.call_tool_once(retry).await.unwrap() {
+        CallToolResponse::Complete(result) => result,
+        other => panic!("expected a result, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_state_is_signed_bound_to_the_call_and_used_once() {
+    let Some(servers) = McpServers::find() else { return };
+    let ask = Setup { ask_client: true, ..Setup::default() };
+    let (user, _) = User::new(true);
+    let (client, _) = connect(user, ask, stateless(), server_command(&servers, "server-everything", &[])).await;
+    let yes = || Some(json!({"action": "accept", "content": {"approve": true}}));
+    let args = json!({"message": "wire 100 to acme"});
+    let state = held(&client, &args).await;
+
+    // Forged: one character changed in the signed part, or a state made up whole.
+    let mut forged = state.clone().into_bytes();
+    let i = forged.len() / 2;
+    forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    for bad in [forged.as_str(), "agenthalt.rs1.e30.AAAA", "agenthalt.", "agenthalt.\u{0}\\"] {
+        let r = again(&client, &args, bad, yes()).await;
+        assert_eq!(r.is_error, Some(true), "{bad}: {}", text(&r));
+        assert!(text(&r).contains("not one this proxy gave"), "{}", text(&r));
+    }
+    // Bound to the arguments: the same state for another amount runs nothing.
+    let other = json!({"message": "wire 9000 to acme"});
+    let r = again(&client, &other, &state, yes()).await;
+    assert_eq!(r.is_error, Some(true));
+    assert!(!text(&r).contains("9000"), "a reason never echoes a value: {}", text(&r));
+
+    // The genuine answer runs the call, once.
+    let r = again(&client, &args, &state, yes()).await;
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    assert!(text(&r).contains("wire 100 to acme"), "{}", text(&r));
+    let r = again(&client, &args, &state, yes()).await;
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("already used"), "{}", text(&r));
+
+    // No answer, a malformed one, a declined form or an unticked box refuse.
+    for answer in [
+        None,
+        Some(json!("yes")),
+        Some(json!({"action": "accept", "content": {"approve": "true"}})),
+        Some(json!({"action": "decline"})),
+        Some(json!({"action": "accept", "content": {"approve": false}})),
+    ] {
+        let state = held(&client, &args).await;
+        let r = again(&client, &args, &state, answer.clone()).await;
+        assert_eq!(r.is_error, Some(true), "{answer:?}");
+        assert!(text(&r).contains("refused"), "{answer:?}: {}", text(&r));
+    }
+
+    // Expired with the approval (3 s in the test policy).
+    let state = held(&client, &args).await;
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    let r = again(&client, &args, &state, yes()).await;
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("expired"), "{}", text(&r));
+    client.cancel().await.unwrap();
 }

@@ -30,5 +30,6 @@
 
 pub mod bench;
 pub mod guards;
+pub mod mcp_servers;
 pub mod redis_server;
 pub mod store_conformance;
