@@ -51,14 +51,14 @@ async fn block(client: &RunningService<RoleClient, ()>, from: usize, n: usize, t
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i]
+/// The `per`-th percentile of sorted times.
+fn percentile(sorted: &[Duration], per: usize) -> Duration {
+    sorted[(sorted.len() - 1) * per / 100]
 }
 
 fn report(name: &str, times: &mut [Duration]) -> Duration {
     times.sort();
-    let (p50, p90, p99) = (percentile(times, 0.5), percentile(times, 0.9), percentile(times, 0.99));
+    let (p50, p90, p99) = (percentile(times, 50), percentile(times, 90), percentile(times, 99));
     println!("{name:>8}: {} calls, p50 {p50:?}, p90 {p90:?}, p99 {p99:?}", times.len());
     p50
 }
