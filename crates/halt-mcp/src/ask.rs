@@ -19,8 +19,8 @@ use halt_core::{CallContext, JsonObject, Outcome};
 use halt_engine::ApprovalResponse;
 use rmcp::model::{
     ClientResult, ElicitRequest, ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationSchema, InputRequest,
-    InputRequests, InputRequiredResult, InputResponses, ProtocolVersion, RequestStateCodec, RequestStateError,
-    SealOptions, ServerRequest,
+    InputRequests, InputRequiredResult, InputResponses, RequestStateCodec, RequestStateError, SealOptions,
+    ServerRequest,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use serde::{Deserialize, Serialize};
@@ -52,7 +52,7 @@ pub(crate) fn channel(ask_client: bool, context: &RequestContext<RoleServer>) ->
     if !ask_client {
         return Channel::Handler;
     }
-    if context.protocol_version().is_some_and(|v| v >= ProtocolVersion::V_2026_07_28) {
+    if crate::modern(context) {
         // Every 2026-07-28 client takes `input_required`; one that cannot ask its user answers
         // with nothing, which refuses the call.
         return Channel::InputRequired;

@@ -231,6 +231,11 @@ impl Proxy {
     }
 }
 
+/// Whether the request's client speaks 2026-07-28 or later.
+fn modern(context: &RequestContext<RoleServer>) -> bool {
+    context.protocol_version().is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28)
+}
+
 /// The proxy as the client's server.
 struct Downstream {
     shared: Arc<Shared>,
@@ -244,8 +249,13 @@ impl Downstream {
         mut request: ClientRequest,
         context: RequestContext<RoleServer>,
     ) -> Result<ServerResult, McpError> {
+        let modern = modern(&context);
         upstream::restore_meta(&mut request, context.meta);
-        upstream::send(&self.shared, request, &context.ct).await
+        let mut result = upstream::send(&self.shared, request, &context.ct).await?;
+        if modern {
+            upstream::for_modern_client(&mut result, false);
+        }
+        Ok(result)
     }
 }
 
@@ -267,16 +277,17 @@ impl Service<RoleServer> for Downstream {
             ClientRequest::CallToolRequest(call) => call::call_tool(&self.shared, call.params, context).await,
             ClientRequest::ListToolsRequest(list) => {
                 let agent = call::agent(&self.shared, &context);
+                let modern = modern(&context);
                 let mut request = ClientRequest::ListToolsRequest(list);
                 upstream::restore_meta(&mut request, context.meta);
-                let result = upstream::send(&self.shared, request, &context.ct).await?;
-                match result {
-                    ServerResult::ListToolsResult(mut tools) => {
-                        tools::listed(&self.shared, &mut tools, agent.as_deref()).await;
-                        Ok(ServerResult::ListToolsResult(tools))
-                    }
-                    other => Ok(other),
+                let mut result = upstream::send(&self.shared, request, &context.ct).await?;
+                if let ServerResult::ListToolsResult(tools) = &mut result {
+                    tools::listed(&self.shared, tools, agent.as_deref()).await;
                 }
+                if modern {
+                    upstream::for_modern_client(&mut result, self.shared.options.hide_denied_tools);
+                }
+                Ok(result)
             }
             other => self.forward(other, context).await,
         }

@@ -30,6 +30,35 @@ pub(crate) fn restore_meta(request: &mut ClientRequest, meta: RequestMetaObject)
     }
 }
 
+/// Completes a result from a server of an older protocol for a 2026-07-28 client, which
+/// requires `resultType` of every result, and `ttlMs` and `cacheScope` of every cacheable one:
+/// `complete`, and where the server said nothing, immediately stale and private to the client.
+/// A `tools/list` answered per agent is always private.
+pub(crate) fn for_modern_client(result: &mut ServerResult, per_agent: bool) {
+    use rmcp::model::{CacheScope, ResultType};
+    let (kind, hints) = match result {
+        ServerResult::ListToolsResult(r) => {
+            if per_agent {
+                r.cache_scope = Some(CacheScope::Private);
+            }
+            (&mut r.result_type, Some((&mut r.ttl_ms, &mut r.cache_scope)))
+        }
+        ServerResult::ListPromptsResult(r) => (&mut r.result_type, Some((&mut r.ttl_ms, &mut r.cache_scope))),
+        ServerResult::ListResourcesResult(r) => (&mut r.result_type, Some((&mut r.ttl_ms, &mut r.cache_scope))),
+        ServerResult::ListResourceTemplatesResult(r) => (&mut r.result_type, Some((&mut r.ttl_ms, &mut r.cache_scope))),
+        ServerResult::ReadResourceResult(r) => (&mut r.result_type, Some((&mut r.ttl_ms, &mut r.cache_scope))),
+        ServerResult::CompleteResult(r) => (&mut r.result_type, None),
+        ServerResult::GetPromptResult(r) => (&mut r.result_type, None),
+        ServerResult::CallToolResult(r) => (&mut r.result_type, None),
+        _ => return,
+    };
+    kind.get_or_insert(ResultType::COMPLETE);
+    if let Some((ttl, scope)) = hints {
+        ttl.get_or_insert(0);
+        scope.get_or_insert(CacheScope::Private);
+    }
+}
+
 /// Which of the client's progress tokens each request passed on reports under.
 #[derive(Default)]
 pub(crate) struct ProgressMap(Mutex<HashMap<ProgressToken, ProgressToken>>);

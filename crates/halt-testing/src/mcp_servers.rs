@@ -2,7 +2,8 @@
 //! `server-everything`), run with the machine's Node.js: real peers nobody here wrote.
 //!
 //! They are looked for under `$AGENTHALT_MCP_SERVERS` (default `~/.cache/agenthalt-mcp`, where
-//! `.ci/run` installs them). Under `CI=true` a missing one is a failure, never a quiet skip.
+//! `.ci/run` installs them), and the Python `mcp` SDK (PyPI) under its `python/` folder. Under
+//! `CI=true` a missing one is a failure, never a quiet skip.
 
 #![allow(clippy::print_stderr, reason = "a skipped test says so")]
 
@@ -38,6 +39,26 @@ impl McpServers {
             servers.dir.display()
         );
         eprintln!("SKIPPED: the reference MCP servers are not installed in {}", servers.dir.display());
+        None
+    }
+
+    /// The folder holding the Python `mcp` SDK, for `PYTHONPATH`; `None` (outside CI) when it
+    /// is not installed.
+    ///
+    /// # Panics
+    /// Under `CI=true`, when it is missing.
+    #[must_use]
+    pub fn python_sdk(&self) -> Option<PathBuf> {
+        let dir = self.dir.join("python");
+        if dir.join("mcp/__init__.py").exists() {
+            return Some(dir);
+        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the Python mcp SDK is missing: `python3 -m pip install --target {} mcp`",
+            dir.display()
+        );
+        eprintln!("SKIPPED: the Python mcp SDK is not installed in {}", dir.display());
         None
     }
 
