@@ -76,13 +76,16 @@ Exit status: 0 after a clean shutdown, 2 when the policy, the store or the addre
     #[command(after_help = "Examples:
   agenthalt mcp-proxy --config policy.yaml -- npx -y @modelcontextprotocol/server-filesystem ~/work
   agenthalt mcp-proxy --config policy.yaml --agent-id claude -- node server.js
+  agenthalt mcp-proxy --config policy.yaml --listen 127.0.0.1:8931 --upstream http://127.0.0.1:3001/mcp
 
-The server runs as a child speaking MCP on its stdin and stdout; the proxy speaks MCP on its own
-(stderr is for messages). A denied call comes back as a tool result with isError; approvals wait
-on the policy's approval handler (webhook, or a decision server sharing the store). See docs/mcp.md.
+The server runs as a child speaking MCP on its stdin and stdout, or is reached over Streamable
+HTTP (--upstream); the proxy speaks MCP on its own stdin and stdout (stderr is for messages), or
+over Streamable HTTP at /mcp on a loopback address (--listen). A denied call comes back as a tool
+result with isError; approvals wait on the policy's approval handler (webhook, or a decision
+server sharing the store), or go to the client's user with mcp.ask_client. See docs/mcp.md.
 
-Exit status: 0 when the client closes, 1 when the server exits first, 2 when the policy or the
-server's command is refused.")]
+Exit status: 0 when the client closes (or, with --listen, on SIGTERM or Ctrl-C), 1 when the server
+exits first, 2 when the policy, the server's command or the address is refused.")]
     McpProxy(McpProxyArgs),
     /// Verify or query audit logs.
     #[command(subcommand)]
@@ -154,8 +157,16 @@ struct McpProxyArgs {
     /// client's name).
     #[arg(long)]
     agent_id: Option<String>,
+    /// Serve MCP over Streamable HTTP on this loopback address (`127.0.0.1:8931`, path `/mcp`)
+    /// rather than on standard input and output.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// The MCP server's Streamable HTTP endpoint (`http://127.0.0.1:3001/mcp`), instead of a
+    /// command.
+    #[arg(long, conflicts_with = "server")]
+    upstream: Option<String>,
     /// The MCP server's command and its arguments.
-    #[arg(last = true, required = true)]
+    #[arg(last = true, required_unless_present = "upstream")]
     server: Vec<String>,
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use halt_config::{HandlerSetting, PolicyLoader};
 use halt_core::{Clock, StateStore, SystemClock};
-use halt_mcp::{Proxy, ProxyError, ProxyOptions};
+use halt_mcp::{HttpOptions, MCP_PATH, Proxy, ProxyError, ProxyOptions};
 
 use crate::{McpProxyArgs, report};
 
@@ -82,15 +82,40 @@ async fn proxy(args: &McpProxyArgs) -> ExitCode {
             .map(|g| Arc::clone(&g.guard))
             .collect(),
     };
-    let Some((program, rest)) = args.server.split_first() else {
-        report(&"name the MCP server's command after `--`");
-        return ExitCode::from(2);
+    let proxy = match (&args.upstream, args.server.split_first()) {
+        (Some(url), _) => Proxy::connect_http(engine, options, url).await,
+        (None, Some((program, rest))) => {
+            let mut command = tokio::process::Command::new(program);
+            command.args(rest).kill_on_drop(true);
+            Proxy::spawn(engine, options, command).await
+        }
+        (None, None) => {
+            report(&"name the MCP server's command after `--`, or its URL with --upstream");
+            return ExitCode::from(2);
+        }
     };
-    let mut command = tokio::process::Command::new(program);
-    command.args(rest).kill_on_drop(true);
-    let result = match Proxy::spawn(engine, options, command).await {
-        Ok(proxy) => proxy.serve_stdio().await,
-        Err(e) => Err(e),
+    let result = match (proxy, args.listen) {
+        (Err(e), _) => Err(e),
+        (Ok(proxy), None) => proxy.serve_stdio().await,
+        (Ok(proxy), Some(addr)) => {
+            if !addr.ip().is_loopback() {
+                report(&format!("--listen {addr}: only a loopback address, the HTTP proxy authenticates nobody"));
+                return ExitCode::from(2);
+            }
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    if let Ok(local) = listener.local_addr() {
+                        report(&format!("mcp-proxy listening on http://{local}{MCP_PATH}"));
+                    }
+                    let http = HttpOptions::with_allowed_origins(policy.mcp.allowed_origins.clone());
+                    proxy.serve_http(listener, http, crate::serve::shutdown()).await
+                }
+                Err(e) => {
+                    report(&format!("cannot listen on {addr}: {e}"));
+                    return ExitCode::from(2);
+                }
+            }
+        }
     };
     if let Some(log) = &audit {
         log.flush(Duration::from_secs(5));

@@ -71,7 +71,7 @@ async fn serve(args: &ServeArgs) -> ExitCode {
 }
 
 /// Completes on Ctrl-C or SIGTERM.
-async fn shutdown() {
+pub(crate) async fn shutdown() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,5 +1,6 @@
 //! `agenthalt mcp-proxy` driven by a client nobody here wrote: the Python `mcp` SDK (PyPI), in
-//! front of the reference `@modelcontextprotocol/server-filesystem`, on both protocol versions.
+//! front of the reference `@modelcontextprotocol/server-filesystem`, on both protocol versions,
+//! over stdio and over Streamable HTTP (`--listen`).
 //! With `mcp.ask_client`, the SDK's elicitation callback is the user: on 2025-11-25 it answers
 //! `elicitation/create`, on 2026-07-28 the SDK drives the `input_required` round and sends the
 //! proxy's signed `requestState` back.
@@ -9,6 +10,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
+mod support;
+
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 
@@ -34,8 +38,8 @@ guards:
         reason: "{rule}: writing to the outbox sends it"
 "#;
 
-fn run(servers: &McpServers, sdk: &Path, mode: &str) {
-    let dir = std::env::temp_dir().join(format!("agenthalt-mcp-python-{}-{mode}", std::process::id()));
+fn run(servers: &McpServers, sdk: &Path, mode: &str, http: bool) {
+    let dir = std::env::temp_dir().join(format!("agenthalt-mcp-python-{}-{mode}-{http}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for sub in ["protected", "outbox"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
@@ -46,19 +50,27 @@ fn run(servers: &McpServers, sdk: &Path, mode: &str) {
     let policy = root.join("policy.yaml");
     std::fs::write(&policy, POLICY).unwrap();
 
+    let server = servers.script("server-filesystem");
+    let proxy: Vec<&OsStr> = vec![
+        "--config".as_ref(),
+        policy.as_os_str(),
+        "--".as_ref(),
+        "node".as_ref(),
+        server.as_os_str(),
+        root.as_os_str(),
+    ];
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/mcp_client.py");
-    let out = Command::new("python3")
-        .env("PYTHONPATH", sdk)
-        .arg(script)
-        .arg(env!("CARGO_BIN_EXE_agenthalt"))
-        .arg(&policy)
-        .arg(servers.script("server-filesystem"))
-        .arg(&root)
-        .arg(mode)
-        .output()
-        .unwrap();
+    let mut python = Command::new("python3");
+    python.env("PYTHONPATH", sdk).arg(script).arg(mode).arg(&root);
+    let listening = http.then(|| support::Listening::start(&proxy));
+    match &listening {
+        Some(l) => python.arg(&l.url),
+        None => python.arg(env!("CARGO_BIN_EXE_agenthalt")).arg("mcp-proxy").args(&proxy),
+    };
+    let out = python.output().unwrap();
+    drop(listening);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{mode}: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{mode}, http {http}: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
 
     let wanted = if mode == "legacy" { "2025-11-25" } else { "2026-07-28" };
@@ -82,10 +94,12 @@ fn run(servers: &McpServers, sdk: &Path, mode: &str) {
 }
 
 #[test]
-fn the_python_sdk_works_through_the_proxy_on_both_protocol_versions() {
+fn the_python_sdk_works_through_the_proxy_on_both_protocol_versions_and_transports() {
     let Some(servers) = McpServers::find() else { return };
     let Some(sdk) = servers.python_sdk() else { return };
-    for mode in ["legacy", "auto"] {
-        run(&servers, &sdk, mode);
+    for http in [false, true] {
+        for mode in ["legacy", "auto"] {
+            run(&servers, &sdk, mode, http);
+        }
     }
 }

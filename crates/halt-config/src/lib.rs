@@ -486,10 +486,13 @@ impl PolicyLoader {
         if let Some(a) = &audit {
             audit::check(a).map_err(|(path, message)| ctx.at_path(&key_path(&path), message, None))?;
         }
-        server::check(&server).map_err(|(path, message)| {
+        // Their paths name list items by number.
+        let at = |(path, message): (Vec<String>, String)| {
             let path: Vec<Seg> = path.into_iter().map(|p| p.parse::<usize>().map_or(Seg::Key(p), Seg::Index)).collect();
             ctx.at_path(&path, message, None)
-        })?;
+        };
+        server::check(&server).map_err(at)?;
+        mcp::check(&mcp).map_err(at)?;
         Ok(Policy { guards, engine, store, approvals, audit, server, mcp, version })
     }
 

@@ -353,9 +353,13 @@ fn the_server_section_checks_its_tokens() {
 #[test]
 fn the_mcp_section_says_how_the_proxy_asks_and_lists() {
     let p = PolicyLoader::new()
-        .load_str("mcp:\n  hide_denied_tools: true\n  ask_client: true\n  agent_id: desk\n", "p.yaml")
+        .load_str(
+            "mcp:\n  hide_denied_tools: true\n  ask_client: true\n  agent_id: desk\n  allowed_origins: [\"http://localhost:*\"]\n",
+            "p.yaml",
+        )
         .unwrap();
     assert!(p.mcp.hide_denied_tools && p.mcp.ask_client);
+    assert_eq!(p.mcp.allowed_origins, ["http://localhost:*"]);
     assert_eq!(p.mcp.agent_id.as_deref(), Some("desk"));
     let bare = PolicyLoader::new().load_str("", "p.yaml").unwrap();
     assert!(!bare.mcp.ask_client, "the client's user is asked only when the policy says so");
@@ -363,6 +367,10 @@ fn the_mcp_section_says_how_the_proxy_asks_and_lists() {
         ("mcp:\n  ask_clients: true\n", "unknown field `ask_clients`"),
         ("mcp:\n  ask_client: \"yes\"\n", "invalid type"),
         ("mcp: [1]\n", "invalid type"),
+        ("mcp:\n  allowed_origins: http://localhost\n", "invalid type"),
+        ("mcp:\n  allowed_origins: [\"localhost:3000\"]\n", "a scheme and a host"),
+        ("mcp:\n  allowed_origins: [\"http://a.example/app\"]\n", "no path"),
+        ("mcp:\n  allowed_origins: [\"https://\"]\n", "a scheme and a host"),
     ] {
         let e = err(yaml);
         assert!(e.contains(wanted), "{yaml}: {e}");

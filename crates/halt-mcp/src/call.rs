@@ -140,7 +140,7 @@ async fn run(
     let modern = crate::modern(&context);
     let mut request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
     upstream::restore_meta(&mut request, context.meta);
-    match upstream::send(shared, request, &context.ct).await {
+    match upstream::send(shared, request, &context.ct, &context.peer).await {
         Ok(mut result) => {
             if modern {
                 upstream::for_modern_client(&mut result, false);

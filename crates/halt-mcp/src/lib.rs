@@ -38,6 +38,7 @@
 
 mod ask;
 mod call;
+mod http;
 mod tools;
 mod upstream;
 
@@ -50,6 +51,7 @@ use rmcp::model::{ClientRequest, DiscoverResult, Implementation, InitializeResul
 use rmcp::service::{NotificationContext, Peer, RequestContext, RoleClient, RoleServer, RunningService};
 use rmcp::{ErrorData as McpError, Service, ServiceExt};
 
+pub use crate::http::{HttpOptions, MCP_PATH};
 use crate::tools::Tools;
 use crate::upstream::Upstream;
 
@@ -99,6 +101,9 @@ pub enum ProxyError {
     /// No key could be made to sign the state of calls held for the client's user.
     #[error("cannot make the request-state key: {0}")]
     Key(String),
+    /// The HTTP side could not be served.
+    #[error("cannot serve MCP over HTTP: {0}")]
+    Http(#[source] std::io::Error),
     /// The server went away while the client was connected.
     #[error("the MCP server exited")]
     ServerExited,
@@ -251,7 +256,7 @@ impl Downstream {
     ) -> Result<ServerResult, McpError> {
         let modern = modern(&context);
         upstream::restore_meta(&mut request, context.meta);
-        let mut result = upstream::send(&self.shared, request, &context.ct).await?;
+        let mut result = upstream::send(&self.shared, request, &context.ct, &context.peer).await?;
         if modern {
             upstream::for_modern_client(&mut result, false);
         }
@@ -280,7 +285,7 @@ impl Service<RoleServer> for Downstream {
                 let modern = modern(&context);
                 let mut request = ClientRequest::ListToolsRequest(list);
                 upstream::restore_meta(&mut request, context.meta);
-                let mut result = upstream::send(&self.shared, request, &context.ct).await?;
+                let mut result = upstream::send(&self.shared, request, &context.ct, &context.peer).await?;
                 if let ServerResult::ListToolsResult(tools) = &mut result {
                     tools::listed(&self.shared, tools, agent.as_deref()).await;
                 }

@@ -10,12 +10,12 @@ use sha2::{Digest, Sha256};
 
 use crate::Shared;
 
-/// The digest of each tool's definition, by name, as the server last listed it.
+/// Each tool's definition and its digest, by name, as the server last listed it.
 #[derive(Default)]
-pub(crate) struct Tools(Mutex<HashMap<String, String>>);
+pub(crate) struct Tools(Mutex<HashMap<String, (String, Tool)>>);
 
 impl Tools {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Tool)>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -23,13 +23,18 @@ impl Tools {
     pub(crate) fn record(&self, tools: &[Tool]) {
         let mut known = self.lock();
         for t in tools {
-            known.insert(t.name.to_string(), digest(t));
+            known.insert(t.name.to_string(), (digest(t), t.clone()));
         }
     }
 
     /// The digest of a tool's definition, if the server listed it.
     pub(crate) fn get(&self, name: &str) -> Option<String> {
-        self.lock().get(name).cloned()
+        self.lock().get(name).map(|(d, _)| d.clone())
+    }
+
+    /// A tool's definition, if the server listed it.
+    pub(crate) fn definition(&self, name: &str) -> Option<Tool> {
+        self.lock().get(name).map(|(_, t)| t.clone())
     }
 }
 

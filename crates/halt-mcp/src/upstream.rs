@@ -9,7 +9,9 @@ use rmcp::model::{
     ClientCapabilities, ClientConfig, ClientRequest, ClientResult, GetMeta, Implementation, ProgressToken,
     RequestMetaObject, ServerNotification, ServerRequest, ServerResult,
 };
-use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RequestContext, RoleClient, ServiceError};
+use rmcp::service::{
+    NotificationContext, Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer, ServiceError,
+};
 use rmcp::{ErrorData as McpError, Service};
 use tokio_util::sync::CancellationToken;
 
@@ -59,23 +61,25 @@ pub(crate) fn for_modern_client(result: &mut ServerResult, per_agent: bool) {
     }
 }
 
-/// Which of the client's progress tokens each request passed on reports under.
+/// Which client, under which of its progress tokens, each request passed on reports to.
 #[derive(Default)]
-pub(crate) struct ProgressMap(Mutex<HashMap<ProgressToken, ProgressToken>>);
+pub(crate) struct ProgressMap(Mutex<HashMap<ProgressToken, (ProgressToken, Peer<RoleServer>)>>);
 
 impl ProgressMap {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, ProgressToken>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, (ProgressToken, Peer<RoleServer>)>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Sends `request` to the server and waits for its answer; when `cancelled` fires first, tells
-/// the server the request is cancelled. The client's progress token, if any, is mapped to the
-/// one rmcp gives the request upstream, so that the server's progress reaches the client.
+/// Sends `request` of `client` to the server and waits for its answer; when `cancelled` fires
+/// first, tells the server the request is cancelled. The client's progress token, if any, is
+/// mapped to the one rmcp gives the request upstream, so that the server's progress reaches
+/// that client.
 pub(crate) async fn send(
     shared: &Shared,
     mut request: ClientRequest,
     cancelled: &CancellationToken,
+    client: &Peer<RoleServer>,
 ) -> Result<ServerResult, McpError> {
     let client_token = request.get_meta_mut().get_progress_token();
     let mut handle = shared
@@ -84,7 +88,7 @@ pub(crate) async fn send(
         .await
         .map_err(upstream_error)?;
     if let Some(token) = &client_token {
-        shared.progress.lock().insert(handle.progress_token.clone(), token.clone());
+        shared.progress.lock().insert(handle.progress_token.clone(), (token.clone(), client.clone()));
     }
     let upstream_token = handle.progress_token.clone();
     let answer = tokio::select! {
@@ -121,7 +125,7 @@ impl Upstream {
         let _ = self.shared.set(Arc::clone(shared));
     }
 
-    fn client(&self) -> Option<Peer<rmcp::service::RoleServer>> {
+    fn client(&self) -> Option<Peer<RoleServer>> {
         self.shared.get().and_then(|s| s.downstream())
     }
 }
@@ -163,11 +167,12 @@ impl Service<RoleClient> for Upstream {
             ServerNotification::ProgressNotification(mut n) => {
                 // Progress on a request passed on reaches the client under the client's token;
                 // any other is the proxy's own business.
-                let Some(token) = shared.progress.lock().get(&n.params.progress_token).cloned() else {
+                let Some((token, client)) = shared.progress.lock().get(&n.params.progress_token).cloned() else {
                     return Ok(());
                 };
                 n.params.progress_token = token;
-                ServerNotification::ProgressNotification(n)
+                let _ = client.send_notification(ServerNotification::ProgressNotification(n)).await;
+                return Ok(());
             }
             // The server cancelling a request of its own to the client: rmcp ends it here.
             ServerNotification::CancelledNotification(_) => return Ok(()),

@@ -2,10 +2,12 @@
 front of the reference filesystem server. Run by tests/mcp_python.rs, which checks what it prints
 (one JSON object) and the files on disk.
 
-    python3 mcp_client.py AGENTHALT POLICY SERVER_SCRIPT FOLDER MODE
+    python3 mcp_client.py MODE FOLDER http://127.0.0.1:PORT/mcp
+    python3 mcp_client.py MODE FOLDER COMMAND [ARGS...]
 
 MODE is the SDK's connect mode: "legacy" (initialize, 2025-11-25) or "auto" (server/discover,
-2026-07-28). The user approves a write only when its path names "approved".
+2026-07-28). The proxy is reached at the URL (Streamable HTTP), or started as COMMAND (stdio).
+The user approves a write only when its path names "approved".
 """
 
 import asyncio
@@ -21,19 +23,19 @@ def text(result):
     return "\n".join(c.text for c in result.content if getattr(c, "text", None) is not None)
 
 
-async def main(agenthalt, policy, server, folder, mode):
+async def main(mode, folder, server):
     asked = []
 
     async def user(context, params):
         asked.append(params.message)
         return types.ElicitResult(action="accept", content={"approve": "approved" in params.message})
 
-    params = StdioServerParameters(
-        command=agenthalt,
-        args=["mcp-proxy", "--config", policy, "--", "node", server, folder],
-    )
+    if server[0].startswith("http://"):
+        target = server[0]
+    else:
+        target = StdioServerParameters(command=server[0], args=server[1:])
     report = {}
-    async with Client(params, mode=mode, elicitation_callback=user) as client:
+    async with Client(target, mode=mode, elicitation_callback=user) as client:
         report["protocol"] = client.session.protocol_version if hasattr(client.session, "protocol_version") else None
         tools = await client.list_tools()
         report["tools"] = sorted(t.name for t in tools.tools)
@@ -60,4 +62,4 @@ async def main(agenthalt, policy, server, folder, mode):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:6]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3:]))
