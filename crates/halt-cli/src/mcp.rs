@@ -75,6 +75,7 @@ async fn proxy(args: &McpProxyArgs) -> ExitCode {
         agent_id: args.agent_id.clone().or_else(|| policy.mcp.agent_id.clone()),
         hide_denied_tools: policy.mcp.hide_denied_tools,
         ask_client: policy.mcp.ask_client,
+        restart_server: policy.mcp.restart_server,
         visibility_guards: policy
             .guards
             .iter()

@@ -29,12 +29,17 @@ struct Session {
 
 impl Session {
     fn start(script: &PathBuf) -> Self {
+        Self::with_policy(script, "")
+    }
+
+    /// Started with the test policy and `more` (YAML sections) after it.
+    fn with_policy(script: &PathBuf, more: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("agenthalt-mcp-cli-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&dir).unwrap();
         let policy = dir.join("policy.yaml");
         std::fs::write(
             &policy,
-            "guards:\n  scope:\n    deny_functions: [get-env]\n  sensitive_data:\n    blocked_patterns: [api_key]\n",
+            format!("guards:\n  scope:\n    deny_functions: [get-env]\n  sensitive_data:\n    blocked_patterns: [api_key]\n{more}"),
         )
         .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_agenthalt"))
@@ -169,4 +174,63 @@ fn a_server_dying_mid_call_is_an_error_and_ends_the_proxy() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(status.and_then(|s| s.code()), Some(1), "the proxy exits 1 when its server does");
+}
+
+/// Waits for the proxy to have a server process other than `not`.
+fn server_of(s: &Session, not: Option<u32>) -> u32 {
+    for _ in 0..200 {
+        if let [pid] = children(s.child.id())[..]
+            && Some(pid) != not
+        {
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no server process");
+}
+
+fn exit_code(s: &mut Session, within: Duration) -> Option<i32> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn with_restart_server_a_dead_server_is_started_again_within_limits() {
+    let Some(script) = everything() else { return };
+    let mut s = Session::with_policy(&script, "mcp:\n  restart_server: true\n");
+    let first = server_of(&s, None);
+    let call = json!({"jsonrpc": "2.0", "id": 30, "method": "tools/call",
+        "params": {"name": "trigger-long-running-operation", "arguments": {"duration": 30, "steps": 30}}});
+    s.send(&call.to_string());
+    std::thread::sleep(Duration::from_millis(500));
+    Command::new("kill").args(["-9", &first.to_string()]).status().unwrap();
+    let answer = s.answer(30);
+    assert!(answer["error"].is_object() || answer["result"]["isError"] == true, "{answer}");
+
+    // A new server answers the next calls, under the same policy.
+    let second = server_of(&s, Some(first));
+    let echo = s.request(31, "tools/call", json!({"name": "echo", "arguments": {"message": "again"}}));
+    assert!(echo.to_string().contains("again"), "{echo}");
+    let denied = s.request(32, "tools/call", json!({"name": "get-env", "arguments": {}}));
+    assert_eq!(denied["result"]["isError"], true, "{denied}");
+    assert!(s.child.try_wait().unwrap().is_none(), "the proxy is running");
+
+    // A server that keeps dying is given up on: the proxy exits 1.
+    let mut pid = second;
+    // One restart is spent; the others go now.
+    for _ in 1..halt_mcp::MAX_RESTARTS {
+        Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        match exit_code(&mut s, Duration::from_millis(200)) {
+            Some(code) => return assert_eq!(code, 1),
+            None => pid = server_of(&s, Some(pid)),
+        }
+    }
+    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    assert_eq!(exit_code(&mut s, Duration::from_secs(20)), Some(1), "the proxy gave up on its server");
 }

@@ -17,6 +17,8 @@ pub struct McpSettings {
     /// The browser origins allowed to call `mcp-proxy --listen` (`http://localhost:*`). A
     /// request with any other `Origin` is refused; programs send none.
     pub allowed_origins: Vec<String>,
+    /// Start the MCP server again when it exits (at most 5 times a minute), rather than stop.
+    pub restart_server: bool,
 }
 
 /// Checks what serde cannot: each allowed origin is `null` or a scheme and a host

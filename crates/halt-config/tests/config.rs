@@ -358,7 +358,7 @@ fn the_mcp_section_says_how_the_proxy_asks_and_lists() {
             "p.yaml",
         )
         .unwrap();
-    assert!(p.mcp.hide_denied_tools && p.mcp.ask_client);
+    assert!(p.mcp.hide_denied_tools && p.mcp.ask_client && !p.mcp.restart_server);
     assert_eq!(p.mcp.allowed_origins, ["http://localhost:*"]);
     assert_eq!(p.mcp.agent_id.as_deref(), Some("desk"));
     let bare = PolicyLoader::new().load_str("", "p.yaml").unwrap();

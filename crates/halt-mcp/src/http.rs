@@ -31,7 +31,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ServerHandler, Service};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Downstream, Proxy, ProxyError, ProxyOptions};
+use crate::{Again, Downstream, Proxy, ProxyError, ProxyOptions, supervise};
 
 /// The path the proxy answers MCP on.
 pub const MCP_PATH: &str = "/mcp";
@@ -66,7 +66,9 @@ impl Proxy {
         url: &str,
     ) -> Result<Self, ProxyError> {
         let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_owned());
-        Self::connect(engine, options, transport).await
+        let mut proxy = Self::connect(engine, options, transport).await?;
+        proxy.again = Some(Again::Url(url.to_owned()));
+        Ok(proxy)
     }
 
     /// Serves MCP over Streamable HTTP at [`MCP_PATH`] on `listener` (bound to a loopback
@@ -90,13 +92,13 @@ impl Proxy {
                 "{local} is not a loopback address: the HTTP proxy authenticates nobody"
             ))));
         }
-        let Self { shared, server } = self;
+        let Self { shared, server, again } = self;
         let stop = CancellationToken::new();
         let mut config = StreamableHttpServerConfig::default()
             .with_allowed_origins(options.allowed_origins)
             .enforce_origin_validation();
         config.cancellation_token = stop.child_token();
-        let downstream = Arc::new(Downstream { shared });
+        let downstream = Arc::new(Downstream { shared: Arc::clone(&shared) });
         let service = StreamableHttpService::new(
             move || Ok(HttpDownstream(Arc::clone(&downstream))),
             Arc::new(LocalSessionManager::default()),
@@ -107,8 +109,7 @@ impl Proxy {
         let mut http = tokio::spawn(async move {
             axum::serve(listener, app).with_graceful_shutdown(async move { graceful.cancelled().await }).await
         });
-        let server_ct = server.cancellation_token();
-        let mut server_done = tokio::spawn(server.waiting());
+        let mut server_done = tokio::spawn(supervise(shared, server, again, stop.clone()));
         let result = tokio::select! {
             served = &mut http => match served {
                 Ok(Ok(())) => Ok(()),
@@ -119,8 +120,8 @@ impl Proxy {
             () = shutdown => Ok(()),
         };
         stop.cancel();
-        server_ct.cancel();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), http).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server_done).await;
         result
     }
 }

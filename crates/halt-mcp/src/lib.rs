@@ -43,7 +43,7 @@ mod tools;
 mod upstream;
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use halt_core::Guard;
 use halt_engine::Engine;
@@ -71,7 +71,17 @@ pub struct ProxyOptions {
     /// approval handler. Only for clients that put the question to a person: a client that
     /// answers elicitations itself, or lets its model answer them, approves its own calls.
     pub ask_client: bool,
+    /// Start the server again when it exits (a command is run again, a URL connected to again),
+    /// up to [`MAX_RESTARTS`] times a minute; otherwise, or beyond that, the proxy stops. A call
+    /// in flight when the server went gets an error either way.
+    pub restart_server: bool,
 }
+
+/// How many times a minute a server is started again before the proxy gives up on it.
+pub const MAX_RESTARTS: usize = 5;
+
+/// How long a request waits for a server that exited to be started again.
+const RESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl std::fmt::Debug for ProxyOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,6 +91,7 @@ impl std::fmt::Debug for ProxyOptions {
             .field("hide_denied_tools", &self.hide_denied_tools)
             .field("visibility_guards", &guards)
             .field("ask_client", &self.ask_client)
+            .field("restart_server", &self.restart_server)
             .finish()
     }
 }
@@ -113,8 +124,11 @@ pub enum ProxyError {
 pub(crate) struct Shared {
     pub(crate) engine: Engine,
     pub(crate) options: ProxyOptions,
-    /// The server, as the proxy's client.
-    pub(crate) upstream: Peer<RoleClient>,
+    /// The server, as the proxy's client (another one after a restart).
+    upstream: RwLock<Peer<RoleClient>>,
+    /// Told when the server was started again, or given up on (`gone`).
+    restarted: tokio::sync::Notify,
+    gone: std::sync::atomic::AtomicBool,
     /// What the server said of itself.
     pub(crate) info: ServerConfig,
     /// The client, once it connected: where the server's own requests and notifications go.
@@ -126,6 +140,27 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The server, as the proxy's client.
+    pub(crate) fn upstream(&self) -> Peer<RoleClient> {
+        self.upstream.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The server, waiting (up to [`RESTART_WAIT`]) while one that exited is started again.
+    pub(crate) async fn live_upstream(&self) -> Peer<RoleClient> {
+        let deadline = tokio::time::Instant::now() + RESTART_WAIT;
+        loop {
+            let restarted = self.restarted.notified();
+            let peer = self.upstream();
+            let waiting = self.options.restart_server && !self.gone.load(std::sync::atomic::Ordering::Acquire);
+            if !peer.is_transport_closed() || !waiting {
+                return peer;
+            }
+            if tokio::time::timeout_at(deadline, restarted).await.is_err() {
+                return peer;
+            }
+        }
+    }
+
     pub(crate) fn downstream(&self) -> Option<Peer<RoleServer>> {
         self.downstream.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
@@ -135,6 +170,102 @@ impl Shared {
 pub struct Proxy {
     shared: Arc<Shared>,
     server: RunningService<RoleClient, Upstream>,
+    /// How to reach the server again, when it can be.
+    pub(crate) again: Option<Again>,
+}
+
+/// How a server that exited is reached again.
+pub(crate) enum Again {
+    /// Its command is run again.
+    Command(std::process::Command),
+    /// Its URL is connected to again.
+    Url(String),
+}
+
+impl Again {
+    /// A new session with the server, attached to `shared`.
+    async fn connect(&self, shared: &Arc<Shared>) -> Result<RunningService<RoleClient, Upstream>, ProxyError> {
+        let server = match self {
+            Self::Command(std) => {
+                let mut command = tokio::process::Command::from(std_command(std));
+                command.kill_on_drop(true);
+                let transport = rmcp::transport::TokioChildProcess::new(command).map_err(ProxyError::Spawn)?;
+                Upstream::default().serve(transport).await
+            }
+            Self::Url(url) => {
+                let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.clone());
+                Upstream::default().serve(transport).await
+            }
+        };
+        let server = server.map_err(|e| ProxyError::Handshake(e.to_string()))?;
+        server.service().attach(shared);
+        Ok(server)
+    }
+}
+
+/// Marks the server gone for good unless it was started again, and tells whoever waits for it.
+struct Told<'a>(&'a Shared);
+
+impl Drop for Told<'_> {
+    fn drop(&mut self) {
+        if self.0.upstream().is_transport_closed() {
+            self.0.gone.store(true, std::sync::atomic::Ordering::Release);
+        }
+        self.0.restarted.notify_waiters();
+    }
+}
+
+/// Waits on the server until it is gone for good: until `stop`, or until it exits and is not
+/// (or can no longer be) started again. The tools it listed are forgotten at each restart, and
+/// the client is told the list changed.
+pub(crate) async fn supervise(
+    shared: Arc<Shared>,
+    mut server: RunningService<RoleClient, Upstream>,
+    again: Option<Again>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut restarts: std::collections::VecDeque<tokio::time::Instant> = std::collections::VecDeque::new();
+    loop {
+        let ct = server.cancellation_token();
+        tokio::select! {
+            _ = server.waiting() => {}
+            () = stop.cancelled() => {
+                ct.cancel();
+                return;
+            }
+        }
+        let Some(again) = again.as_ref().filter(|_| shared.options.restart_server) else { return };
+        // Whatever happens next, those waiting for a server hear of it.
+        let _told = Told(&shared);
+        loop {
+            let now = tokio::time::Instant::now();
+            restarts.retain(|t| now.duration_since(*t) < std::time::Duration::from_secs(60));
+            if restarts.len() >= MAX_RESTARTS {
+                tracing::warn!("the MCP server exited {MAX_RESTARTS} times within a minute: the proxy stops");
+                return;
+            }
+            restarts.push_back(now);
+            // A server that fails at once is not started again at once.
+            let pause = std::time::Duration::from_millis(100 << restarts.len());
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = stop.cancelled() => return,
+            }
+            match again.connect(&shared).await {
+                Ok(next) => {
+                    tracing::info!("the MCP server exited and was started again");
+                    *shared.upstream.write().unwrap_or_else(PoisonError::into_inner) = next.peer().clone();
+                    shared.tools.forget();
+                    if let Some(client) = shared.downstream() {
+                        let _ = client.notify_tool_list_changed().await;
+                    }
+                    server = next;
+                    break;
+                }
+                Err(e) => tracing::warn!("the MCP server could not be started again: {e}"),
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Proxy {
@@ -154,8 +285,11 @@ impl Proxy {
         options: ProxyOptions,
         command: tokio::process::Command,
     ) -> Result<Self, ProxyError> {
+        let again = Again::Command(std_command(command.as_std()));
         let transport = rmcp::transport::TokioChildProcess::new(command).map_err(ProxyError::Spawn)?;
-        Self::connect(engine, options, transport).await
+        let mut proxy = Self::connect(engine, options, transport).await?;
+        proxy.again = Some(again);
+        Ok(proxy)
     }
 
     /// Completes the handshake with a server on any rmcp client transport.
@@ -180,7 +314,9 @@ impl Proxy {
         let shared = Shared {
             engine,
             options,
-            upstream: server.peer().clone(),
+            upstream: RwLock::new(server.peer().clone()),
+            restarted: tokio::sync::Notify::new(),
+            gone: std::sync::atomic::AtomicBool::new(false),
             info,
             downstream: Mutex::new(None),
             tools: Tools::default(),
@@ -189,7 +325,7 @@ impl Proxy {
         };
         let shared = Arc::new(shared);
         server.service().attach(&shared);
-        Ok(Self { shared, server })
+        Ok(Self { shared, server, again: None })
     }
 
     /// Serves one client on this process's stdin and stdout until it or the server goes.
@@ -210,19 +346,19 @@ impl Proxy {
         T: rmcp::transport::IntoTransport<RoleServer, E, A>,
         E: std::error::Error + Send + Sync + 'static,
     {
-        let Self { shared, server } = self;
+        let Self { shared, server, again } = self;
         let client = Downstream { shared: Arc::clone(&shared) }
             .serve(transport)
             .await
             .map_err(|e| ProxyError::Client(e.to_string()))?;
         *shared.downstream.lock().unwrap_or_else(PoisonError::into_inner) = Some(client.peer().clone());
         let client_ct = client.cancellation_token();
-        let server_ct = server.cancellation_token();
+        let stop = tokio_util::sync::CancellationToken::new();
         let mut client_done = tokio::spawn(client.waiting());
-        let mut server_done = tokio::spawn(server.waiting());
+        let mut server_done = tokio::spawn(supervise(Arc::clone(&shared), server, again, stop.clone()));
         tokio::select! {
             _ = &mut client_done => {
-                server_ct.cancel();
+                stop.cancel();
                 let _ = server_done.await;
                 Ok(())
             }
@@ -234,6 +370,23 @@ impl Proxy {
             }
         }
     }
+}
+
+/// A copy of a command's program, arguments, environment and folder (its standard streams are
+/// the proxy's to set).
+fn std_command(command: &std::process::Command) -> std::process::Command {
+    let mut copy = std::process::Command::new(command.get_program());
+    copy.args(command.get_args());
+    for (k, v) in command.get_envs() {
+        match v {
+            Some(v) => copy.env(k, v),
+            None => copy.env_remove(k),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        copy.current_dir(dir);
+    }
+    copy
 }
 
 /// Whether the request's client speaks 2026-07-28 or later.
@@ -309,7 +462,7 @@ impl Service<RoleServer> for Downstream {
             // cancels is given up (see `upstream::send`).
             N::InitializedNotification(_) | N::CancelledNotification(_) => Ok(()),
             other => {
-                let _ = self.shared.upstream.send_notification(other).await;
+                let _ = self.shared.upstream().send_notification(other).await;
                 Ok(())
             }
         }

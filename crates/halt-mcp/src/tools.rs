@@ -32,6 +32,11 @@ impl Tools {
         self.lock().get(name).map(|(d, _)| d.clone())
     }
 
+    /// Forgets every definition (the server was started again).
+    pub(crate) fn forget(&self) {
+        self.lock().clear();
+    }
+
     /// A tool's definition, if the server listed it.
     pub(crate) fn definition(&self, name: &str) -> Option<Tool> {
         self.lock().get(name).map(|(_, t)| t.clone())
@@ -57,7 +62,7 @@ pub(crate) async fn digest_of(shared: &Shared, name: &str) -> Option<String> {
     if let Some(d) = shared.tools.get(name) {
         return Some(d);
     }
-    let tools = shared.upstream.list_all_tools().await.ok()?;
+    let tools = shared.live_upstream().await.list_all_tools().await.ok()?;
     shared.tools.record(&tools);
     shared.tools.get(name)
 }

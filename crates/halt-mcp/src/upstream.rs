@@ -83,7 +83,8 @@ pub(crate) async fn send(
 ) -> Result<ServerResult, McpError> {
     let client_token = request.get_meta_mut().get_progress_token();
     let mut handle = shared
-        .upstream
+        .live_upstream()
+        .await
         .send_cancellable_request(request, PeerRequestOptions::no_options())
         .await
         .map_err(upstream_error)?;

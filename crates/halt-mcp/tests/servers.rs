@@ -89,6 +89,7 @@ async fn connect<H: ClientHandler>(
         hide_denied_tools: setup.hide,
         visibility_guards: policy.guards.iter().filter(|g| g.kind == "scope").map(|g| Arc::clone(&g.guard)).collect(),
         ask_client: setup.ask_client,
+        restart_server: false,
     };
     let proxy = Proxy::spawn(engine, options, command).await.unwrap();
     let (ours, theirs) = tokio::io::duplex(1 << 20);
