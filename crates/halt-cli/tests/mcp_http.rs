@@ -1,7 +1,7 @@
 //! `agenthalt mcp-proxy --listen … --upstream …`: Streamable HTTP on both sides, in front of the
 //! reference server-everything serving HTTP, spoken to with raw HTTP requests. Requests whose
 //! `Origin` or `Host` is not allowed, or whose MCP headers contradict their body, are refused
-//! before any tool runs; the calls that pass are decided by the policy.
+//! before any tool runs; the calls that pass are decided by the policy, each in its MCP session.
 //!
 //! The servers are found by [`halt_testing::mcp_servers`]: under `CI=true` a missing one fails.
 
@@ -18,6 +18,10 @@ const POLICY: &str = r#"
 mcp:
   allowed_origins: ["http://localhost:*"]
 guards:
+  budget:
+    max_session_spend: 2.5
+    warn_threshold: 0.99
+    cost_estimator: {echo: 1.0}
   scope:
     deny_functions: [get-env]
   rules:
@@ -154,5 +158,24 @@ async fn http_on_both_sides_checks_the_headers_and_decides_the_calls() {
     }
     let still = message(legacy(call(10, "echo", json!({"message": "still here"}))).await.unwrap()).await;
     assert_eq!(text(&still), "Echo: still here", "{still}");
+
+    // The MCP session is the call's session: two echoes spent this one's budget, another
+    // session has its own.
+    let spent = message(legacy(call(11, "echo", json!({"message": "one more"}))).await.unwrap()).await;
+    assert_eq!(spent["result"]["isError"], true, "{spent}");
+    assert!(text(&spent).contains("Session budget"), "{spent}");
+    let other = post(&http, url, &initialize()).send().await.unwrap();
+    let other_session = other.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    assert_ne!(other_session, session);
+    let sent = post(&http, url, &initialized).header("mcp-session-id", &other_session).send().await.unwrap();
+    assert!(sent.status().is_success());
+    let fresh = post(&http, url, &call(12, "echo", json!({"message": "fresh"})))
+        .header("mcp-session-id", &other_session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    let fresh = message(fresh).await;
+    assert_eq!(text(&fresh), "Echo: fresh", "{fresh}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -234,3 +234,17 @@ fn with_restart_server_a_dead_server_is_started_again_within_limits() {
     Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
     assert_eq!(exit_code(&mut s, Duration::from_secs(20)), Some(1), "the proxy gave up on its server");
 }
+
+#[test]
+fn a_stdio_connection_is_one_session() {
+    let Some(script) = everything() else { return };
+    let budget = "  budget:\n    max_session_spend: 2.5\n    warn_threshold: 0.99\n    cost_estimator: {echo: 1.0}\n";
+    let mut s = Session::with_policy(&script, budget);
+    for id in [40, 41] {
+        let echo = s.request(id, "tools/call", json!({"name": "echo", "arguments": {"message": "spend"}}));
+        assert!(echo.to_string().contains("Echo: spend"), "{echo}");
+    }
+    let spent = s.request(42, "tools/call", json!({"name": "echo", "arguments": {"message": "spend"}}));
+    assert_eq!(spent["result"]["isError"], true, "{spent}");
+    assert!(spent.to_string().contains("Session budget"), "{spent}");
+}

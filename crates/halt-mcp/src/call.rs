@@ -21,6 +21,16 @@ pub(crate) fn agent(shared: &Shared, context: &RequestContext<RoleServer>) -> Op
         .or_else(|| context.peer.peer_info().map(|i| i.client_info.name.clone()))
 }
 
+/// The MCP session a request belongs to: over HTTP, the client's `Mcp-Session-Id` (a 2025-11-25
+/// session; 2026-07-28 has none); on stdio, the connection.
+pub(crate) fn session(shared: &Shared, context: &RequestContext<RoleServer>) -> Option<String> {
+    let parts = context.extensions.get::<axum::http::request::Parts>();
+    match parts {
+        Some(parts) => parts.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(|s| format!("mcp:{s}")),
+        None => shared.connection.clone(),
+    }
+}
+
 /// An error result for the client (the model reads it): the call did not run.
 fn refused(text: String) -> ServerResult {
     ServerResult::CallToolResult(CallToolResult::error(vec![ContentBlock::text(text)]))
@@ -43,6 +53,7 @@ pub(crate) async fn call_tool(
     ctx.arguments = params.arguments.clone().unwrap_or_default();
     ctx.metadata = metadata;
     ctx.agent_id = agent(shared, &context);
+    ctx.session_id = session(shared, &context);
     let who = ctx.agent_id.clone().unwrap_or_default();
     if let Some(state) = params.request_state.as_deref().and_then(|s| s.strip_prefix(ask::STATE_PREFIX)) {
         // The client is back with its user's answer about a call held for it.

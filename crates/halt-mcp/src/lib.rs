@@ -109,8 +109,9 @@ pub enum ProxyError {
     /// The client did not complete the MCP handshake.
     #[error("the MCP client did not start: {0}")]
     Client(String),
-    /// No key could be made to sign the state of calls held for the client's user.
-    #[error("cannot make the request-state key: {0}")]
+    /// No randomness for the key that signs the state of calls held for the client's user, or
+    /// for a session id.
+    #[error("cannot make a key: {0}")]
     Key(String),
     /// The HTTP side could not be served.
     #[error("cannot serve MCP over HTTP: {0}")]
@@ -137,6 +138,8 @@ pub(crate) struct Shared {
     pub(crate) progress: upstream::ProgressMap,
     /// Signs and checks the state of calls held for a 2026-07-28 client's user.
     pub(crate) states: ask::States,
+    /// The session of the one client of a proxy on stdio (its connection).
+    pub(crate) connection: Option<String>,
 }
 
 impl Shared {
@@ -322,6 +325,7 @@ impl Proxy {
             tools: Tools::default(),
             progress: upstream::ProgressMap::default(),
             states: ask::States::new().map_err(ProxyError::Key)?,
+            connection: Some(connection_id().map_err(ProxyError::Key)?),
         };
         let shared = Arc::new(shared);
         server.service().attach(&shared);
@@ -387,6 +391,16 @@ fn std_command(command: &std::process::Command) -> std::process::Command {
         copy.current_dir(dir);
     }
     copy
+}
+
+/// A name for the session of a client on stdio, unlike any other proxy's.
+fn connection_id() -> Result<String, String> {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for a session id: {e}"))?;
+    Ok(bytes.iter().fold(String::from("mcp-stdio:"), |mut id, b| {
+        id.push_str(&format!("{b:02x}"));
+        id
+    }))
 }
 
 /// Whether the request's client speaks 2026-07-28 or later.
