@@ -65,8 +65,7 @@ impl Proxy {
         options: ProxyOptions,
         url: &str,
     ) -> Result<Self, ProxyError> {
-        let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_owned());
-        let mut proxy = Self::connect(engine, options, transport).await?;
+        let mut proxy = Self::connect(engine, options, client_transport(url)).await?;
         proxy.again = Some(Again::Url(url.to_owned()));
         Ok(proxy)
     }
@@ -124,6 +123,16 @@ impl Proxy {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server_done).await;
         result
     }
+}
+
+/// A Streamable HTTP client of the server at `url`, over TLS for `https://`.
+pub(crate) fn client_transport(url: &str) -> rmcp::transport::StreamableHttpClientTransport<reqwest::Client> {
+    // The HTTP client takes whichever TLS provider the process installed: ring (as the rest of
+    // the workspace uses; aws-lc-rs would build C), unless the program installed another first.
+    #[allow(deprecated, reason = "ring has no post-quantum key exchange; it is what the workspace builds")]
+    let provider = rustls::crypto::ring::default_provider();
+    let _ = provider.install_default();
+    rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_owned())
 }
 
 /// The proxy as rmcp's HTTP service wants it (a [`ServerHandler`]): each method is the request

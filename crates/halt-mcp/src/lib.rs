@@ -195,10 +195,7 @@ impl Again {
                 let transport = rmcp::transport::TokioChildProcess::new(command).map_err(ProxyError::Spawn)?;
                 Upstream::default().serve(transport).await
             }
-            Self::Url(url) => {
-                let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.clone());
-                Upstream::default().serve(transport).await
-            }
+            Self::Url(url) => Upstream::default().serve(http::client_transport(url)).await,
         };
         let server = server.map_err(|e| ProxyError::Handshake(e.to_string()))?;
         server.service().attach(shared);

@@ -28,15 +28,21 @@ impl Listening {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut said = Vec::new();
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(url) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(url.trim().to_owned());
+                    let _ = tx.send(Ok(url.trim().to_owned()));
                 }
+                said.push(line);
             }
+            let _ = tx.send(Err(said.join("\n")));
         });
-        let url = rx.recv_timeout(Duration::from_secs(30)).expect("the proxy says where it listens");
-        Self { child, url }
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(url)) => Self { child, url },
+            Ok(Err(said)) => panic!("the proxy exited ({:?}): {said}", child.wait()),
+            Err(e) => panic!("the proxy did not say where it listens: {e}"),
+        }
     }
 }
 
