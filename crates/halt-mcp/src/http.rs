@@ -31,7 +31,8 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ServerHandler, Service};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Again, Downstream, Proxy, ProxyError, ProxyOptions, supervise};
+use crate::restart::{Again, supervise};
+use crate::{Downstream, Proxy, ProxyError, ProxyOptions};
 
 /// The path the proxy answers MCP on.
 pub const MCP_PATH: &str = "/mcp";

@@ -39,6 +39,7 @@
 mod ask;
 mod call;
 mod http;
+mod restart;
 mod tools;
 mod upstream;
 
@@ -52,6 +53,7 @@ use rmcp::service::{NotificationContext, Peer, RequestContext, RoleClient, RoleS
 use rmcp::{ErrorData as McpError, Service, ServiceExt};
 
 pub use crate::http::{HttpOptions, MCP_PATH};
+pub use crate::restart::MAX_RESTARTS;
 use crate::tools::Tools;
 use crate::upstream::Upstream;
 
@@ -76,12 +78,6 @@ pub struct ProxyOptions {
     /// in flight when the server went gets an error either way.
     pub restart_server: bool,
 }
-
-/// How many times a minute a server is started again before the proxy gives up on it.
-pub const MAX_RESTARTS: usize = 5;
-
-/// How long a request waits for a server that exited to be started again.
-const RESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl std::fmt::Debug for ProxyOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,22 +144,6 @@ impl Shared {
         self.upstream.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// The server, waiting (up to [`RESTART_WAIT`]) while one that exited is started again.
-    pub(crate) async fn live_upstream(&self) -> Peer<RoleClient> {
-        let deadline = tokio::time::Instant::now() + RESTART_WAIT;
-        loop {
-            let restarted = self.restarted.notified();
-            let peer = self.upstream();
-            let waiting = self.options.restart_server && !self.gone.load(std::sync::atomic::Ordering::Acquire);
-            if !peer.is_transport_closed() || !waiting {
-                return peer;
-            }
-            if tokio::time::timeout_at(deadline, restarted).await.is_err() {
-                return peer;
-            }
-        }
-    }
-
     pub(crate) fn downstream(&self) -> Option<Peer<RoleServer>> {
         self.downstream.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
@@ -174,98 +154,7 @@ pub struct Proxy {
     shared: Arc<Shared>,
     server: RunningService<RoleClient, Upstream>,
     /// How to reach the server again, when it can be.
-    pub(crate) again: Option<Again>,
-}
-
-/// How a server that exited is reached again.
-pub(crate) enum Again {
-    /// Its command is run again.
-    Command(std::process::Command),
-    /// Its URL is connected to again.
-    Url(String),
-}
-
-impl Again {
-    /// A new session with the server, attached to `shared`.
-    async fn connect(&self, shared: &Arc<Shared>) -> Result<RunningService<RoleClient, Upstream>, ProxyError> {
-        let server = match self {
-            Self::Command(std) => {
-                let mut command = tokio::process::Command::from(std_command(std));
-                command.kill_on_drop(true);
-                let transport = rmcp::transport::TokioChildProcess::new(command).map_err(ProxyError::Spawn)?;
-                Upstream::default().serve(transport).await
-            }
-            Self::Url(url) => Upstream::default().serve(http::client_transport(url)).await,
-        };
-        let server = server.map_err(|e| ProxyError::Handshake(e.to_string()))?;
-        server.service().attach(shared);
-        Ok(server)
-    }
-}
-
-/// Marks the server gone for good unless it was started again, and tells whoever waits for it.
-struct Told<'a>(&'a Shared);
-
-impl Drop for Told<'_> {
-    fn drop(&mut self) {
-        if self.0.upstream().is_transport_closed() {
-            self.0.gone.store(true, std::sync::atomic::Ordering::Release);
-        }
-        self.0.restarted.notify_waiters();
-    }
-}
-
-/// Waits on the server until it is gone for good: until `stop`, or until it exits and is not
-/// (or can no longer be) started again. The tools it listed are forgotten at each restart, and
-/// the client is told the list changed.
-pub(crate) async fn supervise(
-    shared: Arc<Shared>,
-    mut server: RunningService<RoleClient, Upstream>,
-    again: Option<Again>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let mut restarts: std::collections::VecDeque<tokio::time::Instant> = std::collections::VecDeque::new();
-    loop {
-        let ct = server.cancellation_token();
-        tokio::select! {
-            _ = server.waiting() => {}
-            () = stop.cancelled() => {
-                ct.cancel();
-                return;
-            }
-        }
-        let Some(again) = again.as_ref().filter(|_| shared.options.restart_server) else { return };
-        // Whatever happens next, those waiting for a server hear of it.
-        let _told = Told(&shared);
-        loop {
-            let now = tokio::time::Instant::now();
-            restarts.retain(|t| now.duration_since(*t) < std::time::Duration::from_secs(60));
-            if restarts.len() >= MAX_RESTARTS {
-                tracing::warn!("the MCP server exited {MAX_RESTARTS} times within a minute: the proxy stops");
-                return;
-            }
-            restarts.push_back(now);
-            // A server that fails at once is not started again at once.
-            let pause = std::time::Duration::from_millis(100 << restarts.len());
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = stop.cancelled() => return,
-            }
-            match again.connect(&shared).await {
-                Ok(next) => {
-                    tracing::info!("the MCP server exited and was started again");
-                    *shared.upstream.write().unwrap_or_else(PoisonError::into_inner) = next.peer().clone();
-                    shared.tools.forget();
-                    if let Some(client) = shared.downstream() {
-                        let _ = client.notify_tool_list_changed().await;
-                    }
-                    server = next;
-                    break;
-                }
-                Err(e) => tracing::warn!("the MCP server could not be started again: {e}"),
-            }
-        }
-    }
+    pub(crate) again: Option<restart::Again>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -285,7 +174,7 @@ impl Proxy {
         options: ProxyOptions,
         command: tokio::process::Command,
     ) -> Result<Self, ProxyError> {
-        let again = Again::Command(std_command(command.as_std()));
+        let again = restart::Again::Command(restart::std_command(command.as_std()));
         let transport = rmcp::transport::TokioChildProcess::new(command).map_err(ProxyError::Spawn)?;
         let mut proxy = Self::connect(engine, options, transport).await?;
         proxy.again = Some(again);
@@ -356,7 +245,7 @@ impl Proxy {
         let client_ct = client.cancellation_token();
         let stop = tokio_util::sync::CancellationToken::new();
         let mut client_done = tokio::spawn(client.waiting());
-        let mut server_done = tokio::spawn(supervise(Arc::clone(&shared), server, again, stop.clone()));
+        let mut server_done = tokio::spawn(restart::supervise(Arc::clone(&shared), server, again, stop.clone()));
         tokio::select! {
             _ = &mut client_done => {
                 stop.cancel();
@@ -371,23 +260,6 @@ impl Proxy {
             }
         }
     }
-}
-
-/// A copy of a command's program, arguments, environment and folder (its standard streams are
-/// the proxy's to set).
-fn std_command(command: &std::process::Command) -> std::process::Command {
-    let mut copy = std::process::Command::new(command.get_program());
-    copy.args(command.get_args());
-    for (k, v) in command.get_envs() {
-        match v {
-            Some(v) => copy.env(k, v),
-            None => copy.env_remove(k),
-        };
-    }
-    if let Some(dir) = command.get_current_dir() {
-        copy.current_dir(dir);
-    }
-    copy
 }
 
 /// A name for the session of a client on stdio, unlike any other proxy's.
