@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod support;
+mod common;
 
 use std::ffi::OsStr;
 
@@ -69,12 +69,12 @@ fn text(message: &Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_on_both_sides_checks_the_headers_and_decides_the_calls() {
     let Some(servers) = McpServers::find() else { return };
-    let everything = support::EverythingHttp::start(&servers);
+    let everything = common::EverythingHttp::start(&servers);
     let dir = std::env::temp_dir().join(format!("agenthalt-mcp-http-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let policy = dir.join("policy.yaml");
     std::fs::write(&policy, POLICY).unwrap();
-    let proxy = support::Listening::start(&[
+    let proxy = common::Listening::start(&[
         "--config".as_ref(),
         policy.as_os_str(),
         "--upstream".as_ref(),

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -42,7 +44,7 @@ impl Session {
             format!("guards:\n  scope:\n    deny_functions: [get-env]\n  sensitive_data:\n    blocked_patterns: [api_key]\n{more}"),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_agenthalt"))
+        let mut child = common::bin()
             .args(["mcp-proxy", "--config"])
             .arg(&policy)
             .args(["--", "node"])

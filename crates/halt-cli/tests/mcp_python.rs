@@ -10,7 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code fails loudly")]
 
-mod support;
+mod common;
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -62,7 +62,7 @@ fn run(servers: &McpServers, sdk: &Path, mode: &str, http: bool) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/mcp_client.py");
     let mut python = Command::new("python3");
     python.env("PYTHONPATH", sdk).arg(script).arg(mode).arg(&root);
-    let listening = http.then(|| support::Listening::start(&proxy));
+    let listening = http.then(|| common::Listening::start(&proxy));
     match &listening {
         Some(l) => python.arg(&l.url),
         None => python.arg(env!("CARGO_BIN_EXE_agenthalt")).arg("mcp-proxy").args(&proxy),
