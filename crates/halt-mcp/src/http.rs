@@ -57,7 +57,8 @@ impl HttpOptions {
 
 impl Proxy {
     /// Completes the handshake with a server speaking Streamable HTTP at `url`
-    /// (`http://127.0.0.1:3001/mcp`).
+    /// (`http://127.0.0.1:3001/mcp`, or `https://`). Installs ring as the process's rustls
+    /// provider unless one is installed.
     ///
     /// # Errors
     /// The server does not answer the handshake.
@@ -66,7 +67,9 @@ impl Proxy {
         options: ProxyOptions,
         url: &str,
     ) -> Result<Self, ProxyError> {
-        let mut proxy = Self::connect(engine, options, client_transport(url)).await?;
+        install_tls();
+        let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_owned());
+        let mut proxy = Self::connect(engine, options, transport).await?;
         proxy.again = Some(Again::Url(url.to_owned()));
         Ok(proxy)
     }
@@ -74,8 +77,9 @@ impl Proxy {
     /// Serves MCP over Streamable HTTP at [`MCP_PATH`] on `listener` (bound to a loopback
     /// address: the proxy authenticates nobody) until `shutdown` completes or the server goes.
     /// Sessions of 2025-11-25 clients and stateless 2026-07-28 requests share the one session
-    /// with the server; what the server sends on its own (its requests to the client, its logs
-    /// and list changes) is not passed on, but for the progress of a client's own request.
+    /// with the server: its notifications go to every session, the progress of a request to
+    /// its client, and its own requests (sampling, elicitation) to the one session when there is
+    /// one (with several, nobody can tell whose they are: they are refused).
     ///
     /// # Errors
     /// The listener is not on a loopback address, the HTTP server failed, or the MCP server
@@ -126,14 +130,14 @@ impl Proxy {
     }
 }
 
-/// A Streamable HTTP client of the server at `url`, over TLS for `https://`.
-pub(crate) fn client_transport(url: &str) -> rmcp::transport::StreamableHttpClientTransport<reqwest::Client> {
-    // The HTTP client takes whichever TLS provider the process installed: ring (as the rest of
-    // the workspace uses; aws-lc-rs would build C), unless the program installed another first.
+/// Installs ring as the process's rustls provider, unless the program installed one: rmcp's
+/// HTTP client (reqwest, built without a provider of its own) takes it for `https://`, and
+/// panics without one.
+pub(crate) fn install_tls() {
+    // ring, as the rest of the workspace uses; aws-lc-rs would build C.
     #[allow(deprecated, reason = "ring has no post-quantum key exchange; it is what the workspace builds")]
     let provider = rustls::crypto::ring::default_provider();
     let _ = provider.install_default();
-    rmcp::transport::StreamableHttpClientTransport::from_uri(url.to_owned())
 }
 
 /// The proxy as rmcp's HTTP service wants it (a [`ServerHandler`]): each method is the request
@@ -310,6 +314,11 @@ impl ServerHandler for HttpDownstream {
             ServerResult::CustomResult(r) => Ok(r),
             _ => Err(unexpected()),
         }
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        // A 2025-11-25 session: it hears the server's notifications from now on.
+        self.0.shared.add_client(context.peer);
     }
 
     async fn on_roots_list_changed(&self, context: NotificationContext<RoleServer>) {

@@ -128,8 +128,9 @@ pub(crate) struct Shared {
     gone: std::sync::atomic::AtomicBool,
     /// What the server said of itself.
     pub(crate) info: ServerConfig,
-    /// The client, once it connected: where the server's own requests and notifications go.
-    pub(crate) downstream: Mutex<Option<Peer<RoleServer>>>,
+    /// The clients connected (the one on stdio, each 2025-11-25 session over HTTP): where the
+    /// server's own notifications go, and its requests when there is one client.
+    clients: Mutex<Vec<Peer<RoleServer>>>,
     pub(crate) tools: Tools,
     pub(crate) progress: upstream::ProgressMap,
     /// Signs and checks the state of calls held for a 2026-07-28 client's user.
@@ -144,8 +145,16 @@ impl Shared {
         self.upstream.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    pub(crate) fn downstream(&self) -> Option<Peer<RoleServer>> {
-        self.downstream.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    /// Adds a client that connected.
+    pub(crate) fn add_client(&self, client: Peer<RoleServer>) {
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner).push(client);
+    }
+
+    /// The clients still connected.
+    pub(crate) fn clients(&self) -> Vec<Peer<RoleServer>> {
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        clients.retain(|c| !c.is_transport_closed());
+        clients.clone()
     }
 }
 
@@ -181,7 +190,10 @@ impl Proxy {
         Ok(proxy)
     }
 
-    /// Completes the handshake with a server on any rmcp client transport.
+    /// Completes the handshake with a server on any rmcp client transport. Installs ring as the
+    /// process's rustls provider unless one is installed. This crate builds rmcp's HTTP client
+    /// (reqwest) without a provider of its own, and reqwest panics when it builds a client with
+    /// none: a program that builds such a transport itself installs a provider first.
     ///
     /// # Errors
     /// The server does not answer the handshake.
@@ -190,6 +202,7 @@ impl Proxy {
         T: rmcp::transport::IntoTransport<RoleClient, E, A>,
         E: std::error::Error + Send + Sync + 'static,
     {
+        http::install_tls();
         let server = Upstream::default().serve(transport).await.map_err(|e| ProxyError::Handshake(e.to_string()))?;
         let peer = server
             .peer()
@@ -207,7 +220,7 @@ impl Proxy {
             restarted: tokio::sync::Notify::new(),
             gone: std::sync::atomic::AtomicBool::new(false),
             info,
-            downstream: Mutex::new(None),
+            clients: Mutex::new(Vec::new()),
             tools: Tools::default(),
             progress: upstream::ProgressMap::default(),
             states: ask::States::new().map_err(ProxyError::Key)?,
@@ -241,7 +254,7 @@ impl Proxy {
             .serve(transport)
             .await
             .map_err(|e| ProxyError::Client(e.to_string()))?;
-        *shared.downstream.lock().unwrap_or_else(PoisonError::into_inner) = Some(client.peer().clone());
+        shared.add_client(client.peer().clone());
         let client_ct = client.cancellation_token();
         let stop = tokio_util::sync::CancellationToken::new();
         let mut client_done = tokio::spawn(client.waiting());

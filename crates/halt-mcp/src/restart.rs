@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::upstream::Upstream;
-use crate::{ProxyError, Shared, http};
+use crate::{ProxyError, Shared};
 
 /// How many times a minute a server is started again before the proxy gives up on it.
 pub const MAX_RESTARTS: usize = 5;
@@ -57,7 +57,9 @@ impl Again {
                 let transport = rmcp::transport::TokioChildProcess::new(command).map_err(ProxyError::Spawn)?;
                 Upstream::default().serve(transport).await
             }
-            Self::Url(url) => Upstream::default().serve(http::client_transport(url)).await,
+            Self::Url(url) => {
+                Upstream::default().serve(rmcp::transport::StreamableHttpClientTransport::from_uri(url.clone())).await
+            }
         };
         let server = server.map_err(|e| ProxyError::Handshake(e.to_string()))?;
         server.service().attach(shared);
@@ -118,7 +120,7 @@ pub(crate) async fn supervise(
                     tracing::info!("the MCP server exited and was started again");
                     *shared.upstream.write().unwrap_or_else(PoisonError::into_inner) = next.peer().clone();
                     shared.tools.forget();
-                    if let Some(client) = shared.downstream() {
+                    for client in shared.clients() {
                         let _ = client.notify_tool_list_changed().await;
                     }
                     server = next;

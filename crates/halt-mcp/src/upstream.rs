@@ -126,8 +126,20 @@ impl Upstream {
         let _ = self.shared.set(Arc::clone(shared));
     }
 
-    fn client(&self) -> Option<Peer<RoleServer>> {
-        self.shared.get().and_then(|s| s.downstream())
+    /// The client a request of the server goes to: the one connected. With none, or several
+    /// (sessions over HTTP share the server), nobody can tell whose it is.
+    fn client(&self) -> Result<Peer<RoleServer>, McpError> {
+        let clients = self.shared.get().map(|s| s.clients()).unwrap_or_default();
+        match <[_; 1]>::try_from(clients) {
+            Ok([client]) => Ok(client),
+            Err(none) if none.is_empty() => {
+                Err(McpError::internal_error("no MCP client is connected to the proxy", None))
+            }
+            Err(_) => Err(McpError::internal_error(
+                "several MCP clients share this server through the proxy: its requests go to none of them",
+                None,
+            )),
+        }
     }
 }
 
@@ -141,9 +153,7 @@ impl Service<RoleClient> for Upstream {
             return Ok(ClientResult::empty(()));
         }
         // The server asks the client (sampling, elicitation, roots): passed on as it came.
-        let Some(client) = self.client() else {
-            return Err(McpError::internal_error("no MCP client is connected to the proxy yet", None));
-        };
+        let client = self.client()?;
         let mut request = request;
         let target = request.get_meta_mut();
         for (k, v) in context.meta.0.0 {
@@ -179,15 +189,18 @@ impl Service<RoleClient> for Upstream {
             ServerNotification::CancelledNotification(_) => return Ok(()),
             other => other,
         };
-        if let Some(client) = shared.downstream() {
-            let _ = client.send_notification(notification).await;
+        for client in shared.clients() {
+            let _ = client.send_notification(notification.clone()).await;
         }
         Ok(())
     }
 
     fn get_info(&self) -> ClientConfig {
+        // What the proxy passes on to its client, so that the server offers what needs it. Not
+        // roots: a client's roots could widen what a server (the filesystem's) may reach; not
+        // sampling, deprecated since 2026-07-28 (a server's request for it is passed on anyway).
         ClientConfig::new(
-            ClientCapabilities::default(),
+            ClientCapabilities::builder().enable_elicitation().build(),
             Implementation::new("agenthalt-mcp-proxy", env!("CARGO_PKG_VERSION")),
         )
     }

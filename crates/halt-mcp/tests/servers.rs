@@ -435,3 +435,55 @@ async fn a_request_state_is_signed_bound_to_the_call_and_used_once() {
     assert!(text(&r).contains("expired"), "{}", text(&r));
     client.cancel().await.unwrap();
 }
+
+/// A client whose user fills any form the server sends with the name `Ada`.
+struct Filler;
+
+impl ClientHandler for Filler {
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, rmcp::ErrorData> {
+        let ElicitRequestParams::FormElicitationParams { message, .. } = request else { panic!("a form is asked for") };
+        assert!(!message.starts_with("AgentHalt"), "the server's own question: {message}");
+        Ok(ElicitResult::new(ElicitationAction::Accept).with_content(json!({"name": "Ada"})))
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        let capabilities = ClientCapabilities::builder().enable_elicitation().build();
+        ClientConfig::new(capabilities, Implementation::new("desk-app", "1"))
+    }
+}
+
+/// The server asks the user through the proxy: server-everything's own elicitation reaches the
+/// client and the answer goes back, on stdio and over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_own_questions_reach_the_client_on_stdio_and_http() {
+    let Some(servers) = McpServers::find() else { return };
+    let ask = |client_text: &str| assert!(client_text.contains("Ada"), "{client_text}");
+
+    let (client, _) =
+        connect(Filler, Setup::default(), legacy(), server_command(&servers, "server-everything", &[])).await;
+    let asked = call(&client, "trigger-elicitation-request", json!({})).await;
+    ask(&text(&asked));
+    client.cancel().await.unwrap();
+
+    let policy = PolicyLoader::new().load_str(&POLICY.replace("REDACT", "false"), "test").unwrap();
+    let engine = policy.engine_builder().build().unwrap();
+    let command = server_command(&servers, "server-everything", &[]);
+    let proxy = Proxy::spawn(engine, ProxyOptions::default(), command).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}{}", listener.local_addr().unwrap(), halt_mcp::MCP_PATH);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(proxy.serve_http(listener, halt_mcp::HttpOptions::default(), async move {
+        let _ = stopped.await;
+    }));
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(url);
+    let client = serve_client_with_lifecycle(Filler, transport, legacy()).await.unwrap();
+    let asked = call(&client, "trigger-elicitation-request", json!({})).await;
+    ask(&text(&asked));
+    client.cancel().await.unwrap();
+    let _ = stop.send(());
+    served.await.unwrap().unwrap();
+}
