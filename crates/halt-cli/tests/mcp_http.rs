@@ -164,6 +164,17 @@ async fn http_on_both_sides_checks_the_headers_and_decides_the_calls() {
     let spent = message(legacy(call(11, "echo", json!({"message": "one more"}))).await.unwrap()).await;
     assert_eq!(spent["result"]["isError"], true, "{spent}");
     assert!(text(&spent).contains("Session budget"), "{spent}");
+    // A 2026-07-28 request is in no session, whatever session it names.
+    let named = post(&http, url, &modern_call(13, "echo", &json!({"message": "not yours"})))
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "echo")
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    let named = message(named).await;
+    assert_ne!(named["result"]["isError"], true, "{named}");
     let other = post(&http, url, &initialize()).send().await.unwrap();
     let other_session = other.headers()["mcp-session-id"].to_str().unwrap().to_owned();
     assert_ne!(other_session, session);

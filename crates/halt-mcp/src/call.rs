@@ -21,14 +21,18 @@ pub(crate) fn agent(shared: &Shared, context: &RequestContext<RoleServer>) -> Op
         .or_else(|| context.peer.peer_info().map(|i| i.client_info.name.clone()))
 }
 
-/// The MCP session a request belongs to: over HTTP, the client's `Mcp-Session-Id` (a 2025-11-25
-/// session; 2026-07-28 has none); on stdio, the connection.
+/// The MCP session a request belongs to: over HTTP, the client's 2025-11-25 session (its
+/// `Mcp-Session-Id`, which rmcp checks names a session it opened); on stdio, the connection. A
+/// 2026-07-28 request has none, whatever header it sends: nothing checks it there, and a client
+/// naming another's session would spend that session's budget.
 pub(crate) fn session(shared: &Shared, context: &RequestContext<RoleServer>) -> Option<String> {
-    let parts = context.extensions.get::<axum::http::request::Parts>();
-    match parts {
-        Some(parts) => parts.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(|s| format!("mcp:{s}")),
-        None => shared.connection.clone(),
+    let Some(parts) = context.extensions.get::<axum::http::request::Parts>() else {
+        return shared.connection.clone();
+    };
+    if crate::modern(context) {
+        return None;
     }
+    parts.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(|s| format!("mcp:{s}"))
 }
 
 /// An error result for the client (the model reads it): the call did not run.
