@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use std::future::Future;
-use std::panic::catch_unwind;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use halt_core::store::StoreError;
@@ -12,6 +12,7 @@ use crate::effects::CommitError;
 use crate::engine::Engine;
 use crate::evaluate::engine_deny;
 use crate::events::EngineEvent;
+use crate::join::panic_message;
 use crate::prepare::{Edited, Start};
 use crate::record::Record;
 use serde::{Deserialize, Serialize};
@@ -176,14 +177,17 @@ impl Engine {
         outcome.set_call(ctx.call_id.clone(), ctx.function_name.clone());
         let request =
             ApprovalRequest { context: ctx, outcome: &*outcome, expires_at: expires.as_secs_f64(), approval_id: None };
-        let answer = with_timeout(self.inner.approval_timeout, handler.request_approval(&request)).await;
+        let answer = with_timeout(self.inner.approval_timeout, contained(handler.request_approval(&request))).await;
         let answer = match answer {
-            Some(Ok(a)) => a,
-            Some(Err(ApprovalError::Deferred)) => {
+            Some(Ok(Ok(a))) => a,
+            Some(Ok(Err(ApprovalError::Deferred))) => {
                 self.release(&effects, self.inner.clock.now()).await;
                 return;
             }
-            Some(Err(e)) => ApprovalResponse::refuse("engine").with_reason(format!("approval failed: {e}")),
+            Some(Ok(Err(e))) => ApprovalResponse::refuse("engine").with_reason(format!("approval failed: {e}")),
+            Some(Err(panic)) => {
+                ApprovalResponse::refuse("engine").with_reason(format!("the approval handler panicked: {panic}"))
+            }
             None => ApprovalResponse::refuse("engine").with_reason("approval timed out"),
         };
         if let Some(recorder) = &self.inner.recorder {
@@ -303,6 +307,18 @@ fn asking(outcome: &Outcome) -> impl Iterator<Item = &str> {
 
 pub(crate) fn pending_key(call_id: &str) -> String {
     format!("halt/pending/{call_id}")
+}
+
+/// Awaits `fut`, a panic in it becoming an error with the panic's message: an approval handler
+/// is the caller's code, and one that panics refuses the call rather than unwinding the engine.
+async fn contained<F: Future>(fut: F) -> Result<F::Output, String> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+        Ok(std::task::Poll::Ready(out)) => std::task::Poll::Ready(Ok(out)),
+        Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+        Err(payload) => std::task::Poll::Ready(Err(panic_message(payload.as_ref()))),
+    })
+    .await
 }
 
 /// Awaits `fut` for at most `timeout`; `None` on timeout. Without a Tokio timer, waits unbounded

@@ -419,6 +419,32 @@ async fn evaluate_held_holds_the_call_for_its_caller_instead_of_asking_the_handl
 }
 
 #[derive(Debug)]
+struct Panicking;
+
+#[async_trait]
+impl ApprovalHandler for Panicking {
+    async fn request_approval(&self, _: &ApprovalRequest<'_>) -> Result<ApprovalResponse, ApprovalError> {
+        panic!("the approval service fell over")
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_approval_handler_refuses_the_call_and_releases_it() {
+    let engine = Engine::builder()
+        .guard(ReservingGuard::new("spend", "k", 40 * CENT, ONE))
+        .guard(StaticGuard::new("ask", Decision::require_approval("big purchase")))
+        .approval_handler(Panicking)
+        .build()
+        .unwrap();
+    let o = engine.evaluate(call("buy")).await;
+    assert_eq!(o.approved(), Some(false));
+    assert!(o.is_denied());
+    assert_eq!(spent(&engine, "k").await, 0, "released");
+    // The engine goes on deciding.
+    assert!(engine.evaluate(call("buy")).await.is_denied());
+}
+
+#[derive(Debug)]
 struct Never;
 
 #[async_trait]
