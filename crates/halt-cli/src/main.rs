@@ -3,6 +3,7 @@
 mod audit;
 mod demo;
 mod eval;
+mod log;
 mod mcp;
 mod serve;
 
@@ -192,8 +193,14 @@ fn main() -> ExitCode {
         Command::Schema => schema(),
         Command::Eval(args) => eval::run(&args),
         Command::Demo(args) => demo::run(&args),
-        Command::Serve(args) => serve::run(&args),
-        Command::McpProxy(args) => mcp::run(&args),
+        Command::Serve(args) => {
+            log::install();
+            serve::run(&args)
+        }
+        Command::McpProxy(args) => {
+            log::install();
+            mcp::run(&args)
+        }
         Command::Audit(command) => audit::run(&command),
     }
 }

@@ -26,6 +26,8 @@ struct Session {
     child: Child,
     stdin: ChildStdin,
     lines: Receiver<String>,
+    /// What the proxy (and its server) said on standard error.
+    said: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _dir: PathBuf,
 }
 
@@ -51,9 +53,17 @@ impl Session {
             .arg(script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let said: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+        let stderr = child.stderr.take().unwrap();
+        let keep = std::sync::Arc::clone(&said);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                keep.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
+            }
+        });
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = channel();
@@ -65,7 +75,7 @@ impl Session {
                 }
             }
         });
-        let mut s = Self { child, stdin, lines, _dir: dir };
+        let mut s = Self { child, stdin, lines, said, _dir: dir };
         let init = s.request(
             1,
             "initialize",
@@ -222,6 +232,8 @@ fn with_restart_server_a_dead_server_is_started_again_within_limits() {
     let denied = s.request(32, "tools/call", json!({"name": "get-env", "arguments": {}}));
     assert_eq!(denied["result"]["isError"], true, "{denied}");
     assert!(s.child.try_wait().unwrap().is_none(), "the proxy is running");
+    let said = s.said.lock().unwrap().join("\n");
+    assert!(said.contains("agenthalt: info: the MCP server exited and was started again"), "{said}");
 
     // A server that keeps dying is given up on: the proxy exits 1.
     let mut pid = second;
