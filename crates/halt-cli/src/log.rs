@@ -60,7 +60,7 @@ impl Subscriber for StderrLog {
         let mut line = Line(String::new());
         event.record(&mut line);
         let level = event.metadata().level().as_str().to_ascii_lowercase();
-        eprintln!("agenthalt: {level}: {}", line.0);
+        eprintln!("agenthalt: {level}: {}", line.0.trim_start());
     }
 
     fn enter(&self, _: &Id) {}
