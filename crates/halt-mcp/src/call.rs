@@ -152,20 +152,12 @@ async fn run(
     params: CallToolRequestParams,
     context: RequestContext<RoleServer>,
 ) -> Result<ServerResult, McpError> {
-    let modern = crate::modern(&context);
     let mut request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
     upstream::restore_meta(&mut request, context.meta);
-    match upstream::send(shared, request, &context.ct, &context.peer).await {
-        Ok(mut result) => {
-            if modern {
-                upstream::for_modern_client(&mut result, false);
-            }
-            Ok(result)
-        }
-        Err(e) => {
-            // It did not run (or nobody can tell that it did): its charges are given back.
-            let _ = shared.engine.settle(call_id, Money::ZERO).await;
-            Err(e)
-        }
+    let answer = upstream::send(shared, request, &context.ct, &context.peer).await;
+    if answer.is_err() {
+        // It did not run (or nobody can tell that it did): its charges are given back.
+        let _ = shared.engine.settle(call_id, Money::ZERO).await;
     }
+    answer
 }

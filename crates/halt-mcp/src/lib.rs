@@ -303,13 +303,8 @@ impl Downstream {
         mut request: ClientRequest,
         context: RequestContext<RoleServer>,
     ) -> Result<ServerResult, McpError> {
-        let modern = modern(&context);
         upstream::restore_meta(&mut request, context.meta);
-        let mut result = upstream::send(&self.shared, request, &context.ct, &context.peer).await?;
-        if modern {
-            upstream::for_modern_client(&mut result, false);
-        }
-        Ok(result)
+        upstream::send(&self.shared, request, &context.ct, &context.peer).await
     }
 }
 
@@ -319,32 +314,31 @@ impl Service<RoleServer> for Downstream {
         request: ClientRequest,
         context: RequestContext<RoleServer>,
     ) -> Result<ServerResult, McpError> {
-        match request {
+        let modern = modern(&context);
+        let mut result = match request {
             ClientRequest::InitializeRequest(_) => {
                 // The negotiated version is set by rmcp, from what the client asked.
-                Ok(ServerResult::InitializeResult(self.shared.info.clone()))
+                ServerResult::InitializeResult(self.shared.info.clone())
             }
-            ClientRequest::DiscoverRequest(_) => Ok(ServerResult::DiscoverResult(DiscoverResult::from_server_info(
+            ClientRequest::DiscoverRequest(_) => ServerResult::DiscoverResult(DiscoverResult::from_server_info(
                 self.supported_protocol_versions().into_owned(),
                 self.shared.info.clone(),
-            ))),
-            ClientRequest::CallToolRequest(call) => call::call_tool(&self.shared, call.params, context).await,
+            )),
+            ClientRequest::CallToolRequest(call) => call::call_tool(&self.shared, call.params, context).await?,
             ClientRequest::ListToolsRequest(list) => {
                 let agent = call::agent(&self.shared, &context);
-                let modern = modern(&context);
-                let mut request = ClientRequest::ListToolsRequest(list);
-                upstream::restore_meta(&mut request, context.meta);
-                let mut result = upstream::send(&self.shared, request, &context.ct, &context.peer).await?;
+                let mut result = self.forward(ClientRequest::ListToolsRequest(list), context).await?;
                 if let ServerResult::ListToolsResult(tools) = &mut result {
                     tools::listed(&self.shared, tools, agent.as_deref()).await;
                 }
-                if modern {
-                    upstream::for_modern_client(&mut result, self.shared.options.hide_denied_tools);
-                }
-                Ok(result)
+                result
             }
-            other => self.forward(other, context).await,
+            other => self.forward(other, context).await?,
+        };
+        if modern {
+            upstream::for_modern_client(&mut result, self.shared.options.hide_denied_tools);
         }
+        Ok(result)
     }
 
     async fn handle_notification(

@@ -35,7 +35,8 @@ pub(crate) fn restore_meta(request: &mut ClientRequest, meta: RequestMetaObject)
 /// Completes a result from a server of an older protocol for a 2026-07-28 client, which
 /// requires `resultType` of every result, and `ttlMs` and `cacheScope` of every cacheable one:
 /// `complete`, and where the server said nothing, immediately stale and private to the client.
-/// A `tools/list` answered per agent is always private.
+/// A `tools/list` answered per agent (`per_agent`: hiding is on) is always private. Results the
+/// proxy makes itself pass unchanged, or gain what they lack as well.
 pub(crate) fn for_modern_client(result: &mut ServerResult, per_agent: bool) {
     use rmcp::model::{CacheScope, ResultType};
     let (kind, hints) = match result {
